@@ -1,0 +1,334 @@
+//! Error types of the ledger. Every rejection carries what was expected and what was found, so
+//! a peer's bad block can be diagnosed from the log line alone.
+
+use thiserror::Error;
+
+use crate::crypto::{Hash32, MemberKey};
+
+/// Bytes that are not the canonical encoding of any value.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended early.
+    #[error("input ends at offset {offset}, {needed} more bytes needed")]
+    UnexpectedEnd {
+        /// Offset where reading stopped.
+        offset: usize,
+        /// Bytes the next field needed.
+        needed: usize,
+    },
+    /// Bytes were left after the value.
+    #[error("{remaining} trailing bytes at offset {offset}")]
+    TrailingBytes {
+        /// Offset of the first unread byte.
+        offset: usize,
+        /// How many bytes were left.
+        remaining: usize,
+    },
+    /// A length prefix above the limit.
+    #[error("length {length} at offset {offset} exceeds the limit {max}")]
+    LengthTooLarge {
+        /// Offset of the length prefix.
+        offset: usize,
+        /// The length read.
+        length: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// An unsupported format version.
+    #[error("unsupported {what} version {found}, expected {expected}")]
+    UnsupportedVersion {
+        /// What was being decoded.
+        what: &'static str,
+        /// The supported version.
+        expected: u8,
+        /// The version found.
+        found: u8,
+    },
+    /// A transaction kind this node does not know.
+    #[error("unknown transaction kind {kind}")]
+    UnknownKind {
+        /// The kind byte.
+        kind: u8,
+    },
+    /// A key whose first byte is not 0x02 or 0x03.
+    #[error("public key prefix {prefix:#04x} is not a compressed point")]
+    InvalidKeyPrefix {
+        /// The prefix byte.
+        prefix: u8,
+    },
+    /// A key that is not a point on secp256k1.
+    #[error("invalid public key {key}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+    },
+    /// A signature whose `r` or `s` is out of range.
+    #[error("signature is not a valid compact ECDSA signature")]
+    InvalidSignature,
+    /// A signature with `s` in the upper half: the malleable twin of a canonical one.
+    #[error("signature has a high S value (non-canonical)")]
+    HighS,
+}
+
+/// Why a transaction is invalid against the chain or the current state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// Signed for another chain (another genesis).
+    #[error("transaction is for chain {found}, this chain is {expected}")]
+    WrongChain {
+        /// This chain's genesis hash.
+        expected: Hash32,
+        /// The transaction's chain id.
+        found: Hash32,
+    },
+    /// The sender is not a member of the community.
+    #[error("sender {sender} is not a member")]
+    UnknownSender {
+        /// The sender.
+        sender: MemberKey,
+    },
+    /// The recipient is not a member of the community.
+    #[error("recipient {recipient} is not a member")]
+    UnknownRecipient {
+        /// The recipient.
+        recipient: MemberKey,
+    },
+    /// The signature does not verify against the sender's key.
+    #[error("bad signature from {sender}")]
+    BadSignature {
+        /// The claimed sender.
+        sender: MemberKey,
+    },
+    /// The fee is not the genesis fee.
+    #[error("fee {found} differs from the community fee {expected}")]
+    WrongFee {
+        /// The genesis fee.
+        expected: u64,
+        /// The fee offered.
+        found: u64,
+    },
+    /// The nonce is not the sender's next nonce (a replay, or out of order).
+    #[error("nonce {found} for {sender}, expected {expected}")]
+    BadNonce {
+        /// The sender.
+        sender: MemberKey,
+        /// The next nonce in state.
+        expected: u64,
+        /// The nonce in the transaction.
+        found: u64,
+    },
+    /// The sender cannot pay amount plus fee.
+    #[error("{account} needs {needed} micro-credits, has {available}")]
+    BalanceInsufficient {
+        /// The paying account.
+        account: MemberKey,
+        /// Amount plus fee.
+        needed: u64,
+        /// The balance.
+        available: u64,
+    },
+    /// A transfer of zero credits.
+    #[error("transfer amount is zero")]
+    ZeroAmount,
+    /// A transfer to oneself.
+    #[error("transfer to self")]
+    SelfTransfer,
+    /// A balance would overflow `u64`.
+    #[error("balance overflow for {account}")]
+    Overflow {
+        /// The account that would overflow.
+        account: MemberKey,
+    },
+}
+
+/// Why a block is invalid or cannot be attached.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    /// The block does not decode.
+    #[error("block does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// Built for another chain.
+    #[error("block is for chain {found}, this chain is {expected}")]
+    WrongChain {
+        /// This chain's genesis hash.
+        expected: Hash32,
+        /// The header's chain id.
+        found: Hash32,
+    },
+    /// The parent block is not known (yet): fetch it first.
+    #[error("unknown parent {parent} for height {height}")]
+    UnknownParent {
+        /// The header's previous hash.
+        parent: Hash32,
+        /// The header's height.
+        height: u64,
+    },
+    /// The height is not the parent's height plus one.
+    #[error("height {found}, expected {expected}")]
+    BadHeight {
+        /// Parent height + 1.
+        expected: u64,
+        /// Header height.
+        found: u64,
+    },
+    /// The slot does not advance past the parent's slot.
+    #[error("slot {found} is not after the parent's slot {parent_slot}")]
+    SlotNotAfterParent {
+        /// The parent's slot.
+        parent_slot: u64,
+        /// The header's slot.
+        found: u64,
+    },
+    /// The slot lies in the future.
+    #[error("slot {found} is in the future (current slot {current})")]
+    SlotInFuture {
+        /// The current slot.
+        current: u64,
+        /// The header's slot.
+        found: u64,
+    },
+    /// The producer is not among the elected ranks for this slot.
+    #[error("producer {producer} is not elected for slot {slot}")]
+    ProducerNotElected {
+        /// The header's producer.
+        producer: MemberKey,
+        /// The slot.
+        slot: u64,
+    },
+    /// The producer's signature does not verify.
+    #[error("bad producer signature on block {height}")]
+    BadProducerSignature {
+        /// The block height.
+        height: u64,
+    },
+    /// The header's transaction count differs from the body.
+    #[error("header says {header} transactions, body has {body}")]
+    TxCountMismatch {
+        /// Count in the header.
+        header: u32,
+        /// Count in the body.
+        body: usize,
+    },
+    /// Too many transactions.
+    #[error("{count} transactions exceed the limit {max}")]
+    TooManyTransactions {
+        /// Count in the block.
+        count: usize,
+        /// Genesis limit.
+        max: u32,
+    },
+    /// The Merkle root does not match the transactions.
+    #[error("merkle root {found} does not match the transactions ({computed})")]
+    MerkleRootMismatch {
+        /// Root in the header.
+        found: Hash32,
+        /// Root computed from the body.
+        computed: Hash32,
+    },
+    /// A transaction is invalid.
+    #[error("transaction {index} is invalid: {error}")]
+    InvalidTransaction {
+        /// Position in the block.
+        index: usize,
+        /// The rejection.
+        error: TxError,
+    },
+    /// The state hash does not match the state after the transactions.
+    #[error("state hash {found} does not match the computed state {computed}")]
+    StateHashMismatch {
+        /// Hash in the header.
+        found: Hash32,
+        /// Hash computed.
+        computed: Hash32,
+    },
+    /// The block would replace a final block.
+    #[error("height {height} is at or below the finalized height {finalized}")]
+    ConflictsWithFinalized {
+        /// The block height.
+        height: u64,
+        /// The finalized height.
+        finalized: u64,
+    },
+    /// The block is already known.
+    #[error("block {hash} is already known")]
+    Duplicate {
+        /// The block hash.
+        hash: Hash32,
+    },
+    /// A counter would overflow.
+    #[error("arithmetic overflow in {what}")]
+    Overflow {
+        /// What overflowed.
+        what: &'static str,
+    },
+}
+
+/// A genesis file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// The JSON does not parse or misses fields.
+    #[error("genesis does not parse: {0}")]
+    Parse(String),
+    /// A field has an unusable value.
+    #[error("genesis field `{field}`: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A storage failure. Corruption names the height where the stored chain stopped verifying.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed.
+    #[error("store backend: {0}")]
+    Backend(String),
+    /// File I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A stored record is corrupt.
+    #[error("corrupt record at height {height}: {reason}")]
+    Corrupt {
+        /// The height.
+        height: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store belongs to another chain.
+    #[error("store holds chain {found}, expected {expected}")]
+    WrongChain {
+        /// The genesis hash expected.
+        expected: Hash32,
+        /// The genesis hash found.
+        found: Hash32,
+    },
+    /// A block could not be attached.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// Signing a second, different block for a slot already signed.
+    #[error("refusing to sign slot {slot}: slot {last_signed} was already signed")]
+    SlotAlreadySigned {
+        /// The slot requested.
+        slot: u64,
+        /// The last slot signed.
+        last_signed: u64,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}

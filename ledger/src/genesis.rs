@@ -1,0 +1,292 @@
+//! The community file: who the members are and the rules they agreed on.
+//!
+//! Stored as JSON for people; its hash is taken over a canonical binary encoding (not the
+//! JSON text), so reformatting the file does not change the chain it names. Every transaction
+//! and block carries that hash as its chain id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use secp256k1::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Writer;
+use crate::crypto::{Hash32, MemberKey};
+use crate::error::GenesisError;
+use crate::selection::SelectionRule;
+
+const GENESIS_TAG: &[u8] = b"gridlet/genesis/v1";
+
+/// One home of the community.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// A label for people (not used by consensus rules, but part of the genesis hash).
+    pub name: String,
+    /// The home's key: it signs transactions and blocks.
+    pub key: MemberKey,
+    /// The key of the home's battery (ESS) attestor, which signs stored generation.
+    pub attestor: MemberKey,
+    /// Initial balance in micro-credits.
+    pub balance: u64,
+}
+
+/// Parameters of producer selection (weights `W = α·E + β·A + γ·R`, see [`crate::selection`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionParams {
+    /// `paper` (argmax W/U) or `proportional` (probability exactly proportional to W).
+    pub rule: SelectionRule,
+    /// Weight of E, the voting tokens (one per kWh traded in the window).
+    pub alpha: u64,
+    /// Weight of A, the blocks since the member last produced (capped at `age_cap`).
+    pub beta: u64,
+    /// Weight of R, the blocks the member produced in the window (capped at `reputation_cap`).
+    pub gamma: u64,
+    /// The window, in blocks, over which E and R are counted.
+    pub window_blocks: u64,
+    /// Cap on A, so a long-silent member cannot dominate every election.
+    pub age_cap: u64,
+    /// Cap on R, so the producer set cannot freeze around past producers.
+    pub reputation_cap: u64,
+    /// How many ranks may produce: rank r waits `(r-1) × fallback_delay_ms` into the slot.
+    pub fallback_ranks: u32,
+    /// Delay before each fallback rank may produce.
+    pub fallback_delay_ms: u64,
+}
+
+/// The genesis of a community chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Human-readable chain name.
+    pub chain_id: String,
+    /// Unix time (ms) at which slot 0 starts.
+    pub genesis_time_ms: u64,
+    /// Slot length in ms.
+    pub slot_ms: u64,
+    /// A block this many blocks below the head is final and never reverted.
+    pub finality_depth: u64,
+    /// Flat fee every transaction pays to the community account, micro-credits.
+    pub tx_fee: u64,
+    /// Main-grid import tariff, micro-credits per kWh: no sale may ask more.
+    pub grid_tariff: u64,
+    /// Lowest price a bid may carry, micro-credits per kWh.
+    pub floor_price: u64,
+    /// Most transactions in one block.
+    pub max_block_txs: u32,
+    /// Producer selection.
+    pub selection: SelectionParams,
+    /// The members, in the order given.
+    pub members: Vec<Member>,
+}
+
+impl Genesis {
+    /// Parses and validates a genesis JSON document.
+    pub fn from_json(text: &str) -> Result<Genesis, GenesisError> {
+        let genesis: Genesis =
+            serde_json::from_str(text).map_err(|e| GenesisError::Parse(e.to_string()))?;
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks every field a running chain depends on.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> GenesisError {
+            GenesisError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        if self.chain_id.is_empty() {
+            return Err(invalid("chain_id", "must not be empty"));
+        }
+        if self.slot_ms == 0 {
+            return Err(invalid("slot_ms", "must be positive"));
+        }
+        if self.max_block_txs == 0 {
+            return Err(invalid("max_block_txs", "must be positive"));
+        }
+        if self.floor_price > self.grid_tariff {
+            return Err(invalid(
+                "floor_price",
+                format!(
+                    "{} is above the grid tariff {}",
+                    self.floor_price, self.grid_tariff
+                ),
+            ));
+        }
+        let s = &self.selection;
+        if s.fallback_ranks == 0 {
+            return Err(invalid("selection.fallback_ranks", "must be at least 1"));
+        }
+        if s.window_blocks == 0 {
+            return Err(invalid("selection.window_blocks", "must be positive"));
+        }
+        if s.age_cap == 0 {
+            return Err(invalid("selection.age_cap", "must be positive"));
+        }
+        if s.alpha == 0 && s.beta == 0 && s.gamma == 0 {
+            return Err(invalid(
+                "selection",
+                "alpha, beta and gamma are all zero: nobody could ever be elected",
+            ));
+        }
+        if self.members.is_empty() {
+            return Err(invalid("members", "at least one member is needed"));
+        }
+        let mut keys = BTreeSet::new();
+        let mut total: u64 = 0;
+        for m in &self.members {
+            if !keys.insert(m.key) {
+                return Err(invalid("members", format!("duplicate key {}", m.key)));
+            }
+            total = total
+                .checked_add(m.balance)
+                .ok_or_else(|| invalid("members", "balances overflow u64"))?;
+        }
+        Ok(())
+    }
+
+    /// The canonical encoding the hash is taken over.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        let rule = match self.selection.rule {
+            SelectionRule::Paper => 0u8,
+            SelectionRule::Proportional => 1u8,
+        };
+        w.var(self.chain_id.as_bytes())
+            .u64(self.genesis_time_ms)
+            .u64(self.slot_ms)
+            .u64(self.finality_depth)
+            .u64(self.tx_fee)
+            .u64(self.grid_tariff)
+            .u64(self.floor_price)
+            .u32(self.max_block_txs)
+            .u8(rule)
+            .u64(self.selection.alpha)
+            .u64(self.selection.beta)
+            .u64(self.selection.gamma)
+            .u64(self.selection.window_blocks)
+            .u64(self.selection.age_cap)
+            .u64(self.selection.reputation_cap)
+            .u32(self.selection.fallback_ranks)
+            .u64(self.selection.fallback_delay_ms)
+            .u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
+        for m in &self.members {
+            w.var(m.name.as_bytes())
+                .fixed(&m.key.0)
+                .fixed(&m.attestor.0)
+                .u64(m.balance);
+        }
+        w.finish()
+    }
+
+    /// The chain id every transaction and block is bound to.
+    pub fn hash(&self) -> Hash32 {
+        Hash32::tagged(GENESIS_TAG, &[&self.encode()])
+    }
+
+    /// Parsed public keys of the members, so signatures are checked without re-parsing keys.
+    pub fn member_public_keys(&self) -> Result<BTreeMap<MemberKey, PublicKey>, GenesisError> {
+        self.members
+            .iter()
+            .map(|m| {
+                m.key
+                    .to_public_key()
+                    .map(|pk| (m.key, pk))
+                    .map_err(|e| GenesisError::Invalid {
+                        field: "members",
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The slot that contains unix time `now_ms` (slot 0 before genesis time).
+    pub fn slot_at(&self, now_ms: u64) -> u64 {
+        now_ms
+            .saturating_sub(self.genesis_time_ms)
+            .checked_div(self.slot_ms)
+            .unwrap_or(0)
+    }
+
+    /// Unix time (ms) at which `slot` starts.
+    pub fn slot_start_ms(&self, slot: u64) -> u64 {
+        self.genesis_time_ms
+            .saturating_add(slot.saturating_mul(self.slot_ms))
+    }
+
+    /// A genesis with sensible defaults for the given members, each starting with `balance`.
+    pub fn with_defaults(
+        chain_id: &str,
+        genesis_time_ms: u64,
+        members: Vec<Member>,
+        rule: SelectionRule,
+    ) -> Genesis {
+        Genesis {
+            chain_id: chain_id.to_owned(),
+            genesis_time_ms,
+            slot_ms: 1_000,
+            finality_depth: 3,
+            tx_fee: 100,
+            grid_tariff: 300_000,
+            floor_price: 50_000,
+            max_block_txs: 5_000,
+            selection: SelectionParams {
+                rule,
+                alpha: 1,
+                beta: 10,
+                gamma: 5,
+                window_blocks: 100,
+                age_cap: 64,
+                reputation_cap: 20,
+                fallback_ranks: 3,
+                fallback_delay_ms: 300,
+            },
+            members,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::deterministic_key;
+
+    fn member(i: u64) -> Member {
+        Member {
+            name: format!("home-{i}"),
+            key: MemberKey::from_secret(&deterministic_key(1, i)),
+            attestor: MemberKey::from_secret(&deterministic_key(2, i)),
+            balance: 1_000,
+        }
+    }
+
+    #[test]
+    fn json_round_trip_keeps_the_hash() {
+        let g = Genesis::with_defaults("test", 0, vec![member(0), member(1)], SelectionRule::Paper);
+        let back = Genesis::from_json(&g.to_json()).unwrap();
+        assert_eq!(back.hash(), g.hash());
+        let mut other = g.clone();
+        other.tx_fee += 1;
+        assert_ne!(other.hash(), g.hash());
+    }
+
+    #[test]
+    fn broken_genesis_names_the_field() {
+        let mut g = Genesis::with_defaults("test", 0, vec![member(0), member(0)], SelectionRule::Paper);
+        assert!(matches!(g.validate(), Err(GenesisError::Invalid { field: "members", .. })));
+        g.members.pop();
+        g.slot_ms = 0;
+        assert!(matches!(g.validate(), Err(GenesisError::Invalid { field: "slot_ms", .. })));
+        assert!(matches!(
+            Genesis::from_json("{\"chain_id\": 3}"),
+            Err(GenesisError::Parse(_))
+        ));
+    }
+}

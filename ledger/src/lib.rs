@@ -1,0 +1,52 @@
+//! The gridlet community ledger.
+//!
+//! Every home gateway keeps the same copy of this ledger and executes it identically, so
+//! everything here is pure and deterministic: no clock, no RNG, no network, no logging. Time
+//! arrives as a slot number, randomness as a hash of the previous block. The only I/O lives in
+//! [`store`], which persists blocks (sled) and the last slot this node signed (fsync'd file).
+//!
+//! # Layout
+//! - [`codec`]: the canonical binary encoding (big-endian, length-prefixed, no alternatives).
+//! - [`crypto`]: hashes with domain tags, member keys, low-S ECDSA signatures.
+//! - [`tx`]: signed transactions and their kinds.
+//! - [`merkle`]: RFC 6962 Merkle tree with leaf/node domain separation and inclusion proofs.
+//! - [`genesis`]: the community file every transaction and block is bound to.
+//! - [`state`]: balances, nonces and producer statistics; transaction rules.
+//! - [`selection`]: Proof-of-Stake producer selection (`paper` and `proportional` rules).
+//! - [`block`]: block headers and blocks.
+//! - [`chain`]: block validation, fork choice, finality and block production.
+//! - [`store`]: the block store trait, its sled backend, the persistent chain and the signer guard.
+//!
+//! The byte-level protocol is specified in `docs/protocol.md`.
+
+// Consensus code must not panic or overflow silently (lighthouse's state_processing lints).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod block;
+pub mod chain;
+pub mod codec;
+pub mod crypto;
+pub mod error;
+pub mod genesis;
+pub mod merkle;
+pub mod selection;
+pub mod state;
+pub mod store;
+pub mod tx;
+
+pub use block::{Block, BlockHeader};
+pub use chain::{Chain, Inserted};
+pub use crypto::{Hash32, MemberKey, Signature};
+pub use error::{BlockError, DecodeError, GenesisError, StoreError, TxError};
+pub use genesis::Genesis;
+pub use state::LedgerState;
+pub use tx::{SignedTransaction, Transaction, TxPayload};

@@ -1,0 +1,331 @@
+//! The ledger state and the transaction rules.
+//!
+//! Design: [`LedgerState`] is a plain value; applying a transaction either changes it
+//! completely or returns a [`TxError`] and leaves it untouched. Signatures are checked
+//! separately ([`Rules::verify_signature`]) so that a block's signatures can be verified in
+//! parallel before its transactions are applied in order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use secp256k1::PublicKey;
+use serde::Serialize;
+
+use crate::codec::Writer;
+use crate::crypto::{Hash32, MemberKey};
+use crate::error::{GenesisError, TxError};
+use crate::genesis::{Genesis, SelectionParams};
+use crate::selection::Candidate;
+use crate::tx::{SignedTransaction, TxPayload};
+
+const STATE_TAG: &[u8] = b"gridlet/state/v1";
+
+/// The rules fixed by genesis, with member keys parsed once.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The genesis hash.
+    pub chain_id: Hash32,
+    /// The flat fee.
+    pub tx_fee: u64,
+    /// Most transactions per block.
+    pub max_block_txs: u32,
+    /// Finality depth.
+    pub finality_depth: u64,
+    /// Producer selection parameters.
+    pub selection: SelectionParams,
+    /// Members and their parsed keys.
+    pub members: Arc<BTreeMap<MemberKey, PublicKey>>,
+}
+
+impl Rules {
+    /// The rules of a genesis.
+    pub fn from_genesis(genesis: &Genesis) -> Result<Rules, GenesisError> {
+        genesis.validate()?;
+        Ok(Rules {
+            chain_id: genesis.hash(),
+            tx_fee: genesis.tx_fee,
+            max_block_txs: genesis.max_block_txs,
+            finality_depth: genesis.finality_depth,
+            selection: genesis.selection.clone(),
+            members: Arc::new(genesis.member_public_keys()?),
+        })
+    }
+
+    /// Checks the chain id, the sender's membership and the signature.
+    pub fn verify_signature(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+        let tx = stx.tx();
+        if tx.chain_id != self.chain_id {
+            return Err(TxError::WrongChain {
+                expected: self.chain_id,
+                found: tx.chain_id,
+            });
+        }
+        let key = self
+            .members
+            .get(&tx.sender)
+            .ok_or(TxError::UnknownSender { sender: tx.sender })?;
+        if stx.verify_signature(key) {
+            Ok(())
+        } else {
+            Err(TxError::BadSignature { sender: tx.sender })
+        }
+    }
+}
+
+/// A member's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Account {
+    /// Micro-credits.
+    pub balance: u64,
+    /// The next nonce this member must use.
+    pub nonce: u64,
+}
+
+/// What one block contributed to the selection statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockSummary {
+    /// Block height.
+    pub height: u64,
+    /// Who produced it.
+    pub producer: MemberKey,
+    /// Energy traded in it per member (Wh), from energy-trade transactions.
+    pub traded_wh: Vec<(MemberKey, u64)>,
+}
+
+/// Balances, nonces and the producer statistics the election depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerState {
+    /// Height of the last applied block (0 = genesis).
+    pub height: u64,
+    /// Slot of the last applied block (0 at genesis).
+    pub slot: u64,
+    accounts: BTreeMap<MemberKey, Account>,
+    community_balance: u64,
+    last_produced: BTreeMap<MemberKey, u64>,
+    recent: VecDeque<BlockSummary>,
+}
+
+impl LedgerState {
+    /// The state before the first block.
+    pub fn genesis(genesis: &Genesis) -> LedgerState {
+        LedgerState {
+            height: 0,
+            slot: 0,
+            accounts: genesis
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.key,
+                        Account {
+                            balance: m.balance,
+                            nonce: 0,
+                        },
+                    )
+                })
+                .collect(),
+            community_balance: 0,
+            last_produced: BTreeMap::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// A member's account (default if unknown).
+    pub fn account(&self, key: &MemberKey) -> Account {
+        self.accounts.get(key).copied().unwrap_or_default()
+    }
+
+    /// All accounts.
+    pub fn accounts(&self) -> &BTreeMap<MemberKey, Account> {
+        &self.accounts
+    }
+
+    /// The community account's balance (fees).
+    pub fn community_balance(&self) -> u64 {
+        self.community_balance
+    }
+
+    /// Total micro-credits: member balances plus the community account.
+    pub fn total_credits(&self) -> u128 {
+        self.accounts
+            .values()
+            .fold(u128::from(self.community_balance), |acc, a| {
+                acc.saturating_add(u128::from(a.balance))
+            })
+    }
+
+    /// Applies one transaction whose signature has been verified. On error nothing changes.
+    pub fn apply_tx(&mut self, rules: &Rules, stx: &SignedTransaction) -> Result<(), TxError> {
+        let tx = stx.tx();
+        if tx.chain_id != rules.chain_id {
+            return Err(TxError::WrongChain {
+                expected: rules.chain_id,
+                found: tx.chain_id,
+            });
+        }
+        let sender = self
+            .accounts
+            .get(&tx.sender)
+            .copied()
+            .ok_or(TxError::UnknownSender { sender: tx.sender })?;
+        if tx.fee != rules.tx_fee {
+            return Err(TxError::WrongFee {
+                expected: rules.tx_fee,
+                found: tx.fee,
+            });
+        }
+        if tx.nonce != sender.nonce {
+            return Err(TxError::BadNonce {
+                sender: tx.sender,
+                expected: sender.nonce,
+                found: tx.nonce,
+            });
+        }
+        let next_nonce = sender
+            .nonce
+            .checked_add(1)
+            .ok_or(TxError::Overflow { account: tx.sender })?;
+        let community = self
+            .community_balance
+            .checked_add(tx.fee)
+            .ok_or(TxError::Overflow { account: tx.sender })?;
+        match &tx.payload {
+            TxPayload::Transfer { to, amount } => {
+                if *amount == 0 {
+                    return Err(TxError::ZeroAmount);
+                }
+                if *to == tx.sender {
+                    return Err(TxError::SelfTransfer);
+                }
+                let recipient = self
+                    .accounts
+                    .get(to)
+                    .copied()
+                    .ok_or(TxError::UnknownRecipient { recipient: *to })?;
+                let needed = amount
+                    .checked_add(tx.fee)
+                    .ok_or(TxError::Overflow { account: tx.sender })?;
+                let remaining =
+                    sender
+                        .balance
+                        .checked_sub(needed)
+                        .ok_or(TxError::BalanceInsufficient {
+                            account: tx.sender,
+                            needed,
+                            available: sender.balance,
+                        })?;
+                let credited = recipient
+                    .balance
+                    .checked_add(*amount)
+                    .ok_or(TxError::Overflow { account: *to })?;
+                self.accounts.insert(
+                    tx.sender,
+                    Account {
+                        balance: remaining,
+                        nonce: next_nonce,
+                    },
+                );
+                self.accounts.insert(
+                    *to,
+                    Account {
+                        balance: credited,
+                        nonce: recipient.nonce,
+                    },
+                );
+            }
+        }
+        self.community_balance = community;
+        Ok(())
+    }
+
+    /// Records a produced block in the selection statistics (after its transactions).
+    pub fn finish_block(
+        &mut self,
+        rules: &Rules,
+        height: u64,
+        slot: u64,
+        producer: MemberKey,
+        traded_wh: Vec<(MemberKey, u64)>,
+    ) {
+        self.height = height;
+        self.slot = slot;
+        self.last_produced.insert(producer, height);
+        self.recent.push_back(BlockSummary {
+            height,
+            producer,
+            traded_wh,
+        });
+        let window = usize::try_from(rules.selection.window_blocks).unwrap_or(usize::MAX);
+        while self.recent.len() > window {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The election weights for the block at `self.height + 1`, one per member.
+    ///
+    /// `E` = kWh traded in the window (floor), `A` = blocks since the member last produced
+    /// (never = since genesis), capped at `age_cap`, `R` = blocks produced in the window,
+    /// capped at `reputation_cap`. All arithmetic saturates, so it is total and deterministic.
+    pub fn candidates(&self, rules: &Rules) -> Vec<Candidate> {
+        let next = self.height.saturating_add(1);
+        let mut traded: BTreeMap<MemberKey, u64> = BTreeMap::new();
+        let mut produced: BTreeMap<MemberKey, u64> = BTreeMap::new();
+        for summary in &self.recent {
+            let p = produced.entry(summary.producer).or_insert(0);
+            *p = p.saturating_add(1);
+            for (member, wh) in &summary.traded_wh {
+                let t = traded.entry(*member).or_insert(0);
+                *t = t.saturating_add(*wh);
+            }
+        }
+        let s = &rules.selection;
+        rules
+            .members
+            .keys()
+            .map(|key| {
+                let e = traded.get(key).copied().unwrap_or(0) / 1000;
+                let last = self.last_produced.get(key).copied().unwrap_or(0);
+                let a = next.saturating_sub(last).min(s.age_cap);
+                let r = produced
+                    .get(key)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(s.reputation_cap);
+                let weight = s
+                    .alpha
+                    .saturating_mul(e)
+                    .saturating_add(s.beta.saturating_mul(a))
+                    .saturating_add(s.gamma.saturating_mul(r));
+                Candidate { key: *key, weight }
+            })
+            .collect()
+    }
+
+    /// The canonical encoding of the state.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.height).u64(self.slot).u64(self.community_balance);
+        w.u32(u32::try_from(self.accounts.len()).unwrap_or(u32::MAX));
+        for (k, a) in &self.accounts {
+            w.fixed(&k.0).u64(a.balance).u64(a.nonce);
+        }
+        w.u32(u32::try_from(self.last_produced.len()).unwrap_or(u32::MAX));
+        for (k, h) in &self.last_produced {
+            w.fixed(&k.0).u64(*h);
+        }
+        w.u32(u32::try_from(self.recent.len()).unwrap_or(u32::MAX));
+        for s in &self.recent {
+            w.u64(s.height).fixed(&s.producer.0);
+            w.u32(u32::try_from(s.traded_wh.len()).unwrap_or(u32::MAX));
+            for (k, wh) in &s.traded_wh {
+                w.fixed(&k.0).u64(*wh);
+            }
+        }
+        w.finish()
+    }
+
+    /// The state hash a block header commits to.
+    pub fn hash(&self) -> Hash32 {
+        Hash32::tagged(STATE_TAG, &[&self.encode()])
+    }
+}

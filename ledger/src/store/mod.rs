@@ -1,0 +1,308 @@
+//! Persistence: the block store trait, its sled backend, the chain that commits through it,
+//! and the fsync'd signer guard.
+//!
+//! A block counts as committed once the store has flushed it. sled 0.34's flush uses
+//! `sync_file_range`, not `fsync`, so the newest flushed blocks can still be lost on power
+//! failure; that only costs a re-sync from peers, because opening a store re-verifies what it
+//! holds and truncates to the last valid block, reporting what it dropped. What no peer can
+//! give back — the last slot signed — lives in [`signer`] with a real fsync.
+
+pub mod signer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::block::Block;
+use crate::chain::{Chain, Checks, Inserted};
+use crate::crypto::Hash32;
+use crate::error::StoreError;
+use crate::genesis::Genesis;
+
+pub use signer::SignerGuard;
+
+/// Where blocks of the canonical chain are kept, by height (1-based, contiguous).
+pub trait BlockStore {
+    /// The genesis hash the store was created for, if recorded.
+    fn chain_id(&self) -> Result<Option<Hash32>, StoreError>;
+    /// Records the genesis hash.
+    fn set_chain_id(&mut self, id: Hash32) -> Result<(), StoreError>;
+    /// The highest stored height (0 if empty).
+    fn tip_height(&self) -> Result<u64, StoreError>;
+    /// The encoded block at `height`.
+    fn get(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the encoded block at `height`.
+    fn put(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Removes every block above `height`.
+    fn truncate_above(&mut self, height: u64) -> Result<(), StoreError>;
+    /// Makes every earlier write durable (as far as the backend can).
+    fn flush(&mut self) -> Result<(), StoreError>;
+}
+
+/// A store in memory, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    chain_id: Option<Hash32>,
+    blocks: BTreeMap<u64, Vec<u8>>,
+}
+
+impl BlockStore for MemStore {
+    fn chain_id(&self) -> Result<Option<Hash32>, StoreError> {
+        Ok(self.chain_id)
+    }
+    fn set_chain_id(&mut self, id: Hash32) -> Result<(), StoreError> {
+        self.chain_id = Some(id);
+        Ok(())
+    }
+    fn tip_height(&self) -> Result<u64, StoreError> {
+        Ok(self.blocks.keys().next_back().copied().unwrap_or(0))
+    }
+    fn get(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.blocks.get(&height).cloned())
+    }
+    fn put(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.blocks.insert(height, bytes.to_vec());
+        Ok(())
+    }
+    fn truncate_above(&mut self, height: u64) -> Result<(), StoreError> {
+        self.blocks.split_off(&height.saturating_add(1));
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Blocks in a sled database (`DIR/blocks.sled`).
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    blocks: sled::Tree,
+}
+
+const META_CHAIN_ID: &[u8] = b"chain_id";
+
+impl SledStore {
+    /// Opens or creates the store under `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::open(dir.join("blocks.sled"))?;
+        let blocks = db.open_tree("blocks")?;
+        Ok(SledStore { db, blocks })
+    }
+}
+
+impl BlockStore for SledStore {
+    fn chain_id(&self) -> Result<Option<Hash32>, StoreError> {
+        match self.db.get(META_CHAIN_ID)? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 32] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    height: 0,
+                    reason: "chain id record is not 32 bytes".into(),
+                })?;
+                Ok(Some(Hash32(bytes)))
+            }
+        }
+    }
+    fn set_chain_id(&mut self, id: Hash32) -> Result<(), StoreError> {
+        self.db.insert(META_CHAIN_ID, &id.0[..])?;
+        Ok(())
+    }
+    fn tip_height(&self) -> Result<u64, StoreError> {
+        match self.blocks.last()? {
+            None => Ok(0),
+            Some((k, _)) => {
+                let bytes: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    height: 0,
+                    reason: "block key is not 8 bytes".into(),
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+    fn get(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.blocks.get(height.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+    fn put(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.blocks.insert(height.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+    fn truncate_above(&mut self, height: u64) -> Result<(), StoreError> {
+        let start = height.saturating_add(1).to_be_bytes();
+        let keys: Vec<sled::IVec> = self
+            .blocks
+            .range(start..)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            self.blocks.remove(k)?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// What opening a store found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Blocks that verified and were loaded.
+    pub loaded: u64,
+    /// Stored blocks dropped because they did not verify (`from_height`, count, reason).
+    pub dropped: Option<(u64, u64, String)>,
+}
+
+/// A [`Chain`] whose canonical branch is kept in a [`BlockStore`].
+#[derive(Debug)]
+pub struct PersistentChain<S: BlockStore> {
+    chain: Chain,
+    store: S,
+    /// Hashes of the stored canonical blocks; index = height (index 0 = the genesis hash).
+    canonical: Vec<Hash32>,
+}
+
+impl<S: BlockStore> PersistentChain<S> {
+    /// Opens a store: re-verifies every stored block (signatures for the newest
+    /// `signature_depth` of them) and truncates at the first one that fails.
+    pub fn open(
+        mut store: S,
+        genesis: Genesis,
+        signature_depth: u64,
+    ) -> Result<(PersistentChain<S>, OpenReport), StoreError> {
+        let mut chain = Chain::new(genesis).map_err(|e| StoreError::Corrupt {
+            height: 0,
+            reason: e.to_string(),
+        })?;
+        let id = chain.chain_id();
+        match store.chain_id()? {
+            Some(found) if found != id => {
+                return Err(StoreError::WrongChain {
+                    expected: id,
+                    found,
+                })
+            }
+            Some(_) => {}
+            None => {
+                store.set_chain_id(id)?;
+                store.flush()?;
+            }
+        }
+        let tip = store.tip_height()?;
+        let sig_from = tip.saturating_sub(signature_depth);
+        let mut canonical = vec![id];
+        let mut dropped = None;
+        for height in 1..=tip {
+            let failure = match store.get(height)? {
+                None => Some("missing".to_string()),
+                Some(bytes) => match Block::decode(&bytes) {
+                    Err(e) => Some(format!("does not decode: {e}")),
+                    Ok(block) if block.header.height != height => Some(format!(
+                        "holds height {} instead",
+                        block.header.height
+                    )),
+                    Ok(block) => {
+                        let checks = Checks {
+                            signatures: height > sig_from,
+                            current_slot: None,
+                        };
+                        match chain.insert(block, checks) {
+                            Ok(ins) => {
+                                canonical.push(ins.hash);
+                                None
+                            }
+                            Err(e) => Some(e.to_string()),
+                        }
+                    }
+                },
+            };
+            if let Some(reason) = failure {
+                let count = tip.saturating_sub(height).saturating_add(1);
+                dropped = Some((height, count, reason));
+                store.truncate_above(height.saturating_sub(1))?;
+                store.flush()?;
+                break;
+            }
+        }
+        let loaded = u64::try_from(canonical.len().saturating_sub(1)).unwrap_or(u64::MAX);
+        Ok((
+            PersistentChain {
+                chain,
+                store,
+                canonical,
+            },
+            OpenReport { loaded, dropped },
+        ))
+    }
+
+    /// The in-memory chain.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Mutable access to the in-memory chain (e.g. to set verification threads).
+    pub fn chain_mut(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The stored canonical block at `height`.
+    pub fn block_at(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        match self.store.get(height)? {
+            None => Ok(None),
+            Some(bytes) => Block::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    height,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// The stored canonical hash at `height`.
+    pub fn hash_at(&self, height: u64) -> Option<Hash32> {
+        usize::try_from(height)
+            .ok()
+            .and_then(|h| self.canonical.get(h))
+            .copied()
+    }
+
+    /// Validates and inserts `block`; if the head moved, writes the new canonical branch and
+    /// flushes. When this returns `Ok`, the block is committed.
+    pub fn commit(&mut self, block: Block, checks: Checks) -> Result<Inserted, StoreError> {
+        let inserted = self.chain.insert(block, checks)?;
+        if inserted.head_changed {
+            let canonical = &self.canonical;
+            let (ancestor, branch) = self.chain.branch_to_head(|h, hash| {
+                usize::try_from(h)
+                    .ok()
+                    .and_then(|i| canonical.get(i))
+                    .is_some_and(|c| c == hash)
+            });
+            if self.store.tip_height()? > ancestor {
+                self.store.truncate_above(ancestor)?;
+            }
+            self.canonical
+                .truncate(usize::try_from(ancestor).unwrap_or(usize::MAX).saturating_add(1));
+            for b in &branch {
+                self.store.put(b.header.height, &b.encode())?;
+                self.canonical.push(b.hash());
+            }
+            self.store.flush()?;
+        }
+        Ok(inserted)
+    }
+}
+
+/// Opens the sled store in `dir` and loads its chain.
+pub fn open_sled(
+    dir: &Path,
+    genesis: Genesis,
+    signature_depth: u64,
+) -> Result<(PersistentChain<SledStore>, OpenReport), StoreError> {
+    PersistentChain::open(SledStore::open(dir)?, genesis, signature_depth)
+}
