@@ -158,13 +158,14 @@ pub fn validate_block(
         });
     }
     if checks.signatures {
-        let producer_key = rules
-            .members
-            .get(&h.producer)
-            .ok_or(BlockError::ProducerNotElected {
-                producer: h.producer,
-                slot: h.slot,
-            })?;
+        let producer_key =
+            rules
+                .members
+                .get(&h.producer)
+                .ok_or(BlockError::ProducerNotElected {
+                    producer: h.producer,
+                    slot: h.slot,
+                })?;
         if !block.signature.verify(&h.hash(), producer_key) {
             return Err(BlockError::BadProducerSignature { height: h.height });
         }
@@ -459,9 +460,7 @@ impl Chain {
     }
 
     fn advance_finality(&mut self) {
-        let target = self
-            .head_height()
-            .saturating_sub(self.rules.finality_depth);
+        let target = self.head_height().saturating_sub(self.rules.finality_depth);
         if target <= self.finalized().1 {
             return;
         }
@@ -543,4 +542,3 @@ impl Chain {
         })
     }
 }
-

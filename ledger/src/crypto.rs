@@ -97,9 +97,8 @@ impl MemberKey {
 
     /// Parses the key as a curve point.
     pub fn to_public_key(&self) -> Result<PublicKey, DecodeError> {
-        PublicKey::from_byte_array_compressed(self.0).map_err(|_| DecodeError::InvalidKey {
-            key: self.to_hex(),
-        })
+        PublicKey::from_byte_array_compressed(self.0)
+            .map_err(|_| DecodeError::InvalidKey { key: self.to_hex() })
     }
 
     /// Lower-case hex of the 33 bytes.

@@ -279,11 +279,24 @@ mod tests {
 
     #[test]
     fn broken_genesis_names_the_field() {
-        let mut g = Genesis::with_defaults("test", 0, vec![member(0), member(0)], SelectionRule::Paper);
-        assert!(matches!(g.validate(), Err(GenesisError::Invalid { field: "members", .. })));
+        let mut g =
+            Genesis::with_defaults("test", 0, vec![member(0), member(0)], SelectionRule::Paper);
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::Invalid {
+                field: "members",
+                ..
+            })
+        ));
         g.members.pop();
         g.slot_ms = 0;
-        assert!(matches!(g.validate(), Err(GenesisError::Invalid { field: "slot_ms", .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::Invalid {
+                field: "slot_ms",
+                ..
+            })
+        ));
         assert!(matches!(
             Genesis::from_json("{\"chain_id\": 3}"),
             Err(GenesisError::Parse(_))

@@ -115,9 +115,9 @@ pub fn rank_producers(
             let mut out = Vec::with_capacity(count.min(candidates.len()));
             let mut rank = 0u64;
             while out.len() < count && !weighted.is_empty() {
-                let total: u128 = weighted
-                    .iter()
-                    .fold(0u128, |acc, (c, _)| acc.saturating_add(u128::from(c.weight)));
+                let total: u128 = weighted.iter().fold(0u128, |acc, (c, _)| {
+                    acc.saturating_add(u128::from(c.weight))
+                });
                 let mut x = uniform_below(prev_hash, slot, rank, total);
                 let mut chosen = weighted.len().saturating_sub(1);
                 for (i, (c, _)) in weighted.iter().enumerate() {

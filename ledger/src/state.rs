@@ -304,7 +304,9 @@ impl LedgerState {
     /// The canonical encoding of the state.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u64(self.height).u64(self.slot).u64(self.community_balance);
+        w.u64(self.height)
+            .u64(self.slot)
+            .u64(self.community_balance);
         w.u32(u32::try_from(self.accounts.len()).unwrap_or(u32::MAX));
         for (k, a) in &self.accounts {
             w.fixed(&k.0).u64(a.balance).u64(a.nonce);

@@ -197,10 +197,9 @@ impl<S: BlockStore> PersistentChain<S> {
                 None => Some("missing".to_string()),
                 Some(bytes) => match Block::decode(&bytes) {
                     Err(e) => Some(format!("does not decode: {e}")),
-                    Ok(block) if block.header.height != height => Some(format!(
-                        "holds height {} instead",
-                        block.header.height
-                    )),
+                    Ok(block) if block.header.height != height => {
+                        Some(format!("holds height {} instead", block.header.height))
+                    }
                     Ok(block) => {
                         let checks = Checks {
                             signatures: height > sig_from,
@@ -286,8 +285,11 @@ impl<S: BlockStore> PersistentChain<S> {
             if self.store.tip_height()? > ancestor {
                 self.store.truncate_above(ancestor)?;
             }
-            self.canonical
-                .truncate(usize::try_from(ancestor).unwrap_or(usize::MAX).saturating_add(1));
+            self.canonical.truncate(
+                usize::try_from(ancestor)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            );
             for b in &branch {
                 self.store.put(b.header.height, &b.encode())?;
                 self.canonical.push(b.hash());

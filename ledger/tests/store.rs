@@ -1,0 +1,89 @@
+//! Storage: reopening, corruption recovery, reorgs on disk and the chain-id guard.
+
+mod common;
+
+use common::Community;
+use gridlet_ledger::chain::Checks;
+use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::store::{open_sled, BlockStore, MemStore, PersistentChain, SledStore};
+use gridlet_ledger::{Genesis, StoreError};
+
+fn fill(c: &Community, pc: &mut PersistentChain<SledStore>, blocks: u64) {
+    let mut nonce = 0;
+    for _ in 0..blocks {
+        let slot = pc.chain().head_state().slot + 1;
+        let tx = c.transfer(0, 1, 10, nonce);
+        nonce += 1;
+        let b = c.produce(pc.chain(), slot, &[tx]);
+        pc.commit(b, Checks::FULL).unwrap();
+    }
+}
+
+#[test]
+fn a_reopened_store_has_the_same_head_and_state() {
+    let c = Community::new(3, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    let (head, state) = {
+        let (mut pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        assert_eq!(report.loaded, 0);
+        fill(&c, &mut pc, 12);
+        (pc.chain().head_hash(), pc.chain().head_state().hash())
+    };
+    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(report.loaded, 12);
+    assert_eq!(report.dropped, None);
+    assert_eq!(pc.chain().head_hash(), head);
+    assert_eq!(pc.chain().head_state().hash(), state);
+}
+
+#[test]
+fn a_corrupt_block_truncates_the_chain_and_names_the_height() {
+    let c = Community::new(3, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        fill(&c, &mut pc, 10);
+    }
+    {
+        let mut store = SledStore::open(dir.path()).unwrap();
+        let mut bytes = store.get(7).unwrap().unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        store.put(7, &bytes).unwrap();
+        store.flush().unwrap();
+    }
+    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (from, count, _reason) = report.dropped.expect("corruption reported");
+    assert_eq!((from, count), (7, 4));
+    assert_eq!(report.loaded, 6);
+    assert_eq!(pc.chain().head_height(), 6);
+    assert_eq!(pc.store().tip_height().unwrap(), 6);
+}
+
+#[test]
+fn a_reorg_rewrites_the_non_final_blocks_on_disk() {
+    let c = Community::new(4, SelectionRule::Paper);
+    let (mut pc, _) =
+        PersistentChain::open(MemStore::default(), c.genesis.clone(), u64::MAX).unwrap();
+    let fallback = c.produce_ranked(pc.chain(), 1, 2, &[]);
+    let elected = c.produce_ranked(pc.chain(), 1, 1, &[]);
+    pc.commit(fallback.clone(), Checks::FULL).unwrap();
+    assert_eq!(pc.block_at(1).unwrap().unwrap(), fallback);
+    let ins = pc.commit(elected.clone(), Checks::FULL).unwrap();
+    assert!(ins.head_changed);
+    assert_eq!(pc.block_at(1).unwrap().unwrap(), elected);
+    assert_eq!(pc.hash_at(1), Some(elected.hash()));
+}
+
+#[test]
+fn a_store_of_another_chain_is_refused() {
+    let c = Community::new(3, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_sled(dir.path(), c.genesis.clone(), 0).unwrap());
+    let mut other: Genesis = c.genesis.clone();
+    other.chain_id = "another".into();
+    assert!(matches!(
+        open_sled(dir.path(), other, 0),
+        Err(StoreError::WrongChain { .. })
+    ));
+}
