@@ -1,1 +1,277 @@
-fn main() {}
+//! `gridlet`: the home-energy gateway binary.
+//!
+//! Today it carries the ledger's command-line tools (`keygen`, `genesis`, `chain`), the
+//! community simulation (`sim`) and the benchmarks (`bench`). Errors are `anyhow` here and only
+//! here; the libraries return typed errors.
+
+mod bench;
+mod chain_cmd;
+mod keys;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use gridlet_ledger::selection::SelectionRule;
+
+#[derive(Parser)]
+#[command(
+    name = "gridlet",
+    version,
+    about = "Home-energy gateway for a neighbourhood microgrid"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Rule {
+    Paper,
+    Proportional,
+}
+
+impl From<Rule> for SelectionRule {
+    fn from(r: Rule) -> Self {
+        match r {
+            Rule::Paper => SelectionRule::Paper,
+            Rule::Proportional => SelectionRule::Proportional,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new secp256k1 key file (mode 0600, never overwritten) and its `.pub`.
+    Keygen {
+        /// The key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a community genesis file from member key files.
+    Genesis {
+        /// Chain name.
+        #[arg(long, default_value = "gridlet-community")]
+        chain_id: String,
+        /// `NAME,KEY_FILE,ATTESTOR_KEY_FILE` per home (key files or their `.pub`).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+        /// Initial balance of every member, micro-credits.
+        #[arg(long, default_value_t = 100_000_000)]
+        balance: u64,
+        /// Producer selection rule.
+        #[arg(long, value_enum, default_value = "paper")]
+        rule: Rule,
+        /// Unix time (ms) of slot 0; default now.
+        #[arg(long)]
+        genesis_time_ms: Option<u64>,
+        /// Slot length, ms.
+        #[arg(long)]
+        slot_ms: Option<u64>,
+        /// Finality depth F.
+        #[arg(long)]
+        finality_depth: Option<u64>,
+        /// Flat transaction fee, micro-credits.
+        #[arg(long)]
+        tx_fee: Option<u64>,
+        /// Ranks allowed to produce (1 = only the elected producer).
+        #[arg(long)]
+        fallback_ranks: Option<u32>,
+        /// Where to write it (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also install it as DIR/genesis.json of a data directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Inspect or drive a stored chain.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+    /// Play a community of homes on this machine and report on it.
+    Sim {
+        /// Number of homes.
+        #[arg(long, default_value_t = 5)]
+        homes: usize,
+        /// Slots to play.
+        #[arg(long, default_value_t = 240)]
+        slots: u64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report directory.
+        #[arg(long, default_value = "report")]
+        report: PathBuf,
+        /// Producer selection rule.
+        #[arg(long, value_enum, default_value = "paper")]
+        rule: Rule,
+        /// Transfers submitted per slot.
+        #[arg(long, default_value_t = 8)]
+        txs_per_slot: usize,
+        /// Percent of slots whose elected producer stays silent (a fallback produces).
+        #[arg(long, default_value_t = 10)]
+        silent_percent: u64,
+    },
+    /// Run a benchmark and print one JSON line.
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        name: BenchName,
+        /// Minimum seconds per measured figure.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchName {
+    Ledger,
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Re-verify a stored chain from genesis; print height, tip hash and state hash.
+    Verify {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Print the stored chain as JSON lines, one block a line.
+    Export {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Produce blocks as this member whenever it is ranked (development and crash tests).
+    Produce {
+        /// Data directory (with genesis.json).
+        #[arg(long)]
+        data: PathBuf,
+        /// The member's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Blocks to produce.
+        #[arg(long, default_value_t = 10)]
+        blocks: u64,
+        /// Transfers per block, from this member's account.
+        #[arg(long, default_value_t = 5)]
+        txs_per_block: u64,
+    },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let sk = secp256k1::SecretKey::new(&mut secp256k1::rand::rng());
+            let key = keys::write_new(&out, &sk)?;
+            println!(
+                "{}",
+                serde_json::json!({"public_key": key.to_hex(), "file": out, "public_file": keys::public_path(&out)})
+            );
+        }
+        Command::Genesis {
+            chain_id,
+            members,
+            balance,
+            rule,
+            genesis_time_ms,
+            slot_ms,
+            finality_depth,
+            tx_fee,
+            fallback_ranks,
+            out,
+            data,
+        } => {
+            let members = members
+                .iter()
+                .map(|m| chain_cmd::parse_member(m, balance))
+                .collect::<Result<Vec<_>>>()?;
+            let genesis = chain_cmd::build_genesis(chain_cmd::GenesisOptions {
+                chain_id,
+                members,
+                rule: rule.into(),
+                genesis_time_ms: genesis_time_ms.unwrap_or_else(now_ms),
+                slot_ms,
+                finality_depth,
+                tx_fee,
+                fallback_ranks,
+            })?;
+            match &out {
+                Some(path) => std::fs::write(path, genesis.to_json() + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => println!("{}", genesis.to_json()),
+            }
+            if let Some(dir) = &data {
+                chain_cmd::install_genesis(dir, &genesis)?;
+            }
+            eprintln!("genesis hash {}", genesis.hash());
+        }
+        Command::Chain { command } => match command {
+            ChainCommand::Verify { data } => {
+                println!("{}", chain_cmd::verify(&data)?);
+            }
+            ChainCommand::Export { data } => {
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                chain_cmd::export(&data, &mut lock)?;
+            }
+            ChainCommand::Produce {
+                data,
+                key,
+                blocks,
+                txs_per_block,
+            } => chain_cmd::produce(&data, &key, blocks, txs_per_block)?,
+        },
+        Command::Sim {
+            homes,
+            slots,
+            seed,
+            report,
+            rule,
+            txs_per_slot,
+            silent_percent,
+        } => {
+            let summary = sim::run(&sim::SimOptions {
+                homes,
+                slots,
+                seed,
+                report,
+                rule: rule.into(),
+                txs_per_slot,
+                silent_percent,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Bench { name, seconds } => match name {
+            BenchName::Ledger => println!("{}", bench::ledger(seconds)?),
+        },
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `gridlet bench ledger`: validation throughput beside the raw signature rate, measured in the
+//! same run so that a noisy or slow machine shows in both.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use gridlet_ledger::chain::{validate_block, Checks};
+use gridlet_ledger::crypto::{deterministic_key, Hash32, Signature};
+use gridlet_ledger::genesis::Member;
+use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::state::Rules;
+use gridlet_ledger::store::{PersistentChain, SledStore};
+use gridlet_ledger::{Block, Chain, Genesis, LedgerState, MemberKey, Transaction, TxPayload};
+use secp256k1::SecretKey;
+use serde_json::json;
+
+const MEMBERS: usize = 20;
+const TXS_PER_BLOCK: usize = 1_000;
+const BLOCKS: usize = 6;
+
+/// Runs `f` repeatedly for at least `min` and returns operations per second, where each call
+/// performs `ops` operations.
+fn rate(min: Duration, ops: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let start = Instant::now();
+    let mut calls = 0usize;
+    while start.elapsed() < min {
+        f();
+        calls += 1;
+    }
+    (calls * ops) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Fixture {
+    genesis: Genesis,
+    rules: Rules,
+    /// (parent hash, parent state, block)
+    blocks: Vec<(Hash32, LedgerState, Block)>,
+}
+
+fn fixture() -> Result<Fixture> {
+    let keys: Vec<SecretKey> = (0..MEMBERS as u64)
+        .map(|i| deterministic_key(99, i))
+        .collect();
+    let members = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Member {
+            name: format!("bench-{i}"),
+            key: MemberKey::from_secret(k),
+            attestor: MemberKey::from_secret(&deterministic_key(100, i as u64)),
+            balance: 1_000_000_000,
+        })
+        .collect();
+    let genesis = Genesis::with_defaults("bench", 0, members, SelectionRule::Paper);
+    let rules = Rules::from_genesis(&genesis)?;
+    let mut chain = Chain::new(genesis.clone())?;
+    let mut nonces = vec![0u64; MEMBERS];
+    let mut blocks = Vec::new();
+    for slot in 1..=BLOCKS as u64 {
+        let txs: Vec<_> = (0..TXS_PER_BLOCK)
+            .map(|i| {
+                let from = i % MEMBERS;
+                let to = (i + 1 + i / MEMBERS) % MEMBERS;
+                let to = if to == from { (to + 1) % MEMBERS } else { to };
+                let t = Transaction {
+                    chain_id: genesis.hash(),
+                    sender: MemberKey::from_secret(&keys[from]),
+                    nonce: nonces[from],
+                    fee: genesis.tx_fee,
+                    payload: TxPayload::Transfer {
+                        to: MemberKey::from_secret(&keys[to]),
+                        amount: 1 + i as u64,
+                    },
+                }
+                .sign(&keys[from]);
+                nonces[from] += 1;
+                t
+            })
+            .collect();
+        let producer = chain.ranked_producers(slot)[0];
+        let sk = keys
+            .iter()
+            .find(|k| MemberKey::from_secret(k) == producer)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("producer is a member"))?;
+        let produced = chain.produce(&sk, slot, &txs)?;
+        anyhow::ensure!(
+            produced.block.transactions.len() == TXS_PER_BLOCK,
+            "bench block rejected transactions: {:?}",
+            produced.rejected.first()
+        );
+        let parent = (chain.head_hash(), chain.head_state().clone());
+        chain.insert(produced.block.clone(), Checks::FULL)?;
+        blocks.push((parent.0, parent.1, produced.block));
+    }
+    Ok(Fixture {
+        genesis,
+        rules,
+        blocks,
+    })
+}
+
+fn validate_all(f: &Fixture, threads: usize) {
+    for (parent_hash, parent_state, block) in &f.blocks {
+        let ok = validate_block(
+            &f.rules,
+            parent_hash,
+            parent_state,
+            block,
+            Checks::FULL,
+            threads,
+        );
+        assert!(ok.is_ok(), "bench block must validate: {:?}", ok.err());
+    }
+}
+
+/// Prints one JSON line with the ledger figures.
+pub fn ledger(seconds: f64) -> Result<serde_json::Value> {
+    let min = Duration::from_secs_f64(seconds);
+    // Raw: verification of pre-parsed signatures, nothing else.
+    let sk = deterministic_key(1, 1);
+    let pk = sk.public_key();
+    let samples: Vec<(Hash32, Signature)> = (0..1_000u64)
+        .map(|i| {
+            let d = Hash32::sha256(&i.to_be_bytes());
+            (d, Signature::sign(&d, &sk))
+        })
+        .collect();
+    let raw = rate(min, samples.len(), || {
+        for (d, s) in &samples {
+            assert!(s.verify(d, &pk));
+        }
+    });
+
+    let f = fixture()?;
+    let txs = BLOCKS * TXS_PER_BLOCK;
+    let one = rate(min, txs, || validate_all(&f, 1));
+    let two = rate(min, txs, || validate_all(&f, 2));
+
+    // Commit: full validation (2 threads), sled put and flush, per block of 1 000 transfers.
+    let dir = std::env::temp_dir().join(format!("gridlet-bench-{}", std::process::id()));
+    let genesis_chain_blocks: Vec<Block> = f.blocks.iter().map(|(_, _, b)| b.clone()).collect();
+    let genesis = f.genesis.clone();
+    let mut rounds = 0usize;
+    let start = Instant::now();
+    while start.elapsed() < min || rounds == 0 {
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut pc, _) = PersistentChain::open(SledStore::open(&dir)?, genesis.clone(), u64::MAX)?;
+        pc.chain_mut().set_verify_threads(2);
+        for b in &genesis_chain_blocks {
+            pc.commit(b.clone(), Checks::FULL)?;
+        }
+        rounds += 1;
+    }
+    let commit = (rounds * BLOCKS) as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    Ok(json!({
+        "bench": "ledger",
+        "raw_verify_per_s": raw.round(),
+        "validate_tx_per_s_1core": one.round(),
+        "validate_tx_per_s_2core": two.round(),
+        "ratio_1core": (one / raw * 1000.0).round() / 1000.0,
+        "ratio_2core": (two / raw * 1000.0).round() / 1000.0,
+        "commit_blocks_per_s": (commit * 10.0).round() / 10.0,
+        "txs_per_block": TXS_PER_BLOCK,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }))
+}

@@ -1,0 +1,254 @@
+//! `gridlet genesis`, `gridlet chain verify|export|produce`: the ledger from the command line.
+//!
+//! A data directory holds `genesis.json` (the community file), `blocks.sled` (the chain) and
+//! `signer.state` (the last slot this node signed, fsync'd).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use gridlet_ledger::chain::Checks;
+use gridlet_ledger::codec::to_hex;
+use gridlet_ledger::genesis::Member;
+use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::store::{open_sled, BlockStore, SignerGuard, SledStore};
+use gridlet_ledger::{Block, Chain, Genesis, MemberKey, Transaction, TxPayload};
+use serde_json::json;
+
+use crate::keys;
+
+/// The genesis file of a data directory.
+pub fn genesis_path(data: &Path) -> PathBuf {
+    data.join("genesis.json")
+}
+
+/// Reads and validates a genesis file.
+pub fn load_genesis(path: &Path) -> Result<Genesis> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read genesis {}", path.display()))?;
+    Genesis::from_json(&text).with_context(|| format!("invalid genesis {}", path.display()))
+}
+
+/// Copies a genesis into a data directory, refusing to replace a different one.
+pub fn install_genesis(data: &Path, genesis: &Genesis) -> Result<()> {
+    fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    let path = genesis_path(data);
+    if path.exists() {
+        let existing = load_genesis(&path)?;
+        if existing.hash() != genesis.hash() {
+            bail!(
+                "{} already holds chain {}, not {}",
+                data.display(),
+                existing.hash(),
+                genesis.hash()
+            );
+        }
+        return Ok(());
+    }
+    fs::write(&path, genesis.to_json() + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One `--member NAME,KEY_FILE,ATTESTOR_KEY_FILE` argument.
+pub fn parse_member(arg: &str, balance: u64) -> Result<Member> {
+    let parts: Vec<&str> = arg.split(',').collect();
+    let [name, key, attestor] = parts.as_slice() else {
+        bail!("--member {arg:?}: expected NAME,KEY_FILE,ATTESTOR_KEY_FILE");
+    };
+    Ok(Member {
+        name: (*name).to_owned(),
+        key: keys::load_public(Path::new(key))?,
+        attestor: keys::load_public(Path::new(attestor))?,
+        balance,
+    })
+}
+
+/// Builds a genesis with defaults, then the options given.
+pub struct GenesisOptions {
+    /// Chain name.
+    pub chain_id: String,
+    /// Members.
+    pub members: Vec<Member>,
+    /// Selection rule.
+    pub rule: SelectionRule,
+    /// Slot 0 start (unix ms).
+    pub genesis_time_ms: u64,
+    /// Slot length.
+    pub slot_ms: Option<u64>,
+    /// Finality depth.
+    pub finality_depth: Option<u64>,
+    /// Fee.
+    pub tx_fee: Option<u64>,
+    /// Fallback ranks.
+    pub fallback_ranks: Option<u32>,
+}
+
+/// A validated genesis from options.
+pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
+    let mut g = Genesis::with_defaults(&o.chain_id, o.genesis_time_ms, o.members, o.rule);
+    if let Some(v) = o.slot_ms {
+        g.slot_ms = v;
+    }
+    if let Some(v) = o.finality_depth {
+        g.finality_depth = v;
+    }
+    if let Some(v) = o.tx_fee {
+        g.tx_fee = v;
+    }
+    if let Some(v) = o.fallback_ranks {
+        g.selection.fallback_ranks = v;
+    }
+    g.validate().context("genesis")?;
+    Ok(g)
+}
+
+/// Re-verifies a stored chain from genesis without changing it.
+pub fn verify(data: &Path) -> Result<serde_json::Value> {
+    let genesis = load_genesis(&genesis_path(data))?;
+    let store = SledStore::open(data).context("cannot open the block store")?;
+    if let Some(found) = store.chain_id()? {
+        if found != genesis.hash() {
+            bail!("store holds chain {found}, genesis says {}", genesis.hash());
+        }
+    }
+    let mut chain = Chain::new(genesis)?;
+    chain.set_verify_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let tip = store.tip_height()?;
+    let mut txs = 0u64;
+    for height in 1..=tip {
+        let bytes = store
+            .get(height)?
+            .with_context(|| format!("block {height} is missing (tip {tip})"))?;
+        let block = Block::decode(&bytes).with_context(|| format!("block {height} is corrupt"))?;
+        if block.header.height != height {
+            bail!("record {height} holds block {}", block.header.height);
+        }
+        txs += block.transactions.len() as u64;
+        chain
+            .insert(block, Checks::FULL)
+            .with_context(|| format!("block {height} does not verify"))?;
+    }
+    let state = chain.head_state();
+    Ok(json!({
+        "chain_id": chain.chain_id().to_hex(),
+        "height": chain.head_height(),
+        "tip_hash": chain.head_hash().to_hex(),
+        "state_hash": state.hash().to_hex(),
+        "finalized_height": chain.finalized().1,
+        "transactions": txs,
+        "total_credits": state.total_credits().to_string(),
+    }))
+}
+
+/// One block as a JSON line: header fields, and each transaction decoded and as hex.
+pub fn block_json(block: &Block) -> serde_json::Value {
+    let h = &block.header;
+    let txs: Vec<serde_json::Value> = block
+        .transactions
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id().to_hex(),
+                "hex": to_hex(t.bytes()),
+                "tx": t.tx(),
+                "signature": t.signature().to_hex(),
+            })
+        })
+        .collect();
+    json!({
+        "height": h.height,
+        "hash": block.hash().to_hex(),
+        "slot": h.slot,
+        "prev_hash": h.prev_hash.to_hex(),
+        "tx_root": h.tx_root.to_hex(),
+        "tx_count": h.tx_count,
+        "state_hash": h.state_hash.to_hex(),
+        "producer": h.producer.to_hex(),
+        "signature": block.signature.to_hex(),
+        "header_hex": to_hex(&h.encode()),
+        "transactions": txs,
+    })
+}
+
+/// Prints the stored chain as JSON lines.
+pub fn export(data: &Path, out: &mut impl Write) -> Result<u64> {
+    let store = SledStore::open(data).context("cannot open the block store")?;
+    let tip = store.tip_height()?;
+    for height in 1..=tip {
+        let bytes = store
+            .get(height)?
+            .with_context(|| format!("block {height} is missing"))?;
+        let block = Block::decode(&bytes).with_context(|| format!("block {height} is corrupt"))?;
+        writeln!(out, "{}", block_json(&block))?;
+    }
+    Ok(tip)
+}
+
+/// Produces `blocks` blocks as the key holder, in the next slots where it is ranked, each
+/// with up to `txs_per_block` transfers from its own account; prints `committed HEIGHT HASH
+/// SLOT` after each block is flushed (the acknowledgement crash tests record).
+pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) -> Result<()> {
+    let genesis = load_genesis(&genesis_path(data))?;
+    let sk = keys::load_secret(key_file)?;
+    let me = MemberKey::from_secret(&sk);
+    if !genesis.members.iter().any(|m| m.key == me) {
+        bail!("{} is not a member of {}", me, genesis.chain_id);
+    }
+    let others: Vec<MemberKey> = genesis
+        .members
+        .iter()
+        .map(|m| m.key)
+        .filter(|k| *k != me)
+        .collect();
+    if others.is_empty() && txs_per_block > 0 {
+        bail!("transfers need a second member in the genesis");
+    }
+    let mut guard = SignerGuard::open(data)?;
+    let (mut pc, report) = open_sled(data, genesis.clone(), u64::MAX)?;
+    if let Some((from, count, reason)) = &report.dropped {
+        tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify");
+    }
+    let stdout = std::io::stdout();
+    let mut produced = 0u64;
+    let mut slot = pc.chain().head_state().slot;
+    if let Some((last, _)) = guard.last_signed() {
+        slot = slot.max(last);
+    }
+    let mut idle = 0u32;
+    while produced < blocks {
+        slot += 1;
+        if pc.chain().rank_for(slot, &me).is_none() {
+            idle += 1;
+            if idle > 10_000 {
+                bail!("{me} was not ranked in 10 000 consecutive slots");
+            }
+            continue;
+        }
+        idle = 0;
+        let state = pc.chain().head_state();
+        let nonce = state.account(&me).nonce;
+        let txs: Vec<_> = (0..txs_per_block)
+            .map(|i| {
+                let to = others[(i as usize) % others.len()];
+                Transaction {
+                    chain_id: genesis.hash(),
+                    sender: me,
+                    nonce: nonce + i,
+                    fee: genesis.tx_fee,
+                    payload: TxPayload::Transfer { to, amount: 1 },
+                }
+                .sign(&sk)
+            })
+            .collect();
+        let out = pc.chain().produce(&sk, slot, &txs)?;
+        // Persist the slot before the signed block goes anywhere.
+        guard.authorize(slot, out.block.hash())?;
+        let ins = pc.commit(out.block, Checks::FULL)?;
+        let mut lock = stdout.lock();
+        writeln!(lock, "committed {} {} {}", ins.height, ins.hash, slot)?;
+        lock.flush()?;
+        produced += 1;
+    }
+    Ok(())
+}
