@@ -55,7 +55,7 @@ fn fixture() -> Result<Fixture> {
     let genesis = Genesis::with_defaults("bench", 0, members, SelectionRule::Paper);
     let rules = Rules::from_genesis(&genesis)?;
     let mut chain = Chain::new(genesis.clone())?;
-    let mut nonces = vec![0u64; MEMBERS];
+    let mut nonces = [0u64; MEMBERS];
     let mut blocks = Vec::new();
     for slot in 1..=BLOCKS as u64 {
         let txs: Vec<_> = (0..TXS_PER_BLOCK)

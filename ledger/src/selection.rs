@@ -64,7 +64,7 @@ fn paper_order(a: &(Candidate, u64), b: &(Candidate, u64)) -> Ordering {
 /// An unbiased draw in `[0, total)` for (prev, slot, rank), by rejection sampling.
 fn uniform_below(prev_hash: &Hash32, slot: u64, rank: u64, total: u128) -> u128 {
     // Largest multiple of `total` representable; draws at or above it are redrawn.
-    let zone = u128::MAX - (u128::MAX % total);
+    let zone = u128::MAX.saturating_sub(u128::MAX.checked_rem(total).unwrap_or(0));
     let mut counter = 0u64;
     loop {
         let h = Hash32::tagged(
@@ -80,7 +80,7 @@ fn uniform_below(prev_hash: &Hash32, slot: u64, rank: u64, total: u128) -> u128 
         first.copy_from_slice(h.0.get(..16).unwrap_or(&[0u8; 16]));
         let v = u128::from_be_bytes(first);
         if v < zone {
-            return v % total;
+            return v.checked_rem(total).unwrap_or(0);
         }
         counter = counter.wrapping_add(1);
     }
@@ -110,7 +110,7 @@ pub fn rank_producers(
         SelectionRule::Proportional => {
             let (mut weighted, mut zero): (Vec<_>, Vec<_>) =
                 with_draws.into_iter().partition(|(c, _)| c.weight > 0);
-            weighted.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+            weighted.sort_by_key(|(c, _)| c.key);
             zero.sort_by(paper_order);
             let mut out = Vec::with_capacity(count.min(candidates.len()));
             let mut rank = 0u64;

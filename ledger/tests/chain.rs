@@ -121,7 +121,7 @@ fn a_forged_signature_is_rejected() {
     let mut bad = good.clone();
     bad.transactions = vec![forged];
     bad.header.tx_root = bad.computed_tx_root();
-    let producer = c.key_of(&bad.header.producer).clone();
+    let producer = *c.key_of(&bad.header.producer);
     let bad = Block::seal(bad.header, bad.transactions, &producer);
     assert_eq!(
         ch.insert(bad, Checks::FULL),

@@ -9,11 +9,9 @@ use gridlet_ledger::store::{open_sled, BlockStore, MemStore, PersistentChain, Sl
 use gridlet_ledger::{Genesis, StoreError};
 
 fn fill(c: &Community, pc: &mut PersistentChain<SledStore>, blocks: u64) {
-    let mut nonce = 0;
-    for _ in 0..blocks {
+    for nonce in 0..blocks {
         let slot = pc.chain().head_state().slot + 1;
         let tx = c.transfer(0, 1, 10, nonce);
-        nonce += 1;
         let b = c.produce(pc.chain(), slot, &[tx]);
         pc.commit(b, Checks::FULL).unwrap();
     }

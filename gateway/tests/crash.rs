@@ -1,0 +1,188 @@
+//! Crash test: a process committing blocks is killed with SIGKILL at random moments; after
+//! every restart the stored chain verifies and holds every block whose commit was acknowledged
+//! (acknowledgements are read from the process's stdout, outside the killed process), and no
+//! slot was ever signed twice.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gridlet");
+const CYCLES: usize = 60;
+
+fn gridlet(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("gridlet runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = gridlet(args);
+    assert!(
+        out.status.success(),
+        "gridlet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Ack {
+    height: u64,
+    hash: String,
+    slot: u64,
+}
+
+fn setup(dir: &Path) -> String {
+    let k1 = dir.join("a.key");
+    let k2 = dir.join("b.key");
+    ok(&["keygen", "--out", k1.to_str().unwrap()]);
+    ok(&["keygen", "--out", k2.to_str().unwrap()]);
+    let data = dir.join("data");
+    ok(&[
+        "genesis",
+        "--member",
+        &format!("a,{},{}", k1.display(), k1.display()),
+        "--member",
+        &format!("b,{}.pub,{}.pub", k2.display(), k2.display()),
+        "--fallback-ranks",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("genesis.json").to_str().unwrap(),
+    ]);
+    data.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = setup(dir.path());
+    let key = dir.path().join("a.key");
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let mut rng = 0x5eed_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut early_kills = 0;
+    for cycle in 0..CYCLES {
+        let mut child = Command::new(BIN)
+            .args([
+                "chain",
+                "produce",
+                "--data",
+                &data,
+                "--key",
+                key.to_str().unwrap(),
+                "--blocks",
+                "1000000",
+                "--txs-per-block",
+                "10",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let sink = acks.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let ["committed", h, hash, slot] = f.as_slice() {
+                    sink.lock().unwrap().push(Ack {
+                        height: h.parse().unwrap(),
+                        hash: (*hash).to_owned(),
+                        slot: slot.parse().unwrap(),
+                    });
+                }
+            }
+        });
+        // One cycle in ten dies during start-up (opening and re-verifying the store).
+        let wait_ms = if cycle % 10 == 3 {
+            early_kills += 1;
+            next() % 15
+        } else {
+            20 + next() % 300
+        };
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+
+        let verified: serde_json::Value =
+            serde_json::from_str(&ok(&["chain", "verify", "--data", &data])).unwrap();
+        let height = verified["height"].as_u64().unwrap();
+        let max_acked = acks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.height)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            height >= max_acked,
+            "cycle {cycle}: stored height {height} below acknowledged {max_acked}"
+        );
+    }
+
+    let acks = acks.lock().unwrap().clone();
+    assert!(
+        acks.len() > CYCLES,
+        "too few blocks acknowledged: {}",
+        acks.len()
+    );
+    assert!(early_kills >= 5);
+    // Every acknowledged block is in the final chain, at its height.
+    let export = ok(&["chain", "export", "--data", &data]);
+    let stored: BTreeMap<u64, (String, u64)> = export
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["height"].as_u64().unwrap(),
+                (
+                    v["hash"].as_str().unwrap().to_owned(),
+                    v["slot"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    for a in &acks {
+        assert_eq!(
+            stored.get(&a.height).map(|(h, _)| h.as_str()),
+            Some(a.hash.as_str()),
+            "acknowledged block {} lost",
+            a.height
+        );
+    }
+    // No slot was signed for two different blocks, and slots only move forward.
+    let mut by_slot: BTreeMap<u64, &str> = BTreeMap::new();
+    for a in &acks {
+        if let Some(prev) = by_slot.insert(a.slot, &a.hash) {
+            assert_eq!(prev, a.hash, "slot {} signed twice", a.slot);
+        }
+    }
+    for w in acks.windows(2) {
+        assert!(
+            w[1].slot > w[0].slot,
+            "slot went back: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    eprintln!(
+        "{CYCLES} kills, {} acknowledged blocks, final height {}, 0 lost",
+        acks.len(),
+        stored.len()
+    );
+}
