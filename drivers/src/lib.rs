@@ -1,4 +1,8 @@
-//! Device drivers: SunSpec Modbus decoding, the DSMR P1 telegram parser and the MQTT meter.
+//! Device drivers: SunSpec Modbus decoding and discovery, the DSMR P1 telegram parser, the MQTT
+//! meter, and thin async transports over tokio-modbus, tokio-serial and rumqttc.
 //!
-//! Owns pure decoders and thin async transports; must not depend on the ledger or make
-//! business decisions. Filled by the drivers issue; empty until then.
+//! Owns pure decoders (no I/O: [`sunspec`], [`dsmr`], [`mqtt_meter`] payloads, [`backoff`]) and
+//! the transports that feed them ([`modbus`]). Must not depend on the ledger or make business
+//! decisions; readings carry their quality ([`quality`]) and units in their names.
+
+pub mod sunspec;
