@@ -5,4 +5,7 @@
 //! the transports that feed them ([`modbus`]). Must not depend on the ledger or make business
 //! decisions; readings carry their quality ([`quality`]) and units in their names.
 
+pub mod backoff;
+pub mod modbus;
+pub mod quality;
 pub mod sunspec;

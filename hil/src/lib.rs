@@ -1,4 +1,13 @@
 //! Hardware-in-the-loop tooling: device simulators, fault injection and community scenarios.
 //!
-//! Development tooling only; real actors never depend on it. Filled by the drivers and
-//! gateway issues; empty until then.
+//! Development tooling only; real actors never depend on it. The simulators reuse the drivers'
+//! codecs (the SunSpec model tables, the DSMR telegram writer) so that what they serve is
+//! exactly what the drivers parse — and the interop tests check both against foreign peers.
+
+pub mod devices;
+pub mod faults;
+pub mod modbus_sim;
+
+pub use devices::SimDevice;
+pub use faults::FaultPlan;
+pub use modbus_sim::ModbusSim;

@@ -25,6 +25,8 @@ pub struct SunSpecImage {
     pub regs: Vec<u16>,
     /// Where each model sits.
     pub models: Vec<ModelSlot>,
+    /// Per register: whether it belongs to a writable (`RW`) point.
+    pub writable: Vec<bool>,
 }
 
 /// Why an image operation failed.
@@ -50,14 +52,17 @@ pub enum ImageError {
     TooLarge,
 }
 
-fn fill_group(g: &GroupDef, out: &mut Vec<u16>) {
+fn fill_group(g: &GroupDef, out: &mut Vec<u16>, writable: &mut Vec<bool>) {
     for p in &g.points {
-        out.extend(not_implemented(p.ty, p.size));
+        let words = not_implemented(p.ty, p.size);
+        let rw = p.access.as_deref() == Some("RW");
+        writable.extend(std::iter::repeat_n(rw, words.len()));
+        out.extend(words);
     }
     for sub in &g.groups {
         // Fixed-size images: one occurrence of single groups, none of repeating ones.
         if sub.count.is_none() || sub.count == Some(GroupCount::Fixed(1)) {
-            fill_group(sub, out);
+            fill_group(sub, out, writable);
         }
     }
 }
@@ -69,6 +74,7 @@ impl SunSpecImage {
             base,
             regs: MARKER.to_vec(),
             models: Vec::new(),
+            writable: vec![false; MARKER.len()],
         }
     }
 
@@ -77,14 +83,17 @@ impl SunSpecImage {
     pub fn add_model(&mut self, id: u16, length: Option<u16>) -> Result<&mut Self, ImageError> {
         let def = model::model(id).ok_or(ImageError::UnknownModel(id))?;
         let mut body = Vec::new();
-        fill_group(&def.group, &mut body);
+        let mut writable = Vec::new();
+        fill_group(&def.group, &mut body, &mut writable);
         let len = length.unwrap_or(u16::try_from(body.len().saturating_sub(2)).unwrap_or(0));
         body.resize(usize::from(len) + 2, 0);
+        writable.resize(body.len(), false);
         body[0] = id;
         body[1] = len;
         let address = u32::from(self.base) + u32::try_from(self.regs.len()).unwrap_or(u32::MAX);
         let address = u16::try_from(address).map_err(|_| ImageError::TooLarge)?;
         self.regs.extend(body);
+        self.writable.extend(writable);
         self.models.push(ModelSlot {
             id,
             address,
@@ -96,6 +105,7 @@ impl SunSpecImage {
     /// Appends the end marker (ID 0xFFFF, L 0).
     pub fn end(&mut self) -> &mut Self {
         self.regs.extend([END_ID, 0]);
+        self.writable.extend([false, false]);
         self
     }
 
@@ -159,5 +169,44 @@ impl SunSpecImage {
     pub fn read(&self, addr: u16, count: u16) -> Option<&[u16]> {
         let start = usize::from(addr.checked_sub(self.base)?);
         self.regs.get(start..start + usize::from(count))
+    }
+}
+
+impl SunSpecImage {
+    /// Writes `words` at `addr` if every register is inside the image and writable.
+    pub fn write(&mut self, addr: u16, words: &[u16]) -> bool {
+        let Some(start) = addr.checked_sub(self.base).map(usize::from) else {
+            return false;
+        };
+        let end = start + words.len();
+        let ok = self
+            .writable
+            .get(start..end)
+            .is_some_and(|w| w.iter().all(|rw| *rw));
+        if ok {
+            self.regs[start..end].copy_from_slice(words);
+        }
+        ok
+    }
+
+    /// Decodes a top-group point's current value (scale factor applied from the image).
+    pub fn value(&self, id: u16, point: &str) -> Result<super::decode::Value, ImageError> {
+        let slot = self
+            .models
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or(ImageError::ModelNotInImage(id))?;
+        let regs = self
+            .read(slot.address, slot.length + 2)
+            .ok_or(ImageError::TooLarge)?;
+        let model = super::decode::decode_model(slot.address, regs, WordOrder::BigEndian)
+            .ok_or(ImageError::ModelNotInImage(id))?;
+        model
+            .point(point)
+            .cloned()
+            .ok_or_else(|| ImageError::UnknownPoint {
+                model: id,
+                point: point.to_owned(),
+            })
     }
 }

@@ -1,0 +1,203 @@
+//! A Modbus TCP server presenting simulated SunSpec devices (one per unit id), with fault
+//! injection, on tokio-modbus's server (the shape of its `examples/tcp-server.rs`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveRequest};
+use tokio_modbus::server::tcp::Server;
+use tokio_modbus::server::Service;
+
+use crate::devices::SimDevice;
+use crate::faults::{Dice, FaultPlan, FaultyStream};
+
+/// Devices by unit id, shared between the server and whoever drives the scenario.
+pub type SharedDevices = Arc<Mutex<BTreeMap<u8, SimDevice>>>;
+
+/// Counters of what the simulator did, for tests.
+#[derive(Debug, Default)]
+pub struct SimCounters {
+    /// Requests answered normally.
+    pub answered: std::sync::atomic::AtomicU64,
+    /// Exceptions injected.
+    pub exceptions: std::sync::atomic::AtomicU64,
+    /// Late answers injected.
+    pub late: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+struct SimService {
+    devices: SharedDevices,
+    plan: FaultPlan,
+    dice: Arc<Dice>,
+    counters: Arc<SimCounters>,
+}
+
+type SimFuture = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
+
+impl SimService {
+    fn answer(&self, req: SlaveRequest<'_>) -> Result<Response, ExceptionCode> {
+        let mut devices = self
+            .devices
+            .lock()
+            .map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+        let single = devices.len() == 1;
+        let unit = req.slave;
+        let device = match devices.get_mut(&unit) {
+            Some(d) => d,
+            // A lone device answers any unit id, as most TCP devices do.
+            None if single => devices
+                .values_mut()
+                .next()
+                .ok_or(ExceptionCode::GatewayTargetDevice)?,
+            None => return Err(ExceptionCode::GatewayTargetDevice),
+        };
+        match req.request {
+            Request::ReadHoldingRegisters(addr, count)
+            | Request::ReadInputRegisters(addr, count) => {
+                if count == 0 || count > 125 {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                device
+                    .image
+                    .read(addr, count)
+                    .map(|w| Response::ReadHoldingRegisters(w.to_vec()))
+                    .ok_or(ExceptionCode::IllegalDataAddress)
+            }
+            Request::WriteMultipleRegisters(addr, words) => {
+                if words.len() > 123 {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                if device.image.write(addr, &words) {
+                    device.step(0);
+                    Ok(Response::WriteMultipleRegisters(addr, words.len() as u16))
+                } else {
+                    Err(ExceptionCode::IllegalDataAddress)
+                }
+            }
+            Request::WriteSingleRegister(addr, word) => {
+                if device.image.write(addr, &[word]) {
+                    device.step(0);
+                    Ok(Response::WriteSingleRegister(addr, word))
+                } else {
+                    Err(ExceptionCode::IllegalDataAddress)
+                }
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        }
+    }
+}
+
+impl Service for SimService {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = SimFuture;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.plan.exception_percent > 0 && self.dice.percent() < self.plan.exception_percent {
+            self.counters.exceptions.fetch_add(1, Relaxed);
+            return Box::pin(std::future::ready(Err(ExceptionCode::ServerDeviceFailure)));
+        }
+        let late = self.plan.late_percent > 0 && self.dice.percent() < self.plan.late_percent;
+        let result = self.answer(req).map(Some);
+        if result.is_ok() {
+            self.counters.answered.fetch_add(1, Relaxed);
+        }
+        if late {
+            self.counters.late.fetch_add(1, Relaxed);
+            let delay = Duration::from_millis(self.plan.late_by_ms);
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                result
+            })
+        } else {
+            Box::pin(std::future::ready(result))
+        }
+    }
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct ModbusSim {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its devices (step them, read their state).
+    pub devices: SharedDevices,
+    /// What it did.
+    pub counters: Arc<SimCounters>,
+    task: JoinHandle<()>,
+}
+
+impl ModbusSim {
+    /// Starts serving `devices` on `listen` (port 0 picks a free port).
+    pub async fn start(
+        listen: SocketAddr,
+        devices: BTreeMap<u8, SimDevice>,
+        plan: FaultPlan,
+    ) -> std::io::Result<ModbusSim> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let devices: SharedDevices = Arc::new(Mutex::new(devices));
+        let counters = Arc::new(SimCounters::default());
+        let service = SimService {
+            devices: devices.clone(),
+            plan: plan.clone(),
+            dice: Arc::new(Dice::new(plan.seed)),
+            counters: counters.clone(),
+        };
+        let server = Server::new(listener);
+        let task = tokio::spawn(async move {
+            let on_connected = |stream, _peer| {
+                let service = service.clone();
+                async move {
+                    let faulty =
+                        FaultyStream::new(stream, service.plan.clone(), service.dice.clone());
+                    Ok(Some((service, faulty)))
+                }
+            };
+            if let Err(e) = server
+                .serve(
+                    &on_connected,
+                    |e| tracing::debug!(%e, "simulator connection ended"),
+                )
+                .await
+            {
+                tracing::warn!(%e, "simulator stopped");
+            }
+        });
+        Ok(ModbusSim {
+            addr,
+            devices,
+            counters,
+            task,
+        })
+    }
+
+    /// Advances every device by `dt_ms` of scenario time.
+    pub fn step(&self, dt_ms: u64) {
+        if let Ok(mut d) = self.devices.lock() {
+            for dev in d.values_mut() {
+                dev.step(dt_ms);
+            }
+        }
+    }
+
+    /// Stops serving (open connections end with it).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ModbusSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
