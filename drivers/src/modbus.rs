@@ -219,10 +219,10 @@ impl ModbusLink {
         self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
     }
 
-    async fn open(&self) -> Result<Context, String> {
-        match &self.cfg.endpoint {
+    async fn open(endpoint: &Endpoint, limit: Duration) -> Result<Context, String> {
+        match endpoint {
             Endpoint::Tcp(addr) => {
-                let stream = timeout(self.cfg.timeout, tokio::net::TcpStream::connect(addr))
+                let stream = timeout(limit, tokio::net::TcpStream::connect(addr))
                     .await
                     .map_err(|_| "connect timed out".to_string())?
                     .map_err(|e| e.to_string())?;
@@ -250,7 +250,7 @@ impl ModbusLink {
                 });
             }
         }
-        match self.open().await {
+        match Self::open(&self.cfg.endpoint, self.cfg.timeout).await {
             Ok(ctx) => {
                 self.stats.connects += 1;
                 self.ctx = Some(ctx);
