@@ -6,6 +6,7 @@
 
 mod bench;
 mod chain_cmd;
+mod device_cmd;
 mod keys;
 mod sim;
 
@@ -116,6 +117,17 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         silent_percent: u64,
     },
+    /// SunSpec tools.
+    Sunspec {
+        #[command(subcommand)]
+        command: SunspecCommand,
+    },
+    /// Start device simulators from a scenario file and run them until stopped.
+    Hil {
+        /// Scenario file (TOML), e.g. hil/scenarios/home.toml.
+        #[arg(long)]
+        scenario: PathBuf,
+    },
     /// Run a benchmark and print one JSON line.
     Bench {
         /// Which benchmark.
@@ -130,6 +142,28 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchName {
     Ledger,
+}
+
+#[derive(Subcommand)]
+enum SunspecCommand {
+    /// Discover and decode every SunSpec model of a Modbus TCP device; print JSON.
+    Scan {
+        /// Device address.
+        #[arg(long)]
+        host: String,
+        /// Modbus TCP port.
+        #[arg(long, default_value_t = 502)]
+        port: u16,
+        /// Unit id.
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// Per-request timeout, ms.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// Word order of multi-register values.
+        #[arg(long, value_enum, default_value = "big-endian")]
+        word_order: device_cmd::WordOrderArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -252,6 +286,25 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
+        Command::Sunspec { command } => match command {
+            SunspecCommand::Scan {
+                host,
+                port,
+                unit,
+                timeout_ms,
+                word_order,
+            } => {
+                let out = device_cmd::runtime()?.block_on(device_cmd::sunspec_scan(
+                    &host,
+                    port,
+                    unit,
+                    timeout_ms,
+                    word_order.into(),
+                ))?;
+                println!("{out}");
+            }
+        },
+        Command::Hil { scenario } => device_cmd::runtime()?.block_on(device_cmd::hil(&scenario))?,
         Command::Bench { name, seconds } => match name {
             BenchName::Ledger => println!("{}", bench::ledger(seconds)?),
         },

@@ -7,7 +7,9 @@
 pub mod devices;
 pub mod faults;
 pub mod modbus_sim;
+pub mod scenario;
 
 pub use devices::SimDevice;
 pub use faults::FaultPlan;
 pub use modbus_sim::ModbusSim;
+pub use scenario::Scenario;

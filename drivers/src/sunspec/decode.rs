@@ -256,11 +256,14 @@ struct Raw<'a> {
     groups: BTreeMap<String, Vec<Raw<'a>>>,
 }
 
+/// Decodes one group occurrence; `ancestors` are the enclosing groups' points, innermost last,
+/// where a repeating group's count point may live (model 705's `Pt` counts by the top `NPt`).
 fn decode_group_raw<'a>(
     def: &'a GroupDef,
     regs: &[u16],
     at: &mut usize,
     order: WordOrder,
+    ancestors: &[&BTreeMap<String, Value>],
 ) -> Raw<'a> {
     let mut points = BTreeMap::new();
     for p in &def.points {
@@ -285,8 +288,9 @@ fn decode_group_raw<'a>(
                 regs.len().saturating_sub(*at).checked_div(one).unwrap_or(0)
             }
             Some(GroupCount::Fixed(n)) => usize::from(*n),
-            Some(GroupCount::Point(name)) => points
-                .get(name)
+            Some(GroupCount::Point(name)) => std::iter::once(&points)
+                .chain(ancestors.iter().rev().copied())
+                .find_map(|scope| scope.get(name))
                 .and_then(Value::as_i64)
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(0),
@@ -296,7 +300,9 @@ fn decode_group_raw<'a>(
             if *at >= regs.len() {
                 break;
             }
-            list.push(decode_group_raw(g, regs, at, order));
+            let mut scope = ancestors.to_vec();
+            scope.push(&points);
+            list.push(decode_group_raw(g, regs, at, order, &scope));
         }
         groups.insert(g.name.clone(), list);
     }
@@ -365,7 +371,7 @@ pub fn decode_model(address: u16, regs: &[u16], order: WordOrder) -> Option<Deco
         });
     };
     let mut at = 0usize;
-    let raw = decode_group_raw(&def.group, regs, &mut at, order);
+    let raw = decode_group_raw(&def.group, regs, &mut at, order, &[]);
     let root = raw.points.clone();
     let mut points = finish(raw, &root);
     points.points.remove("ID");
