@@ -128,6 +128,11 @@ enum Command {
         #[arg(long)]
         scenario: PathBuf,
     },
+    /// DSMR P1 tools.
+    Dsmr {
+        #[command(subcommand)]
+        command: DsmrCommand,
+    },
     /// Run a benchmark and print one JSON line.
     Bench {
         /// Which benchmark.
@@ -142,6 +147,51 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchName {
     Ledger,
+}
+
+#[derive(Subcommand)]
+enum DsmrCommand {
+    /// Parse one telegram file; print JSON (exit 1 if it is rejected, e.g. a wrong CRC).
+    Parse {
+        /// The telegram file.
+        file: PathBuf,
+        /// Use CRC-16/X25 (Holley DTSD545) instead of CRC-16/ARC.
+        #[arg(long)]
+        x25: bool,
+    },
+    /// Write a simulated telegram (for tests and experiments).
+    Generate {
+        /// Dialect: v2_2, v4, v5 or fluvius.
+        #[arg(long, default_value = "v5")]
+        dialect: String,
+        /// Seed of the readings.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// CRC: padded, unpadded, wrong or none.
+        #[arg(long, default_value = "padded")]
+        crc: String,
+        /// Output file (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Read telegrams from a serial port (or a ser2net TCP port); print one JSON line each.
+    Read {
+        /// Serial device (e.g. /dev/ttyUSB0).
+        #[arg(long, conflicts_with = "tcp")]
+        serial: Option<String>,
+        /// ser2net-style TCP endpoint HOST:PORT.
+        #[arg(long)]
+        tcp: Option<String>,
+        /// DSMR version (serial settings): v2_2, v4 or v5.
+        #[arg(long, default_value = "v5")]
+        version: String,
+        /// Stop after this many valid telegrams (0 = run forever).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// Report stale values after this many seconds without a valid telegram.
+        #[arg(long, default_value_t = 20)]
+        stale_s: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +353,23 @@ fn run(cli: Cli) -> Result<()> {
                 ))?;
                 println!("{out}");
             }
+        },
+        Command::Dsmr { command } => match command {
+            DsmrCommand::Parse { file, x25 } => device_cmd::dsmr_parse(&file, x25)?,
+            DsmrCommand::Generate {
+                dialect,
+                seed,
+                crc,
+                out,
+            } => device_cmd::dsmr_generate(&dialect, seed, &crc, out.as_deref())?,
+            DsmrCommand::Read {
+                serial,
+                tcp,
+                version,
+                count,
+                stale_s,
+            } => device_cmd::runtime()?
+                .block_on(device_cmd::dsmr_read(serial, tcp, &version, count, stale_s))?,
         },
         Command::Hil { scenario } => device_cmd::runtime()?.block_on(device_cmd::hil(&scenario))?,
         Command::Bench { name, seconds } => match name {

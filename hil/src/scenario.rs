@@ -42,6 +42,29 @@ pub struct Scenario {
     /// Modbus TCP servers.
     #[serde(default)]
     pub modbus: Vec<ModbusServerSpec>,
+    /// DSMR P1 meters writing to serial ports (pseudo-terminals in tests).
+    #[serde(default)]
+    pub dsmr: Vec<DsmrMeterSpec>,
+}
+
+/// A DSMR meter writing telegrams to a serial port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsmrMeterSpec {
+    /// The serial device (e.g. one end of a socat pty pair).
+    pub path: String,
+    /// The telegram dialect.
+    pub dialect: crate::dsmr_sim::Dialect,
+    /// Time between telegrams, ms (real time).
+    #[serde(default = "second")]
+    pub interval_ms: u64,
+    /// Faults.
+    #[serde(default)]
+    pub faults: crate::dsmr_sim::DsmrFaults,
+}
+
+fn second() -> u64 {
+    1000
 }
 
 fn one() -> f64 {
@@ -117,6 +140,8 @@ pub struct StartedServer {
 pub struct RunningScenario {
     /// The Modbus servers.
     pub modbus: Vec<ModbusSim>,
+    /// The DSMR meter tasks.
+    pub dsmr: Vec<tokio::task::JoinHandle<()>>,
     /// Scenario time per real time.
     pub speedup: f64,
 }
@@ -212,9 +237,23 @@ impl Scenario {
             });
             running.push(sim);
         }
+        let mut dsmr = Vec::new();
+        for (i, m) in self.dsmr.iter().enumerate() {
+            let (path, dialect, faults) = (m.path.clone(), m.dialect, m.faults.clone());
+            let interval = Duration::from_millis(m.interval_ms.max(10));
+            let seed = self.seed.wrapping_add(1000 + i as u64);
+            dsmr.push(tokio::spawn(async move {
+                if let Err(e) =
+                    crate::dsmr_sim::run_meter(path.clone(), dialect, interval, faults, seed).await
+                {
+                    tracing::error!(%e, %path, "DSMR meter simulator stopped");
+                }
+            }));
+        }
         Ok((
             RunningScenario {
                 modbus: running,
+                dsmr,
                 speedup: self.speedup,
             },
             started,

@@ -1,0 +1,224 @@
+//! DSMR P1 against dsmr-parser (PyPI) as the reference decoder, and over a real serial line
+//! (a socat pseudo-terminal pair at 115200 baud).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const DIALECTS: [(&str, &str); 4] = [
+    ("v2_2", "V2_2"),
+    ("v4", "V4"),
+    ("v5", "V5"),
+    ("fluvius", "BELGIUM_FLUVIUS"),
+];
+
+fn generate(dir: &std::path::Path, dialect: &str, seed: u64, crc: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{dialect}-{seed}-{crc}.txt"));
+    let (ok, _, err) = run(Command::new(BIN).args([
+        "dsmr",
+        "generate",
+        "--dialect",
+        dialect,
+        "--seed",
+        &seed.to_string(),
+        "--crc",
+        crc,
+        "--out",
+        path.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    path
+}
+
+fn ours(telegram: &std::path::Path) -> (bool, serde_json::Value, std::path::PathBuf) {
+    let (ok, out, _) = run(Command::new(BIN).args(["dsmr", "parse", telegram.to_str().unwrap()]));
+    let json_path = telegram.with_extension("json");
+    std::fs::write(&json_path, &out).unwrap();
+    (ok, serde_json::from_str(&out).unwrap(), json_path)
+}
+
+#[test]
+fn our_parser_agrees_with_dsmr_parser_on_every_obis_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failure_log_lengths = std::collections::BTreeSet::new();
+    let mut unpadded_seen = 0;
+    for (dialect, spec) in DIALECTS {
+        let mut args = vec![
+            script("dsmr_compare.py").to_str().unwrap().to_owned(),
+            spec.to_owned(),
+        ];
+        for seed in 0..12u64 {
+            for crc in ["padded", "unpadded"] {
+                let t = generate(dir.path(), dialect, seed, crc);
+                let (ok, json, json_path) = ours(&t);
+                assert!(ok, "{dialect} {seed} {crc}: {json}");
+                if dialect != "v2_2" {
+                    assert_eq!(json["crc_ok"], true);
+                    let text = std::fs::read_to_string(&t).unwrap();
+                    let crc_len = text.trim_end().len() - text.rfind('!').unwrap() - 1;
+                    if crc == "unpadded" {
+                        assert!(crc_len < 4, "unpadded CRC has {crc_len} digits");
+                        unpadded_seen += 1;
+                    }
+                } else {
+                    assert_eq!(json["crc_ok"], serde_json::Value::Null);
+                    assert!(
+                        json["values"]["0-1:24.3.0"].as_array().unwrap().len() == 7,
+                        "2.2 gas reading"
+                    );
+                }
+                if let Some(log) = json["values"].get("1-0:99.97.0") {
+                    failure_log_lengths.insert(log.as_array().map_or(1, |a| a.len()));
+                }
+                assert!(
+                    json["values"]["0-0:96.13.0"]["value"].is_null(),
+                    "empty value"
+                );
+                args.push(t.to_str().unwrap().to_owned());
+                args.push(json_path.to_str().unwrap().to_owned());
+            }
+        }
+        let (ok, out, err) = run(Command::new(python()).args(&args));
+        assert!(ok, "dsmr_compare: {err}");
+        for line in out.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(r["crc_ok"], true, "{dialect}: {line}");
+            assert!(r["compared"].as_u64().unwrap() >= 15, "{dialect}: {line}");
+            assert_eq!(r["mismatches"], serde_json::json!([]), "{dialect}: {line}");
+        }
+    }
+    // Power-failure logs with 0, 1 and 2 entries (2, 4 and 6 groups) were all exercised.
+    assert!(
+        failure_log_lengths.is_superset(&[2, 4, 6].into()),
+        "{failure_log_lengths:?}"
+    );
+    assert_eq!(unpadded_seen, 3 * 12);
+}
+
+#[test]
+fn both_parsers_reject_a_wrong_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dialect, spec) in &DIALECTS[1..] {
+        for seed in 0..5 {
+            let t = generate(dir.path(), dialect, seed, "wrong");
+            let (ok, json, json_path) = ours(&t);
+            assert!(!ok);
+            assert_eq!(json["crc_ok"], false);
+            let (ok, out, err) = run(Command::new(python()).args([
+                script("dsmr_compare.py").to_str().unwrap(),
+                spec,
+                t.to_str().unwrap(),
+                json_path.to_str().unwrap(),
+            ]));
+            assert!(ok, "{err}");
+            let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(r["crc_ok"], false, "dsmr-parser accepted a wrong CRC");
+        }
+    }
+}
+
+/// Starts a socat pty pair; returns the guard and the two paths.
+fn pty_pair() -> (Guard, String, String) {
+    let mut child = Command::new("socat")
+        .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("socat is installed (scripts/test installs it)");
+    let stderr = child.stderr.take().unwrap();
+    let mut paths = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(i) = line.find("PTY is ") {
+            paths.push(line[i + 7..].trim().to_owned());
+            if paths.len() == 2 {
+                break;
+            }
+        }
+    }
+    (Guard(child), paths[0].clone(), paths[1].clone())
+}
+
+fn hil_dsmr(dir: &std::path::Path, pty: &str, faults: &str) -> Guard {
+    let scenario = dir.join("dsmr.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "seed = 9\n[[dsmr]]\npath = \"{pty}\"\ndialect = \"v5\"\ninterval_ms = 100\nfaults = {{ {faults} }}\n"
+        ),
+    )
+    .unwrap();
+    let (guard, line) =
+        spawn_until_line(Command::new(BIN).args(["hil", "--scenario", scenario.to_str().unwrap()]));
+    assert!(line.contains("modbus"), "{line}");
+    guard
+}
+
+#[test]
+fn telegrams_cross_a_pty_pair_at_115200_baud() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_socat, a, b) = pty_pair();
+    let _meter = hil_dsmr(dir.path(), &a, "");
+    let (ok, out, err) = run(Command::new(BIN).args([
+        "dsmr",
+        "read",
+        "--serial",
+        &b,
+        "--version",
+        "v5",
+        "--count",
+        "5",
+        "--stale-s",
+        "10",
+    ]));
+    assert!(ok, "{err}");
+    let telegrams: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("crc_ok").is_some())
+        .collect();
+    assert_eq!(telegrams.len(), 5);
+    for t in &telegrams {
+        assert_eq!(t["crc_ok"], true);
+        assert_eq!(t["header"], "ISk5\\2MT382-1000");
+    }
+}
+
+#[test]
+fn a_faulty_line_loses_bad_telegrams_but_never_passes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_socat, a, b) = pty_pair();
+    let _meter = hil_dsmr(
+        dir.path(),
+        &a,
+        "wrong_crc_percent = 25, truncated_percent = 20, garbage_percent = 30, unpadded_crc_percent = 30",
+    );
+    let (ok, out, err) = run(Command::new(BIN).args([
+        "dsmr",
+        "read",
+        "--serial",
+        &b,
+        "--version",
+        "v5",
+        "--count",
+        "20",
+        "--stale-s",
+        "10",
+    ]));
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let good = lines.iter().filter(|v| v["crc_ok"] == true).count();
+    let rejected = lines.iter().filter(|v| v.get("rejected").is_some()).count();
+    assert_eq!(good, 20);
+    assert!(
+        rejected >= 3,
+        "faults should have produced rejections: {rejected}"
+    );
+    assert!(lines.iter().all(|v| v["crc_ok"] != false));
+}
