@@ -8,6 +8,7 @@ pub mod devices;
 pub mod dsmr_sim;
 pub mod faults;
 pub mod modbus_sim;
+pub mod mqtt_sim;
 pub mod scenario;
 
 pub use devices::SimDevice;

@@ -45,6 +45,9 @@ pub struct Scenario {
     /// DSMR P1 meters writing to serial ports (pseudo-terminals in tests).
     #[serde(default)]
     pub dsmr: Vec<DsmrMeterSpec>,
+    /// MQTT meters publishing to a broker.
+    #[serde(default)]
+    pub mqtt_meter: Vec<crate::mqtt_sim::MqttMeterSpec>,
 }
 
 /// A DSMR meter writing telegrams to a serial port.
@@ -140,7 +143,7 @@ pub struct StartedServer {
 pub struct RunningScenario {
     /// The Modbus servers.
     pub modbus: Vec<ModbusSim>,
-    /// The DSMR meter tasks.
+    /// The DSMR and MQTT meter tasks.
     pub dsmr: Vec<tokio::task::JoinHandle<()>>,
     /// Scenario time per real time.
     pub speedup: f64,
@@ -247,6 +250,14 @@ impl Scenario {
                     crate::dsmr_sim::run_meter(path.clone(), dialect, interval, faults, seed).await
                 {
                     tracing::error!(%e, %path, "DSMR meter simulator stopped");
+                }
+            }));
+        }
+        for (i, m) in self.mqtt_meter.iter().enumerate() {
+            let (spec, seed) = (m.clone(), self.seed.wrapping_add(2000 + i as u64));
+            dsmr.push(tokio::spawn(async move {
+                if let Err(e) = crate::mqtt_sim::run_meter(spec, seed).await {
+                    tracing::error!(%e, "MQTT meter simulator stopped");
                 }
             }));
         }
