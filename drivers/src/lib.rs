@@ -6,6 +6,7 @@
 //! decisions; readings carry their quality ([`quality`]) and units in their names.
 
 pub mod backoff;
+pub mod device;
 pub mod dsmr;
 pub mod modbus;
 pub mod mqtt_meter;
