@@ -33,6 +33,8 @@ pub struct SimCounters {
 
 #[derive(Clone)]
 struct SimService {
+    /// On an RTU bus, a unit that is not there stays silent instead of raising an exception.
+    rtu: bool,
     devices: SharedDevices,
     plan: FaultPlan,
     dice: Arc<Dice>,
@@ -42,6 +44,13 @@ struct SimService {
 type SimFuture = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
 
 impl SimService {
+    fn present(&self, unit: u8) -> bool {
+        self.devices
+            .lock()
+            .map(|d| d.contains_key(&unit))
+            .unwrap_or(false)
+    }
+
     fn answer(&self, req: SlaveRequest<'_>) -> Result<Response, ExceptionCode> {
         let mut devices = self
             .devices
@@ -102,6 +111,9 @@ impl Service for SimService {
 
     fn call(&self, req: Self::Request) -> Self::Future {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.rtu && !self.present(req.slave) {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
         if self.plan.exception_percent > 0 && self.dice.percent() < self.plan.exception_percent {
             self.counters.exceptions.fetch_add(1, Relaxed);
             return Box::pin(std::future::ready(Err(ExceptionCode::ServerDeviceFailure)));
@@ -148,6 +160,7 @@ impl ModbusSim {
         let devices: SharedDevices = Arc::new(Mutex::new(devices));
         let counters = Arc::new(SimCounters::default());
         let service = SimService {
+            rtu: false,
             devices: devices.clone(),
             plan: plan.clone(),
             dice: Arc::new(Dice::new(plan.seed)),
@@ -197,6 +210,48 @@ impl ModbusSim {
 }
 
 impl Drop for ModbusSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A simulator on a serial line (Modbus RTU), e.g. one end of a socat pty pair.
+#[derive(Debug)]
+pub struct RtuSim {
+    /// Its devices.
+    pub devices: SharedDevices,
+    task: JoinHandle<()>,
+}
+
+impl RtuSim {
+    /// Starts serving `devices` on the serial device `path`.
+    pub fn start(
+        path: &str,
+        baud: u32,
+        devices: BTreeMap<u8, SimDevice>,
+        plan: FaultPlan,
+    ) -> std::io::Result<RtuSim> {
+        let port = tokio_serial::SerialStream::open(&tokio_serial::new(path, baud))
+            .map_err(std::io::Error::other)?;
+        let devices: SharedDevices = Arc::new(Mutex::new(devices));
+        let service = SimService {
+            rtu: true,
+            devices: devices.clone(),
+            plan: plan.clone(),
+            dice: Arc::new(Dice::new(plan.seed)),
+            counters: Arc::new(SimCounters::default()),
+        };
+        let server = tokio_modbus::server::rtu::Server::new(port);
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.serve_forever(service).await {
+                tracing::warn!(%e, "RTU simulator stopped");
+            }
+        });
+        Ok(RtuSim { devices, task })
+    }
+}
+
+impl Drop for RtuSim {
     fn drop(&mut self) {
         self.task.abort();
     }
