@@ -108,6 +108,11 @@ impl SunSpecDevice {
         }
     }
 
+    /// The unit id.
+    pub fn settings_unit(&self) -> u8 {
+        self.settings.unit
+    }
+
     /// The models found.
     pub fn models(&self) -> &[ModelLocation] {
         &self.models

@@ -277,7 +277,11 @@ impl ModbusLink {
     }
 
     async fn exchange(&mut self, unit: u8, op: Op<'_>) -> ModbusResult<Vec<u16>> {
-        sleep_until(self.next_request_at).await;
+        // An elapsed tokio timer still waits for the next timer tick (~1 ms): only sleep when
+        // a gap is actually due.
+        if self.next_request_at > Instant::now() {
+            sleep_until(self.next_request_at).await;
+        }
         let endpoint = self.endpoint();
         let limit = self.cfg.timeout;
         let Some(ctx) = self.ctx.as_mut() else {

@@ -168,3 +168,111 @@ pub fn ledger(seconds: f64) -> Result<serde_json::Value> {
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     }))
 }
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `gridlet bench modbus`: a bare tokio-modbus round trip beside a full read cycle (inverter,
+/// battery, meter) through our drivers, against the simulators on loopback, in the same run.
+pub async fn modbus(seconds: f64) -> Result<serde_json::Value> {
+    use std::collections::BTreeMap;
+
+    use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
+    use gridlet_drivers::modbus::{sunspec_scan, Endpoint, LinkConfig, ModbusLink};
+    use gridlet_drivers::quality::Limits;
+    use gridlet_drivers::sunspec::WordOrder;
+    use gridlet_hil::{FaultPlan, ModbusSim, SimDevice};
+    use tokio_modbus::client::Reader;
+    use tokio_modbus::prelude::SlaveContext;
+
+    let mut devices = BTreeMap::new();
+    devices.insert(1, SimDevice::inverter(40000, 6000, 12 * 3_600_000));
+    devices.insert(2, SimDevice::battery(40000, 10_000, 5_000, 50));
+    devices.insert(3, SimDevice::meter(40000, 800));
+    let sim = ModbusSim::start("127.0.0.1:0".parse()?, devices, FaultPlan::default()).await?;
+    let min = Duration::from_secs_f64(seconds);
+
+    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
+    let mut roles = Vec::new();
+    for unit in [1u8, 2, 3] {
+        let scan = sunspec_scan(&mut link, unit, WordOrder::BigEndian)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("simulator unit {unit} has no SunSpec marker"))?;
+        roles.push(SunSpecDevice::from_scan(
+            DeviceSettings {
+                unit,
+                order: WordOrder::BigEndian,
+                invert: false,
+                limits: Limits { nameplate_w: None },
+                stale_after: Duration::from_secs(10),
+            },
+            &scan,
+        ));
+    }
+    // The three requests a cycle makes: (unit, address, count) of models 103, 802 and 203.
+    let requests: Vec<(u8, u16, u16)> = roles
+        .iter()
+        .zip([103u16, 802, 203])
+        .filter_map(|(d, id)| {
+            d.models()
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| (d.settings_unit(), m.address, m.length + 2))
+        })
+        .collect();
+    anyhow::ensure!(requests.len() == 3, "simulator models missing");
+
+    // Raw: tokio-modbus alone, same requests, own connection.
+    let mut raw_ctx = tokio_modbus::client::tcp::connect(sim.addr).await?;
+    let mut raw = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < min || raw.len() < 300 {
+        for (unit, addr, count) in &requests {
+            raw_ctx.set_slave(tokio_modbus::Slave(*unit));
+            let t = Instant::now();
+            let words = raw_ctx.read_holding_registers(*addr, *count).await??;
+            raw.push(t.elapsed().as_secs_f64() * 1e6);
+            anyhow::ensure!(words.len() == usize::from(*count));
+        }
+    }
+
+    // Cycle: our drivers, decode and quality included.
+    let mut cycles = Vec::new();
+    let start = Instant::now();
+    let mut valid = 0u64;
+    while start.elapsed() < min || cycles.len() < 100 {
+        let t = Instant::now();
+        let pv = roles[0].read_pv(&mut link).await;
+        let bat = roles[1].read_battery(&mut link).await;
+        let met = roles[2].read_meter(&mut link).await;
+        cycles.push(t.elapsed().as_secs_f64() * 1e6);
+        if pv.power_w.is_valid() && bat.soc_pct.is_valid() && met.power_w.is_valid() {
+            valid += 1;
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        valid == cycles.len() as u64,
+        "invalid readings during the benchmark"
+    );
+    raw.sort_by(f64::total_cmp);
+    let n_cycles = cycles.len();
+    cycles.sort_by(f64::total_cmp);
+    let raw_p50 = percentile(&raw, 0.5);
+    let cycle_p50 = percentile(&cycles, 0.5);
+    Ok(json!({
+        "bench": "modbus",
+        "raw_rtt_p50_us": raw_p50.round(),
+        "raw_rtt_p99_us": percentile(&raw, 0.99).round(),
+        "cycle_p50_us": cycle_p50.round(),
+        "cycle_p99_us": percentile(&cycles, 0.99).round(),
+        "cycles_per_s": (n_cycles as f64 / wall).round(),
+        "requests_per_cycle": requests.len(),
+        "ratio": (cycle_p50 / (raw_p50 * requests.len() as f64) * 1000.0).round() / 1000.0,
+    }))
+}

@@ -147,6 +147,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchName {
     Ledger,
+    Modbus,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +375,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hil { scenario } => device_cmd::runtime()?.block_on(device_cmd::hil(&scenario))?,
         Command::Bench { name, seconds } => match name {
             BenchName::Ledger => println!("{}", bench::ledger(seconds)?),
+            BenchName::Modbus => println!(
+                "{}",
+                device_cmd::runtime()?.block_on(bench::modbus(seconds))?
+            ),
         },
     }
     Ok(())
