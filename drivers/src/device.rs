@@ -285,10 +285,11 @@ impl SunSpecDevice {
         }
     }
 
-    /// Commands battery power through SunSpec model 124: positive discharges at that power,
-    /// negative charges, 0 holds (discharge limited to 0 %, the safe state). Set-points are
-    /// written pre-scaled by the device's `InOutWRte_SF`, as a percentage of `WChaMax`; the
-    /// rate is written before the mode so the mode never activates with an old rate.
+    /// Commands battery power: positive discharges at that power, negative charges, 0 holds
+    /// (the safe state). Through SunSpec model 124 where the device has it (rates as a
+    /// percentage of `WChaMax`, pre-scaled by `InOutWRte_SF`), else through model 704 (`WSet`
+    /// in watts, pre-scaled by `WSet_SF`, positive = injection). Values are written before the
+    /// mode or enable flag, so a mode never activates with an old value.
     pub async fn set_battery_power(
         &mut self,
         link: &mut ModbusLink,
@@ -299,6 +300,11 @@ impl SunSpecDevice {
         } else {
             power_w
         };
+        if self.first_of(&[124]).is_none() {
+            if let Some(loc) = self.first_of(&[704]) {
+                return self.set_power_704(link, loc, power_w).await;
+            }
+        }
         let Some(loc) = self.first_of(&[124]) else {
             return Ok(Err(ExceptionCode::IllegalFunction));
         };
@@ -332,6 +338,38 @@ impl SunSpecDevice {
             return Ok(Err(code));
         }
         link.write_registers(unit, loc.address + offset("StorCtl_Mod"), &[mode])
+            .await
+    }
+
+    async fn set_power_704(
+        &mut self,
+        link: &mut ModbusLink,
+        loc: ModelLocation,
+        power_w: i32,
+    ) -> ModbusResult<()> {
+        let m = match self.fetch(link, loc).await {
+            Fetch::Model(m) => m,
+            Fetch::Refused(code) => return Ok(Err(code)),
+            Fetch::Failed(e) => return Err(e),
+        };
+        let sf = match m.point("WSet_SF") {
+            Some(Value::Int(sf)) => i16::try_from(*sf).unwrap_or(0),
+            // No scale factor implemented: watts as they are.
+            _ => 0,
+        };
+        let raw = (f64::from(power_w) / crate::sunspec::decode::scale(1, sf)).round() as i32;
+        let group = &model::model(704).map(|d| &d.group);
+        let offset = |p: &str| group.and_then(|g| g.offset_of(p)).unwrap_or(0);
+        let unit = self.settings.unit;
+        let words = [(raw as u32 >> 16) as u16, raw as u32 as u16];
+        if let Err(code) = link
+            .write_registers(unit, loc.address + offset("WSet"), &words)
+            .await?
+        {
+            return Ok(Err(code));
+        }
+        // WSetEna 1 = enabled, WSetMod 1 = watts (adjacent registers).
+        link.write_registers(unit, loc.address + offset("WSetEna"), &[1, 1])
             .await
     }
 }

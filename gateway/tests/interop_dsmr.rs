@@ -222,3 +222,42 @@ fn a_faulty_line_loses_bad_telegrams_but_never_passes_one() {
     );
     assert!(lines.iter().all(|v| v["crc_ok"] != false));
 }
+
+#[test]
+fn telegrams_over_tcp_as_ser2net_serves_them() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let telegrams: Vec<Vec<u8>> = (0..3)
+        .map(|seed| std::fs::read(generate(dir.path(), "v4", seed, "padded")).unwrap())
+        .collect();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        // Start mid-telegram, as a reader joining a running meter does.
+        conn.write_all(b"0:1.8.1(000123.456*kWh)\r\n!1234\r\n")
+            .unwrap();
+        for t in telegrams {
+            conn.write_all(&t).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    });
+    let (ok, out, err) = run(Command::new(BIN).args([
+        "dsmr",
+        "read",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+        "--version",
+        "v4",
+        "--count",
+        "3",
+    ]));
+    assert!(ok, "{err}");
+    let good = out
+        .lines()
+        .filter(|l| l.contains("\"crc_ok\":true"))
+        .count();
+    assert_eq!(good, 3, "{out}");
+    server.join().unwrap();
+}

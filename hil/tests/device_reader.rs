@@ -154,3 +154,43 @@ async fn a_vanished_device_gives_stale_then_no_values() {
     let r = met.read_meter(&mut link).await;
     assert!(matches!(r.power_w, Reading::CommError { .. }), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_der_device_without_model_124_is_commanded_through_704() {
+    use gridlet_drivers::sunspec::SunSpecImage;
+    let mut img = SunSpecImage::new(40000);
+    img.add_model(1, None).unwrap();
+    img.add_model(704, None).unwrap();
+    img.add_model(802, None).unwrap();
+    img.end();
+    img.set(704, "WSet_SF", Value::Int(1)).unwrap();
+    let mut dev = SimDevice::meter(40000, 0);
+    dev.image = img;
+    dev.frozen = true;
+    let mut devices = BTreeMap::new();
+    devices.insert(4, dev);
+    let sim = ModbusSim::start(
+        "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        devices,
+        FaultPlan::default(),
+    )
+    .await
+    .unwrap();
+    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
+    let mut bat = device(&mut link, 4, None).await;
+    let ids: Vec<u16> = bat.models().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 704, 802]);
+    bat.set_battery_power(&mut link, -2350)
+        .await
+        .unwrap()
+        .unwrap();
+    let d = sim.devices.lock().unwrap();
+    let img = &d[&4].image;
+    // Pre-scaled by WSet_SF = 1: -2350 W is written as -235.
+    assert_eq!(
+        img.value(704, "WSet").unwrap(),
+        Value::Scaled { raw: -235, exp: 1 }
+    );
+    assert_eq!(img.value(704, "WSetMod").unwrap(), Value::Uint(1));
+    assert_eq!(img.value(704, "WSetEna").unwrap(), Value::Uint(1));
+}
