@@ -22,8 +22,12 @@ pub struct FaultPlan {
     pub late_by_ms: u64,
     /// Close the connection instead of answering.
     pub drop_percent: u32,
-    /// Corrupt one byte of the answer frame.
+    /// Corrupt one byte of the answer frame's MBAP header (Modbus TCP carries no checksum, so
+    /// a flipped data byte could not be detected by any client: plausibility limits exist for
+    /// that; header garbage is what a client must catch).
     pub garbage_percent: u32,
+    /// Values stop changing (the device keeps answering with its last image).
+    pub frozen: bool,
     /// Seed of the draws.
     pub seed: u64,
 }
@@ -111,7 +115,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FaultyStream<S> {
             && !buf.is_empty()
         {
             let mut garbled = buf.to_vec();
-            let i = (self.dice.next() as usize) % garbled.len();
+            let i = (self.dice.next() as usize) % garbled.len().min(7);
             garbled[i] ^= 0x5A;
             // Write the garbled copy; report the original length so the codec moves on.
             return match Pin::new(&mut self.inner).poll_write(cx, &garbled) {

@@ -145,6 +145,7 @@ pub struct ModbusSim {
     pub devices: SharedDevices,
     /// What it did.
     pub counters: Arc<SimCounters>,
+    frozen: bool,
     task: JoinHandle<()>,
 }
 
@@ -190,12 +191,16 @@ impl ModbusSim {
             addr,
             devices,
             counters,
+            frozen: plan.frozen,
             task,
         })
     }
 
     /// Advances every device by `dt_ms` of scenario time.
     pub fn step(&self, dt_ms: u64) {
+        if self.frozen {
+            return;
+        }
         if let Ok(mut d) = self.devices.lock() {
             for dev in d.values_mut() {
                 dev.step(dt_ms);

@@ -248,3 +248,68 @@ async fn a_device_that_comes_back_is_read_within_one_backoff_period() {
     assert!(l.read_holding(1, 0, 1).await.unwrap().is_ok());
     assert_eq!(l.failures(), 0);
 }
+
+#[tokio::test]
+async fn garbled_frames_are_rejected_and_the_link_recovers() {
+    let mut devices = BTreeMap::new();
+    let dev = patterned();
+    let image = dev.image.clone();
+    devices.insert(1, dev);
+    let plan = FaultPlan {
+        garbage_percent: 30,
+        seed: 3,
+        ..FaultPlan::default()
+    };
+    let sim = ModbusSim::start(local(), devices, plan).await.unwrap();
+    let mut l = link(sim.addr, 100);
+    let (mut good, mut rejected) = (0, 0);
+    for i in 0..1_000u16 {
+        let addr = (i * 3) % 3800;
+        match l.read_holding(1, addr, 20).await {
+            Ok(Ok(words)) => {
+                assert_eq!(
+                    words.as_slice(),
+                    image.read(addr, 20).unwrap(),
+                    "garbled frame accepted"
+                );
+                good += 1;
+            }
+            Ok(Err(_)) => panic!("no exceptions injected"),
+            Err(ModbusError::BackingOff { .. }) => tokio::time::sleep(l.backoff_remaining()).await,
+            Err(_) => rejected += 1,
+        }
+    }
+    eprintln!("garbage: {good} good, {rejected} rejected frames");
+    assert!(rejected > 100, "{rejected}");
+    assert!(good > 500, "{good}");
+}
+
+#[tokio::test]
+async fn a_frozen_device_keeps_its_values() {
+    let mut devices = BTreeMap::new();
+    devices.insert(1, SimDevice::inverter(40000, 6000, 9 * 3_600_000));
+    let frozen = ModbusSim::start(
+        local(),
+        devices.clone(),
+        FaultPlan {
+            frozen: true,
+            ..FaultPlan::default()
+        },
+    )
+    .await
+    .unwrap();
+    let live = ModbusSim::start(local(), devices, FaultPlan::default())
+        .await
+        .unwrap();
+    let read_w = |sim: &ModbusSim| {
+        sim.devices.lock().unwrap()[&1]
+            .image
+            .value(103, "W")
+            .unwrap()
+    };
+    let (before_f, before_l) = (read_w(&frozen), read_w(&live));
+    frozen.step(3_600_000);
+    live.step(3_600_000);
+    assert_eq!(read_w(&frozen), before_f);
+    assert_ne!(read_w(&live), before_l);
+}
