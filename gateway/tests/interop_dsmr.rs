@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use gridlet_hil::pty::PtyPair;
 
 use common::*;
 
@@ -120,26 +121,24 @@ fn both_parsers_reject_a_wrong_crc() {
     }
 }
 
-/// Starts a socat pty pair; returns the guard and the two paths.
-fn pty_pair() -> (Guard, String, String) {
-    let mut child = Command::new("socat")
-        .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("socat is installed (scripts/test installs it)");
-    let stderr = child.stderr.take().unwrap();
-    let mut paths = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(i) = line.find("PTY is ") {
-            paths.push(line[i + 7..].trim().to_owned());
-            if paths.len() == 2 {
-                break;
-            }
-        }
-    }
-    (Guard(child), paths[0].clone(), paths[1].clone())
+/// `gridlet dsmr read` on a serial port until `count` valid telegrams; every output line.
+fn read_serial(path: &str, count: u32) -> Vec<serde_json::Value> {
+    let (ok, out, err) = run(Command::new(BIN).args([
+        "dsmr",
+        "read",
+        "--serial",
+        path,
+        "--version",
+        "v5",
+        "--count",
+        &count.to_string(),
+        "--stale-s",
+        "10",
+    ]));
+    assert!(ok, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn hil_dsmr(dir: &std::path::Path, pty: &str, faults: &str) -> Guard {
@@ -160,25 +159,13 @@ fn hil_dsmr(dir: &std::path::Path, pty: &str, faults: &str) -> Guard {
 #[test]
 fn telegrams_cross_a_pty_pair_at_115200_baud() {
     let dir = tempfile::tempdir().unwrap();
-    let (_socat, a, b) = pty_pair();
+    let pty = PtyPair::start().expect("socat is installed (scripts/test installs it)");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
     let _meter = hil_dsmr(dir.path(), &a, "");
-    let (ok, out, err) = run(Command::new(BIN).args([
-        "dsmr",
-        "read",
-        "--serial",
-        &b,
-        "--version",
-        "v5",
-        "--count",
-        "5",
-        "--stale-s",
-        "10",
-    ]));
-    assert!(ok, "{err}");
-    let telegrams: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v.get("crc_ok").is_some())
+    let lines = read_serial(&b, 5);
+    let telegrams: Vec<serde_json::Value> = lines
+        .into_iter()
+        .filter(|v| v.get("crc_ok").is_some())
         .collect();
     assert_eq!(telegrams.len(), 5);
     for t in &telegrams {
@@ -190,29 +177,14 @@ fn telegrams_cross_a_pty_pair_at_115200_baud() {
 #[test]
 fn a_faulty_line_loses_bad_telegrams_but_never_passes_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (_socat, a, b) = pty_pair();
+    let pty = PtyPair::start().expect("socat is installed (scripts/test installs it)");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
     let _meter = hil_dsmr(
         dir.path(),
         &a,
         "wrong_crc_percent = 25, truncated_percent = 20, garbage_percent = 30, unpadded_crc_percent = 30",
     );
-    let (ok, out, err) = run(Command::new(BIN).args([
-        "dsmr",
-        "read",
-        "--serial",
-        &b,
-        "--version",
-        "v5",
-        "--count",
-        "20",
-        "--stale-s",
-        "10",
-    ]));
-    assert!(ok, "{err}");
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = read_serial(&b, 20);
     let good = lines.iter().filter(|v| v["crc_ok"] == true).count();
     let rejected = lines.iter().filter(|v| v.get("rejected").is_some()).count();
     assert_eq!(good, 20);

@@ -182,12 +182,8 @@ fn our_scanner_agrees_with_pysunspec2_on_a_pymodbus_server() {
     }
 }
 
-#[test]
-fn mbpoll_reads_our_simulator() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_hil, listen) = start_hil(dir.path());
-    let (_, port) = listen.split_once(':').unwrap();
-    // mbpoll counts from 1: register 40001 is protocol address 40000.
+/// Registers read by mbpoll (1-based register numbers, holding registers, one poll).
+fn mbpoll(port: &str, register: u32, count: u32) -> Vec<u32> {
     let (ok, out, err) = run(Command::new("mbpoll").args([
         "-m",
         "tcp",
@@ -198,15 +194,14 @@ fn mbpoll_reads_our_simulator() {
         "-t",
         "4",
         "-r",
-        "40001",
+        &register.to_string(),
         "-c",
-        "4",
+        &count.to_string(),
         "-1",
         "127.0.0.1",
     ]));
     assert!(ok, "mbpoll: {err}{out}");
-    let values: Vec<u32> = out
-        .lines()
+    out.lines()
         .filter(|l| l.starts_with('['))
         .map(|l| {
             l.split(':')
@@ -218,25 +213,16 @@ fn mbpoll_reads_our_simulator() {
                 .parse()
                 .unwrap()
         })
-        .collect();
-    assert_eq!(values, vec![0x5375, 0x6E53, 1, 66]);
+        .collect()
+}
+
+#[test]
+fn mbpoll_reads_our_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_hil, listen) = start_hil(dir.path());
+    let (_, port) = listen.split_once(':').unwrap();
+    // mbpoll counts from 1: register 40001 is protocol address 40000.
+    assert_eq!(mbpoll(port, 40001, 4), vec![0x5375, 0x6E53, 1, 66]);
     // Model 103 starts at 40070; W is at offset 14 → register 40085 in mbpoll's numbering.
-    let (ok, out, _) = run(Command::new("mbpoll").args([
-        "-m",
-        "tcp",
-        "-p",
-        port,
-        "-a",
-        "1",
-        "-t",
-        "4",
-        "-r",
-        "40085",
-        "-c",
-        "1",
-        "-1",
-        "127.0.0.1",
-    ]));
-    assert!(ok);
-    assert!(out.contains("[40085]: \t6000"), "{out}");
+    assert_eq!(mbpoll(port, 40085, 1), vec![6000]);
 }

@@ -2,31 +2,12 @@
 //! (pure-Python ECDSA, no shared code), which must agree on the tip and state hash, and must
 //! reject a tampered export.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gridlet");
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("GRIDLET_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python test peer: run scripts/test (it creates .venv) or set GRIDLET_PYTHON"
-    );
-    venv
-}
-
-fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.env("RUST_LOG", "warn").output().expect("command runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{python, run, BIN};
 
 #[test]
 fn python_reimplementation_agrees_and_rejects_tampering() {

@@ -9,6 +9,7 @@ pub mod dsmr_sim;
 pub mod faults;
 pub mod modbus_sim;
 pub mod mqtt_sim;
+pub mod pty;
 pub mod scenario;
 
 pub use devices::SimDevice;

@@ -2,8 +2,6 @@
 //! our driver on the other, unit ids multiplexed on the bus.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gridlet_drivers::modbus::{sunspec_scan, Endpoint, LinkConfig, ModbusError, ModbusLink};
@@ -11,39 +9,11 @@ use gridlet_drivers::sunspec::WordOrder;
 use gridlet_hil::modbus_sim::RtuSim;
 use gridlet_hil::{FaultPlan, SimDevice};
 
-struct Socat(Child);
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pty_pair() -> (Socat, String, String) {
-    let mut child = Command::new("socat")
-        .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("socat is installed (scripts/test installs it)");
-    let stderr = child.stderr.take().unwrap();
-    let mut paths = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(i) = line.find("PTY is ") {
-            paths.push(line[i + 7..].trim().to_owned());
-            if paths.len() == 2 {
-                break;
-            }
-        }
-    }
-    (Socat(child), paths[0].clone(), paths[1].clone())
-}
-
 #[tokio::test]
 async fn rtu_scan_of_two_units_and_silence_from_an_absent_one() {
-    let (_socat, a, b) = pty_pair();
+    let pty =
+        gridlet_hil::pty::PtyPair::start().expect("socat is installed (scripts/test installs it)");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
     let mut devices = BTreeMap::new();
     devices.insert(1, SimDevice::inverter(40000, 5000, 12 * 3_600_000));
     devices.insert(7, SimDevice::battery(40000, 8_000, 4_000, 75));

@@ -127,8 +127,12 @@ impl SunSpecImage {
         Ok(slot.address.saturating_add(offset))
     }
 
-    /// Sets a top-group point to a raw value (integers already divided by their scale factor).
-    pub fn set(&mut self, id: u16, point: &str, value: Value) -> Result<&mut Self, ImageError> {
+    /// A top-group point's address and definition.
+    fn locate(
+        &self,
+        id: u16,
+        point: &str,
+    ) -> Result<(u16, &'static super::model::PointDef), ImageError> {
         let addr = self.point_address(id, point)?;
         let def = model::model(id).ok_or(ImageError::UnknownModel(id))?;
         let p = def
@@ -138,6 +142,12 @@ impl SunSpecImage {
                 model: id,
                 point: point.to_owned(),
             })?;
+        Ok((addr, p))
+    }
+
+    /// Sets a top-group point to a raw value (integers already divided by their scale factor).
+    pub fn set(&mut self, id: u16, point: &str, value: Value) -> Result<&mut Self, ImageError> {
+        let (addr, p) = self.locate(id, point)?;
         let words = encode(p.ty, p.size, &value, WordOrder::BigEndian);
         let start = usize::from(addr - self.base);
         for (i, w) in words.into_iter().enumerate() {
@@ -150,15 +160,7 @@ impl SunSpecImage {
 
     /// Reads a top-group point's registers.
     pub fn get_words(&self, id: u16, point: &str) -> Result<&[u16], ImageError> {
-        let addr = self.point_address(id, point)?;
-        let def = model::model(id).ok_or(ImageError::UnknownModel(id))?;
-        let p = def
-            .group
-            .point(point)
-            .ok_or_else(|| ImageError::UnknownPoint {
-                model: id,
-                point: point.to_owned(),
-            })?;
+        let (addr, p) = self.locate(id, point)?;
         let start = usize::from(addr - self.base);
         self.regs
             .get(start..start + usize::from(p.size))
