@@ -276,3 +276,64 @@ pub async fn modbus(seconds: f64) -> Result<serde_json::Value> {
         "ratio": (cycle_p50 / (raw_p50 * requests.len() as f64) * 1000.0).round() / 1000.0,
     }))
 }
+
+/// `gridlet bench market`: clearing 100 000 bids against 100 sellers beside sorting 100 000
+/// integers, in the same run (medians of repeated runs).
+pub fn market(seconds: f64) -> Result<serde_json::Value> {
+    use gridlet_ledger::market::clearing::{Bid, SellerOffer};
+    use gridlet_ledger::market::{clear, ClearingInput, Pricing};
+
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let input = ClearingInput {
+        grid_tariff: 300_000,
+        floor_price: 50_000,
+        pricing: Pricing::PayAsBid,
+        sellers: (0..100)
+            .map(|i| SellerOffer {
+                id: format!("s{i}"),
+                energy_wh: 1_000 + next() % 20_000,
+            })
+            .collect(),
+        bids: (0..100_000u64)
+            .map(|i| Bid {
+                id: format!("b{i}"),
+                energy_wh: (next() % 5_000) as i64,
+                price: 40_000 + (next() % 270_000) as i64,
+                seq: i,
+            })
+            .collect(),
+    };
+    let ints: Vec<u64> = (0..100_000).map(|_| next()).collect();
+    let min = Duration::from_secs_f64(seconds);
+    let (mut clear_ms, mut sort_ms) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while start.elapsed() < min || clear_ms.len() < 5 {
+        let mut v = ints.clone();
+        let t = Instant::now();
+        v.sort_unstable();
+        sort_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(&v);
+        let t = Instant::now();
+        let out = clear(&input)?;
+        clear_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(&out);
+    }
+    clear_ms.sort_by(f64::total_cmp);
+    sort_ms.sort_by(f64::total_cmp);
+    let (c, s) = (percentile(&clear_ms, 0.5), percentile(&sort_ms, 0.5));
+    Ok(json!({
+        "bench": "market",
+        "bids": input.bids.len(),
+        "sellers": input.sellers.len(),
+        "clear_ms": (c * 1000.0).round() / 1000.0,
+        "sort_ms": (s * 1000.0).round() / 1000.0,
+        "ratio": (c / s * 1000.0).round() / 1000.0,
+        "runs": clear_ms.len(),
+    }))
+}

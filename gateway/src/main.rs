@@ -133,6 +133,11 @@ enum Command {
         #[command(subcommand)]
         command: DsmrCommand,
     },
+    /// Market tools.
+    Market {
+        #[command(subcommand)]
+        command: MarketCommand,
+    },
     /// Run a benchmark and print one JSON line.
     Bench {
         /// Which benchmark.
@@ -148,6 +153,17 @@ enum Command {
 enum BenchName {
     Ledger,
     Modbus,
+    Market,
+}
+
+#[derive(Subcommand)]
+enum MarketCommand {
+    /// Clear one sealed-bid auction round from a JSON file (the code the ledger executes).
+    Clear {
+        /// `{"grid_tariff", "floor_price", "pricing", "sellers": [{"id", "energy_wh"}], "bids": [{"id", "energy_wh", "price", "seq"}]}`
+        #[arg(long)]
+        input: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -372,9 +388,21 @@ fn run(cli: Cli) -> Result<()> {
             } => device_cmd::runtime()?
                 .block_on(device_cmd::dsmr_read(serial, tcp, &version, count, stale_s))?,
         },
+        Command::Market { command } => match command {
+            MarketCommand::Clear { input } => {
+                let text = std::fs::read_to_string(&input)
+                    .with_context(|| format!("cannot read {}", input.display()))?;
+                let parsed: gridlet_ledger::market::ClearingInput = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a clearing input", input.display()))?;
+                let out = gridlet_ledger::market::clear(&parsed)
+                    .with_context(|| format!("{}: cannot clear", input.display()))?;
+                println!("{}", serde_json::to_string(&out)?);
+            }
+        },
         Command::Hil { scenario } => device_cmd::runtime()?.block_on(device_cmd::hil(&scenario))?,
         Command::Bench { name, seconds } => match name {
             BenchName::Ledger => println!("{}", bench::ledger(seconds)?),
+            BenchName::Market => println!("{}", bench::market(seconds)?),
             BenchName::Modbus => println!(
                 "{}",
                 device_cmd::runtime()?.block_on(bench::modbus(seconds))?

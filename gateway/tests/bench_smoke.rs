@@ -21,6 +21,7 @@ fn bench_commands_print_one_json_line_with_their_figures() {
                 "commit_blocks_per_s",
             ][..],
         ),
+        ("market", &["clear_ms", "sort_ms", "ratio"][..]),
         (
             "modbus",
             &[

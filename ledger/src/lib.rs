@@ -11,6 +11,7 @@
 //! - [`tx`]: signed transactions and their kinds.
 //! - [`merkle`]: RFC 6962 Merkle tree with leaf/node domain separation and inclusion proofs.
 //! - [`genesis`]: the community file every transaction and block is bound to.
+//! - [`market`]: auction clearing and energy contracts.
 //! - [`state`]: balances, nonces and producer statistics; transaction rules.
 //! - [`selection`]: Proof-of-Stake producer selection (`paper` and `proportional` rules).
 //! - [`block`]: block headers and blocks.
@@ -37,6 +38,7 @@ pub mod codec;
 pub mod crypto;
 pub mod error;
 pub mod genesis;
+pub mod market;
 pub mod merkle;
 pub mod selection;
 pub mod state;
