@@ -48,6 +48,8 @@ pub struct Validated {
     pub state: LedgerState,
     /// The producer's rank in its slot (1 = elected).
     pub rank: u32,
+    /// What the market did in the block (releases to execute, settlements, clearings).
+    pub events: Vec<crate::market::MarketEvent>,
 }
 
 fn verify_tx_signatures(
@@ -186,7 +188,7 @@ pub fn validate_block(
             .apply_tx(rules, t)
             .map_err(|error| BlockError::InvalidTransaction { index, error })?;
     }
-    state.finish_block(rules, h.height, h.slot, h.producer, Vec::new());
+    let events = state.finish_block(rules, h.height, h.slot, h.producer);
     let computed = state.hash();
     if computed != h.state_hash {
         return Err(BlockError::StateHashMismatch {
@@ -194,7 +196,11 @@ pub fn validate_block(
             computed,
         });
     }
-    Ok(Validated { state, rank })
+    Ok(Validated {
+        state,
+        rank,
+        events,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +226,8 @@ pub struct Inserted {
     pub head_changed: bool,
     /// The finalized height after the insert.
     pub finalized_height: u64,
+    /// The block's market events (act on them once the block is on the canonical chain).
+    pub events: Vec<crate::market::MarketEvent>,
 }
 
 /// A block built by [`Chain::produce`], not yet inserted.
@@ -418,6 +426,7 @@ impl Chain {
             .fallback_ranks
             .saturating_add(1)
             .saturating_sub(validated.rank);
+        let events = validated.events;
         let node = Node {
             parent: block.header.prev_hash,
             height: block.header.height,
@@ -442,6 +451,7 @@ impl Chain {
             rank,
             head_changed: better,
             finalized_height: self.finalized().1,
+            events,
         })
     }
 
@@ -523,7 +533,7 @@ impl Chain {
             .height
             .checked_add(1)
             .ok_or(BlockError::Overflow { what: "height" })?;
-        next.finish_block(&self.rules, height, slot, producer, Vec::new());
+        next.finish_block(&self.rules, height, slot, producer);
         let txids: Vec<Hash32> = included.iter().map(|t| t.id()).collect();
         let header = BlockHeader {
             chain_id: self.rules.chain_id,

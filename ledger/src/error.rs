@@ -63,6 +63,12 @@ pub enum DecodeError {
         /// The key as given.
         key: String,
     },
+    /// An option flag that is neither 0 nor 1.
+    #[error("flag byte {flag} is neither 0 nor 1")]
+    BadFlag {
+        /// The byte.
+        flag: u8,
+    },
     /// A signature whose `r` or `s` is out of range.
     #[error("signature is not a valid compact ECDSA signature")]
     InvalidSignature,
@@ -141,6 +147,153 @@ pub enum TxError {
         /// The account that would overflow.
         account: MemberKey,
     },
+    /// The battery attestation does not verify against the home's attestor key.
+    #[error("attestation for {home} is not signed by its battery")]
+    BadAttestation {
+        /// The home.
+        home: MemberKey,
+    },
+    /// The home already has an attestation for this interval.
+    #[error("{home} already attested interval {interval}")]
+    AlreadyAttested {
+        /// The home.
+        home: MemberKey,
+        /// The interval.
+        interval: u64,
+    },
+    /// An offer, bid or attestation of zero energy.
+    #[error("energy amount is zero")]
+    ZeroEnergy,
+    /// A price above the grid tariff.
+    #[error("price {price} is above the grid tariff {tariff}")]
+    PriceAboveTariff {
+        /// The price.
+        price: u64,
+        /// The tariff.
+        tariff: u64,
+    },
+    /// The expiry lies before the block.
+    #[error("expiry height {expiry} is before height {height}")]
+    ExpiryPassed {
+        /// The contract's expiry.
+        expiry: u64,
+        /// The block height.
+        height: u64,
+    },
+    /// The home cannot back the offer with attested, uncommitted energy.
+    #[error("{home} offers {needed} Wh, has {available} Wh attested and uncommitted")]
+    EnergyInsufficient {
+        /// The home.
+        home: MemberKey,
+        /// Energy offered.
+        needed: u64,
+        /// Sellable energy.
+        available: u64,
+    },
+    /// No sale contract with this id.
+    #[error("unknown contract {contract}")]
+    UnknownContract {
+        /// The id.
+        contract: Hash32,
+    },
+    /// The contract is sold or expired.
+    #[error("contract {contract} is not open")]
+    ContractNotOpen {
+        /// The id.
+        contract: Hash32,
+    },
+    /// The payment is not exactly the contract's price.
+    #[error("payment {found}, the contract costs {expected}")]
+    WrongPayment {
+        /// `energy × price / 1000`.
+        expected: u64,
+        /// The payment offered.
+        found: u64,
+    },
+    /// A seller buying its own contract.
+    #[error("a seller cannot buy its own contract")]
+    OwnContract,
+    /// No trade with this id.
+    #[error("unknown trade {trade}")]
+    UnknownTrade {
+        /// The id.
+        trade: Hash32,
+    },
+    /// Only the trade's seller (its battery) reports delivery.
+    #[error("only the seller reports delivery of {trade}")]
+    NotSeller {
+        /// The trade.
+        trade: Hash32,
+    },
+    /// The trade is not final yet: its energy must not be released, nor reported delivered.
+    #[error("trade {trade} is not released yet")]
+    NotReleased {
+        /// The trade.
+        trade: Hash32,
+    },
+    /// Delivery was already reported.
+    #[error("delivery of {trade} was already reported")]
+    AlreadyDelivered {
+        /// The trade.
+        trade: Hash32,
+    },
+    /// The delivery deadline has passed.
+    #[error("delivery deadline {deadline} passed at height {height}")]
+    DeadlinePassed {
+        /// The deadline.
+        deadline: u64,
+        /// The block height.
+        height: u64,
+    },
+    /// More delivered than sold.
+    #[error("{delivered} Wh delivered for a trade of {sold} Wh")]
+    OverDelivery {
+        /// Reported.
+        delivered: u64,
+        /// Sold.
+        sold: u64,
+    },
+    /// The delivery receipt is not signed by the seller's battery.
+    #[error("delivery receipt for {trade} is not signed by the seller's battery")]
+    BadReceipt {
+        /// The trade.
+        trade: Hash32,
+    },
+    /// The transaction is for another auction round or phase.
+    #[error("round {round} is not in its {phase} phase at height {height}")]
+    WrongPhase {
+        /// The round named.
+        round: u64,
+        /// The phase the transaction needs.
+        phase: &'static str,
+        /// The block height.
+        height: u64,
+    },
+    /// One join or commitment per member and round.
+    #[error("{member} already took part in round {round}")]
+    AlreadyInRound {
+        /// The member.
+        member: MemberKey,
+        /// The round.
+        round: u64,
+    },
+    /// A reveal without a commitment, or already revealed.
+    #[error("no open commitment from {member} in round {round}")]
+    NoCommitment {
+        /// The member.
+        member: MemberKey,
+        /// The round.
+        round: u64,
+    },
+    /// The revealed bid does not match the commitment.
+    #[error("revealed bid does not match the commitment of {member}")]
+    CommitmentMismatch {
+        /// The member.
+        member: MemberKey,
+    },
+    /// The market is switched off in this genesis (no auction rounds).
+    #[error("auctions are disabled in this community")]
+    AuctionsDisabled,
 }
 
 /// Why a block is invalid or cannot be attached.

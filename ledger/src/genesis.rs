@@ -54,6 +54,30 @@ pub struct SelectionParams {
     pub fallback_delay_ms: u64,
 }
 
+/// Market timing and pricing rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketParams {
+    /// Blocks after a trade is final (released) within which the seller's battery must report
+    /// delivery; the undelivered part is refunded after that.
+    pub delivery_blocks: u64,
+    /// Length of an auction round in blocks: bids are committed in the first half and revealed
+    /// in the second; the round clears at its last block. 0 disables auctions.
+    pub auction_round_blocks: u64,
+    /// How auction fills are priced.
+    pub pricing: crate::market::Pricing,
+}
+
+impl Default for MarketParams {
+    fn default() -> Self {
+        MarketParams {
+            delivery_blocks: 60,
+            auction_round_blocks: 20,
+            pricing: crate::market::Pricing::PayAsBid,
+        }
+    }
+}
+
 /// The genesis of a community chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +100,9 @@ pub struct Genesis {
     pub max_block_txs: u32,
     /// Producer selection.
     pub selection: SelectionParams,
+    /// Market rules.
+    #[serde(default)]
+    pub market: MarketParams,
     /// The members, in the order given.
     pub members: Vec<Member>,
 }
@@ -176,6 +203,12 @@ impl Genesis {
             .u64(self.selection.reputation_cap)
             .u32(self.selection.fallback_ranks)
             .u64(self.selection.fallback_delay_ms)
+            .u64(self.market.delivery_blocks)
+            .u64(self.market.auction_round_blocks)
+            .u8(match self.market.pricing {
+                crate::market::Pricing::PayAsBid => 0,
+                crate::market::Pricing::Uniform => 1,
+            })
             .u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
         for m in &self.members {
             w.var(m.name.as_bytes())
@@ -189,6 +222,22 @@ impl Genesis {
     /// The chain id every transaction and block is bound to.
     pub fn hash(&self) -> Hash32 {
         Hash32::tagged(GENESIS_TAG, &[&self.encode()])
+    }
+
+    /// Parsed attestor (battery) keys by member.
+    pub fn attestor_public_keys(&self) -> Result<BTreeMap<MemberKey, PublicKey>, GenesisError> {
+        self.members
+            .iter()
+            .map(|m| {
+                m.attestor
+                    .to_public_key()
+                    .map(|pk| (m.key, pk))
+                    .map_err(|e| GenesisError::Invalid {
+                        field: "members",
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
     }
 
     /// Parsed public keys of the members, so signatures are checked without re-parsing keys.
@@ -248,6 +297,7 @@ impl Genesis {
                 fallback_ranks: 3,
                 fallback_delay_ms: 300,
             },
+            market: MarketParams::default(),
             members,
         }
     }

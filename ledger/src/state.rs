@@ -15,6 +15,7 @@ use crate::codec::Writer;
 use crate::crypto::{Hash32, MemberKey};
 use crate::error::{GenesisError, TxError};
 use crate::genesis::{Genesis, SelectionParams};
+use crate::market::{MarketEvent, MarketState};
 use crate::selection::Candidate;
 use crate::tx::{SignedTransaction, TxPayload};
 
@@ -35,6 +36,14 @@ pub struct Rules {
     pub selection: SelectionParams,
     /// Members and their parsed keys.
     pub members: Arc<BTreeMap<MemberKey, PublicKey>>,
+    /// Each member's battery attestor key, parsed.
+    pub attestors: Arc<BTreeMap<MemberKey, PublicKey>>,
+    /// Main-grid tariff, micro-credits per kWh.
+    pub grid_tariff: u64,
+    /// Lowest bid price, micro-credits per kWh.
+    pub floor_price: u64,
+    /// Market rules.
+    pub market: crate::genesis::MarketParams,
 }
 
 impl Rules {
@@ -48,6 +57,10 @@ impl Rules {
             finality_depth: genesis.finality_depth,
             selection: genesis.selection.clone(),
             members: Arc::new(genesis.member_public_keys()?),
+            attestors: Arc::new(genesis.attestor_public_keys()?),
+            grid_tariff: genesis.grid_tariff,
+            floor_price: genesis.floor_price,
+            market: genesis.market.clone(),
         })
     }
 
@@ -99,10 +112,17 @@ pub struct LedgerState {
     pub height: u64,
     /// Slot of the last applied block (0 at genesis).
     pub slot: u64,
-    accounts: BTreeMap<MemberKey, Account>,
+    pub(crate) accounts: BTreeMap<MemberKey, Account>,
     community_balance: u64,
     last_produced: BTreeMap<MemberKey, u64>,
     recent: VecDeque<BlockSummary>,
+    pub(crate) market: MarketState,
+    /// Energy traded by each member in the block being applied (for E); not part of the state.
+    #[serde(skip)]
+    pub(crate) pending_traded: Vec<(MemberKey, u64)>,
+    /// Market events raised by transactions of the block being applied; not part of the state.
+    #[serde(skip)]
+    pub(crate) pending_events: Vec<MarketEvent>,
 }
 
 impl LedgerState {
@@ -127,7 +147,15 @@ impl LedgerState {
             community_balance: 0,
             last_produced: BTreeMap::new(),
             recent: VecDeque::new(),
+            market: MarketState::default(),
+            pending_traded: Vec::new(),
+            pending_events: Vec::new(),
         }
+    }
+
+    /// The market state (attestations, contracts, trades, rounds, escrow).
+    pub fn market(&self) -> &MarketState {
+        &self.market
     }
 
     /// A member's account (default if unknown).
@@ -145,13 +173,12 @@ impl LedgerState {
         self.community_balance
     }
 
-    /// Total micro-credits: member balances plus the community account.
+    /// Total micro-credits: member balances, the community account and escrow.
     pub fn total_credits(&self) -> u128 {
-        self.accounts
-            .values()
-            .fold(u128::from(self.community_balance), |acc, a| {
-                acc.saturating_add(u128::from(a.balance))
-            })
+        self.accounts.values().fold(
+            u128::from(self.community_balance).saturating_add(u128::from(self.market.escrow)),
+            |acc, a| acc.saturating_add(u128::from(a.balance)),
+        )
     }
 
     /// Applies one transaction whose signature has been verified. On error nothing changes.
@@ -190,6 +217,33 @@ impl LedgerState {
             .checked_add(tx.fee)
             .ok_or(TxError::Overflow { account: tx.sender })?;
         match &tx.payload {
+            TxPayload::Transfer { .. } => {}
+            _ => {
+                let available =
+                    sender
+                        .balance
+                        .checked_sub(tx.fee)
+                        .ok_or(TxError::BalanceInsufficient {
+                            account: tx.sender,
+                            needed: tx.fee,
+                            available: sender.balance,
+                        })?;
+                self.apply_market(rules, stx, available)?;
+                let account = self.accounts.entry(tx.sender).or_default();
+                account.balance = account.balance.saturating_sub(tx.fee);
+                account.nonce = next_nonce;
+                self.community_balance = community;
+                return Ok(());
+            }
+        }
+        match &tx.payload {
+            TxPayload::Attest(_)
+            | TxPayload::Sale { .. }
+            | TxPayload::Purchase { .. }
+            | TxPayload::Deliver { .. }
+            | TxPayload::AuctionJoin { .. }
+            | TxPayload::BidCommit { .. }
+            | TxPayload::BidReveal { .. } => {}
             TxPayload::Transfer { to, amount } => {
                 if *amount == 0 {
                     return Err(TxError::ZeroAmount);
@@ -238,15 +292,23 @@ impl LedgerState {
         Ok(())
     }
 
-    /// Records a produced block in the selection statistics (after its transactions).
+    /// Ends a block after its transactions: runs the market's end-of-block steps and records
+    /// the block in the selection statistics. Returns the market events of the block.
     pub fn finish_block(
         &mut self,
         rules: &Rules,
         height: u64,
         slot: u64,
         producer: MemberKey,
-        traded_wh: Vec<(MemberKey, u64)>,
-    ) {
+    ) -> Vec<MarketEvent> {
+        let mut events = std::mem::take(&mut self.pending_events);
+        events.extend(self.end_block_market(rules, height));
+        let mut traded: BTreeMap<MemberKey, u64> = BTreeMap::new();
+        for (member, wh) in std::mem::take(&mut self.pending_traded) {
+            let t = traded.entry(member).or_insert(0);
+            *t = t.saturating_add(wh);
+        }
+        let traded_wh: Vec<(MemberKey, u64)> = traded.into_iter().collect();
         self.height = height;
         self.slot = slot;
         self.last_produced.insert(producer, height);
@@ -259,6 +321,7 @@ impl LedgerState {
         while self.recent.len() > window {
             self.recent.pop_front();
         }
+        events
     }
 
     /// The election weights for the block at `self.height + 1`, one per member.
@@ -323,6 +386,7 @@ impl LedgerState {
                 w.fixed(&k.0).u64(*wh);
             }
         }
+        self.market.encode_into(&mut w);
         w.finish()
     }
 

@@ -20,6 +20,73 @@ const TX_ID_TAG: &[u8] = b"gridlet/txid/v1";
 
 /// Kind byte of [`TxPayload::Transfer`].
 pub const KIND_TRANSFER: u8 = 1;
+/// Kind byte of [`TxPayload::Attest`].
+pub const KIND_ATTEST: u8 = 2;
+/// Kind byte of [`TxPayload::Sale`].
+pub const KIND_SALE: u8 = 3;
+/// Kind byte of [`TxPayload::Purchase`].
+pub const KIND_PURCHASE: u8 = 4;
+/// Kind byte of [`TxPayload::Deliver`].
+pub const KIND_DELIVER: u8 = 5;
+/// Kind byte of [`TxPayload::AuctionJoin`].
+pub const KIND_AUCTION_JOIN: u8 = 6;
+/// Kind byte of [`TxPayload::BidCommit`].
+pub const KIND_BID_COMMIT: u8 = 7;
+/// Kind byte of [`TxPayload::BidReveal`].
+pub const KIND_BID_REVEAL: u8 = 8;
+
+/// A home battery's signed statement: "home stored `energy_wh` of its own generation in
+/// `interval`", signed by the home's attestor key over [`crate::market::attestation_digest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attestation {
+    /// Market interval index.
+    pub interval: u64,
+    /// Energy stored, Wh.
+    pub energy_wh: u64,
+    /// The attestor's signature.
+    #[serde(serialize_with = "sig_hex")]
+    pub signature: Signature,
+}
+
+fn sig_hex<S: serde::Serializer>(sig: &Signature, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&sig.to_hex())
+}
+
+impl Attestation {
+    fn encode_into(&self, w: &mut Writer) {
+        w.u64(self.interval)
+            .u64(self.energy_wh)
+            .fixed(&self.signature.0);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Attestation, DecodeError> {
+        Ok(Attestation {
+            interval: r.u64()?,
+            energy_wh: r.u64()?,
+            signature: Signature::from_bytes(r.array()?)?,
+        })
+    }
+}
+
+fn encode_optional_attestation(a: &Option<Attestation>, w: &mut Writer) {
+    match a {
+        None => {
+            w.u8(0);
+        }
+        Some(a) => {
+            w.u8(1);
+            a.encode_into(w);
+        }
+    }
+}
+
+fn decode_optional_attestation(r: &mut Reader<'_>) -> Result<Option<Attestation>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(Attestation::decode_from(r)?)),
+        flag => Err(DecodeError::BadFlag { flag }),
+    }
+}
 
 /// What a transaction does. New kinds get new kind bytes; old bytes never change meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +100,64 @@ pub enum TxPayload {
         /// Micro-credits moved (the fee is paid on top).
         amount: u64,
     },
+    /// Record the sender home's attested generation (the broadcast path).
+    Attest(Attestation),
+    /// Offer energy at a price; the contract id is this transaction's id. An attestation may
+    /// ride along (the request/response path) and is recorded first.
+    Sale {
+        /// Energy offered, Wh.
+        energy_wh: u64,
+        /// Price, micro-credits per kWh (at most the grid tariff).
+        price: u64,
+        /// Last height at which the contract can be bought.
+        expiry_height: u64,
+        /// Attestation obtained from the seller's battery, if not broadcast before.
+        attestation: Option<Attestation>,
+    },
+    /// Buy a whole sale contract; `payment` goes into escrow.
+    Purchase {
+        /// The sale contract (its transaction id).
+        contract: Hash32,
+        /// Exactly `energy_wh × price / 1000`, rounded down.
+        payment: u64,
+    },
+    /// The seller's battery reports what it delivered for a released trade.
+    Deliver {
+        /// The trade id.
+        trade: Hash32,
+        /// Metered energy delivered, Wh.
+        delivered_wh: u64,
+        /// The seller's attestor signature over [`crate::market::receipt_digest`].
+        #[serde(serialize_with = "sig_hex")]
+        receipt: Signature,
+    },
+    /// Join the coalition of an auction round with attested energy.
+    AuctionJoin {
+        /// The round.
+        round: u64,
+        /// Energy pooled, Wh.
+        energy_wh: u64,
+        /// Attestation obtained from the seller's battery, if not broadcast before.
+        attestation: Option<Attestation>,
+    },
+    /// Commit a sealed bid: only the hash is on chain until the reveal.
+    BidCommit {
+        /// The round.
+        round: u64,
+        /// [`crate::market::bid_commitment`] of the bid and a secret salt.
+        commitment: Hash32,
+    },
+    /// Reveal a committed bid; its maximum payment goes into escrow.
+    BidReveal {
+        /// The round.
+        round: u64,
+        /// Energy wanted, Wh.
+        energy_wh: u64,
+        /// Price, micro-credits per kWh.
+        price: u64,
+        /// The salt the commitment hid the bid with.
+        salt: Hash32,
+    },
 }
 
 impl TxPayload {
@@ -40,6 +165,13 @@ impl TxPayload {
     pub fn kind(&self) -> u8 {
         match self {
             TxPayload::Transfer { .. } => KIND_TRANSFER,
+            TxPayload::Attest(_) => KIND_ATTEST,
+            TxPayload::Sale { .. } => KIND_SALE,
+            TxPayload::Purchase { .. } => KIND_PURCHASE,
+            TxPayload::Deliver { .. } => KIND_DELIVER,
+            TxPayload::AuctionJoin { .. } => KIND_AUCTION_JOIN,
+            TxPayload::BidCommit { .. } => KIND_BID_COMMIT,
+            TxPayload::BidReveal { .. } => KIND_BID_REVEAL,
         }
     }
 
@@ -49,6 +181,45 @@ impl TxPayload {
             TxPayload::Transfer { to, amount } => {
                 w.fixed(&to.0).u64(*amount);
             }
+            TxPayload::Attest(a) => a.encode_into(w),
+            TxPayload::Sale {
+                energy_wh,
+                price,
+                expiry_height,
+                attestation,
+            } => {
+                w.u64(*energy_wh).u64(*price).u64(*expiry_height);
+                encode_optional_attestation(attestation, w);
+            }
+            TxPayload::Purchase { contract, payment } => {
+                w.fixed(&contract.0).u64(*payment);
+            }
+            TxPayload::Deliver {
+                trade,
+                delivered_wh,
+                receipt,
+            } => {
+                w.fixed(&trade.0).u64(*delivered_wh).fixed(&receipt.0);
+            }
+            TxPayload::AuctionJoin {
+                round,
+                energy_wh,
+                attestation,
+            } => {
+                w.u64(*round).u64(*energy_wh);
+                encode_optional_attestation(attestation, w);
+            }
+            TxPayload::BidCommit { round, commitment } => {
+                w.u64(*round).fixed(&commitment.0);
+            }
+            TxPayload::BidReveal {
+                round,
+                energy_wh,
+                price,
+                salt,
+            } => {
+                w.u64(*round).u64(*energy_wh).u64(*price).fixed(&salt.0);
+            }
         }
     }
 
@@ -57,6 +228,37 @@ impl TxPayload {
             KIND_TRANSFER => Ok(TxPayload::Transfer {
                 to: MemberKey::from_bytes(r.array()?)?,
                 amount: r.u64()?,
+            }),
+            KIND_ATTEST => Ok(TxPayload::Attest(Attestation::decode_from(r)?)),
+            KIND_SALE => Ok(TxPayload::Sale {
+                energy_wh: r.u64()?,
+                price: r.u64()?,
+                expiry_height: r.u64()?,
+                attestation: decode_optional_attestation(r)?,
+            }),
+            KIND_PURCHASE => Ok(TxPayload::Purchase {
+                contract: Hash32(r.array()?),
+                payment: r.u64()?,
+            }),
+            KIND_DELIVER => Ok(TxPayload::Deliver {
+                trade: Hash32(r.array()?),
+                delivered_wh: r.u64()?,
+                receipt: Signature::from_bytes(r.array()?)?,
+            }),
+            KIND_AUCTION_JOIN => Ok(TxPayload::AuctionJoin {
+                round: r.u64()?,
+                energy_wh: r.u64()?,
+                attestation: decode_optional_attestation(r)?,
+            }),
+            KIND_BID_COMMIT => Ok(TxPayload::BidCommit {
+                round: r.u64()?,
+                commitment: Hash32(r.array()?),
+            }),
+            KIND_BID_REVEAL => Ok(TxPayload::BidReveal {
+                round: r.u64()?,
+                energy_wh: r.u64()?,
+                price: r.u64()?,
+                salt: Hash32(r.array()?),
             }),
             kind => Err(DecodeError::UnknownKind { kind }),
         }

@@ -43,7 +43,10 @@ def genesis_hash(g):
         + u64(g["floor_price"]) + u32(g["max_block_txs"]) + u8(rule) \
         + u64(s["alpha"]) + u64(s["beta"]) + u64(s["gamma"]) + u64(s["window_blocks"]) \
         + u64(s["age_cap"]) + u64(s["reputation_cap"]) + u32(s["fallback_ranks"]) \
-        + u64(s["fallback_delay_ms"]) + u32(len(g["members"]))
+        + u64(s["fallback_delay_ms"])
+    m = g.get("market", {"delivery_blocks": 60, "auction_round_blocks": 20, "pricing": "pay_as_bid"})
+    out += u64(m["delivery_blocks"]) + u64(m["auction_round_blocks"]) \
+        + u8({"pay_as_bid": 0, "uniform": 1}[m["pricing"]]) + u32(len(g["members"]))
     for m in g["members"]:
         out += var(m["name"].encode()) + bytes.fromhex(m["key"]) + bytes.fromhex(m["attestor"]) \
             + u64(m["balance"])
@@ -178,6 +181,8 @@ def main():
         enc += u32(len(recent))
         for (h, p, tw) in recent:
             enc += u64(h) + p + u32(len(tw)) + b"".join(k + u64(wh) for k, wh in tw)
+        # Market (transfers only here): escrow 0, no attestations, contracts, trades, rounds.
+        enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0)
         state_hash = H(b"gridlet/state/v1", enc)
         if state_hash != f_state:
             fail(f"block {f_height}: state hash")

@@ -1,6 +1,74 @@
-//! The energy market: auction clearing (and, as they land, the sale, purchase, escrow and
-//! delivery contracts executed by the ledger's state machine).
+//! The energy market, executed identically by every node as part of the ledger state machine.
+//!
+//! - [`clearing`]: the sealed-bid auction clearing rule (shared with `gridlet market clear`).
+//! - [`book`]: attestations, sale contracts, trades in escrow, auction rounds.
+//! - [`contracts`]: the transaction rules and the end-of-block steps (releases, refunds,
+//!   expiries, round clearing), which return [`MarketEvent`]s for the actors to act on.
+//!
+//! Units: energy in Wh, prices in micro-credits per kWh, money in micro-credits; every
+//! division rounds down and every split is by largest remainder, so totals are conserved.
 
+pub mod book;
 pub mod clearing;
+pub mod contracts;
 
+pub use book::{MarketEvent, MarketState};
 pub use clearing::{clear, ClearingInput, ClearingOutput, Pricing};
+
+use crate::crypto::{Hash32, MemberKey};
+
+/// The digest a home's battery signs to attest generation.
+pub fn attestation_digest(
+    chain_id: &Hash32,
+    home: &MemberKey,
+    interval: u64,
+    energy_wh: u64,
+) -> Hash32 {
+    Hash32::tagged(
+        b"gridlet/attest/v1",
+        &[
+            &chain_id.0,
+            &home.0,
+            &interval.to_be_bytes(),
+            &energy_wh.to_be_bytes(),
+        ],
+    )
+}
+
+/// The digest a seller's battery signs to report delivery.
+pub fn receipt_digest(chain_id: &Hash32, trade: &Hash32, delivered_wh: u64) -> Hash32 {
+    Hash32::tagged(
+        b"gridlet/receipt/v1",
+        &[&chain_id.0, &trade.0, &delivered_wh.to_be_bytes()],
+    )
+}
+
+/// The commitment of a sealed bid: only this is on chain until the reveal.
+pub fn bid_commitment(
+    chain_id: &Hash32,
+    round: u64,
+    buyer: &MemberKey,
+    energy_wh: u64,
+    price: u64,
+    salt: &Hash32,
+) -> Hash32 {
+    Hash32::tagged(
+        b"gridlet/bid/v1",
+        &[
+            &chain_id.0,
+            &round.to_be_bytes(),
+            &buyer.0,
+            &energy_wh.to_be_bytes(),
+            &price.to_be_bytes(),
+            &salt.0,
+        ],
+    )
+}
+
+/// The id of a seller's trade from an auction round.
+pub fn auction_trade_id(chain_id: &Hash32, round: u64, seller: &MemberKey) -> Hash32 {
+    Hash32::tagged(
+        b"gridlet/auction-trade/v1",
+        &[&chain_id.0, &round.to_be_bytes(), &seller.0],
+    )
+}

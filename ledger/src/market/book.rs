@@ -1,0 +1,320 @@
+//! The market's part of the ledger state: attestations, sale contracts, trades in escrow and
+//! auction rounds, with their canonical encoding for the state hash.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::codec::Writer;
+use crate::crypto::{Hash32, MemberKey};
+
+/// A home's attested generation for one interval, and how much of it is still uncommitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AttestationRecord {
+    /// Energy the battery attested, Wh.
+    pub energy_wh: u64,
+    /// Not yet offered, sold or delivered, Wh.
+    pub remaining_wh: u64,
+}
+
+/// Where (part of) a contract's or trade's energy comes from: an attested interval of the
+/// seller's own generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Allocation {
+    /// The attested interval.
+    pub interval: u64,
+    /// Energy taken from it, Wh.
+    pub wh: u64,
+}
+
+/// The life of a sale contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ContractStatus {
+    /// Can be bought until its expiry height.
+    Open,
+    /// Bought; the trade carries on.
+    Sold {
+        /// The trade id (the purchase transaction's id).
+        trade: Hash32,
+    },
+    /// Expired unsold; its energy went back to the seller.
+    Expired,
+}
+
+/// A sale contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SaleContract {
+    /// The seller.
+    pub seller: MemberKey,
+    /// Energy, Wh.
+    pub energy_wh: u64,
+    /// Price, micro-credits per kWh.
+    pub price: u64,
+    /// Last height it can be bought at.
+    pub expiry_height: u64,
+    /// Where its energy comes from.
+    pub allocation: Vec<Allocation>,
+    /// Its state.
+    pub status: ContractStatus,
+}
+
+/// What a trade came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TradeSource {
+    /// A bought sale contract.
+    Sale {
+        /// The contract.
+        contract: Hash32,
+    },
+    /// A seller's share of a cleared auction round.
+    Auction {
+        /// The round.
+        round: u64,
+    },
+}
+
+/// A trade: energy the seller must release once it is final, paid from escrow on delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trade {
+    /// Contract or auction round.
+    pub source: TradeSource,
+    /// The seller home, whose battery releases the energy.
+    pub seller: MemberKey,
+    /// Energy sold, Wh.
+    pub energy_wh: u64,
+    /// Micro-credits escrowed for the seller.
+    pub payment: u64,
+    /// Who paid into escrow, and how much (refunds go back in these proportions).
+    pub payers: Vec<(MemberKey, u64)>,
+    /// Height of the purchase (or clearing).
+    pub traded_height: u64,
+    /// Height at which the trade is final and the release order goes out.
+    pub release_height: u64,
+    /// Last height at which delivery may be reported.
+    pub deadline_height: u64,
+    /// Provenance: the seller's attested intervals the energy comes from.
+    pub allocation: Vec<Allocation>,
+    /// Whether the release order went out.
+    pub released: bool,
+    /// Metered delivery reported by the seller's battery.
+    pub delivered_wh: Option<u64>,
+    /// Micro-credits paid out to the seller so far.
+    pub paid_out: u64,
+    /// Escrow fully paid out or refunded.
+    pub settled: bool,
+}
+
+/// A seller in an auction round's coalition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoundSeller {
+    /// The seller.
+    pub seller: MemberKey,
+    /// Energy pooled, Wh.
+    pub energy_wh: u64,
+    /// Where it comes from.
+    pub allocation: Vec<Allocation>,
+}
+
+/// A revealed bid of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RevealedBid {
+    /// Energy wanted, Wh.
+    pub energy_wh: u64,
+    /// Price, micro-credits per kWh.
+    pub price: u64,
+    /// Order of commitment.
+    pub seq: u64,
+    /// Micro-credits held in escrow for it (its maximum payment).
+    pub escrowed: u64,
+}
+
+/// An auction round in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuctionRound {
+    /// The coalition, in join order.
+    pub sellers: Vec<RoundSeller>,
+    /// Sealed bids, in commitment order (the order is the bid's `seq`).
+    pub commits: Vec<(MemberKey, Hash32)>,
+    /// Revealed bids by buyer.
+    pub reveals: BTreeMap<MemberKey, RevealedBid>,
+}
+
+/// Something the market did in a block that the world outside the ledger must act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MarketEvent {
+    /// The trade is final: the seller's battery must release the energy by the deadline.
+    Release {
+        /// Trade id (idempotency key for the battery command).
+        trade: Hash32,
+        /// The seller home.
+        seller: MemberKey,
+        /// Energy to release, Wh.
+        energy_wh: u64,
+        /// Last height for the delivery report.
+        deadline_height: u64,
+    },
+    /// A trade's escrow was fully paid out and refunded.
+    Settled {
+        /// Trade id.
+        trade: Hash32,
+        /// Energy delivered, Wh.
+        delivered_wh: u64,
+        /// Paid to the seller.
+        paid_to_seller: u64,
+        /// Refunded to the payers.
+        refunded: u64,
+    },
+    /// An auction round cleared.
+    RoundCleared {
+        /// The round.
+        round: u64,
+        /// Energy sold.
+        sold_wh: u64,
+        /// Micro-credits paid.
+        revenue: u64,
+    },
+    /// A sale contract expired unsold.
+    ContractExpired {
+        /// The contract.
+        contract: Hash32,
+    },
+}
+
+/// The market state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MarketState {
+    /// Attested generation by (home, interval).
+    pub attestations: BTreeMap<(MemberKey, u64), AttestationRecord>,
+    /// Sale contracts by id.
+    pub contracts: BTreeMap<Hash32, SaleContract>,
+    /// Trades by id.
+    pub trades: BTreeMap<Hash32, Trade>,
+    /// Auction rounds not yet cleared.
+    pub rounds: BTreeMap<u64, AuctionRound>,
+    /// Micro-credits held in escrow.
+    pub escrow: u64,
+}
+
+fn len(w: &mut Writer, n: usize) {
+    w.u32(u32::try_from(n).unwrap_or(u32::MAX));
+}
+
+fn allocations(w: &mut Writer, a: &[Allocation]) {
+    len(w, a.len());
+    for x in a {
+        w.u64(x.interval).u64(x.wh);
+    }
+}
+
+impl MarketState {
+    /// Sellable energy of a home: attested and not yet committed to any offer or trade.
+    pub fn sellable_wh(&self, home: &MemberKey) -> u64 {
+        self.attestations
+            .range((*home, 0)..=(*home, u64::MAX))
+            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.remaining_wh))
+    }
+
+    /// Total attested energy of a home.
+    pub fn attested_wh(&self, home: &MemberKey) -> u64 {
+        self.attestations
+            .range((*home, 0)..=(*home, u64::MAX))
+            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.energy_wh))
+    }
+
+    /// Total delivered energy of a home (as seller).
+    pub fn delivered_wh(&self, home: &MemberKey) -> u64 {
+        self.trades
+            .values()
+            .filter(|t| t.seller == *home)
+            .fold(0u64, |acc, t| {
+                acc.saturating_add(t.delivered_wh.unwrap_or(0))
+            })
+    }
+
+    /// Appends the canonical encoding (see `docs/protocol.md` §7).
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.u64(self.escrow);
+        len(w, self.attestations.len());
+        for ((home, interval), r) in &self.attestations {
+            w.fixed(&home.0)
+                .u64(*interval)
+                .u64(r.energy_wh)
+                .u64(r.remaining_wh);
+        }
+        len(w, self.contracts.len());
+        for (id, c) in &self.contracts {
+            w.fixed(&id.0)
+                .fixed(&c.seller.0)
+                .u64(c.energy_wh)
+                .u64(c.price)
+                .u64(c.expiry_height);
+            allocations(w, &c.allocation);
+            match c.status {
+                ContractStatus::Open => {
+                    w.u8(0);
+                }
+                ContractStatus::Sold { trade } => {
+                    w.u8(1).fixed(&trade.0);
+                }
+                ContractStatus::Expired => {
+                    w.u8(2);
+                }
+            }
+        }
+        len(w, self.trades.len());
+        for (id, t) in &self.trades {
+            w.fixed(&id.0);
+            match t.source {
+                TradeSource::Sale { contract } => {
+                    w.u8(0).fixed(&contract.0);
+                }
+                TradeSource::Auction { round } => {
+                    w.u8(1).u64(round);
+                }
+            }
+            w.fixed(&t.seller.0).u64(t.energy_wh).u64(t.payment);
+            len(w, t.payers.len());
+            for (k, v) in &t.payers {
+                w.fixed(&k.0).u64(*v);
+            }
+            w.u64(t.traded_height)
+                .u64(t.release_height)
+                .u64(t.deadline_height);
+            allocations(w, &t.allocation);
+            w.u8(u8::from(t.released));
+            match t.delivered_wh {
+                None => {
+                    w.u8(0);
+                }
+                Some(d) => {
+                    w.u8(1).u64(d);
+                }
+            }
+            w.u64(t.paid_out).u8(u8::from(t.settled));
+        }
+        len(w, self.rounds.len());
+        for (round, r) in &self.rounds {
+            w.u64(*round);
+            len(w, r.sellers.len());
+            for s in &r.sellers {
+                w.fixed(&s.seller.0).u64(s.energy_wh);
+                allocations(w, &s.allocation);
+            }
+            len(w, r.commits.len());
+            for (k, h) in &r.commits {
+                w.fixed(&k.0).fixed(&h.0);
+            }
+            len(w, r.reveals.len());
+            for (k, b) in &r.reveals {
+                w.fixed(&k.0)
+                    .u64(b.energy_wh)
+                    .u64(b.price)
+                    .u64(b.seq)
+                    .u64(b.escrowed);
+            }
+        }
+    }
+}

@@ -1,0 +1,672 @@
+//! The market's transaction rules and end-of-block steps.
+//!
+//! Design: every rule validates completely before it changes anything, so a rejected
+//! transaction leaves the state as it was. The sender's fee and nonce are handled by
+//! [`crate::state::LedgerState::apply_tx`]; here `available` is what the sender can spend on top
+//! of the fee.
+//!
+//! Decisions: purchases buy a whole contract (no partial purchases: a seller who wants smaller
+//! lots offers several contracts); heights are the market's clock; a purchase at height `p` is
+//! final at `p + F`, when the release order goes out; delivery may be reported until
+//! `p + F + delivery_blocks`, and at the end of that block the undelivered part is refunded and
+//! its energy returns to the seller's sellable energy.
+
+use secp256k1::PublicKey;
+
+use super::book::{
+    Allocation, AttestationRecord, AuctionRound, ContractStatus, MarketEvent, RevealedBid,
+    RoundSeller, SaleContract, Trade, TradeSource,
+};
+use super::clearing::{clear, payment, split_largest_remainder, Bid, ClearingInput, SellerOffer};
+use super::{attestation_digest, auction_trade_id, bid_commitment, receipt_digest};
+use crate::crypto::{Hash32, MemberKey};
+use crate::error::TxError;
+use crate::state::{LedgerState, Rules};
+use crate::tx::{Attestation, SignedTransaction, TxPayload};
+
+fn overflow(account: MemberKey) -> TxError {
+    TxError::Overflow { account }
+}
+
+/// Which phase of an auction round a height is in, if auctions are on.
+fn round_phase(rules: &Rules, height: u64) -> Option<(u64, bool, bool)> {
+    let len = rules.market.auction_round_blocks;
+    if len == 0 {
+        return None;
+    }
+    let index = height.saturating_sub(1);
+    let round = index.checked_div(len)?;
+    let offset = index.checked_rem(len)?;
+    let commit = offset < len.div_ceil(2);
+    let last = offset == len.saturating_sub(1);
+    Some((round, commit, last))
+}
+
+impl LedgerState {
+    fn verify_attestation(
+        &self,
+        rules: &Rules,
+        home: &MemberKey,
+        a: &Attestation,
+    ) -> Result<(), TxError> {
+        if a.energy_wh == 0 {
+            return Err(TxError::ZeroEnergy);
+        }
+        let key: &PublicKey = rules
+            .attestors
+            .get(home)
+            .ok_or(TxError::BadAttestation { home: *home })?;
+        let digest = attestation_digest(&rules.chain_id, home, a.interval, a.energy_wh);
+        if !a.signature.verify(&digest, key) {
+            return Err(TxError::BadAttestation { home: *home });
+        }
+        if self.market.attestations.contains_key(&(*home, a.interval)) {
+            return Err(TxError::AlreadyAttested {
+                home: *home,
+                interval: a.interval,
+            });
+        }
+        Ok(())
+    }
+
+    fn record_attestation(&mut self, home: MemberKey, a: &Attestation) {
+        self.market.attestations.insert(
+            (home, a.interval),
+            AttestationRecord {
+                energy_wh: a.energy_wh,
+                remaining_wh: a.energy_wh,
+            },
+        );
+    }
+
+    /// Checks that `home` can commit `wh` (with an attestation riding along, if any).
+    fn check_sellable(
+        &self,
+        rules: &Rules,
+        home: &MemberKey,
+        wh: u64,
+        attestation: &Option<Attestation>,
+    ) -> Result<(), TxError> {
+        if wh == 0 {
+            return Err(TxError::ZeroEnergy);
+        }
+        let mut available = self.market.sellable_wh(home);
+        if let Some(a) = attestation {
+            self.verify_attestation(rules, home, a)?;
+            available = available.saturating_add(a.energy_wh);
+        }
+        if wh > available {
+            return Err(TxError::EnergyInsufficient {
+                home: *home,
+                needed: wh,
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes `wh` from the home's attested intervals, oldest first (checked beforehand).
+    fn allocate(&mut self, home: MemberKey, mut wh: u64) -> Vec<Allocation> {
+        let mut out = Vec::new();
+        for ((_, interval), record) in self
+            .market
+            .attestations
+            .range_mut((home, 0)..=(home, u64::MAX))
+        {
+            if wh == 0 {
+                break;
+            }
+            let take = record.remaining_wh.min(wh);
+            if take > 0 {
+                record.remaining_wh = record.remaining_wh.saturating_sub(take);
+                wh = wh.saturating_sub(take);
+                out.push(Allocation {
+                    interval: *interval,
+                    wh: take,
+                });
+            }
+        }
+        out
+    }
+
+    /// Gives `wh` back to the home's intervals, from the end of the allocation.
+    fn give_back(&mut self, home: MemberKey, allocation: &[Allocation], mut wh: u64) {
+        for a in allocation.iter().rev() {
+            if wh == 0 {
+                break;
+            }
+            let give = a.wh.min(wh);
+            if let Some(r) = self.market.attestations.get_mut(&(home, a.interval)) {
+                r.remaining_wh = r.remaining_wh.saturating_add(give).min(r.energy_wh);
+            }
+            wh = wh.saturating_sub(give);
+        }
+    }
+
+    fn credit(&mut self, who: MemberKey, amount: u64) -> Result<(), TxError> {
+        let account = self.accounts.entry(who).or_default();
+        account.balance = account.balance.checked_add(amount).ok_or(overflow(who))?;
+        Ok(())
+    }
+
+    fn debit(&mut self, who: MemberKey, amount: u64) -> Result<(), TxError> {
+        let account = self.accounts.entry(who).or_default();
+        account.balance =
+            account
+                .balance
+                .checked_sub(amount)
+                .ok_or(TxError::BalanceInsufficient {
+                    account: who,
+                    needed: amount,
+                    available: account.balance,
+                })?;
+        Ok(())
+    }
+
+    fn escrow_from(&mut self, from: MemberKey, amount: u64) -> Result<(), TxError> {
+        let escrow = self
+            .market
+            .escrow
+            .checked_add(amount)
+            .ok_or(overflow(from))?;
+        self.debit(from, amount)?;
+        self.market.escrow = escrow;
+        Ok(())
+    }
+
+    fn escrow_pay(&mut self, to: MemberKey, amount: u64) -> Result<(), TxError> {
+        let escrow = self.market.escrow.checked_sub(amount).ok_or(overflow(to))?;
+        self.credit(to, amount)?;
+        self.market.escrow = escrow;
+        Ok(())
+    }
+
+    /// Applies a market transaction (not a transfer). `available` is what the sender holds
+    /// beyond the fee. Validates fully before changing anything.
+    pub(crate) fn apply_market(
+        &mut self,
+        rules: &Rules,
+        stx: &SignedTransaction,
+        available: u64,
+    ) -> Result<(), TxError> {
+        let tx = stx.tx();
+        let me = tx.sender;
+        let height = self.height.saturating_add(1);
+        match &tx.payload {
+            TxPayload::Transfer { .. } => Ok(()),
+            TxPayload::Attest(a) => {
+                self.verify_attestation(rules, &me, a)?;
+                self.record_attestation(me, a);
+                Ok(())
+            }
+            TxPayload::Sale {
+                energy_wh,
+                price,
+                expiry_height,
+                attestation,
+            } => {
+                if *price > rules.grid_tariff {
+                    return Err(TxError::PriceAboveTariff {
+                        price: *price,
+                        tariff: rules.grid_tariff,
+                    });
+                }
+                if *expiry_height < height {
+                    return Err(TxError::ExpiryPassed {
+                        expiry: *expiry_height,
+                        height,
+                    });
+                }
+                self.check_sellable(rules, &me, *energy_wh, attestation)?;
+                if let Some(a) = attestation {
+                    self.record_attestation(me, a);
+                }
+                let allocation = self.allocate(me, *energy_wh);
+                self.market.contracts.insert(
+                    stx.id(),
+                    SaleContract {
+                        seller: me,
+                        energy_wh: *energy_wh,
+                        price: *price,
+                        expiry_height: *expiry_height,
+                        allocation,
+                        status: ContractStatus::Open,
+                    },
+                );
+                Ok(())
+            }
+            TxPayload::Purchase {
+                contract,
+                payment: offered,
+            } => {
+                let c = self
+                    .market
+                    .contracts
+                    .get(contract)
+                    .ok_or(TxError::UnknownContract {
+                        contract: *contract,
+                    })?;
+                if c.status != ContractStatus::Open || height > c.expiry_height {
+                    return Err(TxError::ContractNotOpen {
+                        contract: *contract,
+                    });
+                }
+                if c.seller == me {
+                    return Err(TxError::OwnContract);
+                }
+                let expected = payment(c.energy_wh, c.price).map_err(|_| overflow(me))?;
+                if *offered != expected {
+                    return Err(TxError::WrongPayment {
+                        expected,
+                        found: *offered,
+                    });
+                }
+                if *offered > available {
+                    return Err(TxError::BalanceInsufficient {
+                        account: me,
+                        needed: offered.saturating_add(rules.tx_fee),
+                        available: available.saturating_add(rules.tx_fee),
+                    });
+                }
+                let release = height
+                    .checked_add(rules.finality_depth)
+                    .ok_or(overflow(me))?;
+                let deadline = release
+                    .checked_add(rules.market.delivery_blocks)
+                    .ok_or(overflow(me))?;
+                let trade = Trade {
+                    source: TradeSource::Sale {
+                        contract: *contract,
+                    },
+                    seller: c.seller,
+                    energy_wh: c.energy_wh,
+                    payment: *offered,
+                    payers: vec![(me, *offered)],
+                    traded_height: height,
+                    release_height: release,
+                    deadline_height: deadline,
+                    allocation: c.allocation.clone(),
+                    released: false,
+                    delivered_wh: None,
+                    paid_out: 0,
+                    settled: false,
+                };
+                let (seller, energy) = (c.seller, c.energy_wh);
+                self.escrow_from(me, *offered)?;
+                if let Some(c) = self.market.contracts.get_mut(contract) {
+                    c.status = ContractStatus::Sold { trade: stx.id() };
+                }
+                self.market.trades.insert(stx.id(), trade);
+                self.pending_traded.push((seller, energy));
+                self.pending_traded.push((me, energy));
+                Ok(())
+            }
+            TxPayload::Deliver {
+                trade,
+                delivered_wh,
+                receipt,
+            } => {
+                let t = self
+                    .market
+                    .trades
+                    .get(trade)
+                    .ok_or(TxError::UnknownTrade { trade: *trade })?;
+                if t.seller != me {
+                    return Err(TxError::NotSeller { trade: *trade });
+                }
+                if !t.released {
+                    return Err(TxError::NotReleased { trade: *trade });
+                }
+                if t.delivered_wh.is_some() || t.settled {
+                    return Err(TxError::AlreadyDelivered { trade: *trade });
+                }
+                if height > t.deadline_height {
+                    return Err(TxError::DeadlinePassed {
+                        deadline: t.deadline_height,
+                        height,
+                    });
+                }
+                if *delivered_wh > t.energy_wh {
+                    return Err(TxError::OverDelivery {
+                        delivered: *delivered_wh,
+                        sold: t.energy_wh,
+                    });
+                }
+                let key = rules
+                    .attestors
+                    .get(&me)
+                    .ok_or(TxError::BadReceipt { trade: *trade })?;
+                if !receipt.verify(&receipt_digest(&rules.chain_id, trade, *delivered_wh), key) {
+                    return Err(TxError::BadReceipt { trade: *trade });
+                }
+                let pay = u128::from(t.payment)
+                    .saturating_mul(u128::from(*delivered_wh))
+                    .checked_div(u128::from(t.energy_wh))
+                    .and_then(|p| u64::try_from(p).ok())
+                    .unwrap_or(0);
+                let full = *delivered_wh == t.energy_wh;
+                self.escrow_pay(me, pay)?;
+                if let Some(t) = self.market.trades.get_mut(trade) {
+                    t.delivered_wh = Some(*delivered_wh);
+                    t.paid_out = pay;
+                }
+                if full {
+                    let event = self.settle(*trade)?;
+                    self.pending_events.push(event);
+                }
+                Ok(())
+            }
+            TxPayload::AuctionJoin {
+                round,
+                energy_wh,
+                attestation,
+            } => {
+                let (current, commit, _) =
+                    round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
+                if *round != current || !commit {
+                    return Err(TxError::WrongPhase {
+                        round: *round,
+                        phase: "commit",
+                        height,
+                    });
+                }
+                let joined = self
+                    .market
+                    .rounds
+                    .get(round)
+                    .is_some_and(|r| r.sellers.iter().any(|s| s.seller == me));
+                if joined {
+                    return Err(TxError::AlreadyInRound {
+                        member: me,
+                        round: *round,
+                    });
+                }
+                self.check_sellable(rules, &me, *energy_wh, attestation)?;
+                if let Some(a) = attestation {
+                    self.record_attestation(me, a);
+                }
+                let allocation = self.allocate(me, *energy_wh);
+                self.market
+                    .rounds
+                    .entry(*round)
+                    .or_default()
+                    .sellers
+                    .push(RoundSeller {
+                        seller: me,
+                        energy_wh: *energy_wh,
+                        allocation,
+                    });
+                Ok(())
+            }
+            TxPayload::BidCommit { round, commitment } => {
+                let (current, commit, _) =
+                    round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
+                if *round != current || !commit {
+                    return Err(TxError::WrongPhase {
+                        round: *round,
+                        phase: "commit",
+                        height,
+                    });
+                }
+                let committed = self
+                    .market
+                    .rounds
+                    .get(round)
+                    .is_some_and(|r| r.commits.iter().any(|(k, _)| *k == me));
+                if committed {
+                    return Err(TxError::AlreadyInRound {
+                        member: me,
+                        round: *round,
+                    });
+                }
+                self.market
+                    .rounds
+                    .entry(*round)
+                    .or_default()
+                    .commits
+                    .push((me, *commitment));
+                Ok(())
+            }
+            TxPayload::BidReveal {
+                round,
+                energy_wh,
+                price,
+                salt,
+            } => {
+                let (current, commit, _) =
+                    round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
+                if *round != current || commit {
+                    return Err(TxError::WrongPhase {
+                        round: *round,
+                        phase: "reveal",
+                        height,
+                    });
+                }
+                let no_commitment = TxError::NoCommitment {
+                    member: me,
+                    round: *round,
+                };
+                let r = self.market.rounds.get(round).ok_or(no_commitment.clone())?;
+                if r.reveals.contains_key(&me) {
+                    return Err(no_commitment);
+                }
+                let (seq, committed) = r
+                    .commits
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (k, _))| *k == me)
+                    .map(|(i, (_, h))| (i, *h))
+                    .ok_or(no_commitment)?;
+                let opened = bid_commitment(&rules.chain_id, *round, &me, *energy_wh, *price, salt);
+                if opened != committed {
+                    return Err(TxError::CommitmentMismatch { member: me });
+                }
+                // Only a bid that can win needs money behind it.
+                let valid =
+                    *energy_wh > 0 && *price <= rules.grid_tariff && *price >= rules.floor_price;
+                let escrowed = if valid {
+                    payment(*energy_wh, *price).map_err(|_| overflow(me))?
+                } else {
+                    0
+                };
+                if escrowed > available {
+                    return Err(TxError::BalanceInsufficient {
+                        account: me,
+                        needed: escrowed.saturating_add(rules.tx_fee),
+                        available: available.saturating_add(rules.tx_fee),
+                    });
+                }
+                self.escrow_from(me, escrowed)?;
+                if let Some(r) = self.market.rounds.get_mut(round) {
+                    r.reveals.insert(
+                        me,
+                        RevealedBid {
+                            energy_wh: *energy_wh,
+                            price: *price,
+                            seq: u64::try_from(seq).unwrap_or(u64::MAX),
+                            escrowed,
+                        },
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Pays out what is left in a trade's escrow: the rest after the seller's pay goes back to
+    /// the payers (largest remainder), and undelivered energy back to the seller.
+    fn settle(&mut self, id: Hash32) -> Result<MarketEvent, TxError> {
+        let Some(t) = self.market.trades.get(&id).cloned() else {
+            return Err(TxError::UnknownTrade { trade: id });
+        };
+        let refund = t.payment.saturating_sub(t.paid_out);
+        let weights: Vec<u64> = t.payers.iter().map(|(_, v)| *v).collect();
+        for ((payer, _), part) in t
+            .payers
+            .iter()
+            .zip(split_largest_remainder(refund, &weights))
+        {
+            self.escrow_pay(*payer, part)?;
+        }
+        let delivered = t.delivered_wh.unwrap_or(0);
+        self.give_back(
+            t.seller,
+            &t.allocation,
+            t.energy_wh.saturating_sub(delivered),
+        );
+        if let Some(tr) = self.market.trades.get_mut(&id) {
+            tr.settled = true;
+        }
+        Ok(MarketEvent::Settled {
+            trade: id,
+            delivered_wh: delivered,
+            paid_to_seller: t.paid_out,
+            refunded: refund,
+        })
+    }
+
+    /// Clears an auction round at its last block: fills become trades, unused escrow and
+    /// unsold energy go back. If clearing overflows (it cannot with u64 energies summing in
+    /// range), the round is void and everything goes back.
+    fn clear_round(
+        &mut self,
+        rules: &Rules,
+        round: u64,
+        height: u64,
+    ) -> Result<Vec<MarketEvent>, TxError> {
+        let Some(r) = self.market.rounds.remove(&round) else {
+            return Ok(Vec::new());
+        };
+        let AuctionRound {
+            sellers, reveals, ..
+        } = r;
+        let mut bids: Vec<(MemberKey, RevealedBid)> = reveals.into_iter().collect();
+        bids.sort_by_key(|(_, b)| b.seq);
+        let input = ClearingInput {
+            grid_tariff: i64::try_from(rules.grid_tariff).unwrap_or(i64::MAX),
+            floor_price: i64::try_from(rules.floor_price).unwrap_or(i64::MAX),
+            pricing: rules.market.pricing,
+            sellers: sellers
+                .iter()
+                .map(|s| SellerOffer {
+                    id: s.seller.to_hex(),
+                    energy_wh: s.energy_wh,
+                })
+                .collect(),
+            bids: bids
+                .iter()
+                .map(|(k, b)| Bid {
+                    id: k.to_hex(),
+                    energy_wh: i64::try_from(b.energy_wh).unwrap_or(i64::MAX),
+                    price: i64::try_from(b.price).unwrap_or(i64::MAX),
+                    seq: b.seq,
+                })
+                .collect(),
+        };
+        let out = clear(&input).ok();
+        let mut payers: Vec<(MemberKey, u64)> = Vec::new();
+        for (buyer, bid) in &bids {
+            let fill = out
+                .as_ref()
+                .and_then(|o| o.fills.iter().find(|f| f.bid == buyer.to_hex()));
+            let paid = fill.map_or(0, |f| f.paid.min(bid.escrowed));
+            self.escrow_pay(*buyer, bid.escrowed.saturating_sub(paid))?;
+            if let Some(f) = fill {
+                payers.push((*buyer, paid));
+                self.pending_traded.push((*buyer, f.energy_wh));
+            }
+        }
+        let release = height.saturating_add(rules.finality_depth);
+        let deadline = release.saturating_add(rules.market.delivery_blocks);
+        let shares = out.as_ref().map(|o| o.sellers.clone()).unwrap_or_default();
+        for (i, s) in sellers.iter().enumerate() {
+            let (sold, revenue) = shares.get(i).map_or((0, 0), |x| (x.sold_wh, x.revenue));
+            // Keep the first `sold` Wh of the allocation, give the rest back.
+            let mut kept = Vec::new();
+            let mut left = sold;
+            for a in &s.allocation {
+                let take = a.wh.min(left);
+                if take > 0 {
+                    kept.push(Allocation {
+                        interval: a.interval,
+                        wh: take,
+                    });
+                }
+                left = left.saturating_sub(take);
+            }
+            self.give_back(s.seller, &s.allocation, s.energy_wh.saturating_sub(sold));
+            if sold > 0 {
+                self.pending_traded.push((s.seller, sold));
+                self.market.trades.insert(
+                    auction_trade_id(&rules.chain_id, round, &s.seller),
+                    Trade {
+                        source: TradeSource::Auction { round },
+                        seller: s.seller,
+                        energy_wh: sold,
+                        payment: revenue,
+                        payers: payers.clone(),
+                        traded_height: height,
+                        release_height: release,
+                        deadline_height: deadline,
+                        allocation: kept,
+                        released: false,
+                        delivered_wh: None,
+                        paid_out: 0,
+                        settled: false,
+                    },
+                );
+            }
+        }
+        Ok(vec![MarketEvent::RoundCleared {
+            round,
+            sold_wh: out.as_ref().map_or(0, |o| o.sold_wh),
+            revenue: out.as_ref().map_or(0, |o| o.revenue),
+        }])
+    }
+
+    /// The market's end-of-block steps at `height`: clear a finished auction round, release
+    /// trades that became final, settle trades whose deadline ends, expire contracts.
+    pub(crate) fn end_block_market(&mut self, rules: &Rules, height: u64) -> Vec<MarketEvent> {
+        let mut events = Vec::new();
+        if let Some((round, _, true)) = round_phase(rules, height) {
+            if let Ok(mut e) = self.clear_round(rules, round, height) {
+                events.append(&mut e);
+            }
+        }
+        let mut to_settle = Vec::new();
+        for (id, t) in self.market.trades.iter_mut() {
+            if !t.released && t.release_height <= height {
+                t.released = true;
+                events.push(MarketEvent::Release {
+                    trade: *id,
+                    seller: t.seller,
+                    energy_wh: t.energy_wh,
+                    deadline_height: t.deadline_height,
+                });
+            }
+            if t.released && !t.settled && t.deadline_height <= height {
+                to_settle.push(*id);
+            }
+        }
+        for id in to_settle {
+            if let Ok(e) = self.settle(id) {
+                events.push(e);
+            }
+        }
+        let expired: Vec<(Hash32, MemberKey, Vec<Allocation>, u64)> = self
+            .market
+            .contracts
+            .iter()
+            .filter(|(_, c)| c.status == ContractStatus::Open && c.expiry_height <= height)
+            .map(|(id, c)| (*id, c.seller, c.allocation.clone(), c.energy_wh))
+            .collect();
+        for (id, seller, allocation, wh) in expired {
+            self.give_back(seller, &allocation, wh);
+            if let Some(c) = self.market.contracts.get_mut(&id) {
+                c.status = ContractStatus::Expired;
+            }
+            events.push(MarketEvent::ContractExpired { contract: id });
+        }
+        events
+    }
+}
