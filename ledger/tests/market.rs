@@ -44,7 +44,10 @@ impl Market {
     }
 
     fn receipt(&self, home: usize, trade: &Hash32, wh: u64) -> Signature {
-        Signature::sign(&receipt_digest(&self.c.genesis.hash(), trade, wh), &deterministic_key(43, home as u64))
+        Signature::sign(
+            &receipt_digest(&self.c.genesis.hash(), trade, wh),
+            &deterministic_key(43, home as u64),
+        )
     }
 
     /// A signed transaction from `home` with its next nonce.
@@ -66,10 +69,15 @@ impl Market {
     fn block(&mut self, txs: &[SignedTransaction]) -> Vec<(Hash32, TxError)> {
         let slot = self.chain.head_state().slot + 1;
         let producer = self.chain.ranked_producers(slot)[0];
-        let out = self.chain.produce(self.c.key_of(&producer), slot, txs).unwrap();
+        let out = self
+            .chain
+            .produce(self.c.key_of(&producer), slot, txs)
+            .unwrap();
         for (id, _) in &out.rejected {
             let t = txs.iter().find(|t| t.id() == *id).unwrap();
-            let home = (0..self.nonces.len()).find(|i| self.c.member(*i) == t.tx().sender).unwrap();
+            let home = (0..self.nonces.len())
+                .find(|i| self.c.member(*i) == t.tx().sender)
+                .unwrap();
             self.nonces[home] = self.nonces[home].min(t.tx().nonce);
         }
         let ins = self.chain.insert(out.block, Checks::FULL).unwrap();
@@ -84,7 +92,10 @@ impl Market {
     }
 
     fn balance(&self, home: usize) -> u64 {
-        self.chain.head_state().account(&self.c.member(home)).balance
+        self.chain
+            .head_state()
+            .account(&self.c.member(home))
+            .balance
     }
 
     fn total(&self) -> u128 {
@@ -100,7 +111,10 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     let att = m.attestation(0, 7, 3_000);
     let attest = m.tx(0, TxPayload::Attest(att));
     assert!(m.block(&[attest]).is_empty());
-    assert_eq!(m.chain.head_state().market().sellable_wh(&m.c.member(0)), 3_000);
+    assert_eq!(
+        m.chain.head_state().market().sellable_wh(&m.c.member(0)),
+        3_000
+    );
     let sale = m.tx(
         0,
         TxPayload::Sale {
@@ -112,9 +126,18 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     );
     let contract = sale.id();
     assert!(m.block(&[sale]).is_empty());
-    assert_eq!(m.chain.head_state().market().sellable_wh(&m.c.member(0)), 1_000);
+    assert_eq!(
+        m.chain.head_state().market().sellable_wh(&m.c.member(0)),
+        1_000
+    );
     let buyer_before = m.balance(1);
-    let purchase = m.tx(1, TxPayload::Purchase { contract, payment: 500_000 });
+    let purchase = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract,
+            payment: 500_000,
+        },
+    );
     let trade = purchase.id();
     assert!(m.block(&[purchase]).is_empty());
     assert_eq!(m.balance(1), buyer_before - 500_000 - 100);
@@ -124,8 +147,18 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         ContractStatus::Sold { .. }
     ));
     // Not final yet: no release order, and a delivery report is refused.
-    assert!(!m.events.iter().any(|e| matches!(e, MarketEvent::Release { .. })));
-    let early = m.tx(0, TxPayload::Deliver { trade, delivered_wh: 2_000, receipt: m.receipt(0, &trade, 2_000) });
+    assert!(!m
+        .events
+        .iter()
+        .any(|e| matches!(e, MarketEvent::Release { .. })));
+    let early = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: 2_000,
+            receipt: m.receipt(0, &trade, 2_000),
+        },
+    );
     assert_eq!(m.block(&[early])[0].1, TxError::NotReleased { trade });
     let f = m.c.genesis.finality_depth as usize;
     m.empty_blocks(f);
@@ -146,15 +179,31 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         }
     );
     let seller_before = m.balance(0);
-    let deliver = m.tx(0, TxPayload::Deliver { trade, delivered_wh: 2_000, receipt: m.receipt(0, &trade, 2_000) });
+    let deliver = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: 2_000,
+            receipt: m.receipt(0, &trade, 2_000),
+        },
+    );
     assert!(m.block(&[deliver]).is_empty());
     assert_eq!(m.balance(0), seller_before + 500_000 - 100);
     assert_eq!(m.chain.head_state().market().escrow, 0);
     let t = &m.chain.head_state().market().trades[&trade];
     assert!(t.settled);
-    assert_eq!(t.allocation.iter().map(|a| (a.interval, a.wh)).collect::<Vec<_>>(), vec![(7, 2_000)]);
+    assert_eq!(
+        t.allocation
+            .iter()
+            .map(|a| (a.interval, a.wh))
+            .collect::<Vec<_>>(),
+        vec![(7, 2_000)]
+    );
     assert_eq!(m.total(), TOTAL);
-    assert!(m.events.iter().any(|e| matches!(e, MarketEvent::Settled { refunded: 0, .. })));
+    assert!(m
+        .events
+        .iter()
+        .any(|e| matches!(e, MarketEvent::Settled { refunded: 0, .. })));
 }
 
 #[test]
@@ -163,16 +212,51 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let a1 = m.attestation(0, 1, 1_000);
     let a2 = m.attestation(2, 1, 1_000);
     // The request/response path: the attestation rides along with the sale.
-    let s1 = m.tx(0, TxPayload::Sale { energy_wh: 1_000, price: 100_000, expiry_height: 50, attestation: Some(a1) });
-    let s2 = m.tx(2, TxPayload::Sale { energy_wh: 1_000, price: 100_000, expiry_height: 50, attestation: Some(a2) });
+    let s1 = m.tx(
+        0,
+        TxPayload::Sale {
+            energy_wh: 1_000,
+            price: 100_000,
+            expiry_height: 50,
+            attestation: Some(a1),
+        },
+    );
+    let s2 = m.tx(
+        2,
+        TxPayload::Sale {
+            energy_wh: 1_000,
+            price: 100_000,
+            expiry_height: 50,
+            attestation: Some(a2),
+        },
+    );
     let (c1, c2) = (s1.id(), s2.id());
     assert!(m.block(&[s1, s2]).is_empty());
-    let p1 = m.tx(1, TxPayload::Purchase { contract: c1, payment: 100_000 });
-    let p2 = m.tx(3, TxPayload::Purchase { contract: c2, payment: 100_000 });
+    let p1 = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract: c1,
+            payment: 100_000,
+        },
+    );
+    let p2 = m.tx(
+        3,
+        TxPayload::Purchase {
+            contract: c2,
+            payment: 100_000,
+        },
+    );
     let (t1, t2) = (p1.id(), p2.id());
     assert!(m.block(&[p1, p2]).is_empty());
     m.empty_blocks(m.c.genesis.finality_depth as usize);
-    let d1 = m.tx(0, TxPayload::Deliver { trade: t1, delivered_wh: 600, receipt: m.receipt(0, &t1, 600) });
+    let d1 = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade: t1,
+            delivered_wh: 600,
+            receipt: m.receipt(0, &t1, 600),
+        },
+    );
     assert!(m.block(&[d1]).is_empty());
     let (buyer1, buyer3, seller0) = (m.balance(1), m.balance(3), m.balance(0));
     m.empty_blocks(m.c.genesis.market.delivery_blocks as usize);
@@ -182,14 +266,28 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     assert_eq!(m.balance(0), seller0);
     let market = m.chain.head_state().market();
     assert_eq!(market.escrow, 0);
-    assert_eq!(market.sellable_wh(&m.c.member(0)), 400, "undelivered energy is sellable again");
+    assert_eq!(
+        market.sellable_wh(&m.c.member(0)),
+        400,
+        "undelivered energy is sellable again"
+    );
     assert_eq!(market.sellable_wh(&m.c.member(2)), 1_000);
     assert_eq!(market.delivered_wh(&m.c.member(0)), 600);
     assert!(market.trades[&t2].settled && market.trades[&t2].delivered_wh.is_none());
     assert_eq!(m.total(), TOTAL);
     // Too late now.
-    let late = m.tx(2, TxPayload::Deliver { trade: t2, delivered_wh: 1_000, receipt: m.receipt(2, &t2, 1_000) });
-    assert!(matches!(m.block(&[late])[0].1, TxError::AlreadyDelivered { .. }));
+    let late = m.tx(
+        2,
+        TxPayload::Deliver {
+            trade: t2,
+            delivered_wh: 1_000,
+            receipt: m.receipt(2, &t2, 1_000),
+        },
+    );
+    assert!(matches!(
+        m.block(&[late])[0].1,
+        TxError::AlreadyDelivered { .. }
+    ));
 }
 
 #[test]
@@ -206,53 +304,201 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         ),
     };
     let bad = m.tx(0, TxPayload::Attest(forged));
-    assert_eq!(m.block(&[bad])[0].1, TxError::BadAttestation { home: m.c.member(0) });
+    assert_eq!(
+        m.block(&[bad])[0].1,
+        TxError::BadAttestation {
+            home: m.c.member(0)
+        }
+    );
     let a = m.attestation(0, 1, 500);
     let good = m.tx(0, TxPayload::Attest(a.clone()));
     let again = m.tx(0, TxPayload::Attest(a));
     let rejected = m.block(&[good, again]);
-    assert_eq!(rejected[0].1, TxError::AlreadyAttested { home: m.c.member(0), interval: 1 });
+    assert_eq!(
+        rejected[0].1,
+        TxError::AlreadyAttested {
+            home: m.c.member(0),
+            interval: 1
+        }
+    );
     // One rejection per block: a rejected transaction leaves its sender's nonce unused.
-    let too_much = m.tx(0, TxPayload::Sale { energy_wh: 501, price: 1, expiry_height: 100, attestation: None });
-    assert_eq!(m.block(&[too_much])[0].1, TxError::EnergyInsufficient { home: m.c.member(0), needed: 501, available: 500 });
-    let too_dear = m.tx(0, TxPayload::Sale { energy_wh: 100, price: 300_001, expiry_height: 100, attestation: None });
-    assert_eq!(m.block(&[too_dear])[0].1, TxError::PriceAboveTariff { price: 300_001, tariff: 300_000 });
-    let expired = m.tx(0, TxPayload::Sale { energy_wh: 100, price: 1, expiry_height: 1, attestation: None });
-    assert!(matches!(m.block(&[expired])[0].1, TxError::ExpiryPassed { .. }));
-    let sale = m.tx(0, TxPayload::Sale { energy_wh: 500, price: 200_000, expiry_height: 12, attestation: None });
+    let too_much = m.tx(
+        0,
+        TxPayload::Sale {
+            energy_wh: 501,
+            price: 1,
+            expiry_height: 100,
+            attestation: None,
+        },
+    );
+    assert_eq!(
+        m.block(&[too_much])[0].1,
+        TxError::EnergyInsufficient {
+            home: m.c.member(0),
+            needed: 501,
+            available: 500
+        }
+    );
+    let too_dear = m.tx(
+        0,
+        TxPayload::Sale {
+            energy_wh: 100,
+            price: 300_001,
+            expiry_height: 100,
+            attestation: None,
+        },
+    );
+    assert_eq!(
+        m.block(&[too_dear])[0].1,
+        TxError::PriceAboveTariff {
+            price: 300_001,
+            tariff: 300_000
+        }
+    );
+    let expired = m.tx(
+        0,
+        TxPayload::Sale {
+            energy_wh: 100,
+            price: 1,
+            expiry_height: 1,
+            attestation: None,
+        },
+    );
+    assert!(matches!(
+        m.block(&[expired])[0].1,
+        TxError::ExpiryPassed { .. }
+    ));
+    let sale = m.tx(
+        0,
+        TxPayload::Sale {
+            energy_wh: 500,
+            price: 200_000,
+            expiry_height: 12,
+            attestation: None,
+        },
+    );
     let contract = sale.id();
     assert!(m.block(&[sale]).is_empty());
-    let own = m.tx(0, TxPayload::Purchase { contract, payment: 100_000 });
-    let wrong = m.tx(1, TxPayload::Purchase { contract, payment: 99_999 });
-    let unknown = m.tx(2, TxPayload::Purchase { contract: Hash32::sha256(b"nope"), payment: 1 });
+    let own = m.tx(
+        0,
+        TxPayload::Purchase {
+            contract,
+            payment: 100_000,
+        },
+    );
+    let wrong = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract,
+            payment: 99_999,
+        },
+    );
+    let unknown = m.tx(
+        2,
+        TxPayload::Purchase {
+            contract: Hash32::sha256(b"nope"),
+            payment: 1,
+        },
+    );
     let rejected = m.block(&[own, wrong, unknown]);
     assert_eq!(rejected[0].1, TxError::OwnContract);
-    assert_eq!(rejected[1].1, TxError::WrongPayment { expected: 100_000, found: 99_999 });
+    assert_eq!(
+        rejected[1].1,
+        TxError::WrongPayment {
+            expected: 100_000,
+            found: 99_999
+        }
+    );
     assert!(matches!(rejected[2].1, TxError::UnknownContract { .. }));
-    let first = m.tx(1, TxPayload::Purchase { contract, payment: 100_000 });
-    let second = m.tx(2, TxPayload::Purchase { contract, payment: 100_000 });
+    let first = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract,
+            payment: 100_000,
+        },
+    );
+    let second = m.tx(
+        2,
+        TxPayload::Purchase {
+            contract,
+            payment: 100_000,
+        },
+    );
     let trade = first.id();
     let rejected = m.block(&[first, second]);
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].1, TxError::ContractNotOpen { contract });
     m.empty_blocks(m.c.genesis.finality_depth as usize);
-    let stranger = m.tx(2, TxPayload::Deliver { trade, delivered_wh: 500, receipt: m.receipt(2, &trade, 500) });
+    let stranger = m.tx(
+        2,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: 500,
+            receipt: m.receipt(2, &trade, 500),
+        },
+    );
     assert_eq!(m.block(&[stranger])[0].1, TxError::NotSeller { trade });
-    let forged_receipt = m.tx(0, TxPayload::Deliver { trade, delivered_wh: 500, receipt: m.receipt(1, &trade, 500) });
-    assert_eq!(m.block(&[forged_receipt])[0].1, TxError::BadReceipt { trade });
-    let over = m.tx(0, TxPayload::Deliver { trade, delivered_wh: 501, receipt: m.receipt(0, &trade, 501) });
-    assert_eq!(m.block(&[over])[0].1, TxError::OverDelivery { delivered: 501, sold: 500 });
+    let forged_receipt = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: 500,
+            receipt: m.receipt(1, &trade, 500),
+        },
+    );
+    assert_eq!(
+        m.block(&[forged_receipt])[0].1,
+        TxError::BadReceipt { trade }
+    );
+    let over = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: 501,
+            receipt: m.receipt(0, &trade, 501),
+        },
+    );
+    assert_eq!(
+        m.block(&[over])[0].1,
+        TxError::OverDelivery {
+            delivered: 501,
+            sold: 500
+        }
+    );
     // An unbought contract expires and its energy becomes sellable again.
     let a = m.attestation(3, 9, 800);
-    let s = m.tx(3, TxPayload::Sale { energy_wh: 800, price: 1_000, expiry_height: m.chain.head_height() + 2, attestation: Some(a) });
+    let s = m.tx(
+        3,
+        TxPayload::Sale {
+            energy_wh: 800,
+            price: 1_000,
+            expiry_height: m.chain.head_height() + 2,
+            attestation: Some(a),
+        },
+    );
     let c3 = s.id();
     m.block(&[s]);
     assert_eq!(m.chain.head_state().market().sellable_wh(&m.c.member(3)), 0);
     m.empty_blocks(2);
-    assert_eq!(m.chain.head_state().market().contracts[&c3].status, ContractStatus::Expired);
-    assert_eq!(m.chain.head_state().market().sellable_wh(&m.c.member(3)), 800);
-    let late = m.tx(1, TxPayload::Purchase { contract: c3, payment: 800 });
-    assert_eq!(m.block(&[late])[0].1, TxError::ContractNotOpen { contract: c3 });
+    assert_eq!(
+        m.chain.head_state().market().contracts[&c3].status,
+        ContractStatus::Expired
+    );
+    assert_eq!(
+        m.chain.head_state().market().sellable_wh(&m.c.member(3)),
+        800
+    );
+    let late = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract: c3,
+            payment: 800,
+        },
+    );
+    assert_eq!(
+        m.block(&[late])[0].1,
+        TxError::ContractNotOpen { contract: c3 }
+    );
     assert_eq!(m.total(), TOTAL);
 }
 
@@ -266,7 +512,10 @@ fn a_thousand_conflicting_sale_pairs_sell_no_watt_hour_twice() {
         for pair in 0..10u64 {
             let home = pair as usize;
             let interval = round;
-            txs.push(m.tx(home, TxPayload::Attest(m.attestation(home, interval, 1_000))));
+            txs.push(m.tx(
+                home,
+                TxPayload::Attest(m.attestation(home, interval, 1_000)),
+            ));
         }
         assert!(m.block(&txs).is_empty());
         // Two contracts for the same 1 000 Wh per pair, submitted together.
@@ -275,19 +524,37 @@ fn a_thousand_conflicting_sale_pairs_sell_no_watt_hour_twice() {
             let home = pair as usize;
             let sellable = m.chain.head_state().market().sellable_wh(&m.c.member(home));
             for _ in 0..2 {
-                txs.push(m.tx(home, TxPayload::Sale { energy_wh: sellable.min(1_000 * 2) / 2 + 1, price: 100_000, expiry_height: 10_000, attestation: None }));
+                txs.push(m.tx(
+                    home,
+                    TxPayload::Sale {
+                        energy_wh: sellable.min(1_000 * 2) / 2 + 1,
+                        price: 100_000,
+                        expiry_height: 10_000,
+                        attestation: None,
+                    },
+                ));
             }
         }
         let rejected = m.block(&txs);
         rejected_sales += rejected.len();
         committed_sales += txs.len() - rejected.len();
-        assert!(rejected.iter().all(|(_, e)| matches!(e, TxError::EnergyInsufficient { .. })));
+        assert!(rejected
+            .iter()
+            .all(|(_, e)| matches!(e, TxError::EnergyInsufficient { .. })));
     }
     let market = m.chain.head_state().market();
     for home in 0..10 {
         let k = m.c.member(home);
-        let offered: u64 = market.contracts.values().filter(|c| c.seller == k).map(|c| c.energy_wh).sum();
-        assert!(offered <= market.attested_wh(&k), "home {home} offered more than attested");
+        let offered: u64 = market
+            .contracts
+            .values()
+            .filter(|c| c.seller == k)
+            .map(|c| c.energy_wh)
+            .sum();
+        assert!(
+            offered <= market.attested_wh(&k),
+            "home {home} offered more than attested"
+        );
     }
     assert_eq!(committed_sales + rejected_sales, 2_000);
     assert_eq!((committed_sales, rejected_sales), (1_000, 1_000));
@@ -301,29 +568,69 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     assert_eq!(round_len, 20);
     // Round 0: heights 1..=20, commits in 1..=10, reveals in 11..=20, clearing at 20.
     let joins = vec![
-        m.tx(0, TxPayload::AuctionJoin { round: 0, energy_wh: 1_000, attestation: Some(m.attestation(0, 1, 1_000)) }),
-        m.tx(1, TxPayload::AuctionJoin { round: 0, energy_wh: 2_000, attestation: Some(m.attestation(1, 1, 2_500)) }),
+        m.tx(
+            0,
+            TxPayload::AuctionJoin {
+                round: 0,
+                energy_wh: 1_000,
+                attestation: Some(m.attestation(0, 1, 1_000)),
+            },
+        ),
+        m.tx(
+            1,
+            TxPayload::AuctionJoin {
+                round: 0,
+                energy_wh: 2_000,
+                attestation: Some(m.attestation(1, 1, 2_500)),
+            },
+        ),
     ];
     assert!(m.block(&joins).is_empty());
     let chain_id = m.c.genesis.hash();
-    let bids = [(2usize, 1_500u64, 250_000u64), (3, 1_000, 200_000), (4, 2_000, 200_000)];
+    let bids = [
+        (2usize, 1_500u64, 250_000u64),
+        (3, 1_000, 200_000),
+        (4, 2_000, 200_000),
+    ];
     let salts: Vec<Hash32> = (0..3u8).map(|i| Hash32::sha256(&[i, 7])).collect();
     let mut commits = Vec::new();
     for ((home, wh, price), salt) in bids.iter().zip(&salts) {
         let commitment = bid_commitment(&chain_id, 0, &m.c.member(*home), *wh, *price, salt);
-        commits.push(m.tx(*home, TxPayload::BidCommit { round: 0, commitment }));
+        commits.push(m.tx(
+            *home,
+            TxPayload::BidCommit {
+                round: 0,
+                commitment,
+            },
+        ));
     }
     // Home 0 commits too but never reveals.
-    commits.push(m.tx(0, TxPayload::BidCommit { round: 0, commitment: Hash32::sha256(b"sealed forever") }));
+    commits.push(m.tx(
+        0,
+        TxPayload::BidCommit {
+            round: 0,
+            commitment: Hash32::sha256(b"sealed forever"),
+        },
+    ));
     assert!(m.block(&commits).is_empty());
     // Before the reveal, the chain holds only hashes: no price or amount is readable.
     for t in &commits {
         assert!(matches!(t.tx().payload, TxPayload::BidCommit { .. }));
         let bytes = t.bytes();
-        assert!(!bytes.windows(8).any(|w| w == 250_000u64.to_be_bytes() || w == 200_000u64.to_be_bytes()));
+        assert!(!bytes
+            .windows(8)
+            .any(|w| w == 250_000u64.to_be_bytes() || w == 200_000u64.to_be_bytes()));
     }
     // A reveal in the commit phase is refused.
-    let early = m.tx(2, TxPayload::BidReveal { round: 0, energy_wh: 1_500, price: 250_000, salt: salts[0] });
+    let early = m.tx(
+        2,
+        TxPayload::BidReveal {
+            round: 0,
+            energy_wh: 1_500,
+            price: 250_000,
+            salt: salts[0],
+        },
+    );
     assert!(matches!(m.block(&[early])[0].1, TxError::WrongPhase { .. }));
     while m.chain.head_height() < 10 {
         m.block(&[]);
@@ -331,19 +638,44 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     let balances_before: Vec<u64> = (0..5).map(|h| m.balance(h)).collect();
     let mut reveals = Vec::new();
     for ((home, wh, price), salt) in bids.iter().zip(&salts) {
-        reveals.push(m.tx(*home, TxPayload::BidReveal { round: 0, energy_wh: *wh, price: *price, salt: *salt }));
+        reveals.push(m.tx(
+            *home,
+            TxPayload::BidReveal {
+                round: 0,
+                energy_wh: *wh,
+                price: *price,
+                salt: *salt,
+            },
+        ));
     }
     // A reveal that does not match its commitment.
-    let lie = m.tx(0, TxPayload::BidReveal { round: 0, energy_wh: 10, price: 60_000, salt: salts[0] });
+    let lie = m.tx(
+        0,
+        TxPayload::BidReveal {
+            round: 0,
+            energy_wh: 10,
+            price: 60_000,
+            salt: salts[0],
+        },
+    );
     reveals.push(lie);
     let rejected = m.block(&reveals);
     assert_eq!(rejected.len(), 1);
-    assert_eq!(rejected[0].1, TxError::CommitmentMismatch { member: m.c.member(0) });
+    assert_eq!(
+        rejected[0].1,
+        TxError::CommitmentMismatch {
+            member: m.c.member(0)
+        }
+    );
     while m.chain.head_height() < 20 {
         m.block(&[]);
     }
     let cleared = m.events.iter().find_map(|e| match e {
-        MarketEvent::RoundCleared { round: 0, sold_wh, revenue } => Some((*sold_wh, *revenue)),
+        MarketEvent::RoundCleared {
+            round: 0,
+            sold_wh,
+            revenue,
+        } => Some((*sold_wh, *revenue)),
         _ => None,
     });
     // The same clearing the CLI runs.
@@ -352,13 +684,24 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
         floor_price: 50_000,
         pricing: Pricing::PayAsBid,
         sellers: vec![
-            SellerOffer { id: "s0".into(), energy_wh: 1_000 },
-            SellerOffer { id: "s1".into(), energy_wh: 2_000 },
+            SellerOffer {
+                id: "s0".into(),
+                energy_wh: 1_000,
+            },
+            SellerOffer {
+                id: "s1".into(),
+                energy_wh: 2_000,
+            },
         ],
         bids: bids
             .iter()
             .enumerate()
-            .map(|(i, (h, wh, p))| Bid { id: format!("b{h}"), energy_wh: *wh as i64, price: *p as i64, seq: i as u64 })
+            .map(|(i, (h, wh, p))| Bid {
+                id: format!("b{h}"),
+                energy_wh: *wh as i64,
+                price: *p as i64,
+                seq: i as u64,
+            })
             .collect(),
     })
     .unwrap();
@@ -367,7 +710,12 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     let market = m.chain.head_state().market();
     let trades: Vec<_> = market.trades.values().collect();
     assert_eq!(trades.len(), 2);
-    let share = |home: usize| trades.iter().find(|t| t.seller == m.c.member(home)).map(|t| (t.energy_wh, t.payment));
+    let share = |home: usize| {
+        trades
+            .iter()
+            .find(|t| t.seller == m.c.member(home))
+            .map(|t| (t.energy_wh, t.payment))
+    };
     assert_eq!(share(0), Some((1_000, 225_000)));
     assert_eq!(share(1), Some((2_000, 450_000)));
     assert_eq!(market.escrow, 675_000);
