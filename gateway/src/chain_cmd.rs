@@ -103,8 +103,9 @@ pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
     Ok(g)
 }
 
-/// Re-verifies a stored chain from genesis without changing it.
-pub fn verify(data: &Path) -> Result<serde_json::Value> {
+/// Re-verifies a stored chain from genesis without changing it; returns the chain and the
+/// number of transactions.
+fn load_verified(data: &Path) -> Result<(Chain, u64)> {
     let genesis = load_genesis(&genesis_path(data))?;
     let store = SledStore::open(data).context("cannot open the block store")?;
     if let Some(found) = store.chain_id()? {
@@ -129,6 +130,12 @@ pub fn verify(data: &Path) -> Result<serde_json::Value> {
             .insert(block, Checks::FULL)
             .with_context(|| format!("block {height} does not verify"))?;
     }
+    Ok((chain, txs))
+}
+
+/// Re-verifies a stored chain from genesis without changing it.
+pub fn verify(data: &Path) -> Result<serde_json::Value> {
+    let (chain, txs) = load_verified(data)?;
     let state = chain.head_state();
     Ok(json!({
         "chain_id": chain.chain_id().to_hex(),
@@ -251,4 +258,31 @@ pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) ->
         produced += 1;
     }
     Ok(())
+}
+
+/// The market's trades after the stored chain, with provenance: one JSON value per trade.
+pub fn trades(data: &Path) -> Result<Vec<serde_json::Value>> {
+    let (chain, _) = load_verified(data)?;
+    let market = chain.head_state().market();
+    Ok(market
+        .trades
+        .iter()
+        .map(|(id, t)| {
+            json!({
+                "trade": id.to_hex(),
+                "source": t.source,
+                "seller": t.seller.to_hex(),
+                "energy_wh": t.energy_wh,
+                "payment": t.payment,
+                "payers": t.payers.iter().map(|(k, v)| json!({"member": k.to_hex(), "paid": v})).collect::<Vec<_>>(),
+                "release_height": t.release_height,
+                "deadline_height": t.deadline_height,
+                "released": t.released,
+                "delivered_wh": t.delivered_wh,
+                "paid_out": t.paid_out,
+                "settled": t.settled,
+                "provenance": t.allocation.iter().map(|a| json!({"home": t.seller.to_hex(), "interval": a.interval, "wh": a.wh})).collect::<Vec<_>>(),
+            })
+        })
+        .collect())
 }

@@ -110,12 +110,15 @@ enum Command {
         /// Producer selection rule.
         #[arg(long, value_enum, default_value = "paper")]
         rule: Rule,
-        /// Transfers submitted per slot.
-        #[arg(long, default_value_t = 8)]
+        /// Credit transfers submitted per slot (besides the market's transactions).
+        #[arg(long, default_value_t = 2)]
         txs_per_slot: usize,
         /// Percent of slots whose elected producer stays silent (a fallback produces).
         #[arg(long, default_value_t = 10)]
         silent_percent: u64,
+        /// Market mode: `live` (attest, sell, buy, release, deliver) or `none` (transfers only).
+        #[arg(long, value_enum, default_value = "live")]
+        market: MarketMode,
     },
     /// SunSpec tools.
     Sunspec {
@@ -147,6 +150,12 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MarketMode {
+    Live,
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -241,6 +250,12 @@ enum ChainCommand {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Print the market's trades after the stored chain (JSON lines), with provenance.
+    Trades {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Print the stored chain as JSON lines, one block a line.
     Export {
         /// Data directory.
@@ -321,6 +336,11 @@ fn run(cli: Cli) -> Result<()> {
             ChainCommand::Verify { data } => {
                 println!("{}", chain_cmd::verify(&data)?);
             }
+            ChainCommand::Trades { data } => {
+                for t in chain_cmd::trades(&data)? {
+                    println!("{t}");
+                }
+            }
             ChainCommand::Export { data } => {
                 let stdout = std::io::stdout();
                 let mut lock = stdout.lock();
@@ -341,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
             rule,
             txs_per_slot,
             silent_percent,
+            market,
         } => {
             let summary = sim::run(&sim::SimOptions {
                 homes,
@@ -350,6 +371,7 @@ fn run(cli: Cli) -> Result<()> {
                 rule: rule.into(),
                 txs_per_slot,
                 silent_percent,
+                market: market == MarketMode::Live,
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }

@@ -84,6 +84,14 @@ fn sim_homes_agree_and_verify_detects_tampering() {
     assert_eq!(summary["height"], 40);
     assert_eq!(summary["invariants"]["credits_conserved"], true);
     assert_eq!(summary["invariants"]["all_homes_same_tip"], true);
+    assert_eq!(
+        summary["invariants"]["every_release_matches_one_trade"],
+        true
+    );
+    assert_eq!(
+        summary["invariants"]["delivered_energy_traces_to_attested_generation"],
+        true
+    );
     assert!(summary["transactions_committed"].as_u64().unwrap() > 0);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
@@ -140,4 +148,53 @@ fn sim_homes_agree_and_verify_detects_tampering() {
     let (ok, _, err) = gridlet(&["sim", "--report", report.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn a_simulated_day_trades_energy_and_every_trade_has_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let (ok, out, err) = gridlet(&[
+        "sim",
+        "--homes",
+        "5",
+        "--slots",
+        "240",
+        "--seed",
+        "4",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(summary["market"]["trades"].as_u64().unwrap() > 10, "{out}");
+    assert!(summary["market"]["wh_delivered"].as_u64().unwrap() > 0);
+    let data = report.join("homes/3");
+    let (ok, out, err) = gridlet(&["chain", "trades", "--data", data.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let trades: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        trades.len() as u64,
+        summary["market"]["trades"].as_u64().unwrap()
+    );
+    for t in &trades {
+        let from: u64 = t["provenance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["wh"].as_u64().unwrap())
+            .sum();
+        assert_eq!(from, t["energy_wh"].as_u64().unwrap(), "{t}");
+        assert!(t["provenance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["home"] == t["seller"]));
+        if let Some(d) = t["delivered_wh"].as_u64() {
+            assert!(d <= t["energy_wh"].as_u64().unwrap());
+        }
+    }
 }

@@ -21,6 +21,10 @@ fn python_reimplementation_agrees_and_rejects_tampering() {
         "60",
         "--seed",
         "11",
+        "--market",
+        "none",
+        "--txs-per-slot",
+        "8",
         "--report",
         report.to_str().unwrap(),
     ]));
