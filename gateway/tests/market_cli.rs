@@ -100,3 +100,43 @@ fn malformed_input_is_refused_with_a_reason() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+#[test]
+fn no_supply_and_no_bids() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_supply = dir.path().join("no-supply.json");
+    std::fs::write(
+        &no_supply,
+        r#"{"grid_tariff": 300000, "floor_price": 50000, "sellers": [], "bids": [{"id": "b", "energy_wh": 700, "price": 100000, "seq": 1}]}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = clear(&no_supply);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["fills"], serde_json::json!([]));
+    assert_eq!(
+        (
+            v["sold_wh"].as_u64(),
+            v["unmet_wh"].as_u64(),
+            v["revenue"].as_u64()
+        ),
+        (Some(0), Some(700), Some(0))
+    );
+    let no_bids = dir.path().join("no-bids.json");
+    std::fs::write(
+        &no_bids,
+        r#"{"grid_tariff": 300000, "floor_price": 50000, "pricing": "uniform", "sellers": [{"id": "s", "energy_wh": 900}], "bids": []}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = clear(&no_bids);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["sellers"],
+        serde_json::json!([{"id": "s", "sold_wh": 0, "revenue": 0}])
+    );
+    assert_eq!(
+        (v["unsold_wh"].as_u64(), v["unmet_wh"].as_u64()),
+        (Some(900), Some(0))
+    );
+}
