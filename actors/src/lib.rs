@@ -1,4 +1,9 @@
-//! Actors: one per device link, the ledger actor and the market actor.
+//! Actors: one per device link, the ledger actor and the market actor, and what they share.
 //!
-//! Thin shells that do I/O, timers and metrics around the pure cores in `gridlet-ledger`
-//! and `gridlet-drivers`. Filled by the gateway issue; empty until then.
+//! Thin shells that do I/O, timers and metrics around the pure cores in `gridlet-ledger` and
+//! `gridlet-drivers`. The pieces that decide (the community node's block production and sync,
+//! the release policy) are sans-IO state machines here that return effects.
+//!
+//! - [`journal`]: the fsync'd battery release journal (exactly-once release).
+
+pub mod journal;
