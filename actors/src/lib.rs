@@ -5,5 +5,7 @@
 //! the release policy) are sans-IO state machines here that return effects.
 //!
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
+//! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
 pub mod journal;
+pub mod node;

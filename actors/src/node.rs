@@ -1,0 +1,438 @@
+//! The community node as a sans-IO state machine: it is fed inputs (clock ticks, transactions
+//! and blocks from the bus, sync requests) and returns effects (messages to publish, commits to
+//! report). The ledger actor owns one and does the I/O; tests drive several in lock-step.
+//!
+//! Design: time comes in with every tick (`now_ms`), never read here. A block is produced when
+//! this member is ranked for the current slot and its fallback delay has passed; the slot is
+//! recorded in the fsync'd signer guard before the block leaves. A block whose parent is
+//! unknown is kept as an orphan and the missing heights are requested from peers (a broker only
+//! queues so much); everything seen is deduplicated by hash.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use gridlet_ledger::chain::Checks;
+use gridlet_ledger::market::MarketEvent;
+use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard};
+use gridlet_ledger::{Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError};
+use secp256k1::SecretKey;
+use serde::{Deserialize, Serialize};
+
+/// A message on the community bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusMessage {
+    /// A signed transaction (canonical bytes, hex).
+    Tx {
+        /// Hex of the signed transaction.
+        hex: String,
+    },
+    /// A block (canonical bytes, hex).
+    Block {
+        /// Hex of the block.
+        hex: String,
+    },
+    /// Ask peers for blocks from `from_height` on.
+    SyncRequest {
+        /// The requesting node (where answers go).
+        node: String,
+        /// First height wanted.
+        from_height: u64,
+        /// At most this many.
+        max: u64,
+    },
+    /// Blocks answering a sync request.
+    SyncResponse {
+        /// The node that asked.
+        node: String,
+        /// Hex of the blocks, ascending.
+        blocks: Vec<String>,
+    },
+}
+
+/// Inputs to the node.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The clock advanced.
+    Tick {
+        /// Unix time, ms.
+        now_ms: u64,
+    },
+    /// A message from the bus.
+    Bus(BusMessage),
+    /// A transaction made locally (the market actor, the HTTP API).
+    Submit(SignedTransaction),
+}
+
+/// What the node wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish on the bus.
+    Publish(BusMessage),
+    /// A block became part of this node's chain.
+    Committed {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+        /// Whether this node produced it.
+        produced: bool,
+        /// The market events of the block.
+        events: Vec<MarketEvent>,
+    },
+    /// Something received was refused (for metrics and logs).
+    Rejected {
+        /// `tx`, `block` or `message`.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A message seen before was dropped.
+    Duplicate,
+}
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's name on the bus (sync answers are addressed to it).
+    pub name: String,
+    /// Most transactions kept waiting.
+    pub max_mempool: usize,
+    /// Most blocks asked for or served in one sync message.
+    pub sync_batch: u64,
+}
+
+/// The community node.
+#[derive(Debug)]
+pub struct Node<S: BlockStore> {
+    cfg: NodeConfig,
+    key: SecretKey,
+    me: MemberKey,
+    chain: PersistentChain<S>,
+    guard: SignerGuard,
+    mempool: Vec<SignedTransaction>,
+    seen: HashSet<Hash32>,
+    seen_order: VecDeque<Hash32>,
+    orphans: BTreeMap<u64, Vec<Block>>,
+    now_ms: u64,
+    sync_asked_at: Option<(u64, u64)>,
+}
+
+const SEEN_LIMIT: usize = 100_000;
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    gridlet_ledger::codec::from_hex(s)
+}
+
+impl<S: BlockStore> Node<S> {
+    /// A node over an opened chain and signer guard.
+    pub fn new(
+        cfg: NodeConfig,
+        key: SecretKey,
+        chain: PersistentChain<S>,
+        guard: SignerGuard,
+    ) -> Node<S> {
+        Node {
+            me: MemberKey::from_secret(&key),
+            cfg,
+            key,
+            chain,
+            guard,
+            mempool: Vec::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            orphans: BTreeMap::new(),
+            now_ms: 0,
+            sync_asked_at: None,
+        }
+    }
+
+    /// The chain.
+    pub fn chain(&self) -> &PersistentChain<S> {
+        &self.chain
+    }
+
+    /// This node's member key.
+    pub fn member(&self) -> MemberKey {
+        self.me
+    }
+
+    /// Transactions waiting.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    fn remember(&mut self, h: Hash32) -> bool {
+        if !self.seen.insert(h) {
+            return false;
+        }
+        self.seen_order.push_back(h);
+        while self.seen_order.len() > SEEN_LIMIT {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Handles one input.
+    pub fn handle(&mut self, input: Input) -> Result<Vec<Effect>, StoreError> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick { now_ms } => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.maybe_produce(&mut out)?;
+            }
+            Input::Submit(tx) => {
+                if self.accept_tx(tx.clone(), &mut out) {
+                    out.push(Effect::Publish(BusMessage::Tx {
+                        hex: gridlet_ledger::codec::to_hex(tx.bytes()),
+                    }));
+                }
+            }
+            Input::Bus(BusMessage::Tx { hex }) => {
+                match hex_decode(&hex).map(|b| SignedTransaction::decode(&b)) {
+                    Some(Ok(tx)) => {
+                        self.accept_tx(tx, &mut out);
+                    }
+                    Some(Err(e)) => out.push(Effect::Rejected {
+                        what: "tx",
+                        reason: e.to_string(),
+                    }),
+                    None => out.push(Effect::Rejected {
+                        what: "tx",
+                        reason: "not hex".into(),
+                    }),
+                }
+            }
+            Input::Bus(BusMessage::Block { hex }) => self.receive_block_hex(&hex, &mut out)?,
+            Input::Bus(BusMessage::SyncRequest {
+                node,
+                from_height,
+                max,
+            }) => {
+                if node != self.cfg.name {
+                    let top = self.chain.chain().head_height();
+                    let last = from_height
+                        .saturating_add(max.min(self.cfg.sync_batch))
+                        .saturating_sub(1)
+                        .min(top);
+                    let mut blocks = Vec::new();
+                    for h in from_height.max(1)..=last {
+                        match self.chain.block_at(h)? {
+                            Some(b) => blocks.push(gridlet_ledger::codec::to_hex(&b.encode())),
+                            None => break,
+                        }
+                    }
+                    if !blocks.is_empty() {
+                        out.push(Effect::Publish(BusMessage::SyncResponse { node, blocks }));
+                    }
+                }
+            }
+            Input::Bus(BusMessage::SyncResponse { node, blocks }) => {
+                // Not reset here: every peer answers a request, and letting each answer trigger
+                // a new request would multiply the traffic with every round.
+                if node == self.cfg.name {
+                    for hex in blocks {
+                        self.receive_block_hex(&hex, &mut out)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn accept_tx(&mut self, tx: SignedTransaction, out: &mut Vec<Effect>) -> bool {
+        if !self.remember(tx.id()) {
+            out.push(Effect::Duplicate);
+            return false;
+        }
+        let rules = self.chain.chain().rules();
+        if let Err(e) = rules.verify_signature(&tx) {
+            out.push(Effect::Rejected {
+                what: "tx",
+                reason: e.to_string(),
+            });
+            return false;
+        }
+        let account = self.chain.chain().head_state().account(&tx.tx().sender);
+        if tx.tx().nonce < account.nonce {
+            out.push(Effect::Rejected {
+                what: "tx",
+                reason: format!("stale nonce {} < {}", tx.tx().nonce, account.nonce),
+            });
+            return false;
+        }
+        if self.mempool.len() >= self.cfg.max_mempool {
+            out.push(Effect::Rejected {
+                what: "tx",
+                reason: "mempool full".into(),
+            });
+            return false;
+        }
+        self.mempool.push(tx);
+        true
+    }
+
+    fn receive_block_hex(&mut self, hex: &str, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        let Some(bytes) = hex_decode(hex) else {
+            out.push(Effect::Rejected {
+                what: "block",
+                reason: "not hex".into(),
+            });
+            return Ok(());
+        };
+        match Block::decode(&bytes) {
+            Ok(b) => self.receive_block(b, out),
+            Err(e) => {
+                out.push(Effect::Rejected {
+                    what: "block",
+                    reason: e.to_string(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn current_slot(&self) -> u64 {
+        self.chain.chain().genesis().slot_at(self.now_ms)
+    }
+
+    fn receive_block(&mut self, block: Block, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        let hash = block.hash();
+        if self.chain.chain().contains(&hash)
+            || self.chain.hash_at(block.header.height) == Some(hash)
+        {
+            out.push(Effect::Duplicate);
+            return Ok(());
+        }
+        let checks = Checks {
+            signatures: true,
+            current_slot: Some(self.current_slot().saturating_add(1)),
+        };
+        match self.chain.commit(block.clone(), checks) {
+            Ok(ins) => {
+                self.after_commit(&block, ins.events, false, out);
+                self.adopt_orphans(out)?;
+                Ok(())
+            }
+            Err(StoreError::Block(BlockError::UnknownParent { height, .. })) => {
+                self.orphans.entry(height).or_default().push(block);
+                self.request_sync(out);
+                Ok(())
+            }
+            Err(StoreError::Block(BlockError::Duplicate { .. })) => {
+                out.push(Effect::Duplicate);
+                Ok(())
+            }
+            Err(StoreError::Block(e)) => {
+                out.push(Effect::Rejected {
+                    what: "block",
+                    reason: e.to_string(),
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn request_sync(&mut self, out: &mut Vec<Effect>) {
+        // From just above the finalized block, not above the head: if this node sits on a
+        // branch the others abandoned, their blocks must attach below its head.
+        let from = self.chain.chain().finalized().1.saturating_add(1);
+        // Ask again only when the head moved or a second passed.
+        if let Some((h, at)) = self.sync_asked_at {
+            if h == from && self.now_ms < at.saturating_add(1_000) {
+                return;
+            }
+        }
+        self.sync_asked_at = Some((from, self.now_ms));
+        out.push(Effect::Publish(BusMessage::SyncRequest {
+            node: self.cfg.name.clone(),
+            from_height: from,
+            max: self.cfg.sync_batch,
+        }));
+    }
+
+    fn adopt_orphans(&mut self, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        // Orphans at or below the finalized height can never attach; drop them.
+        let finalized = self.chain.chain().finalized().1;
+        self.orphans = self.orphans.split_off(&finalized.saturating_add(1));
+        let ready: Vec<u64> = self
+            .orphans
+            .iter()
+            .filter(|(_, list)| {
+                list.iter()
+                    .any(|b| self.chain.chain().contains(&b.header.prev_hash))
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in ready {
+            if let Some(list) = self.orphans.remove(&h) {
+                for b in list {
+                    self.receive_block(b, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn after_commit(
+        &mut self,
+        block: &Block,
+        events: Vec<MarketEvent>,
+        produced: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let included: HashSet<Hash32> = block.transactions.iter().map(|t| t.id()).collect();
+        let state = self.chain.chain().head_state();
+        self.mempool.retain(|t| {
+            !included.contains(&t.id()) && t.tx().nonce >= state.account(&t.tx().sender).nonce
+        });
+        out.push(Effect::Committed {
+            height: block.header.height,
+            hash: block.hash(),
+            produced,
+            events,
+        });
+    }
+
+    fn maybe_produce(&mut self, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        let genesis = self.chain.chain().genesis().clone();
+        let slot = genesis.slot_at(self.now_ms);
+        let head_slot = self.chain.chain().head_state().slot;
+        if slot <= head_slot || self.guard.last_signed().is_some_and(|(s, _)| s >= slot) {
+            return Ok(());
+        }
+        // Blocks are waiting for a missing parent: this node is behind, so building on its
+        // head would only start a fork. Catch up first.
+        if !self.orphans.is_empty() {
+            return Ok(());
+        }
+        let Some(rank) = self.chain.chain().rank_for(slot, &self.me) else {
+            return Ok(());
+        };
+        let into_slot = self.now_ms.saturating_sub(genesis.slot_start_ms(slot));
+        let wait =
+            u64::from(rank.saturating_sub(1)).saturating_mul(genesis.selection.fallback_delay_ms);
+        if into_slot < wait {
+            return Ok(());
+        }
+        let produced = self
+            .chain
+            .chain()
+            .produce(&self.key, slot, &self.mempool)
+            .map_err(StoreError::Block)?;
+        let rejected: HashSet<Hash32> = produced.rejected.iter().map(|(id, _)| *id).collect();
+        self.mempool.retain(|t| !rejected.contains(&t.id()));
+        let block = produced.block;
+        // Persist the slot before the signed block leaves this node.
+        self.guard.authorize(slot, block.hash())?;
+        let ins = self.chain.commit(block.clone(), Checks::FULL)?;
+        self.remember(block.hash());
+        out.push(Effect::Publish(BusMessage::Block {
+            hex: gridlet_ledger::codec::to_hex(&block.encode()),
+        }));
+        self.after_commit(&block, ins.events, true, out);
+        Ok(())
+    }
+}
