@@ -60,7 +60,7 @@ pub enum Input {
     /// A message from the bus.
     Bus(BusMessage),
     /// A transaction made locally (the market actor, the HTTP API).
-    Submit(SignedTransaction),
+    Submit(Box<SignedTransaction>),
 }
 
 /// What the node wants done.
@@ -183,7 +183,7 @@ impl<S: BlockStore> Node<S> {
                 self.maybe_produce(&mut out)?;
             }
             Input::Submit(tx) => {
-                if self.accept_tx(tx.clone(), &mut out) {
+                if self.accept_tx((*tx).clone(), &mut out) {
                     out.push(Effect::Publish(BusMessage::Tx {
                         hex: gridlet_ledger::codec::to_hex(tx.bytes()),
                     }));

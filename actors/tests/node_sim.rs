@@ -163,7 +163,7 @@ fn four_nodes_agree_and_every_member_produces() {
         },
     }
     .sign(&deterministic_key(77, 0));
-    let effects = net.nodes[0].handle(Input::Submit(tx)).unwrap();
+    let effects = net.nodes[0].handle(Input::Submit(Box::new(tx))).unwrap();
     net.deliver(0, effects);
     net.run(60_000);
     net.run(500); // let the last block propagate
