@@ -80,7 +80,7 @@ impl Net {
                             continue;
                         }
                         self.sent += 1;
-                        if self.drop_every.is_some_and(|k| self.sent % k == 0) {
+                        if self.drop_every.is_some_and(|k| self.sent.is_multiple_of(k)) {
                             continue;
                         }
                         self.inbox[to].push(m.clone());
@@ -124,7 +124,7 @@ impl Net {
     fn run(&mut self, ms: u64) {
         for _ in 0..ms / 100 {
             self.step();
-            if std::env::var("NODE_SIM_TRACE").is_ok() && self.now_ms % 5_000 == 0 {
+            if std::env::var("NODE_SIM_TRACE").is_ok() && self.now_ms.is_multiple_of(5_000) {
                 eprintln!(
                     "t={} heads={:?} inbox={:?}",
                     self.now_ms,
