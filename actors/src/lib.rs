@@ -4,8 +4,10 @@
 //! `gridlet-drivers`. The pieces that decide (the community node's block production and sync,
 //! the release policy) are sans-IO state machines here that return effects.
 //!
+//! - [`bus`]: the community bus over MQTT and the embedded broker.
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
+pub mod bus;
 pub mod journal;
 pub mod node;

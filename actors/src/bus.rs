@@ -1,0 +1,250 @@
+//! The community bus over MQTT (rumqttc), and the embedded broker (rumqttd) used when no
+//! broker is configured.
+//!
+//! Topics, under a configurable prefix and the chain id: `<prefix>/<chain>/tx`, `…/block`,
+//! `…/sync/request`, `…/sync/response/<node>`. Payloads are the JSON of [`BusMessage`]. A stable
+//! client id and a persistent session (`clean_session = false`) keep subscriptions and QoS 1
+//! messages across reconnects; messages are acknowledged only after the consumer processed them
+//! ([`BusHandle::ack`]); reconnects back off exponentially (rumqttc has no backoff of its own).
+
+use std::time::Duration;
+
+use gridlet_drivers::backoff::BackoffPolicy;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::node::BusMessage;
+
+/// Bus settings.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// This node's name (stable: it is the client id and the sync-response address).
+    pub node: String,
+    /// Topic prefix.
+    pub prefix: String,
+    /// The chain id (hex); the first 16 characters go into the topics.
+    pub chain_id: String,
+    /// Keep the broker session across reconnects.
+    pub persistent_session: bool,
+    /// Reconnect backoff.
+    pub backoff: BackoffPolicy,
+    /// Largest payload accepted, bytes.
+    pub max_packet_bytes: usize,
+}
+
+impl BusConfig {
+    fn base(&self) -> String {
+        let chain: String = self.chain_id.chars().take(16).collect();
+        format!("{}/{chain}", self.prefix)
+    }
+
+    /// The topic a message goes to.
+    pub fn topic_for(&self, m: &BusMessage) -> String {
+        let base = self.base();
+        match m {
+            BusMessage::Tx { .. } => format!("{base}/tx"),
+            BusMessage::Block { .. } => format!("{base}/block"),
+            BusMessage::SyncRequest { .. } => format!("{base}/sync/request"),
+            BusMessage::SyncResponse { node, .. } => format!("{base}/sync/response/{node}"),
+        }
+    }
+
+    /// The topics this node subscribes to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        let base = self.base();
+        vec![
+            format!("{base}/tx"),
+            format!("{base}/block"),
+            format!("{base}/sync/request"),
+            format!("{base}/sync/response/{}", self.node),
+        ]
+    }
+}
+
+/// A message received, to be acknowledged once processed.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The decoded message.
+    pub message: BusMessage,
+    publish: Publish,
+}
+
+/// What the bus reports.
+#[derive(Debug)]
+pub enum BusEvent {
+    /// A message arrived.
+    Message(Box<Delivery>),
+    /// A payload that is not a bus message (counted, acknowledged, dropped).
+    Malformed {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connected (again).
+    Connected,
+    /// The connection failed; retrying after the backoff.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+enum Command {
+    Publish(BusMessage),
+    Ack(Box<Publish>),
+}
+
+/// The sending side of a running bus.
+#[derive(Debug, Clone)]
+pub struct BusHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Publish(m) => write!(f, "Publish({m:?})"),
+            Command::Ack(_) => write!(f, "Ack"),
+        }
+    }
+}
+
+impl BusHandle {
+    /// Queues a message for publication (QoS 1).
+    pub async fn publish(&self, m: BusMessage) -> bool {
+        self.commands.send(Command::Publish(m)).await.is_ok()
+    }
+
+    /// Acknowledges a processed delivery.
+    pub async fn ack(&self, d: Delivery) -> bool {
+        self.commands
+            .send(Command::Ack(Box::new(d.publish)))
+            .await
+            .is_ok()
+    }
+}
+
+/// Starts the bus task.
+pub fn spawn(cfg: BusConfig) -> (BusHandle, mpsc::Receiver<BusEvent>, JoinHandle<()>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ev_tx, ev_rx) = mpsc::channel(1024);
+    let task = tokio::spawn(run(cfg, cmd_rx, ev_tx));
+    (BusHandle { commands: cmd_tx }, ev_rx, task)
+}
+
+async fn run(
+    cfg: BusConfig,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<BusEvent>,
+) {
+    let mut options = MqttOptions::new(format!("gridlet-{}", cfg.node), cfg.host.clone(), cfg.port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_clean_session(!cfg.persistent_session);
+    options.set_manual_acks(true);
+    options.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            polled = eventloop.poll() => match polled {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    for t in cfg.subscriptions() {
+                        if let Err(e) = client.subscribe(t.clone(), QoS::AtLeastOnce).await {
+                            tracing::warn!(%e, topic = %t, "cannot subscribe");
+                        }
+                    }
+                    let _ = events.send(BusEvent::Connected).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    match serde_json::from_slice::<BusMessage>(&p.payload) {
+                        Ok(message) => {
+                            let delivery = Delivery { message, publish: p };
+                            if events.send(BusEvent::Message(Box::new(delivery))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = client.ack(&p).await;
+                            let _ = events
+                                .send(BusEvent::Malformed {
+                                    topic: p.topic.clone(),
+                                    reason: e.to_string(),
+                                })
+                                .await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = cfg.backoff.delay(failures).max(Duration::from_millis(100));
+                    let _ = events.send(BusEvent::Disconnected { reason: e.to_string() }).await;
+                    tokio::time::sleep(delay).await;
+                }
+            },
+            cmd = commands.recv() => match cmd {
+                None => return,
+                Some(Command::Publish(m)) => {
+                    let topic = cfg.topic_for(&m);
+                    match serde_json::to_vec(&m) {
+                        Ok(payload) => {
+                            if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                                tracing::warn!(%e, "cannot queue a bus message");
+                            }
+                        }
+                        Err(e) => tracing::error!(%e, "cannot encode a bus message"),
+                    }
+                }
+                Some(Command::Ack(p)) => {
+                    let _ = client.ack(&p).await;
+                }
+            },
+        }
+    }
+}
+
+/// Starts an embedded MQTT broker (rumqttd) on `127.0.0.1:port` in its own thread, for a
+/// gateway with no broker configured. Its logs are under the tracing target `rumqttd`.
+pub fn start_embedded_broker(
+    port: u16,
+    max_payload_bytes: usize,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let config = format!(
+        r#"
+id = 0
+[router]
+id = 0
+max_connections = 1000
+max_outgoing_packet_count = 1000
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "gridlet-v4"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = {max_payload_bytes}
+    max_inflight_count = 500
+    dynamic_filters = true
+"#
+    );
+    let config: rumqttd::Config = toml::from_str(&config).map_err(|e| e.to_string())?;
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(target: "rumqttd", %e, "embedded broker stopped");
+            }
+        })
+        .map_err(|e| e.to_string())
+}
