@@ -8,6 +8,7 @@ mod bench;
 mod chain_cmd;
 mod device_cmd;
 mod keys;
+mod run;
 mod sim;
 
 use std::path::PathBuf;
@@ -46,6 +47,12 @@ impl From<Rule> for SelectionRule {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one home's gateway (today: the ledger on the community bus).
+    Run {
+        /// Config file (TOML), e.g. gateway/examples/home.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Write a new secp256k1 key file (mode 0600, never overwritten) and its `.pub`.
     Keygen {
         /// The key file to create.
@@ -287,6 +294,7 @@ fn now_ms() -> u64 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run { config } => run::run(run::GatewayConfig::load(&config)?)?,
         Command::Keygen { out } => {
             let sk = secp256k1::SecretKey::new(&mut secp256k1::rand::rng());
             let key = keys::write_new(&out, &sk)?;
@@ -438,7 +446,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // rumqttd logs ordinary client disconnects at ERROR.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "info,rumqttd=warn,rumqttd::router=off,rumqttd::server=off",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

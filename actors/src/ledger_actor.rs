@@ -1,0 +1,288 @@
+//! The ledger actor: a thin shell around the community [`Node`] state machine.
+//!
+//! The node does blocking work (sled flushes, the signer guard's fsync, verifying big blocks),
+//! so it lives in a [`SyncArbiter`] thread ([`NodeWorker`]); the [`LedgerActor`] on the async
+//! arbiter feeds it clock ticks and bus messages, publishes what it returns, and acknowledges a
+//! bus message only after the node processed it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use gridlet_ledger::store::{BlockStore, SledStore};
+use gridlet_ledger::Hash32;
+
+use crate::bus::{BusEvent, BusHandle};
+use crate::node::{BusMessage, Effect, Input, Node};
+
+/// The clock the community runs on: real time, or a scenario clock running `speedup` times
+/// faster from `origin_ms` (for `gridlet sim`).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    origin_ms: u64,
+    speedup: f64,
+}
+
+impl Clock {
+    /// Wall-clock time.
+    pub fn real() -> Clock {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Clock {
+            start: Instant::now(),
+            origin_ms: now,
+            speedup: 1.0,
+        }
+    }
+
+    /// A scenario clock.
+    pub fn scenario(origin_ms: u64, speedup: f64) -> Clock {
+        Clock {
+            start: Instant::now(),
+            origin_ms,
+            speedup,
+        }
+    }
+
+    /// Current time, ms.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = self.start.elapsed().as_secs_f64() * 1000.0 * self.speedup;
+        self.origin_ms.saturating_add(elapsed as u64)
+    }
+}
+
+/// What the ledger actor reports (read by the HTTP API and the metrics).
+#[derive(Debug, Clone, Default)]
+pub struct LedgerStatus {
+    /// Head height.
+    pub height: u64,
+    /// Head hash.
+    pub head: Option<Hash32>,
+    /// Blocks this node produced.
+    pub produced: u64,
+    /// Blocks committed.
+    pub committed: u64,
+    /// Messages refused.
+    pub rejected: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Malformed bus payloads.
+    pub malformed: u64,
+}
+
+/// One step of the node, run on the sync arbiter.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Effect>, String>")]
+pub struct Step(pub Input);
+
+/// The node on its own thread.
+pub struct NodeWorker<S: BlockStore + Unpin + 'static> {
+    node: Node<S>,
+}
+
+impl<S: BlockStore + Unpin + 'static> NodeWorker<S> {
+    /// Wraps a node.
+    pub fn new(node: Node<S>) -> Self {
+        NodeWorker { node }
+    }
+}
+
+impl<S: BlockStore + Unpin + 'static> Actor for NodeWorker<S> {
+    type Context = SyncContext<Self>;
+}
+
+impl<S: BlockStore + Unpin + 'static> Handler<Step> for NodeWorker<S> {
+    type Result = Result<Vec<Effect>, String>;
+
+    fn handle(&mut self, msg: Step, _: &mut SyncContext<Self>) -> Self::Result {
+        self.node.handle(msg.0).map_err(|e| e.to_string())
+    }
+}
+
+/// A bus event for the ledger actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromBus(pub BusEvent);
+
+/// The ledger actor.
+pub struct LedgerActor {
+    worker: Addr<NodeWorker<SledStore>>,
+    bus: BusHandle,
+    clock: Clock,
+    tick: Duration,
+    status: Arc<Mutex<LedgerStatus>>,
+}
+
+impl LedgerActor {
+    /// A ledger actor over a node worker and a bus.
+    pub fn new(
+        worker: Addr<NodeWorker<SledStore>>,
+        bus: BusHandle,
+        clock: Clock,
+        tick: Duration,
+        status: Arc<Mutex<LedgerStatus>>,
+    ) -> Self {
+        LedgerActor {
+            worker,
+            bus,
+            clock,
+            tick,
+            status,
+        }
+    }
+
+    fn run_step(
+        &mut self,
+        input: Input,
+        ack: Option<crate::bus::Delivery>,
+        ctx: &mut Context<Self>,
+    ) {
+        let bus = self.bus.clone();
+        let status = self.status.clone();
+        let fut = self.worker.send(Step(input));
+        ctx.spawn(
+            async move {
+                match fut.await {
+                    Ok(Ok(effects)) => {
+                        for e in effects {
+                            apply_effect(e, &bus, &status).await;
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!(%e, "ledger node failed: storage error"),
+                    Err(e) => tracing::error!(%e, "ledger node unreachable"),
+                }
+                // Acknowledge only now: the node has processed (and persisted) the message.
+                if let Some(d) = ack {
+                    bus.ack(d).await;
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatus>>) {
+    match e {
+        Effect::Publish(m) => {
+            bus.publish(m).await;
+        }
+        Effect::Committed {
+            height,
+            hash,
+            produced,
+            events,
+        } => {
+            if produced {
+                tracing::info!(height, %hash, "block produced");
+            } else {
+                tracing::debug!(height, %hash, "block committed");
+            }
+            for ev in &events {
+                tracing::info!(?ev, "market event");
+            }
+            if let Ok(mut s) = status.lock() {
+                s.committed += 1;
+                if produced {
+                    s.produced += 1;
+                }
+                if height >= s.height {
+                    s.height = height;
+                    s.head = Some(hash);
+                }
+            }
+        }
+        Effect::Rejected { what, reason } => {
+            tracing::warn!(what, %reason, "refused");
+            if let Ok(mut s) = status.lock() {
+                s.rejected += 1;
+            }
+        }
+        Effect::Duplicate => {
+            if let Ok(mut s) = status.lock() {
+                s.duplicates += 1;
+            }
+        }
+    }
+}
+
+impl Actor for LedgerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |act, ctx| {
+            let now_ms = act.clock.now_ms();
+            act.run_step(Input::Tick { now_ms }, None, ctx);
+        });
+    }
+}
+
+impl Handler<FromBus> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromBus, ctx: &mut Context<Self>) {
+        match msg.0 {
+            BusEvent::Message(d) => {
+                let input = Input::Bus(d.message.clone());
+                self.run_step(input, Some(*d), ctx);
+            }
+            BusEvent::Malformed { topic, reason } => {
+                tracing::warn!(%topic, %reason, "malformed bus payload");
+                if let Ok(mut s) = self.status.lock() {
+                    s.malformed += 1;
+                }
+            }
+            BusEvent::Connected => {
+                tracing::info!("community bus connected");
+                // Ask for anything missed while away.
+                let m = Input::Tick {
+                    now_ms: self.clock.now_ms(),
+                };
+                self.run_step(m, None, ctx);
+            }
+            BusEvent::Disconnected { reason } => {
+                tracing::warn!(%reason, "community bus down, retrying")
+            }
+        }
+    }
+}
+
+/// A transaction to submit through the node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitTx(pub gridlet_ledger::SignedTransaction);
+
+impl Handler<SubmitTx> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitTx, ctx: &mut Context<Self>) {
+        self.run_step(Input::Submit(Box::new(msg.0)), None, ctx);
+    }
+}
+
+/// Forwards bus events to the actor (run on the actor's arbiter).
+pub fn forward_bus(mut events: tokio::sync::mpsc::Receiver<BusEvent>, actor: Addr<LedgerActor>) {
+    actix::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if actor.send(FromBus(ev)).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Publishes a sync request on connect so a restarted node catches up at once.
+pub fn initial_sync(
+    bus: &BusHandle,
+    node: &str,
+    from_height: u64,
+) -> impl std::future::Future<Output = bool> + use<> {
+    let bus = bus.clone();
+    let m = BusMessage::SyncRequest {
+        node: node.to_owned(),
+        from_height,
+        max: 200,
+    };
+    async move { bus.publish(m).await }
+}
