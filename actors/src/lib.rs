@@ -7,9 +7,11 @@
 //! - [`bus`]: the community bus over MQTT and the embedded broker.
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
+//! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
 pub mod bus;
 pub mod journal;
 pub mod ledger_actor;
 pub mod node;
+pub mod release;

@@ -1,0 +1,235 @@
+//! Releasing traded energy from the home battery, as a sans-IO state machine.
+//!
+//! Rule: one trade at a time; before the battery is commanded, the journal must hold the
+//! trade's `Begin` (so a restart never commands it again); the battery discharges at a set
+//! power until its available energy (SunSpec 713 `WHAvail`) has dropped by the traded Wh, or the
+//! deadline passes; then it goes back to 0 W, the journal gets `End`, and the delivery is
+//! reported. When the battery's readings go stale, it is commanded to 0 W (the safe state).
+
+use std::collections::VecDeque;
+
+use gridlet_ledger::Hash32;
+
+/// A release order from the ledger (the trade is final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseOrder {
+    /// Trade id.
+    pub trade: Hash32,
+    /// Energy to release, Wh.
+    pub energy_wh: u64,
+    /// Latest time (ms) by which the release must be done (from the deadline height).
+    pub deadline_ms: u64,
+}
+
+/// What the releaser wants done, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write `Begin` to the journal with fsync; only then command the battery.
+    JournalBegin {
+        /// Trade.
+        trade: Hash32,
+        /// Energy.
+        energy_wh: u64,
+        /// Available energy at the start, Wh.
+        meter_start_wh: u64,
+    },
+    /// Command the battery to this power (positive = discharge).
+    SetPower {
+        /// Watts.
+        power_w: i32,
+    },
+    /// Write `End` to the journal with fsync.
+    JournalEnd {
+        /// Trade.
+        trade: Hash32,
+        /// Delivered, Wh.
+        delivered_wh: u64,
+    },
+    /// Report the delivery on chain (signed receipt).
+    Report {
+        /// Trade.
+        trade: Hash32,
+        /// Delivered, Wh.
+        delivered_wh: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Active {
+    order: ReleaseOrder,
+    start_wh: u64,
+    last_ms: u64,
+    power_w: i32,
+}
+
+/// The release state machine.
+#[derive(Debug, Clone)]
+pub struct Releaser {
+    queue: VecDeque<ReleaseOrder>,
+    active: Option<Active>,
+    power_w: i32,
+    safe: bool,
+}
+
+impl Releaser {
+    /// A releaser discharging at `power_w`.
+    pub fn new(power_w: i32) -> Releaser {
+        Releaser {
+            queue: VecDeque::new(),
+            active: None,
+            power_w: power_w.max(1),
+            safe: false,
+        }
+    }
+
+    /// Queues an order (duplicates of queued or active trades are ignored).
+    pub fn order(&mut self, order: ReleaseOrder) {
+        let known = self.active.is_some_and(|a| a.order.trade == order.trade)
+            || self.queue.iter().any(|o| o.trade == order.trade);
+        if !known {
+            self.queue.push_back(order);
+        }
+    }
+
+    /// Whether a release is running.
+    pub fn busy(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// A fresh battery reading: available energy (Wh) at `now_ms`, or `None` if the reading is
+    /// not valid (stale, comm error).
+    pub fn on_reading(&mut self, available_wh: Option<u64>, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(avail) = available_wh else {
+            // No trustworthy data: stop discharging.
+            if !self.safe {
+                self.safe = true;
+                out.push(Action::SetPower { power_w: 0 });
+            }
+            return out;
+        };
+        self.safe = false;
+        if let Some(mut a) = self.active {
+            let delivered = a.start_wh.saturating_sub(avail).min(a.order.energy_wh);
+            let remaining = a.order.energy_wh.saturating_sub(delivered);
+            if remaining > 0 && now_ms < a.order.deadline_ms {
+                // Taper towards the end so the release stops on the traded Wh, not a poll later:
+                // the power that would deliver exactly the rest within one poll interval.
+                let dt_ms = now_ms.saturating_sub(a.last_ms).max(1);
+                let exact = remaining.saturating_mul(3_600_000) / dt_ms;
+                let power = i32::try_from(exact)
+                    .unwrap_or(i32::MAX)
+                    .clamp(1, self.power_w);
+                a.last_ms = now_ms;
+                if power != a.power_w {
+                    a.power_w = power;
+                    out.push(Action::SetPower { power_w: power });
+                }
+                self.active = Some(a);
+            }
+            if remaining == 0 || now_ms >= a.order.deadline_ms {
+                self.active = None;
+                out.push(Action::SetPower { power_w: 0 });
+                out.push(Action::JournalEnd {
+                    trade: a.order.trade,
+                    delivered_wh: delivered,
+                });
+                out.push(Action::Report {
+                    trade: a.order.trade,
+                    delivered_wh: delivered,
+                });
+            }
+        }
+        if self.active.is_none() {
+            if let Some(order) = self.queue.pop_front() {
+                self.active = Some(Active {
+                    order,
+                    start_wh: avail,
+                    last_ms: now_ms,
+                    power_w: self.power_w,
+                });
+                out.push(Action::JournalBegin {
+                    trade: order.trade,
+                    energy_wh: order.energy_wh,
+                    meter_start_wh: avail,
+                });
+                out.push(Action::SetPower {
+                    power_w: self.power_w,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(n: u8, wh: u64) -> ReleaseOrder {
+        ReleaseOrder {
+            trade: Hash32::sha256(&[n]),
+            energy_wh: wh,
+            deadline_ms: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn journal_before_command_then_stop_at_the_traded_energy() {
+        let mut r = Releaser::new(2000);
+        r.order(order(1, 300));
+        r.order(order(1, 300));
+        let a = r.on_reading(Some(5_000), 0);
+        assert_eq!(
+            a,
+            vec![
+                Action::JournalBegin {
+                    trade: order(1, 0).trade,
+                    energy_wh: 300,
+                    meter_start_wh: 5_000
+                },
+                Action::SetPower { power_w: 2000 }
+            ]
+        );
+        // Far from the target: full power, nothing to change.
+        assert!(r.on_reading(Some(4_800), 10_000).is_empty());
+        // 3 Wh left with readings 10 s apart: 2 kW would overshoot, so taper to 1 080 W.
+        assert_eq!(
+            r.on_reading(Some(4_703), 20_000),
+            vec![Action::SetPower { power_w: 1_080 }]
+        );
+        let a = r.on_reading(Some(4_700), 30_000);
+        assert_eq!(a[0], Action::SetPower { power_w: 0 });
+        assert_eq!(
+            a[1],
+            Action::JournalEnd {
+                trade: order(1, 0).trade,
+                delivered_wh: 300
+            }
+        );
+        assert!(!r.busy(), "the duplicate order was ignored");
+    }
+
+    #[test]
+    fn stale_data_stops_the_battery_and_a_deadline_ends_a_short_release() {
+        let mut r = Releaser::new(1000);
+        r.order(ReleaseOrder {
+            deadline_ms: 50,
+            ..order(2, 1_000)
+        });
+        r.on_reading(Some(2_000), 0);
+        assert_eq!(
+            r.on_reading(None, 10),
+            vec![Action::SetPower { power_w: 0 }]
+        );
+        assert!(
+            r.on_reading(None, 20).is_empty(),
+            "safe state is commanded once"
+        );
+        let a = r.on_reading(Some(1_700), 60);
+        assert!(a.contains(&Action::Report {
+            trade: order(2, 0).trade,
+            delivered_wh: 300
+        }));
+    }
+}
