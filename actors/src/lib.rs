@@ -4,12 +4,14 @@
 //! `gridlet-drivers`. The pieces that decide (the community node's block production and sync,
 //! the release policy) are sans-IO state machines here that return effects.
 //!
+//! - [`battery`]: the battery storage actor (polling, releasing, safe state).
 //! - [`bus`]: the community bus over MQTT and the embedded broker.
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
+pub mod battery;
 pub mod bus;
 pub mod journal;
 pub mod ledger_actor;

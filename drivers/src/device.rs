@@ -249,6 +249,22 @@ impl SunSpecDevice {
         }
     }
 
+    /// Reads the energy available in the battery, Wh (SunSpec 713 `WHAvail`): the meter the
+    /// release of traded energy is measured against.
+    pub async fn read_available_wh(&mut self, link: &mut ModbusLink) -> Reading<f64> {
+        let Some(loc) = self.first_of(&[713]) else {
+            return Reading::NotImplemented;
+        };
+        let fetched = self.fetch(link, loc).await;
+        self.judge(
+            "bat_avail_wh",
+            &fetched,
+            Some("WHAvail"),
+            |_, wh| Ok(wh),
+            false,
+        )
+    }
+
     /// Reads grid power and energy counters.
     pub async fn read_meter(&mut self, link: &mut ModbusLink) -> MeterReading {
         let Some(loc) = self.first_of(&[213, 214, 212, 211, 203, 204, 202, 201]) else {

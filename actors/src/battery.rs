@@ -1,0 +1,251 @@
+//! The battery storage actor: polls the home battery over Modbus, releases traded energy as the
+//! [`Releaser`] says — journal first, with fsync — and reports deliveries.
+//!
+//! One actor per physical link. Modbus I/O runs on the actor's arbiter (tokio-modbus is
+//! async); the journal's fsync runs on the blocking pool.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use gridlet_drivers::device::SunSpecDevice;
+use gridlet_drivers::modbus::ModbusLink;
+use gridlet_drivers::quality::Reading;
+use gridlet_ledger::Hash32;
+
+use crate::journal::ReleaseJournal;
+use crate::ledger_actor::Clock;
+use crate::release::{Action, ReleaseOrder, Releaser};
+
+/// A delivery measured by the battery, to be reported on chain with a signed receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct Delivered {
+    /// Trade.
+    pub trade: Hash32,
+    /// Energy delivered, Wh.
+    pub delivered_wh: u64,
+}
+
+/// Release a final trade's energy.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Release(pub ReleaseOrder);
+
+/// What the battery actor last saw (for the API and metrics).
+#[derive(Debug, Clone, Default)]
+pub struct BatteryStatus {
+    /// Available energy, Wh, if valid.
+    pub available_wh: Option<f64>,
+    /// State of charge, %, if valid.
+    pub soc_pct: Option<f64>,
+    /// Power, W (positive = discharge), if valid.
+    pub power_w: Option<f64>,
+    /// Polls that failed.
+    pub failed_polls: u64,
+    /// Releases finished.
+    pub releases: u64,
+    /// Whether the battery was put in its safe state (data stale).
+    pub safe_state: bool,
+}
+
+/// How the battery actor runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BatterySettings {
+    /// Discharge power for releases, W.
+    pub release_power_w: i32,
+    /// The community's clock.
+    pub clock: Clock,
+    /// Poll period.
+    pub poll: Duration,
+}
+
+struct Io {
+    link: ModbusLink,
+    device: SunSpecDevice,
+}
+
+/// The battery storage actor.
+pub struct BatteryStorage {
+    io: Arc<tokio::sync::Mutex<Io>>,
+    journal: Arc<Mutex<ReleaseJournal>>,
+    releaser: Releaser,
+    clock: Clock,
+    poll: Duration,
+    deliveries: Recipient<Delivered>,
+    status: Arc<Mutex<BatteryStatus>>,
+    polling: bool,
+}
+
+impl BatteryStorage {
+    /// A battery actor over a discovered device. In-flight trades from before a restart are
+    /// never commanded again: they are closed with what the battery metered, and reported.
+    pub fn new(
+        link: ModbusLink,
+        device: SunSpecDevice,
+        journal: ReleaseJournal,
+        settings: BatterySettings,
+        deliveries: Recipient<Delivered>,
+        status: Arc<Mutex<BatteryStatus>>,
+    ) -> Self {
+        BatteryStorage {
+            io: Arc::new(tokio::sync::Mutex::new(Io { link, device })),
+            journal: Arc::new(Mutex::new(journal)),
+            releaser: Releaser::new(settings.release_power_w),
+            clock: settings.clock,
+            poll: settings.poll,
+            deliveries,
+            status,
+            polling: false,
+        }
+    }
+
+    fn poll_once(&mut self, ctx: &mut Context<Self>) {
+        if self.polling {
+            return;
+        }
+        self.polling = true;
+        let io = self.io.clone();
+        let fut = async move {
+            let mut io = io.lock().await;
+            let Io { link, device } = &mut *io;
+            let avail = device.read_available_wh(link).await;
+            let bat = device.read_battery(link).await;
+            (avail, bat)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(avail, bat), act, ctx| {
+            act.polling = false;
+            let valid = avail.valid().copied();
+            if let Ok(mut s) = act.status.lock() {
+                s.available_wh = valid;
+                s.soc_pct = bat.soc_pct.valid().copied();
+                s.power_w = bat.power_w.valid().copied();
+                if !avail.is_valid() {
+                    s.failed_polls += 1;
+                }
+            }
+            if let Reading::CommError { reason } = &avail {
+                tracing::warn!(%reason, "battery not readable");
+            }
+            let actions = act
+                .releaser
+                .on_reading(valid.map(|v| v.max(0.0) as u64), act.clock.now_ms());
+            act.execute(actions, ctx);
+        }));
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        let io = self.io.clone();
+        let journal = self.journal.clone();
+        let deliveries = self.deliveries.clone();
+        let status = self.status.clone();
+        ctx.wait(
+            async move {
+                for a in actions {
+                    match a {
+                        Action::JournalBegin {
+                            trade,
+                            energy_wh,
+                            meter_start_wh,
+                        } => {
+                            let j = journal.clone();
+                            let ok = tokio::task::spawn_blocking(move || {
+                                j.lock().map_err(|e| e.to_string()).and_then(|mut j| {
+                                    j.begin(trade, energy_wh, meter_start_wh).map_err(|e| e.to_string())
+                                })
+                            })
+                            .await;
+                            if !matches!(ok, Ok(Ok(()))) {
+                                // Without a durable record nothing is commanded.
+                                tracing::error!(?ok, %trade, "release journal refused; not releasing");
+                                return;
+                            }
+                            tracing::info!(%trade, energy_wh, "releasing traded energy");
+                        }
+                        Action::SetPower { power_w } => {
+                            let mut io = io.lock().await;
+                            let Io { link, device } = &mut *io;
+                            match device.set_battery_power(link, power_w).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(code)) => tracing::warn!(?code, power_w, "battery refused the set-point"),
+                                Err(e) => tracing::warn!(%e, power_w, "battery set-point not delivered"),
+                            }
+                            if let Ok(mut s) = status.lock() {
+                                s.safe_state = power_w == 0;
+                            }
+                        }
+                        Action::JournalEnd { trade, delivered_wh } => {
+                            let j = journal.clone();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                j.lock().map_err(|e| e.to_string()).and_then(|mut j| {
+                                    j.end(trade, delivered_wh).map_err(|e| e.to_string())
+                                })
+                            })
+                            .await;
+                            if let Ok(mut s) = status.lock() {
+                                s.releases += 1;
+                            }
+                        }
+                        Action::Report { trade, delivered_wh } => {
+                            deliveries.do_send(Delivered { trade, delivered_wh });
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for BatteryStorage {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Trades begun before a restart: stop the battery, close them with what was metered.
+        let in_flight = self
+            .journal
+            .lock()
+            .map(|j| j.in_flight())
+            .unwrap_or_default();
+        if !in_flight.is_empty() {
+            let io = self.io.clone();
+            let journal = self.journal.clone();
+            let deliveries = self.deliveries.clone();
+            ctx.wait(
+                async move {
+                    let mut io = io.lock().await;
+                    let Io { link, device } = &mut *io;
+                    let _ = device.set_battery_power(link, 0).await;
+                    let avail = device.read_available_wh(link).await.valid().copied().unwrap_or(f64::MAX);
+                    for (trade, energy_wh, start) in in_flight {
+                        let delivered = start.saturating_sub(avail.max(0.0) as u64).min(energy_wh);
+                        if let Ok(mut j) = journal.lock() {
+                            let _ = j.end(trade, delivered);
+                        }
+                        tracing::warn!(%trade, delivered, "release interrupted by a restart; closed, not repeated");
+                        deliveries.do_send(Delivered { trade, delivered_wh: delivered });
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        ctx.run_interval(self.poll, |act, ctx| act.poll_once(ctx));
+    }
+}
+
+impl Handler<Release> for BatteryStorage {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
+        let known = self
+            .journal
+            .lock()
+            .map(|j| j.state(&msg.0.trade).is_some())
+            .unwrap_or(true);
+        if known {
+            tracing::info!(trade = %msg.0.trade, "release already journaled; not repeating");
+            return;
+        }
+        self.releaser.order(msg.0);
+    }
+}
