@@ -226,26 +226,22 @@ impl Genesis {
 
     /// Parsed attestor (battery) keys by member.
     pub fn attestor_public_keys(&self) -> Result<BTreeMap<MemberKey, PublicKey>, GenesisError> {
-        self.members
-            .iter()
-            .map(|m| {
-                m.attestor
-                    .to_public_key()
-                    .map(|pk| (m.key, pk))
-                    .map_err(|e| GenesisError::Invalid {
-                        field: "members",
-                        reason: e.to_string(),
-                    })
-            })
-            .collect()
+        self.parse_keys(|m| m.attestor)
     }
 
     /// Parsed public keys of the members, so signatures are checked without re-parsing keys.
     pub fn member_public_keys(&self) -> Result<BTreeMap<MemberKey, PublicKey>, GenesisError> {
+        self.parse_keys(|m| m.key)
+    }
+
+    fn parse_keys(
+        &self,
+        pick: impl Fn(&Member) -> MemberKey,
+    ) -> Result<BTreeMap<MemberKey, PublicKey>, GenesisError> {
         self.members
             .iter()
             .map(|m| {
-                m.key
+                pick(m)
                     .to_public_key()
                     .map(|pk| (m.key, pk))
                     .map_err(|e| GenesisError::Invalid {

@@ -42,6 +42,19 @@ fn round_phase(rules: &Rules, height: u64) -> Option<(u64, bool, bool)> {
     Some((round, commit, last))
 }
 
+/// Checks that `height` is in `round`'s commit phase (`commit`) or reveal phase (`!commit`).
+fn expect_phase(rules: &Rules, height: u64, round: u64, commit: bool) -> Result<(), TxError> {
+    let (current, in_commit, _) = round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
+    if round != current || in_commit != commit {
+        return Err(TxError::WrongPhase {
+            round,
+            phase: if commit { "commit" } else { "reveal" },
+            height,
+        });
+    }
+    Ok(())
+}
+
 impl LedgerState {
     fn verify_attestation(
         &self,
@@ -361,15 +374,7 @@ impl LedgerState {
                 energy_wh,
                 attestation,
             } => {
-                let (current, commit, _) =
-                    round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
-                if *round != current || !commit {
-                    return Err(TxError::WrongPhase {
-                        round: *round,
-                        phase: "commit",
-                        height,
-                    });
-                }
+                expect_phase(rules, height, *round, true)?;
                 let joined = self
                     .market
                     .rounds
@@ -399,15 +404,7 @@ impl LedgerState {
                 Ok(())
             }
             TxPayload::BidCommit { round, commitment } => {
-                let (current, commit, _) =
-                    round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
-                if *round != current || !commit {
-                    return Err(TxError::WrongPhase {
-                        round: *round,
-                        phase: "commit",
-                        height,
-                    });
-                }
+                expect_phase(rules, height, *round, true)?;
                 let committed = self
                     .market
                     .rounds
@@ -433,15 +430,7 @@ impl LedgerState {
                 price,
                 salt,
             } => {
-                let (current, commit, _) =
-                    round_phase(rules, height).ok_or(TxError::AuctionsDisabled)?;
-                if *round != current || commit {
-                    return Err(TxError::WrongPhase {
-                        round: *round,
-                        phase: "reveal",
-                        height,
-                    });
-                }
+                expect_phase(rules, height, *round, false)?;
                 let no_commitment = TxError::NoCommitment {
                     member: me,
                     round: *round,
