@@ -101,10 +101,42 @@ impl<S: BlockStore + Unpin + 'static> Handler<Step> for NodeWorker<S> {
     }
 }
 
+/// A copy of the state after the head (for the API, the market strategy, tests).
+#[derive(Message)]
+#[rtype(result = "Option<gridlet_ledger::LedgerState>")]
+pub struct GetState;
+
+impl<S: BlockStore + Unpin + 'static> Handler<GetState> for NodeWorker<S> {
+    type Result = Option<gridlet_ledger::LedgerState>;
+
+    fn handle(&mut self, _: GetState, _: &mut SyncContext<Self>) -> Self::Result {
+        Some(self.node.chain().chain().head_state().clone())
+    }
+}
+
+impl Handler<GetState> for LedgerActor {
+    type Result = ResponseFuture<Option<gridlet_ledger::LedgerState>>;
+
+    fn handle(&mut self, msg: GetState, _: &mut Context<Self>) -> Self::Result {
+        let fut = self.worker.send(msg);
+        Box::pin(async move { fut.await.ok().flatten() })
+    }
+}
+
 /// A bus event for the ledger actor.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FromBus(pub BusEvent);
+
+/// A block committed by this node, with its market events (sent to subscribers).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ChainEvents {
+    /// Height.
+    pub height: u64,
+    /// The block's market events.
+    pub events: Vec<gridlet_ledger::market::MarketEvent>,
+}
 
 /// The ledger actor.
 pub struct LedgerActor {
@@ -113,6 +145,7 @@ pub struct LedgerActor {
     clock: Clock,
     tick: Duration,
     status: Arc<Mutex<LedgerStatus>>,
+    subscribers: Vec<Recipient<ChainEvents>>,
 }
 
 impl LedgerActor {
@@ -130,7 +163,13 @@ impl LedgerActor {
             clock,
             tick,
             status,
+            subscribers: Vec::new(),
         }
+    }
+
+    /// Sends every committed block's market events to `r` as well.
+    pub fn subscribe(&mut self, r: Recipient<ChainEvents>) {
+        self.subscribers.push(r);
     }
 
     fn run_step(
@@ -141,12 +180,21 @@ impl LedgerActor {
     ) {
         let bus = self.bus.clone();
         let status = self.status.clone();
+        let subscribers = self.subscribers.clone();
         let fut = self.worker.send(Step(input));
         ctx.spawn(
             async move {
                 match fut.await {
                     Ok(Ok(effects)) => {
                         for e in effects {
+                            if let Effect::Committed { height, events, .. } = &e {
+                                for s in &subscribers {
+                                    s.do_send(ChainEvents {
+                                        height: *height,
+                                        events: events.clone(),
+                                    });
+                                }
+                            }
                             apply_effect(e, &bus, &status).await;
                         }
                     }
@@ -258,6 +306,32 @@ impl Handler<SubmitTx> for LedgerActor {
 
     fn handle(&mut self, msg: SubmitTx, ctx: &mut Context<Self>) {
         self.run_step(Input::Submit(Box::new(msg.0)), None, ctx);
+    }
+}
+
+/// Sign a payload as this member and submit it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SignAndSubmit(pub gridlet_ledger::TxPayload);
+
+impl Handler<SignAndSubmit> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SignAndSubmit, ctx: &mut Context<Self>) {
+        self.run_step(Input::Sign(Box::new(msg.0)), None, ctx);
+    }
+}
+
+/// Subscribe to committed blocks' market events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<ChainEvents>);
+
+impl Handler<Subscribe> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        self.subscribe(msg.0);
     }
 }
 

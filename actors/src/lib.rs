@@ -9,11 +9,13 @@
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
+//! - [`market_actor`]: release orders to the battery, deliveries to signed receipts, offers and purchases.
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
 pub mod battery;
 pub mod bus;
 pub mod journal;
 pub mod ledger_actor;
+pub mod market_actor;
 pub mod node;
 pub mod release;

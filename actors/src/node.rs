@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use gridlet_ledger::chain::Checks;
 use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard};
-use gridlet_ledger::{Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError};
+use gridlet_ledger::{
+    Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError, Transaction, TxPayload,
+};
 use secp256k1::SecretKey;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +63,8 @@ pub enum Input {
     Bus(BusMessage),
     /// A transaction made locally (the market actor, the HTTP API).
     Submit(Box<SignedTransaction>),
+    /// Sign a payload as this member (next nonce after those already waiting) and submit it.
+    Sign(Box<TxPayload>),
 }
 
 /// What the node wants done.
@@ -181,6 +185,28 @@ impl<S: BlockStore> Node<S> {
             Input::Tick { now_ms } => {
                 self.now_ms = self.now_ms.max(now_ms);
                 self.maybe_produce(&mut out)?;
+            }
+            Input::Sign(payload) => {
+                let waiting = self
+                    .mempool
+                    .iter()
+                    .filter(|t| t.tx().sender == self.me)
+                    .count() as u64;
+                let nonce = self.chain.chain().head_state().account(&self.me).nonce + waiting;
+                let genesis = self.chain.chain().genesis();
+                let tx = Transaction {
+                    chain_id: self.chain.chain().chain_id(),
+                    sender: self.me,
+                    nonce,
+                    fee: genesis.tx_fee,
+                    payload: *payload,
+                }
+                .sign(&self.key);
+                if self.accept_tx(tx.clone(), &mut out) {
+                    out.push(Effect::Publish(BusMessage::Tx {
+                        hex: gridlet_ledger::codec::to_hex(tx.bytes()),
+                    }));
+                }
             }
             Input::Submit(tx) => {
                 if self.accept_tx((*tx).clone(), &mut out) {
