@@ -4,6 +4,7 @@
 //! community simulation (`sim`) and the benchmarks (`bench`). Errors are `anyhow` here and only
 //! here; the libraries return typed errors.
 
+mod api;
 mod bench;
 mod chain_cmd;
 mod device_cmd;

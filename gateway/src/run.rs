@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use gridlet_actors::battery::{BatterySettings, BatteryStorage};
 use gridlet_actors::bus::{self, BusConfig};
+use gridlet_actors::ledger_actor::Subscribe;
 use gridlet_actors::ledger_actor::{
     forward_bus, initial_sync, Clock, LedgerActor, LedgerStatus, NodeWorker,
 };
+use gridlet_actors::market_actor::MarketActor;
 use gridlet_actors::node::{Node, NodeConfig};
 use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_ledger::store::{open_sled, SignerGuard};
@@ -38,6 +41,58 @@ pub struct RawConfig {
     pub node: RawNode,
     /// Community bus.
     pub bus: RawBus,
+    /// The home battery's attestor key file (it signs attestations and delivery receipts).
+    pub attestor_key_file: Option<PathBuf>,
+    /// The home battery (SunSpec over Modbus TCP).
+    pub battery: Option<RawBattery>,
+    /// HTTP API.
+    #[serde(default)]
+    pub api: RawApi,
+}
+
+/// `[battery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBattery {
+    /// Host.
+    pub host: String,
+    /// Port.
+    #[serde(default = "modbus_port")]
+    pub port: u16,
+    /// Unit id.
+    #[serde(default = "one")]
+    pub unit: u8,
+    /// Discharge power for releases, W.
+    #[serde(default = "release_power")]
+    pub release_power_w: i32,
+    /// Poll period, ms.
+    #[serde(default = "poll_ms")]
+    pub poll_ms: u64,
+    /// Nameplate power, W (plausibility limit).
+    pub nameplate_w: Option<f64>,
+}
+
+fn modbus_port() -> u16 {
+    502
+}
+fn one() -> u8 {
+    1
+}
+fn release_power() -> i32 {
+    2_000
+}
+fn poll_ms() -> u64 {
+    1_000
+}
+
+/// `[api]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Listen address (default 127.0.0.1:8080); `off` to disable.
+    pub listen: Option<String>,
+    /// Bearer token for trading through the API (none: trading through the API is off).
+    pub token: Option<String>,
 }
 
 /// `[node]`.
@@ -99,6 +154,14 @@ pub struct GatewayConfig {
     pub prefix: String,
     /// Persistent session.
     pub persistent_session: bool,
+    /// Attestor key file.
+    pub attestor_key_file: Option<PathBuf>,
+    /// Battery.
+    pub battery: Option<RawBattery>,
+    /// API listen address, if on.
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// API token.
+    pub api_token: Option<String>,
 }
 
 fn field(name: &str, reason: impl std::fmt::Display) -> anyhow::Error {
@@ -157,7 +220,39 @@ impl GatewayConfig {
                 "must be non-empty and free of MQTT wildcards",
             ));
         }
+        if raw.battery.is_some() && raw.attestor_key_file.is_none() {
+            return Err(field(
+                "attestor_key_file",
+                "a battery needs its attestor key to sign attestations and receipts",
+            ));
+        }
+        if let Some(b) = &raw.battery {
+            if !(50..=60_000).contains(&b.poll_ms) {
+                return Err(field(
+                    "battery.poll_ms",
+                    format!("{} is outside 50–60000", b.poll_ms),
+                ));
+            }
+            if b.release_power_w <= 0 {
+                return Err(field("battery.release_power_w", "must be positive"));
+            }
+        }
+        let api_listen = match raw.api.listen.as_deref() {
+            Some("off") => None,
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| field("api.listen", format!("{a:?} is not ip:port")))?,
+            ),
+        };
+        if raw.api.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(field("api.token", "use at least 16 characters"));
+        }
         Ok(GatewayConfig {
+            attestor_key_file: raw.attestor_key_file.as_deref().map(abs),
+            battery: raw.battery,
+            api_listen,
+            api_token: raw.api.token,
             data_dir: abs(&raw.data_dir),
             key_file: abs(&raw.key_file),
             genesis: abs(&raw.genesis),
@@ -172,11 +267,54 @@ impl GatewayConfig {
     }
 }
 
+type BatteryParts = (
+    gridlet_drivers::modbus::ModbusLink,
+    gridlet_drivers::device::SunSpecDevice,
+    gridlet_actors::journal::ReleaseJournal,
+    BatterySettings,
+);
+
+/// Discovers the battery and opens its release journal.
+async fn connect_battery(b: &RawBattery, data_dir: &Path) -> Result<BatteryParts> {
+    use gridlet_drivers::modbus::{sunspec_scan, Endpoint, LinkConfig, ModbusLink};
+    use gridlet_drivers::sunspec::WordOrder;
+    let addr = tokio::net::lookup_host((b.host.as_str(), b.port))
+        .await
+        .with_context(|| format!("cannot resolve battery {}:{}", b.host, b.port))?
+        .next()
+        .with_context(|| format!("battery {} has no address", b.host))?;
+    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(addr)));
+    let scan = sunspec_scan(&mut link, b.unit, WordOrder::BigEndian)
+        .await?
+        .with_context(|| format!("no SunSpec device at {addr} unit {}", b.unit))?;
+    let device = gridlet_drivers::device::SunSpecDevice::from_scan(
+        gridlet_drivers::device::DeviceSettings {
+            unit: b.unit,
+            order: WordOrder::BigEndian,
+            invert: false,
+            limits: gridlet_drivers::quality::Limits {
+                nameplate_w: b.nameplate_w,
+            },
+            stale_after: Duration::from_millis(b.poll_ms.saturating_mul(5)),
+        },
+        &scan,
+    );
+    tracing::info!(models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "battery found");
+    let journal = gridlet_actors::journal::ReleaseJournal::open(data_dir)?;
+    let settings = BatterySettings {
+        release_power_w: b.release_power_w,
+        clock: Clock::real(),
+        poll: Duration::from_millis(b.poll_ms),
+    };
+    Ok((link, device, journal, settings))
+}
+
 /// Runs the gateway until SIGINT or SIGTERM.
 pub fn run(cfg: GatewayConfig) -> Result<()> {
     let genesis = chain_cmd::load_genesis(&cfg.genesis)?;
     chain_cmd::install_genesis(&cfg.data_dir, &genesis)?;
     let sk = keys::load_secret(&cfg.key_file)?;
+    let sk_for_market = sk;
     let me = MemberKey::from_secret(&sk);
     if !genesis.members.iter().any(|m| m.key == me) {
         bail!(
@@ -244,10 +382,71 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             bus.clone(),
             Clock::real(),
             cfg.tick,
-            status,
+            status.clone(),
         ));
-        forward_bus(events, actor);
+        forward_bus(events, actor.clone());
         initial_sync(&bus, &name, from_height).await;
+        let attestor = match &cfg.attestor_key_file {
+            Some(p) => Some(keys::load_secret(p)?),
+            None => None,
+        };
+        let battery = match (&cfg.battery, attestor.is_some()) {
+            (Some(b), true) => Some(connect_battery(b, &cfg.data_dir).await?),
+            _ => None,
+        };
+        let battery_status = battery
+            .as_ref()
+            .map(|_| Arc::new(Mutex::new(gridlet_actors::battery::BatteryStatus::default())));
+        let chain_id = genesis.hash();
+        let slot_ms = genesis.slot_ms;
+        // Without a battery the member key stands in: no receipts are ever signed then.
+        let attestor = attestor.unwrap_or(sk_for_market);
+        let ledger = actor.clone();
+        let bstatus = battery_status.clone();
+        let market = actix::Actor::create(move |ctx: &mut actix::Context<MarketActor>| {
+            let m = MarketActor::new(me, attestor, chain_id, slot_ms, Clock::real(), ledger);
+            match (battery, bstatus) {
+                (Some((link, device, journal, settings)), Some(bstatus)) => {
+                    let b = BatteryStorage::new(
+                        link,
+                        device,
+                        journal,
+                        settings,
+                        actix::AsyncContext::address(ctx).recipient(),
+                        bstatus,
+                    );
+                    m.with_battery(actix::Actor::start(b))
+                }
+                _ => m,
+            }
+        });
+        actor.do_send(Subscribe(market.clone().recipient()));
+        if let Some(listen) = cfg.api_listen {
+            let state = actix_web::web::Data::new(crate::api::ApiState {
+                ledger: actor.clone(),
+                market,
+                status,
+                battery: battery_status,
+                token: cfg.api_token.clone(),
+                member: me,
+            });
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(state.clone())
+                    .configure(crate::api::routes)
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?
+            .run();
+            actix::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(%e, "HTTP API stopped");
+                }
+            });
+            tracing::info!(%listen, "HTTP API listening");
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -110,7 +110,7 @@ fn gateways_agree_survive_sigkill_and_a_late_one_syncs() {
         };
         std::fs::write(
             d.join(format!("c{i}.toml")),
-            format!("data_dir = \"d{i}\"\nkey_file = \"k{i}.key\"\ngenesis = \"genesis.json\"\n[node]\nname = \"home-{i}\"\n[bus]\n{bus}\n"),
+            format!("data_dir = \"d{i}\"\nkey_file = \"k{i}.key\"\ngenesis = \"genesis.json\"\n[node]\nname = \"home-{i}\"\n[bus]\n{bus}\n[api]\nlisten = \"off\"\n"),
         )
         .unwrap();
     }
@@ -162,4 +162,14 @@ fn a_broken_config_is_refused_with_the_field_named() {
         assert!(!ok);
         assert!(err.contains(needle), "expected {needle} in: {err}");
     }
+}
+
+#[test]
+fn the_example_config_parses() {
+    // It points at paths of a real home, so `run` stops at the missing key file, not the config.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/home.toml");
+    let (ok, _, err) = run(Command::new(BIN).args(["run", "--config", example.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("genesis") || err.contains("key"), "{err}");
+    assert!(!err.contains("config field"), "{err}");
 }

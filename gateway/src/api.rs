@@ -1,0 +1,217 @@
+//! The HTTP API (actix-web), bound to loopback by default. Reads are open; trading (POST) needs
+//! the configured bearer token, and without a token trading through the API is off.
+
+use std::sync::{Arc, Mutex};
+
+use actix::Addr;
+use actix_web::{get, post, web, HttpRequest, HttpResponse, Responder};
+use gridlet_actors::battery::BatteryStatus;
+use gridlet_actors::ledger_actor::{GetState, LedgerActor, LedgerStatus};
+use gridlet_actors::market_actor::{Buy, MarketActor, Offer};
+use gridlet_ledger::market::book::ContractStatus;
+use gridlet_ledger::{Hash32, MemberKey};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Shared with every handler.
+pub struct ApiState {
+    /// The ledger actor.
+    pub ledger: Addr<LedgerActor>,
+    /// The market actor.
+    pub market: Addr<MarketActor>,
+    /// Ledger counters.
+    pub status: Arc<Mutex<LedgerStatus>>,
+    /// Battery state, if a battery is configured.
+    pub battery: Option<Arc<Mutex<BatteryStatus>>>,
+    /// The bearer token for trading, if any.
+    pub token: Option<String>,
+    /// This home.
+    pub member: MemberKey,
+}
+
+fn authorized(req: &HttpRequest, state: &ApiState) -> Result<(), Box<HttpResponse>> {
+    let Some(token) = &state.token else {
+        return Err(Box::new(HttpResponse::Forbidden().json(
+            json!({"error": "trading through the API is off: no token configured"}),
+        )));
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if g == token => Ok(()),
+        _ => Err(Box::new(
+            HttpResponse::Unauthorized().json(json!({"error": "missing or wrong bearer token"})),
+        )),
+    }
+}
+
+#[get("/api/status")]
+async fn status(state: web::Data<ApiState>) -> impl Responder {
+    let s = state.status.lock().map(|s| s.clone()).unwrap_or_default();
+    HttpResponse::Ok().json(json!({
+        "member": state.member.to_hex(),
+        "height": s.height,
+        "head": s.head.map(|h| h.to_hex()),
+        "blocks_produced": s.produced,
+        "blocks_committed": s.committed,
+        "rejected": s.rejected,
+        "duplicates": s.duplicates,
+        "malformed_bus_messages": s.malformed,
+    }))
+}
+
+#[get("/api/devices")]
+async fn devices(state: web::Data<ApiState>) -> impl Responder {
+    let battery = state
+        .battery
+        .as_ref()
+        .and_then(|b| b.lock().ok().map(|b| b.clone()))
+        .map(|b| {
+            json!({
+                "available_wh": b.available_wh,
+                "soc_pct": b.soc_pct,
+                "power_w": b.power_w,
+                "failed_polls": b.failed_polls,
+                "releases": b.releases,
+                "safe_state": b.safe_state,
+            })
+        });
+    HttpResponse::Ok().json(json!({ "battery": battery }))
+}
+
+#[get("/api/chain/head")]
+async fn head(state: web::Data<ApiState>) -> impl Responder {
+    match state.ledger.send(GetState).await {
+        Ok(Some(s)) => HttpResponse::Ok().json(json!({
+            "height": s.height,
+            "slot": s.slot,
+            "state_hash": s.hash().to_hex(),
+            "head": state.status.lock().ok().and_then(|st| st.head).map(|h| h.to_hex()),
+        })),
+        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+    }
+}
+
+#[get("/api/trades")]
+async fn trades(state: web::Data<ApiState>) -> impl Responder {
+    match state.ledger.send(GetState).await {
+        Ok(Some(s)) => {
+            let list: Vec<_> = s
+                .market()
+                .trades
+                .iter()
+                .map(|(id, t)| {
+                    json!({
+                        "trade": id.to_hex(),
+                        "seller": t.seller.to_hex(),
+                        "energy_wh": t.energy_wh,
+                        "payment": t.payment,
+                        "released": t.released,
+                        "delivered_wh": t.delivered_wh,
+                        "settled": t.settled,
+                        "provenance": t.allocation,
+                    })
+                })
+                .collect();
+            HttpResponse::Ok().json(list)
+        }
+        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+    }
+}
+
+#[get("/api/offers")]
+async fn offers(state: web::Data<ApiState>) -> impl Responder {
+    match state.ledger.send(GetState).await {
+        Ok(Some(s)) => {
+            let list: Vec<_> = s
+                .market()
+                .contracts
+                .iter()
+                .filter(|(_, c)| c.status == ContractStatus::Open)
+                .map(|(id, c)| {
+                    json!({
+                        "contract": id.to_hex(),
+                        "seller": c.seller.to_hex(),
+                        "energy_wh": c.energy_wh,
+                        "price": c.price,
+                        "expiry_height": c.expiry_height,
+                        "payment": c.energy_wh * c.price / 1000,
+                    })
+                })
+                .collect();
+            HttpResponse::Ok().json(list)
+        }
+        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+    }
+}
+
+/// `POST /api/offers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferBody {
+    interval: u64,
+    energy_wh: u64,
+    price: u64,
+    expiry_height: u64,
+}
+
+#[post("/api/offers")]
+async fn post_offer(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<OfferBody>,
+) -> impl Responder {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let b = body.into_inner();
+    if b.energy_wh == 0 {
+        return HttpResponse::BadRequest().json(json!({"error": "energy_wh must be positive"}));
+    }
+    state.market.do_send(Offer {
+        interval: b.interval,
+        energy_wh: b.energy_wh,
+        price: b.price,
+        expiry_height: b.expiry_height,
+    });
+    HttpResponse::Accepted().json(json!({"submitted": true}))
+}
+
+/// `POST /api/purchases`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchaseBody {
+    contract: Hash32,
+    payment: u64,
+}
+
+#[post("/api/purchases")]
+async fn post_purchase(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<PurchaseBody>,
+) -> impl Responder {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let b = body.into_inner();
+    state.market.do_send(Buy {
+        contract: b.contract,
+        payment: b.payment,
+    });
+    HttpResponse::Accepted().json(json!({"submitted": true}))
+}
+
+/// Registers the routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(status)
+        .service(devices)
+        .service(head)
+        .service(trades)
+        .service(offers)
+        .service(post_offer)
+        .service(post_purchase);
+}

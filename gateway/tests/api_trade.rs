@@ -1,0 +1,179 @@
+//! Two real gateways with the HTTP API: an offer made on home A through the API is bought by
+//! home B through the API, and A's battery (the HIL simulator over Modbus, started by `gridlet
+//! hil`) releases the traded energy; trading needs the bearer token.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code: u16 = resp[9..12].parse().unwrap();
+    let json = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        code,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn keygen(d: &Path, name: &str) {
+    let (ok, _, err) =
+        run(Command::new(BIN).args(["keygen", "--out", d.join(name).to_str().unwrap()]));
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for n in ["a.key", "a-ess.key", "b.key", "b-ess.key"] {
+        keygen(d, n);
+    }
+    let (ok, _, err) = run(Command::new(BIN).args([
+        "genesis",
+        "--member",
+        &format!(
+            "a,{},{}",
+            d.join("a.key.pub").display(),
+            d.join("a-ess.key.pub").display()
+        ),
+        "--member",
+        &format!(
+            "b,{},{}",
+            d.join("b.key.pub").display(),
+            d.join("b-ess.key.pub").display()
+        ),
+        "--slot-ms",
+        "300",
+        "--fallback-ranks",
+        "2",
+        "--out",
+        d.join("genesis.json").to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    std::fs::write(
+        d.join("hil.toml"),
+        "speedup = 100.0\n[[modbus]]\nlisten = \"127.0.0.1:0\"\ndevices = [ { unit = 1, kind = \"battery\", capacity_wh = 10000, max_power_w = 5000, soc_pct = 60 } ]\n",
+    )
+    .unwrap();
+    let (_hil, line) = spawn_until_line(Command::new(BIN).args([
+        "hil",
+        "--scenario",
+        d.join("hil.toml").to_str().unwrap(),
+    ]));
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let battery = ready["modbus"][0]["listen"].as_str().unwrap().to_owned();
+    let (bhost, bport) = battery.split_once(':').unwrap();
+    let (broker, api_a, api_b) = (free_port(), free_port(), free_port());
+    let token = "a-long-enough-secret-token";
+    std::fs::write(
+        d.join("a.toml"),
+        format!(
+            "data_dir = \"da\"\nkey_file = \"a.key\"\ngenesis = \"genesis.json\"\nattestor_key_file = \"a-ess.key\"\n[node]\nname = \"a\"\n[bus]\nembedded_port = {broker}\n[battery]\nhost = \"{bhost}\"\nport = {bport}\npoll_ms = 50\n[api]\nlisten = \"127.0.0.1:{api_a}\"\ntoken = \"{token}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("b.toml"),
+        format!(
+            "data_dir = \"db\"\nkey_file = \"b.key\"\ngenesis = \"genesis.json\"\n[node]\nname = \"b\"\n[bus]\nbroker = \"127.0.0.1:{broker}\"\n[api]\nlisten = \"127.0.0.1:{api_b}\"\ntoken = \"{token}\"\n"
+        ),
+    )
+    .unwrap();
+    let spawn = |cfg: &str| {
+        Guard(
+            Command::new(BIN)
+                .args(["run", "--config", d.join(cfg).to_str().unwrap()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _a = spawn("a.toml");
+    wait_until(10, || TcpStream::connect(("127.0.0.1", api_a)).ok());
+    let _b = spawn("b.toml");
+    wait_until(10, || TcpStream::connect(("127.0.0.1", api_b)).ok());
+    let (code, status) = http(api_a, "GET", "/api/status", None, "");
+    assert_eq!(code, 200);
+    assert_eq!(status["member"].as_str().unwrap().len(), 66);
+    let offer = r#"{"interval": 7, "energy_wh": 150, "price": 200000, "expiry_height": 100000}"#;
+    assert_eq!(http(api_a, "POST", "/api/offers", None, offer).0, 401);
+    assert_eq!(
+        http(
+            api_a,
+            "POST",
+            "/api/offers",
+            Some("wrong-token-wrong-token"),
+            offer
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(api_a, "POST", "/api/offers", Some(token), offer).0,
+        202
+    );
+    let contract = wait_until(30, || {
+        let (_, offers) = http(api_b, "GET", "/api/offers", None, "");
+        offers.as_array().and_then(|a| a.first().cloned())
+    });
+    assert_eq!(contract["energy_wh"], 150);
+    let buy = format!(
+        r#"{{"contract": "{}", "payment": {}}}"#,
+        contract["contract"].as_str().unwrap(),
+        contract["payment"]
+    );
+    assert_eq!(
+        http(api_b, "POST", "/api/purchases", Some(token), &buy).0,
+        202
+    );
+    let trade = wait_until(60, || {
+        let (_, trades) = http(api_b, "GET", "/api/trades", None, "");
+        trades
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["settled"] == true).cloned())
+    });
+    assert_eq!(trade["delivered_wh"], 150);
+    let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
+    assert_eq!(devices["battery"]["releases"], 1);
+}
