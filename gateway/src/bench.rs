@@ -337,3 +337,145 @@ pub fn market(seconds: f64) -> Result<serde_json::Value> {
         "runs": clear_ms.len(),
     }))
 }
+
+/// `gridlet bench trades`: slots from a purchase being submitted to its release order, over
+/// 1 000 trades in a 5-home community on the virtual clock (1 s slots, F = 3).
+pub fn trades(count: usize) -> Result<serde_json::Value> {
+    use std::collections::BTreeMap;
+
+    use gridlet_actors::node::Input;
+    use gridlet_hil::lockstep::LockstepNet;
+    use gridlet_ledger::market::book::ContractStatus;
+    use gridlet_ledger::market::{attestation_digest, MarketEvent};
+    use gridlet_ledger::tx::Attestation;
+    use gridlet_ledger::{Hash32, SignedTransaction, TxPayload};
+
+    const HOMES: usize = 5;
+    let keys: Vec<SecretKey> = (0..HOMES as u64)
+        .map(|i| deterministic_key(700, i))
+        .collect();
+    let attestors: Vec<SecretKey> = (0..HOMES as u64)
+        .map(|i| deterministic_key(701, i))
+        .collect();
+    let members = (0..HOMES)
+        .map(|i| Member {
+            name: format!("home-{i}"),
+            key: MemberKey::from_secret(&keys[i]),
+            attestor: MemberKey::from_secret(&attestors[i]),
+            balance: 1_000_000_000,
+        })
+        .collect();
+    let genesis = Genesis::with_defaults("bench-trades", 0, members, SelectionRule::Paper);
+    let chain_id = genesis.hash();
+    let mut net = LockstepNet::new(&genesis, &keys)?;
+    let per_seller = count.div_ceil(HOMES);
+    // Each home attests generation and offers `per_seller` small contracts.
+    for (i, att) in attestors.iter().enumerate() {
+        let me = MemberKey::from_secret(&keys[i]);
+        let wh = 10 * per_seller as u64;
+        let digest = attestation_digest(&chain_id, &me, 0, wh);
+        let a = Attestation {
+            interval: 0,
+            energy_wh: wh,
+            signature: Signature::sign(&digest, att),
+        };
+        net.input(i, Input::Sign(Box::new(TxPayload::Attest(a))))?;
+        for _ in 0..per_seller {
+            net.input(
+                i,
+                Input::Sign(Box::new(TxPayload::Sale {
+                    energy_wh: 10,
+                    price: 100_000,
+                    expiry_height: 1_000_000,
+                    attestation: None,
+                })),
+            )?;
+        }
+    }
+    let offered = |net: &LockstepNet| {
+        net.nodes[0]
+            .chain()
+            .chain()
+            .head_state()
+            .market()
+            .contracts
+            .values()
+            .filter(|c| c.status == ContractStatus::Open)
+            .count()
+    };
+    let mut guard = 0;
+    while offered(&net) < per_seller * HOMES {
+        net.step(100)?;
+        guard += 1;
+        anyhow::ensure!(guard < 10_000, "offers never made it on chain");
+    }
+    // Purchases: 20 a slot, each home buying from the next home's contracts.
+    let mut open: Vec<(Hash32, MemberKey)> = net.nodes[0]
+        .chain()
+        .chain()
+        .head_state()
+        .market()
+        .contracts
+        .iter()
+        .map(|(id, c)| (*id, c.seller))
+        .collect();
+    open.truncate(count);
+    let mut submitted: BTreeMap<Hash32, u64> = BTreeMap::new();
+    let mut released: BTreeMap<Hash32, u64> = BTreeMap::new();
+    let slot_ms = genesis.slot_ms;
+    let mut steps = 0u64;
+    while released.len() < open.len() {
+        if steps.is_multiple_of(10) {
+            for _ in 0..20 {
+                let Some((contract, seller)) = open.get(submitted.len()).copied() else {
+                    break;
+                };
+                let seller_i = (0..HOMES)
+                    .find(|i| MemberKey::from_secret(&keys[*i]) == seller)
+                    .unwrap_or(0);
+                let buyer = (seller_i + 1) % HOMES;
+                net.input(
+                    buyer,
+                    Input::Sign(Box::new(TxPayload::Purchase {
+                        contract,
+                        payment: 1_000,
+                    })),
+                )?;
+                let hex = net.published_txs[buyer].last().cloned().unwrap_or_default();
+                let tx = SignedTransaction::decode(
+                    &gridlet_ledger::codec::from_hex(&hex).unwrap_or_default(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                submitted.insert(tx.id(), net.now_ms);
+            }
+        }
+        net.step(100)?;
+        steps += 1;
+        for (at, e) in net.events.drain(..) {
+            if let MarketEvent::Release { trade, .. } = e {
+                released.entry(trade).or_insert(at);
+            }
+        }
+        anyhow::ensure!(
+            steps < 200_000,
+            "releases stalled at {} of {}",
+            released.len(),
+            open.len()
+        );
+    }
+    let mut slots: Vec<f64> = released
+        .iter()
+        .filter_map(|(t, at)| submitted.get(t).map(|s| (at - s) as f64 / slot_ms as f64))
+        .collect();
+    slots.sort_by(f64::total_cmp);
+    Ok(json!({
+        "bench": "trades",
+        "trades": slots.len(),
+        "p50_slots": (percentile(&slots, 0.5) * 10.0).round() / 10.0,
+        "p99_slots": (percentile(&slots, 0.99) * 10.0).round() / 10.0,
+        "max_slots": (slots.last().copied().unwrap_or(0.0) * 10.0).round() / 10.0,
+        "finality_depth": genesis.finality_depth,
+        "homes": HOMES,
+        "slot_ms": slot_ms,
+    }))
+}

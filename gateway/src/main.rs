@@ -171,6 +171,7 @@ enum BenchName {
     Ledger,
     Modbus,
     Market,
+    Trades,
 }
 
 #[derive(Subcommand)]
@@ -434,6 +435,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { name, seconds } => match name {
             BenchName::Ledger => println!("{}", bench::ledger(seconds)?),
             BenchName::Market => println!("{}", bench::market(seconds)?),
+            BenchName::Trades => println!("{}", bench::trades(1_000)?),
             BenchName::Modbus => println!(
                 "{}",
                 device_cmd::runtime()?.block_on(bench::modbus(seconds))?

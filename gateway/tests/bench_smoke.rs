@@ -23,6 +23,10 @@ fn bench_commands_print_one_json_line_with_their_figures() {
         ),
         ("market", &["clear_ms", "sort_ms", "ratio"][..]),
         (
+            "trades",
+            &["p50_slots", "p99_slots", "finality_depth", "trades"][..],
+        ),
+        (
             "modbus",
             &[
                 "raw_rtt_p50_us",

@@ -1,0 +1,134 @@
+//! A community of ledger nodes driven in lock-step on a virtual clock, with a simulated bus
+//! that can lose messages or keep a node offline (quinn-proto's `Pair::drive`, for many nodes).
+//! Used by tests and by `gridlet bench trades`.
+
+use gridlet_actors::node::{BusMessage, Effect, Input, Node, NodeConfig};
+use gridlet_ledger::market::MarketEvent;
+use gridlet_ledger::store::{MemStore, PersistentChain, SignerGuard};
+use gridlet_ledger::Genesis;
+use secp256k1::SecretKey;
+
+/// The simulated community.
+pub struct LockstepNet {
+    /// The nodes.
+    pub nodes: Vec<Node<MemStore>>,
+    /// Which nodes are online.
+    pub online: Vec<bool>,
+    inbox: Vec<Vec<BusMessage>>,
+    /// Virtual time, ms.
+    pub now_ms: u64,
+    /// Drop every k-th message sent.
+    pub drop_every: Option<u64>,
+    sent: u64,
+    /// Refusals seen (stale blocks after lost messages, bad transactions).
+    pub rejected: u64,
+    /// Market events of blocks committed by node 0, with the time they were committed.
+    pub events: Vec<(u64, MarketEvent)>,
+    /// Transactions each node published (hex), in order, by node.
+    pub published_txs: Vec<Vec<String>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl LockstepNet {
+    /// A community of `keys.len()` nodes on `genesis`, every node online.
+    pub fn new(genesis: &Genesis, keys: &[SecretKey]) -> std::io::Result<LockstepNet> {
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            let (chain, _) = PersistentChain::open(MemStore::default(), genesis.clone(), u64::MAX)
+                .map_err(std::io::Error::other)?;
+            let guard = SignerGuard::open(dir.path()).map_err(std::io::Error::other)?;
+            let cfg = NodeConfig {
+                name: format!("node-{i}"),
+                max_mempool: 100_000,
+                sync_batch: 50,
+            };
+            nodes.push(Node::new(cfg, *k, chain, guard));
+            dirs.push(dir);
+        }
+        let n = nodes.len();
+        Ok(LockstepNet {
+            online: vec![true; n],
+            inbox: vec![Vec::new(); n],
+            nodes,
+            now_ms: genesis.genesis_time_ms,
+            drop_every: None,
+            sent: 0,
+            rejected: 0,
+            events: Vec::new(),
+            published_txs: vec![Vec::new(); n],
+            _dirs: dirs,
+        })
+    }
+
+    /// Hands an input to node `i` and delivers what it publishes.
+    pub fn input(&mut self, i: usize, input: Input) -> Result<(), gridlet_ledger::StoreError> {
+        let effects = self.nodes[i].handle(input)?;
+        self.deliver(i, effects);
+        Ok(())
+    }
+
+    fn deliver(&mut self, from: usize, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Publish(m) => {
+                    if let BusMessage::Tx { hex } = &m {
+                        self.published_txs[from].push(hex.clone());
+                    }
+                    for to in 0..self.nodes.len() {
+                        if to == from || !self.online[to] {
+                            continue;
+                        }
+                        self.sent += 1;
+                        if self.drop_every.is_some_and(|k| self.sent.is_multiple_of(k)) {
+                            continue;
+                        }
+                        self.inbox[to].push(m.clone());
+                    }
+                }
+                Effect::Committed { events, .. } => {
+                    if from == 0 {
+                        let now = self.now_ms;
+                        self.events.extend(events.into_iter().map(|e| (now, e)));
+                    }
+                }
+                Effect::Rejected { .. } => self.rejected += 1,
+                Effect::Duplicate => {}
+            }
+        }
+    }
+
+    /// Advances `step_ms`: every online node ticks and reads what arrived in the last step.
+    pub fn step(&mut self, step_ms: u64) -> Result<(), gridlet_ledger::StoreError> {
+        self.now_ms += step_ms;
+        for i in 0..self.nodes.len() {
+            if !self.online[i] {
+                continue;
+            }
+            let msgs = std::mem::take(&mut self.inbox[i]);
+            let mut effects = Vec::new();
+            for m in msgs {
+                effects.extend(self.nodes[i].handle(Input::Bus(m))?);
+            }
+            effects.extend(self.nodes[i].handle(Input::Tick {
+                now_ms: self.now_ms,
+            })?);
+            self.deliver(i, effects);
+        }
+        Ok(())
+    }
+
+    /// Heights and head hashes of all nodes.
+    pub fn heads(&self) -> Vec<(u64, String)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.chain().chain().head_height(),
+                    n.chain().chain().head_hash().to_hex(),
+                )
+            })
+            .collect()
+    }
+}
