@@ -12,7 +12,7 @@ use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
 use gridlet_actors::ledger_actor::Clock;
 use gridlet_actors::release::ReleaseOrder;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
-use gridlet_drivers::modbus::{sunspec_scan, Endpoint, LinkConfig, ModbusLink};
+use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
 use gridlet_drivers::quality::Limits;
 use gridlet_drivers::sunspec::WordOrder;
 use gridlet_hil::devices::DeviceModel;
@@ -40,11 +40,8 @@ async fn battery_actor(
     out: Arc<Mutex<Vec<Delivered>>>,
 ) -> Addr<BatteryStorage> {
     let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
-    let scan = sunspec_scan(&mut link, 1, WordOrder::BigEndian)
-        .await
-        .unwrap()
-        .unwrap();
-    let device = SunSpecDevice::from_scan(
+    let device = SunSpecDevice::discover(
+        &mut link,
         DeviceSettings {
             unit: 1,
             order: WordOrder::BigEndian,
@@ -54,8 +51,10 @@ async fn battery_actor(
             },
             stale_after: Duration::from_secs(5),
         },
-        &scan,
-    );
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let collector = Collector(out).start();
     BatteryStorage::new(
         link,

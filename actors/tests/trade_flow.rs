@@ -18,7 +18,7 @@ use gridlet_actors::market_actor::{Buy, MarketActor, Offer};
 use gridlet_actors::node::{Node, NodeConfig};
 use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
-use gridlet_drivers::modbus::{sunspec_scan, Endpoint, LinkConfig, ModbusLink};
+use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
 use gridlet_drivers::quality::Limits;
 use gridlet_drivers::sunspec::WordOrder;
 use gridlet_hil::devices::DeviceModel;
@@ -151,11 +151,8 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
         }
     });
     let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
-    let scan = sunspec_scan(&mut link, 1, WordOrder::BigEndian)
-        .await
-        .unwrap()
-        .unwrap();
-    let device = SunSpecDevice::from_scan(
+    let device = SunSpecDevice::discover(
+        &mut link,
         DeviceSettings {
             unit: 1,
             order: WordOrder::BigEndian,
@@ -165,8 +162,10 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             },
             stale_after: Duration::from_secs(5),
         },
-        &scan,
-    );
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let journal_dir = tempfile::tempdir().unwrap();
     let journal = ReleaseJournal::open(journal_dir.path()).unwrap();
     let ledger_a = ledgers[0].clone();

@@ -108,6 +108,16 @@ impl SunSpecDevice {
         }
     }
 
+    /// Scans the device behind `link` and keeps its model map; `None` if it has no SunSpec
+    /// marker at any base.
+    pub async fn discover(
+        link: &mut ModbusLink,
+        settings: DeviceSettings,
+    ) -> Result<Option<SunSpecDevice>, ModbusError> {
+        let scan = crate::modbus::sunspec_scan(link, settings.unit, settings.order).await?;
+        Ok(scan.map(|s| SunSpecDevice::from_scan(settings, &s)))
+    }
+
     /// The unit id.
     pub fn settings_unit(&self) -> u8 {
         self.settings.unit

@@ -276,7 +276,7 @@ type BatteryParts = (
 
 /// Discovers the battery and opens its release journal.
 async fn connect_battery(b: &RawBattery, data_dir: &Path) -> Result<BatteryParts> {
-    use gridlet_drivers::modbus::{sunspec_scan, Endpoint, LinkConfig, ModbusLink};
+    use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
     use gridlet_drivers::sunspec::WordOrder;
     let addr = tokio::net::lookup_host((b.host.as_str(), b.port))
         .await
@@ -284,21 +284,18 @@ async fn connect_battery(b: &RawBattery, data_dir: &Path) -> Result<BatteryParts
         .next()
         .with_context(|| format!("battery {} has no address", b.host))?;
     let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(addr)));
-    let scan = sunspec_scan(&mut link, b.unit, WordOrder::BigEndian)
+    let settings = gridlet_drivers::device::DeviceSettings {
+        unit: b.unit,
+        order: WordOrder::BigEndian,
+        invert: false,
+        limits: gridlet_drivers::quality::Limits {
+            nameplate_w: b.nameplate_w,
+        },
+        stale_after: Duration::from_millis(b.poll_ms.saturating_mul(5)),
+    };
+    let device = gridlet_drivers::device::SunSpecDevice::discover(&mut link, settings)
         .await?
         .with_context(|| format!("no SunSpec device at {addr} unit {}", b.unit))?;
-    let device = gridlet_drivers::device::SunSpecDevice::from_scan(
-        gridlet_drivers::device::DeviceSettings {
-            unit: b.unit,
-            order: WordOrder::BigEndian,
-            invert: false,
-            limits: gridlet_drivers::quality::Limits {
-                nameplate_w: b.nameplate_w,
-            },
-            stale_after: Duration::from_millis(b.poll_ms.saturating_mul(5)),
-        },
-        &scan,
-    );
     tracing::info!(models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "battery found");
     let journal = gridlet_actors::journal::ReleaseJournal::open(data_dir)?;
     let settings = BatterySettings {
