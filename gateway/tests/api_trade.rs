@@ -60,8 +60,36 @@ fn keygen(d: &Path, name: &str) {
     assert!(ok, "{err}");
 }
 
-#[test]
-fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
+struct Homes {
+    dir: tempfile::TempDir,
+    api_a: u16,
+    api_b: u16,
+    _hil: Guard,
+    a: Option<Guard>,
+    _b: Guard,
+}
+
+const TOKEN: &str = "a-long-enough-secret-token";
+
+fn spawn_gateway(d: &Path, cfg: &str) -> Guard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join(format!("{cfg}.log")))
+        .unwrap();
+    Guard(
+        Command::new(BIN)
+            .args(["run", "--config", d.join(cfg).to_str().unwrap()])
+            .env("RUST_LOG", "info,rumqttd=off,actix_server=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Two homes with APIs (A with the HIL battery at `speedup`), both gateways running.
+fn homes(speedup: f64) -> Homes {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for n in ["a.key", "a-ess.key", "b.key", "b-ess.key"] {
@@ -91,10 +119,10 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     assert!(ok, "{err}");
     std::fs::write(
         d.join("hil.toml"),
-        "speedup = 100.0\n[[modbus]]\nlisten = \"127.0.0.1:0\"\ndevices = [ { unit = 1, kind = \"battery\", capacity_wh = 10000, max_power_w = 5000, soc_pct = 60 } ]\n",
+        format!("speedup = {speedup}\n[[modbus]]\nlisten = \"127.0.0.1:0\"\ndevices = [ {{ unit = 1, kind = \"battery\", capacity_wh = 10000, max_power_w = 5000, soc_pct = 60 }} ]\n"),
     )
     .unwrap();
-    let (_hil, line) = spawn_until_line(Command::new(BIN).args([
+    let (hil, line) = spawn_until_line(Command::new(BIN).args([
         "hil",
         "--scenario",
         d.join("hil.toml").to_str().unwrap(),
@@ -103,7 +131,7 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     let battery = ready["modbus"][0]["listen"].as_str().unwrap().to_owned();
     let (bhost, bport) = battery.split_once(':').unwrap();
     let (broker, api_a, api_b) = (free_port(), free_port(), free_port());
-    let token = "a-long-enough-secret-token";
+    let token = TOKEN;
     std::fs::write(
         d.join("a.toml"),
         format!(
@@ -118,21 +146,24 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         ),
     )
     .unwrap();
-    let spawn = |cfg: &str| {
-        Guard(
-            Command::new(BIN)
-                .args(["run", "--config", d.join(cfg).to_str().unwrap()])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let _a = spawn("a.toml");
+    let a = spawn_gateway(d, "a.toml");
     wait_until(10, || TcpStream::connect(("127.0.0.1", api_a)).ok());
-    let _b = spawn("b.toml");
+    let b = spawn_gateway(d, "b.toml");
     wait_until(10, || TcpStream::connect(("127.0.0.1", api_b)).ok());
+    Homes {
+        dir,
+        api_a,
+        api_b,
+        _hil: hil,
+        a: Some(a),
+        _b: b,
+    }
+}
+
+#[test]
+fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
+    let h = homes(100.0);
+    let (api_a, api_b, token) = (h.api_a, h.api_b, TOKEN);
     let (code, status) = http(api_a, "GET", "/api/status", None, "");
     assert_eq!(code, 200);
     assert_eq!(status["member"].as_str().unwrap().len(), 66);
@@ -176,4 +207,65 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     assert_eq!(trade["delivered_wh"], 150);
     let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
     assert_eq!(devices["battery"]["releases"], 1);
+}
+
+#[test]
+fn a_gateway_killed_mid_release_never_releases_twice() {
+    // A slower battery clock, so the kill lands in the middle of the release.
+    let mut h = homes(20.0);
+    let (api_a, api_b) = (h.api_a, h.api_b);
+    let offer = r#"{"interval": 3, "energy_wh": 150, "price": 100000, "expiry_height": 100000}"#;
+    assert_eq!(
+        http(api_a, "POST", "/api/offers", Some(TOKEN), offer).0,
+        202
+    );
+    let contract = wait_until(30, || {
+        let (_, offers) = http(api_b, "GET", "/api/offers", None, "");
+        offers.as_array().and_then(|a| a.first().cloned())
+    });
+    let buy = format!(
+        r#"{{"contract": "{}", "payment": {}}}"#,
+        contract["contract"].as_str().unwrap(),
+        contract["payment"]
+    );
+    assert_eq!(
+        http(api_b, "POST", "/api/purchases", Some(TOKEN), &buy).0,
+        202
+    );
+    // Wait until A's battery is discharging for the trade, then SIGKILL A.
+    wait_until(60, || {
+        let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
+        devices["battery"]["power_w"].as_f64().filter(|p| *p > 0.0)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    drop(h.a.take()); // SIGKILL
+    std::thread::sleep(Duration::from_secs(1));
+    let d = h.dir.path().to_owned();
+    h.a = Some(spawn_gateway(&d, "a.toml"));
+    let trade = wait_until(60, || {
+        let (_, trades) = http(api_b, "GET", "/api/trades", None, "");
+        trades
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["settled"] == true).cloned())
+    });
+    let delivered = trade["delivered_wh"].as_u64().unwrap();
+    assert!(delivered > 0 && delivered <= 150, "{trade}");
+    // The journal holds exactly one begin for the trade: the restart did not command it again.
+    let journal = std::fs::read_to_string(d.join("da/release.journal")).unwrap();
+    let id = trade["trade"].as_str().unwrap();
+    let begins = journal
+        .lines()
+        .filter(|l| l.contains("\"begin\"") && l.contains(id))
+        .count();
+    let ends = journal
+        .lines()
+        .filter(|l| l.contains("\"end\"") && l.contains(id))
+        .count();
+    assert_eq!((begins, ends), (1, 1), "{journal}");
+    let log = std::fs::read_to_string(d.join("a.toml.log")).unwrap();
+    assert!(
+        log.contains("not repeated"),
+        "the restart must close the interrupted release"
+    );
+    assert!(!log.contains("panicked"));
 }
