@@ -119,6 +119,10 @@ pub struct Node<S: BlockStore> {
     orphans: BTreeMap<u64, Vec<Block>>,
     now_ms: u64,
     sync_asked_at: Option<(u64, u64)>,
+    /// After a (re)start, production waits until peers answered a sync request or two slots
+    /// passed: a node coming back must not fork off its stale head.
+    hold_until_ms: Option<u64>,
+    started: bool,
 }
 
 const SEEN_LIMIT: usize = 100_000;
@@ -147,6 +151,8 @@ impl<S: BlockStore> Node<S> {
             orphans: BTreeMap::new(),
             now_ms: 0,
             sync_asked_at: None,
+            hold_until_ms: None,
+            started: false,
         }
     }
 
@@ -184,6 +190,16 @@ impl<S: BlockStore> Node<S> {
         match input {
             Input::Tick { now_ms } => {
                 self.now_ms = self.now_ms.max(now_ms);
+                if !self.started {
+                    self.started = true;
+                    // Only a node with a chain to catch up on waits; a fresh community starts at once.
+                    if self.chain.chain().head_height() > 0 {
+                        let slot = self.chain.chain().genesis().slot_ms;
+                        self.hold_until_ms =
+                            Some(self.now_ms.saturating_add(slot.saturating_mul(2)));
+                        self.request_sync(&mut out);
+                    }
+                }
                 self.maybe_produce(&mut out)?;
             }
             Input::Sign(payload) => {
@@ -258,6 +274,7 @@ impl<S: BlockStore> Node<S> {
                 // Not reset here: every peer answers a request, and letting each answer trigger
                 // a new request would multiply the traffic with every round.
                 if node == self.cfg.name {
+                    self.hold_until_ms = None;
                     for hex in blocks {
                         self.receive_block_hex(&hex, &mut out)?;
                     }
@@ -431,7 +448,7 @@ impl<S: BlockStore> Node<S> {
         }
         // Blocks are waiting for a missing parent: this node is behind, so building on its
         // head would only start a fork. Catch up first.
-        if !self.orphans.is_empty() {
+        if !self.orphans.is_empty() || self.hold_until_ms.is_some_and(|t| self.now_ms < t) {
             return Ok(());
         }
         let Some(rank) = self.chain.chain().rank_for(slot, &self.me) else {

@@ -248,7 +248,10 @@ fn a_gateway_killed_mid_release_never_releases_twice() {
             .as_array()
             .and_then(|a| a.iter().find(|t| t["settled"] == true).cloned())
     });
-    let delivered = trade["delivered_wh"].as_u64().unwrap();
+    let log = std::fs::read_to_string(d.join("a.toml.log")).unwrap_or_default();
+    let delivered = trade["delivered_wh"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no delivery reported: {trade}\n--- gateway A log ---\n{log}"));
     assert!(delivered > 0 && delivered <= 150, "{trade}");
     // The journal holds exactly one begin for the trade: the restart did not command it again.
     let journal = std::fs::read_to_string(d.join("da/release.journal")).unwrap();
