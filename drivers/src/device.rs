@@ -18,6 +18,10 @@ use crate::sunspec::decode::{decode_model, DecodedModel, Value, WordOrder};
 use crate::sunspec::model;
 use crate::sunspec::scan::ScanResult;
 
+/// Seconds after which a battery reverts a discharge/charge rate we set (SunSpec 124
+/// `InOutWRte_RvrtTms`), if it implements the point.
+pub const REVERT_AFTER_S: u16 = 60;
+
 /// Per-device settings.
 #[derive(Debug, Clone)]
 pub struct DeviceSettings {
@@ -362,6 +366,19 @@ impl SunSpecDevice {
             .await?
         {
             return Ok(Err(code));
+        }
+        // A revert timeout, where the device implements it, bounds what the battery does on its
+        // last set-point if this gateway dies: the rate reverts to its default after it.
+        if m.point("InOutWRte_RvrtTms")
+            .is_some_and(|v| *v != Value::NotImplemented)
+        {
+            let _ = link
+                .write_registers(
+                    unit,
+                    loc.address + offset("InOutWRte_RvrtTms"),
+                    &[REVERT_AFTER_S],
+                )
+                .await?;
         }
         link.write_registers(unit, loc.address + offset("StorCtl_Mod"), &[mode])
             .await

@@ -136,6 +136,7 @@ impl SimDevice {
         set(&mut img, 124, "OutWRte", Value::Int(0));
         set(&mut img, 124, "InWRte", Value::Int(0));
         set(&mut img, 124, "MinRsvPct", Value::Uint(0));
+        set(&mut img, 124, "InOutWRte_RvrtTms", Value::Uint(0));
         for (p, v) in [
             ("WHRtg_SF", 0),
             ("WChaDisChaMax_SF", 0),
