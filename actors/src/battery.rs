@@ -15,7 +15,7 @@ use gridlet_ledger::Hash32;
 
 use crate::journal::ReleaseJournal;
 use crate::ledger_actor::Clock;
-use crate::release::{Action, ReleaseOrder, Releaser};
+use crate::release::{delivered_since, Action, ReleaseOrder, Releaser};
 
 /// A delivery measured by the battery, to be reported on chain with a signed receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -218,7 +218,7 @@ impl Actor for BatteryStorage {
                     let _ = device.set_battery_power(link, 0).await;
                     let avail = device.read_available_wh(link).await.valid().copied().unwrap_or(f64::MAX);
                     for (trade, energy_wh, start) in in_flight {
-                        let delivered = start.saturating_sub(avail.max(0.0) as u64).min(energy_wh);
+                        let delivered = delivered_since(start, avail.max(0.0) as u64, energy_wh);
                         if let Ok(mut j) = journal.lock() {
                             let _ = j.end(trade, delivered);
                         }

@@ -13,7 +13,7 @@ use gridlet_ledger::store::{BlockStore, SledStore};
 use gridlet_ledger::Hash32;
 
 use crate::bus::{BusEvent, BusHandle};
-use crate::node::{BusMessage, Effect, Input, Node};
+use crate::node::{Effect, Input, Node};
 
 /// The clock the community runs on: real time, or a scenario clock running `speedup` times
 /// faster from `origin_ms` (for `gridlet sim`).
@@ -344,19 +344,4 @@ pub fn forward_bus(mut events: tokio::sync::mpsc::Receiver<BusEvent>, actor: Add
             }
         }
     });
-}
-
-/// Publishes a sync request on connect so a restarted node catches up at once.
-pub fn initial_sync(
-    bus: &BusHandle,
-    node: &str,
-    from_height: u64,
-) -> impl std::future::Future<Output = bool> + use<> {
-    let bus = bus.clone();
-    let m = BusMessage::SyncRequest {
-        node: node.to_owned(),
-        from_height,
-        max: 200,
-    };
-    async move { bus.publish(m).await }
 }

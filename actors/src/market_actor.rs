@@ -43,7 +43,8 @@ pub struct Buy {
 /// The market actor.
 pub struct MarketActor {
     me: MemberKey,
-    attestor: SecretKey,
+    /// The battery's key; without a battery nothing is attested, offered or receipted.
+    attestor: Option<SecretKey>,
     chain_id: Hash32,
     slot_ms: u64,
     clock: Clock,
@@ -52,10 +53,10 @@ pub struct MarketActor {
 }
 
 impl MarketActor {
-    /// A market actor for member `me` whose battery signs with `attestor`.
+    /// A market actor for member `me` whose battery (if any) signs with `attestor`.
     pub fn new(
         me: MemberKey,
-        attestor: SecretKey,
+        attestor: Option<SecretKey>,
         chain_id: Hash32,
         slot_ms: u64,
         clock: Clock,
@@ -123,9 +124,13 @@ impl Handler<Delivered> for MarketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Delivered, _: &mut Context<Self>) {
+        let Some(attestor) = &self.attestor else {
+            tracing::error!(trade = %msg.trade, "a delivery without a battery key cannot be receipted");
+            return;
+        };
         let receipt = Signature::sign(
             &receipt_digest(&self.chain_id, &msg.trade, msg.delivered_wh),
-            &self.attestor,
+            attestor,
         );
         tracing::info!(trade = %msg.trade, delivered_wh = msg.delivered_wh, "reporting delivery");
         self.ledger.do_send(SignAndSubmit(TxPayload::Deliver {
@@ -140,11 +145,15 @@ impl Handler<Offer> for MarketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Offer, _: &mut Context<Self>) {
+        let Some(attestor) = &self.attestor else {
+            tracing::warn!("no battery key configured: only a battery can attest energy to offer");
+            return;
+        };
         let digest = attestation_digest(&self.chain_id, &self.me, msg.interval, msg.energy_wh);
         let attestation = Attestation {
             interval: msg.interval,
             energy_wh: msg.energy_wh,
-            signature: Signature::sign(&digest, &self.attestor),
+            signature: Signature::sign(&digest, attestor),
         };
         self.ledger.do_send(SignAndSubmit(TxPayload::Sale {
             energy_wh: msg.energy_wh,

@@ -54,6 +54,12 @@ pub enum Action {
     },
 }
 
+/// Energy delivered since a release began: the drop in the battery's available energy, never
+/// more than the trade (the one rule for a running release and for one a restart interrupted).
+pub fn delivered_since(start_wh: u64, available_wh: u64, energy_wh: u64) -> u64 {
+    start_wh.saturating_sub(available_wh).min(energy_wh)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Active {
     order: ReleaseOrder,
@@ -110,7 +116,7 @@ impl Releaser {
         };
         self.safe = false;
         if let Some(mut a) = self.active {
-            let delivered = a.start_wh.saturating_sub(avail).min(a.order.energy_wh);
+            let delivered = delivered_since(a.start_wh, avail, a.order.energy_wh);
             let remaining = a.order.energy_wh.saturating_sub(delivered);
             if remaining > 0 && now_ms < a.order.deadline_ms {
                 // Taper towards the end so the release stops on the traded Wh, not a poll later:

@@ -187,8 +187,15 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             Arc::new(Mutex::new(BatteryStatus::default())),
         )
         .start();
-        MarketActor::new(me_a, attestor_a, chain_id, slot_ms, Clock::real(), ledger_a)
-            .with_battery(battery)
+        MarketActor::new(
+            me_a,
+            Some(attestor_a),
+            chain_id,
+            slot_ms,
+            Clock::real(),
+            ledger_a,
+        )
+        .with_battery(battery)
     });
     ledgers[0]
         .send(Subscribe(market_a.clone().recipient()))
@@ -196,7 +203,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
         .unwrap();
     let market_b = MarketActor::new(
         MemberKey::from_secret(&keys[1]),
-        attestors[1],
+        Some(attestors[1]),
         chain_id,
         slot_ms,
         Clock::real(),

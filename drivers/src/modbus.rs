@@ -208,6 +208,7 @@ impl ModbusLink {
         })
     }
 
+    /// The endpoint as text, for errors only (not built on the request path).
     fn endpoint(&self) -> String {
         self.cfg.endpoint.to_string()
     }
@@ -282,11 +283,10 @@ impl ModbusLink {
         if self.next_request_at > Instant::now() {
             sleep_until(self.next_request_at).await;
         }
-        let endpoint = self.endpoint();
         let limit = self.cfg.timeout;
         let Some(ctx) = self.ctx.as_mut() else {
             return Err(ModbusError::Transport {
-                endpoint,
+                endpoint: self.endpoint(),
                 reason: "not connected".into(),
             });
         };
@@ -305,7 +305,7 @@ impl ModbusLink {
                 self.stats.timeouts += 1;
                 self.fail();
                 Err(ModbusError::Timeout {
-                    endpoint,
+                    endpoint: self.endpoint(),
                     timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
                 })
             }
@@ -313,7 +313,7 @@ impl ModbusLink {
                 self.stats.transport_errors += 1;
                 self.fail();
                 Err(ModbusError::Transport {
-                    endpoint,
+                    endpoint: self.endpoint(),
                     reason: e.to_string(),
                 })
             }
@@ -329,7 +329,7 @@ impl ModbusLink {
                         self.stats.transport_errors += 1;
                         self.fail();
                         return Err(ModbusError::WrongLength {
-                            endpoint,
+                            endpoint: self.endpoint(),
                             asked,
                             got: words.len(),
                         });

@@ -9,6 +9,7 @@ use gridlet_actors::battery::BatteryStatus;
 use gridlet_actors::ledger_actor::{GetState, LedgerActor, LedgerStatus};
 use gridlet_actors::market_actor::{Buy, MarketActor, Offer};
 use gridlet_ledger::market::book::ContractStatus;
+use gridlet_ledger::market::clearing::payment;
 use gridlet_ledger::{Hash32, MemberKey};
 use serde::Deserialize;
 use serde_json::json;
@@ -138,7 +139,7 @@ async fn offers(state: web::Data<ApiState>) -> impl Responder {
                         "energy_wh": c.energy_wh,
                         "price": c.price,
                         "expiry_height": c.expiry_height,
-                        "payment": c.energy_wh * c.price / 1000,
+                        "payment": payment(c.energy_wh, c.price).ok(),
                     })
                 })
                 .collect();

@@ -14,9 +14,7 @@ use anyhow::{bail, Context, Result};
 use gridlet_actors::battery::{BatterySettings, BatteryStorage};
 use gridlet_actors::bus::{self, BusConfig};
 use gridlet_actors::ledger_actor::Subscribe;
-use gridlet_actors::ledger_actor::{
-    forward_bus, initial_sync, Clock, LedgerActor, LedgerStatus, NodeWorker,
-};
+use gridlet_actors::ledger_actor::{forward_bus, Clock, LedgerActor, LedgerStatus, NodeWorker};
 use gridlet_actors::market_actor::MarketActor;
 use gridlet_actors::node::{Node, NodeConfig};
 use gridlet_drivers::backoff::BackoffPolicy;
@@ -311,7 +309,6 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
     let genesis = chain_cmd::load_genesis(&cfg.genesis)?;
     chain_cmd::install_genesis(&cfg.data_dir, &genesis)?;
     let sk = keys::load_secret(&cfg.key_file)?;
-    let sk_for_market = sk;
     let me = MemberKey::from_secret(&sk);
     if !genesis.members.iter().any(|m| m.key == me) {
         bail!(
@@ -331,7 +328,6 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
     }
     tracing::info!(height = chain.chain().head_height(), %name, "chain opened");
     let guard = SignerGuard::open(&cfg.data_dir)?;
-    let from_height = chain.chain().finalized().1 + 1;
     let node = Node::new(
         NodeConfig {
             name: name.clone(),
@@ -382,7 +378,6 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             status.clone(),
         ));
         forward_bus(events, actor.clone());
-        initial_sync(&bus, &name, from_height).await;
         let attestor = match &cfg.attestor_key_file {
             Some(p) => Some(keys::load_secret(p)?),
             None => None,
@@ -396,8 +391,6 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             .map(|_| Arc::new(Mutex::new(gridlet_actors::battery::BatteryStatus::default())));
         let chain_id = genesis.hash();
         let slot_ms = genesis.slot_ms;
-        // Without a battery the member key stands in: no receipts are ever signed then.
-        let attestor = attestor.unwrap_or(sk_for_market);
         let ledger = actor.clone();
         let bstatus = battery_status.clone();
         let market = actix::Actor::create(move |ctx: &mut actix::Context<MarketActor>| {

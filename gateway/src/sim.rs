@@ -14,6 +14,7 @@ use gridlet_ledger::chain::Checks;
 use gridlet_ledger::crypto::{deterministic_key, Signature};
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::market::book::ContractStatus;
+use gridlet_ledger::market::clearing::payment;
 use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::store::{open_sled, PersistentChain, SignerGuard, SledStore};
@@ -239,7 +240,11 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             .contracts
             .iter()
             .filter(|(_, c)| c.status == ContractStatus::Open && c.expiry_height >= height)
-            .map(|(id, c)| (c.price, *id, c.seller, c.energy_wh * c.price / 1000))
+            .filter_map(|(id, c)| {
+                payment(c.energy_wh, c.price)
+                    .ok()
+                    .map(|pay| (c.price, *id, c.seller, pay))
+            })
             .collect();
         open.sort();
         for i in 0..homes.len() {

@@ -282,13 +282,16 @@ impl BatteryState {
     /// The power the written set-points ask for (SunSpec 124: StorCtl_Mod bit 1 = limit
     /// discharge to OutWRte, bit 0 = limit charge to InWRte, both in % of WChaMax).
     fn commanded_w(&self, img: &SunSpecImage) -> i32 {
-        let num = |p: &str| img.value(124, p).ok().and_then(|v| v.as_f64());
+        // One decode per step: the physics runs every few milliseconds in the simulators.
+        let Ok(controls) = img.decoded(124) else {
+            return 0;
+        };
+        let num = |p: &str| controls.point(p).and_then(|v| v.as_f64());
         let wmax = num("WChaMax")
             .unwrap_or(f64::from(self.max_power_w))
             .min(f64::from(self.max_power_w));
-        let mode = img
-            .value(124, "StorCtl_Mod")
-            .ok()
+        let mode = controls
+            .point("StorCtl_Mod")
             .and_then(|v| v.as_i64())
             .unwrap_or(0);
         if mode & 0b10 != 0 {

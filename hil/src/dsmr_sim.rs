@@ -63,6 +63,11 @@ fn kwh(wh: u64) -> String {
     format!("{:06}.{:03}", wh / 1000, wh % 1000)
 }
 
+/// DSMR 2.2 writes energy with five integer digits.
+fn kwh5(wh: u64) -> String {
+    format!("{:05}.{:03}", wh / 1000 % 100_000, wh % 1000)
+}
+
 fn kw(w: u32, int_digits: usize) -> String {
     format!("{:0width$}.{:03}", w / 1000, w % 1000, width = int_digits)
 }
@@ -135,29 +140,10 @@ pub fn telegram_lines(dialect: Dialect, r: &MeterReadings) -> (String, Vec<Strin
             "ISk5\\2MT382-1004".into(),
             vec![
                 "0-0:96.1.1(00000000000000)".into(),
-                format!(
-                    "1-0:1.8.1({}*kWh)",
-                    format!(
-                        "{:05}.{:03}",
-                        r.import_wh[0] / 1000 % 100_000,
-                        r.import_wh[0] % 1000
-                    )
-                ),
-                format!(
-                    "1-0:1.8.2({:05}.{:03}*kWh)",
-                    r.import_wh[1] / 1000 % 100_000,
-                    r.import_wh[1] % 1000
-                ),
-                format!(
-                    "1-0:2.8.1({:05}.{:03}*kWh)",
-                    r.export_wh[0] / 1000 % 100_000,
-                    r.export_wh[0] % 1000
-                ),
-                format!(
-                    "1-0:2.8.2({:05}.{:03}*kWh)",
-                    r.export_wh[1] / 1000 % 100_000,
-                    r.export_wh[1] % 1000
-                ),
+                format!("1-0:1.8.1({}*kWh)", kwh5(r.import_wh[0])),
+                format!("1-0:1.8.2({}*kWh)", kwh5(r.import_wh[1])),
+                format!("1-0:2.8.1({}*kWh)", kwh5(r.export_wh[0])),
+                format!("1-0:2.8.2({}*kWh)", kwh5(r.export_wh[1])),
                 "0-0:96.14.0(0001)".into(),
                 format!(
                     "1-0:1.7.0({:04}.{:02}*kW)",

@@ -20,17 +20,6 @@ use crate::faults::{Dice, FaultPlan, FaultyStream};
 /// Devices by unit id, shared between the server and whoever drives the scenario.
 pub type SharedDevices = Arc<Mutex<BTreeMap<u8, SimDevice>>>;
 
-/// Counters of what the simulator did, for tests.
-#[derive(Debug, Default)]
-pub struct SimCounters {
-    /// Requests answered normally.
-    pub answered: std::sync::atomic::AtomicU64,
-    /// Exceptions injected.
-    pub exceptions: std::sync::atomic::AtomicU64,
-    /// Late answers injected.
-    pub late: std::sync::atomic::AtomicU64,
-}
-
 #[derive(Clone)]
 struct SimService {
     /// On an RTU bus, a unit that is not there stays silent instead of raising an exception.
@@ -38,7 +27,6 @@ struct SimService {
     devices: SharedDevices,
     plan: FaultPlan,
     dice: Arc<Dice>,
-    counters: Arc<SimCounters>,
 }
 
 type SimFuture = Pin<Box<dyn Future<Output = Result<Option<Response>, ExceptionCode>> + Send>>;
@@ -110,21 +98,15 @@ impl Service for SimService {
     type Future = SimFuture;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        use std::sync::atomic::Ordering::Relaxed;
         if self.rtu && !self.present(req.slave) {
             return Box::pin(std::future::ready(Ok(None)));
         }
         if self.plan.exception_percent > 0 && self.dice.percent() < self.plan.exception_percent {
-            self.counters.exceptions.fetch_add(1, Relaxed);
             return Box::pin(std::future::ready(Err(ExceptionCode::ServerDeviceFailure)));
         }
         let late = self.plan.late_percent > 0 && self.dice.percent() < self.plan.late_percent;
         let result = self.answer(req).map(Some);
-        if result.is_ok() {
-            self.counters.answered.fetch_add(1, Relaxed);
-        }
         if late {
-            self.counters.late.fetch_add(1, Relaxed);
             let delay = Duration::from_millis(self.plan.late_by_ms);
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
@@ -143,8 +125,6 @@ pub struct ModbusSim {
     pub addr: SocketAddr,
     /// Its devices (step them, read their state).
     pub devices: SharedDevices,
-    /// What it did.
-    pub counters: Arc<SimCounters>,
     frozen: bool,
     task: JoinHandle<()>,
 }
@@ -159,13 +139,11 @@ impl ModbusSim {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let devices: SharedDevices = Arc::new(Mutex::new(devices));
-        let counters = Arc::new(SimCounters::default());
         let service = SimService {
             rtu: false,
             devices: devices.clone(),
             plan: plan.clone(),
             dice: Arc::new(Dice::new(plan.seed)),
-            counters: counters.clone(),
         };
         let server = Server::new(listener);
         let task = tokio::spawn(async move {
@@ -190,7 +168,6 @@ impl ModbusSim {
         Ok(ModbusSim {
             addr,
             devices,
-            counters,
             frozen: plan.frozen,
             task,
         })
@@ -244,7 +221,6 @@ impl RtuSim {
             devices: devices.clone(),
             plan: plan.clone(),
             dice: Arc::new(Dice::new(plan.seed)),
-            counters: Arc::new(SimCounters::default()),
         };
         let server = tokio_modbus::server::rtu::Server::new(port);
         let task = tokio::spawn(async move {

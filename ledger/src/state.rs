@@ -217,7 +217,9 @@ impl LedgerState {
             .checked_add(tx.fee)
             .ok_or(TxError::Overflow { account: tx.sender })?;
         match &tx.payload {
-            TxPayload::Transfer { .. } => {}
+            TxPayload::Transfer { to, amount } => {
+                self.apply_transfer(tx.sender, sender.balance, *to, *amount, tx.fee)?
+            }
             _ => {
                 let available =
                     sender
@@ -229,66 +231,57 @@ impl LedgerState {
                             available: sender.balance,
                         })?;
                 self.apply_market(rules, stx, available)?;
-                let account = self.accounts.entry(tx.sender).or_default();
-                account.balance = account.balance.saturating_sub(tx.fee);
-                account.nonce = next_nonce;
-                self.community_balance = community;
-                return Ok(());
             }
         }
-        match &tx.payload {
-            TxPayload::Attest(_)
-            | TxPayload::Sale { .. }
-            | TxPayload::Purchase { .. }
-            | TxPayload::Deliver { .. }
-            | TxPayload::AuctionJoin { .. }
-            | TxPayload::BidCommit { .. }
-            | TxPayload::BidReveal { .. } => {}
-            TxPayload::Transfer { to, amount } => {
-                if *amount == 0 {
-                    return Err(TxError::ZeroAmount);
-                }
-                if *to == tx.sender {
-                    return Err(TxError::SelfTransfer);
-                }
-                let recipient = self
-                    .accounts
-                    .get(to)
-                    .copied()
-                    .ok_or(TxError::UnknownRecipient { recipient: *to })?;
-                let needed = amount
-                    .checked_add(tx.fee)
-                    .ok_or(TxError::Overflow { account: tx.sender })?;
-                let remaining =
-                    sender
-                        .balance
-                        .checked_sub(needed)
-                        .ok_or(TxError::BalanceInsufficient {
-                            account: tx.sender,
-                            needed,
-                            available: sender.balance,
-                        })?;
-                let credited = recipient
-                    .balance
-                    .checked_add(*amount)
-                    .ok_or(TxError::Overflow { account: *to })?;
-                self.accounts.insert(
-                    tx.sender,
-                    Account {
-                        balance: remaining,
-                        nonce: next_nonce,
-                    },
-                );
-                self.accounts.insert(
-                    *to,
-                    Account {
-                        balance: credited,
-                        nonce: recipient.nonce,
-                    },
-                );
-            }
-        }
+        // The rule applied; both kinds leave the fee in the sender's balance.
+        let account = self.accounts.entry(tx.sender).or_default();
+        account.balance = account.balance.saturating_sub(tx.fee);
+        account.nonce = next_nonce;
         self.community_balance = community;
+        Ok(())
+    }
+
+    /// Moves `amount` from `from` to `to`, checking that `from` can also pay `fee` (which the
+    /// caller takes). Validates fully before changing anything.
+    fn apply_transfer(
+        &mut self,
+        from: MemberKey,
+        balance: u64,
+        to: MemberKey,
+        amount: u64,
+        fee: u64,
+    ) -> Result<(), TxError> {
+        if amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        if to == from {
+            return Err(TxError::SelfTransfer);
+        }
+        let recipient = self
+            .accounts
+            .get(&to)
+            .copied()
+            .ok_or(TxError::UnknownRecipient { recipient: to })?;
+        let needed = amount
+            .checked_add(fee)
+            .ok_or(TxError::Overflow { account: from })?;
+        if balance < needed {
+            return Err(TxError::BalanceInsufficient {
+                account: from,
+                needed,
+                available: balance,
+            });
+        }
+        let credited = recipient
+            .balance
+            .checked_add(amount)
+            .ok_or(TxError::Overflow { account: to })?;
+        if let Some(a) = self.accounts.get_mut(&from) {
+            a.balance = balance.saturating_sub(amount);
+        }
+        if let Some(a) = self.accounts.get_mut(&to) {
+            a.balance = credited;
+        }
         Ok(())
     }
 

@@ -158,15 +158,6 @@ impl SunSpecImage {
         Ok(self)
     }
 
-    /// Reads a top-group point's registers.
-    pub fn get_words(&self, id: u16, point: &str) -> Result<&[u16], ImageError> {
-        let (addr, p) = self.locate(id, point)?;
-        let start = usize::from(addr - self.base);
-        self.regs
-            .get(start..start + usize::from(p.size))
-            .ok_or(ImageError::TooLarge)
-    }
-
     /// The registers `[addr, addr + count)`, if all inside the image.
     pub fn read(&self, addr: u16, count: u16) -> Option<&[u16]> {
         let start = usize::from(addr.checked_sub(self.base)?);
@@ -191,8 +182,8 @@ impl SunSpecImage {
         ok
     }
 
-    /// Decodes a top-group point's current value (scale factor applied from the image).
-    pub fn value(&self, id: u16, point: &str) -> Result<super::decode::Value, ImageError> {
+    /// Decodes a whole model as a client would read it (decode once when reading several points).
+    pub fn decoded(&self, id: u16) -> Result<super::decode::DecodedModel, ImageError> {
         let slot = self
             .models
             .iter()
@@ -201,9 +192,13 @@ impl SunSpecImage {
         let regs = self
             .read(slot.address, slot.length + 2)
             .ok_or(ImageError::TooLarge)?;
-        let model = super::decode::decode_model(slot.address, regs, WordOrder::BigEndian)
-            .ok_or(ImageError::ModelNotInImage(id))?;
-        model
+        super::decode::decode_model(slot.address, regs, WordOrder::BigEndian)
+            .ok_or(ImageError::ModelNotInImage(id))
+    }
+
+    /// Decodes a top-group point's current value (scale factor applied from the image).
+    pub fn value(&self, id: u16, point: &str) -> Result<super::decode::Value, ImageError> {
+        self.decoded(id)?
             .point(point)
             .cloned()
             .ok_or_else(|| ImageError::UnknownPoint {

@@ -206,6 +206,7 @@ impl LedgerState {
         let me = tx.sender;
         let height = self.height.saturating_add(1);
         match &tx.payload {
+            // Credit transfers are not market rules: `LedgerState::apply_transfer` has them.
             TxPayload::Transfer { .. } => Ok(()),
             TxPayload::Attest(a) => {
                 self.verify_attestation(rules, &me, a)?;
