@@ -13,6 +13,7 @@ use gridlet_drivers::modbus::ModbusLink;
 use gridlet_drivers::quality::Reading;
 use gridlet_ledger::Hash32;
 
+use crate::devices::{fresh, MeterStatus};
 use crate::journal::ReleaseJournal;
 use crate::ledger_actor::Clock;
 use crate::release::{delivered_since, Action, ReleaseOrder, Releaser};
@@ -47,6 +48,10 @@ pub struct BatteryStatus {
     pub releases: u64,
     /// Whether the battery was put in its safe state (data stale).
     pub safe_state: bool,
+    /// Usable capacity, Wh (from available energy and state of charge), if known.
+    pub capacity_wh: Option<f64>,
+    /// Polls at which the grid meter's data was too old to release energy.
+    pub meter_stale_polls: u64,
 }
 
 /// How the battery actor runs.
@@ -58,6 +63,8 @@ pub struct BatterySettings {
     pub clock: Clock,
     /// Poll period.
     pub poll: Duration,
+    /// Grid meter data older than this puts the battery in its safe state (0 W).
+    pub safe_after: Duration,
 }
 
 struct Io {
@@ -75,6 +82,8 @@ pub struct BatteryStorage {
     deliveries: Recipient<Delivered>,
     status: Arc<Mutex<BatteryStatus>>,
     polling: bool,
+    meter: Option<Arc<Mutex<MeterStatus>>>,
+    safe_after: Duration,
 }
 
 impl BatteryStorage {
@@ -97,6 +106,25 @@ impl BatteryStorage {
             deliveries,
             status,
             polling: false,
+            meter: None,
+            safe_after: settings.safe_after,
+        }
+    }
+
+    /// Watches the home's grid meter: when its data is older than the settings' `safe_after`,
+    /// the battery stops discharging (a release pauses until the meter is back).
+    pub fn watch_meter(mut self, meter: Arc<Mutex<MeterStatus>>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    fn meter_fresh(&self) -> bool {
+        match &self.meter {
+            None => true,
+            Some(m) => m
+                .lock()
+                .map(|m| fresh(m.power_w, self.safe_after).is_some())
+                .unwrap_or(false),
         }
     }
 
@@ -115,21 +143,38 @@ impl BatteryStorage {
         };
         ctx.spawn(fut.into_actor(self).map(|(avail, bat), act, ctx| {
             act.polling = false;
+            let meter_fresh = act.meter_fresh();
             let valid = avail.valid().copied();
             if let Ok(mut s) = act.status.lock() {
                 s.available_wh = valid;
                 s.soc_pct = bat.soc_pct.valid().copied();
                 s.power_w = bat.power_w.valid().copied();
+                if let (Some(wh), Some(soc)) = (valid, s.soc_pct) {
+                    if soc > 0.5 {
+                        s.capacity_wh = Some(wh / (soc / 100.0));
+                    }
+                }
                 if !avail.is_valid() {
                     s.failed_polls += 1;
                 }
+                if !meter_fresh {
+                    s.meter_stale_polls += 1;
+                }
             }
+            if !meter_fresh {
+                tracing::warn!("grid meter data too old: battery to its safe state");
+            }
+            // Without trustworthy meter data the battery must not feed the grid.
+            let valid = valid.filter(|_| meter_fresh);
             if let Reading::CommError { reason } = &avail {
                 tracing::warn!(%reason, "battery not readable");
             }
             let actions = act
                 .releaser
                 .on_reading(valid.map(|v| v.max(0.0) as u64), act.clock.now_ms());
+            if let Ok(mut s) = act.status.lock() {
+                s.safe_state = act.releaser.in_safe_state();
+            }
             act.execute(actions, ctx);
         }));
     }
@@ -169,9 +214,6 @@ impl BatteryStorage {
                                 Ok(Ok(())) => {}
                                 Ok(Err(code)) => tracing::warn!(?code, power_w, "battery refused the set-point"),
                                 Err(e) => tracing::warn!(%e, power_w, "battery set-point not delivered"),
-                            }
-                            if let Ok(mut s) = status.lock() {
-                                s.safe_state = power_w == 0;
                             }
                         }
                         Action::JournalEnd { trade, delivered_wh } => {

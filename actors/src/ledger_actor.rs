@@ -46,6 +46,29 @@ impl Clock {
         }
     }
 
+    /// A scenario clock shared by several processes: it read `origin_ms` at wall time
+    /// `anchor_unix_ms` and runs `speedup` times faster than wall time.
+    pub fn anchored(anchor_unix_ms: u64, origin_ms: u64, speedup: f64) -> Clock {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let origin = if wall >= anchor_unix_ms {
+            origin_ms.saturating_add((wall.saturating_sub(anchor_unix_ms) as f64 * speedup) as u64)
+        } else {
+            origin_ms.saturating_sub((anchor_unix_ms.saturating_sub(wall) as f64 * speedup) as u64)
+        };
+        Clock {
+            start: Instant::now(),
+            origin_ms: origin,
+            speedup,
+        }
+    }
+
+    /// How much faster than wall time it runs.
+    pub fn speedup(&self) -> f64 {
+        self.speedup
+    }
+
     /// Current time, ms.
     pub fn now_ms(&self) -> u64 {
         let elapsed = self.start.elapsed().as_secs_f64() * 1000.0 * self.speedup;

@@ -5,17 +5,23 @@
 //! the release policy) are sans-IO state machines here that return effects.
 //!
 //! - [`battery`]: the battery storage actor (polling, releasing, safe state).
+//! - [`bids`]: this home's sealed auction bids (commit, reveal, salt kept with fsync).
 //! - [`bus`]: the community bus over MQTT and the embedded broker.
+//! - [`devices`]: the PV inverter and grid meter actors (DSMR serial/TCP, MQTT).
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`market_actor`]: release orders to the battery, deliveries to signed receipts, offers and purchases.
+//! - [`strategy`]: when to offer and when to buy, from the device readings (pure).
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
 pub mod battery;
+pub mod bids;
 pub mod bus;
+pub mod devices;
 pub mod journal;
 pub mod ledger_actor;
 pub mod market_actor;
 pub mod node;
 pub mod release;
+pub mod strategy;

@@ -2,8 +2,9 @@
 //! and the battery's measured deliveries into signed receipts on chain; places offers (with the
 //! battery's attestation) and purchases for the home.
 //!
-//! The strategy that decides *when* to offer or buy from the device readings comes with the
-//! device wiring; the messages here are what it (and the HTTP API) will send.
+//! With a [`HomeLink`], it also trades on its own: every `decide_every` it reads the devices'
+//! latest valid values and the chain's state and lets [`crate::strategy::decide`] say what to
+//! offer or buy, and it carries this home's sealed bids through commit and reveal.
 
 use actix::prelude::*;
 use gridlet_ledger::crypto::Signature;
@@ -12,9 +13,69 @@ use gridlet_ledger::tx::Attestation;
 use gridlet_ledger::{Hash32, MemberKey, TxPayload};
 use secp256k1::SecretKey;
 
-use crate::battery::{BatteryStorage, Delivered, Release};
-use crate::ledger_actor::{ChainEvents, Clock, LedgerActor, SignAndSubmit};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::battery::{BatteryStatus, BatteryStorage, Delivered, Release};
+use crate::bids::{BidBook, BidProgress, SealedBid};
+use crate::devices::{fresh, MeterStatus};
+use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit};
 use crate::release::ReleaseOrder;
+use crate::strategy::{decide, Decision, HomeReadings, StrategyConfig};
+
+/// What the market actor knows of its home, for trading on its own.
+#[derive(Debug, Clone)]
+pub struct HomeLink {
+    /// The strategy.
+    pub strategy: StrategyConfig,
+    /// How often to look (real time).
+    pub decide_every: Duration,
+    /// The grid meter's status.
+    pub meter: Option<Arc<Mutex<MeterStatus>>>,
+    /// The battery's status.
+    pub battery: Option<Arc<Mutex<BatteryStatus>>>,
+    /// Meter values older than this are not traded on.
+    pub max_age: Duration,
+    /// Data directory (the bid book lives there).
+    pub data_dir: PathBuf,
+    /// Blocks per auction round (0: no auctions).
+    pub auction_round_blocks: u64,
+}
+
+/// Place a sealed bid in the next auction round.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct PlaceBid {
+    /// Energy wanted, Wh.
+    pub energy_wh: u64,
+    /// Price, micro-credits per kWh.
+    pub price: u64,
+}
+
+/// This home's bids and how far they got.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<(SealedBid, BidProgress)>")]
+pub struct GetBids;
+
+/// What the market actor did (for the API and metrics).
+#[derive(Debug, Clone, Default)]
+pub struct MarketStatus {
+    /// Offers the strategy or the API made.
+    pub offers: u64,
+    /// Purchases made.
+    pub purchases: u64,
+    /// Bids committed.
+    pub bids_committed: u64,
+    /// Bids revealed.
+    pub bids_revealed: u64,
+    /// Release orders passed to the battery.
+    pub releases: u64,
+    /// Deliveries receipted.
+    pub deliveries: u64,
+    /// Deliveries of less than the traded energy.
+    pub short_deliveries: u64,
+}
 
 /// Offer energy the battery stored: attests it (battery key) and offers it in one sale.
 #[derive(Debug, Clone, Copy, Message)]
@@ -50,6 +111,14 @@ pub struct MarketActor {
     clock: Clock,
     ledger: Addr<LedgerActor>,
     battery: Option<Addr<BatteryStorage>>,
+    home: Option<HomeLink>,
+    bids: BidBook,
+    /// No strategy decision until the chain reaches this height (what was sent is in flight).
+    hold_until_height: u64,
+    deciding: bool,
+    /// Energy of release orders by trade (to spot short deliveries).
+    ordered: std::collections::BTreeMap<Hash32, u64>,
+    status: Arc<Mutex<MarketStatus>>,
 }
 
 impl MarketActor {
@@ -70,7 +139,149 @@ impl MarketActor {
             clock,
             ledger,
             battery: None,
+            home: None,
+            bids: BidBook::default(),
+            hold_until_height: 0,
+            deciding: false,
+            ordered: std::collections::BTreeMap::new(),
+            status: Arc::default(),
         }
+    }
+
+    /// Trades on its own for this home, and keeps its bids in `home.data_dir`.
+    pub fn with_home(mut self, home: HomeLink) -> Result<Self, crate::bids::BidFileError> {
+        self.bids = BidBook::load(&home.data_dir)?;
+        self.home = Some(home);
+        Ok(self)
+    }
+
+    /// Shares the counters.
+    pub fn with_status(mut self, status: Arc<Mutex<MarketStatus>>) -> Self {
+        self.status = status;
+        self
+    }
+
+    fn count(&self, f: impl FnOnce(&mut MarketStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn readings(home: &HomeLink) -> HomeReadings {
+        let grid_w = home
+            .meter
+            .as_ref()
+            .and_then(|m| m.lock().ok().and_then(|m| fresh(m.power_w, home.max_age)));
+        let (battery_wh, soc_pct) = home
+            .battery
+            .as_ref()
+            .and_then(|b| b.lock().ok().map(|b| (b.available_wh, b.soc_pct)))
+            .unwrap_or((None, None));
+        HomeReadings {
+            grid_w,
+            battery_wh,
+            soc_pct,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.deciding || self.home.is_none() {
+            return;
+        }
+        self.deciding = true;
+        let fut = self.ledger.send(GetState);
+        ctx.spawn(fut.into_actor(self).map(|state, act, _| {
+            act.deciding = false;
+            if let Ok(Some(state)) = state {
+                act.on_state(&state);
+            }
+        }));
+    }
+
+    fn on_state(&mut self, state: &gridlet_ledger::LedgerState) {
+        let Some(home) = self.home.clone() else {
+            return;
+        };
+        let next_height = state.height.saturating_add(1);
+        let bid_txs = self.bids.step(
+            &self.chain_id,
+            &self.me,
+            home.auction_round_blocks,
+            next_height,
+        );
+        if !bid_txs.is_empty() {
+            // The salts go to disk before any commitment leaves this home.
+            if let Err(e) = self.bids.save(&home.data_dir) {
+                tracing::error!(%e, "cannot save the bid book; not bidding");
+                return;
+            }
+            for tx in bid_txs {
+                match tx {
+                    TxPayload::BidCommit { .. } => self.count(|s| s.bids_committed += 1),
+                    _ => self.count(|s| s.bids_revealed += 1),
+                }
+                self.ledger.do_send(SignAndSubmit(tx));
+            }
+        }
+        if state.height < self.hold_until_height {
+            return;
+        }
+        let balance = state.account(&self.me).balance;
+        let decisions = decide(
+            &home.strategy,
+            &self.me,
+            self.clock.now_ms(),
+            state.height,
+            &Self::readings(&home),
+            state.market(),
+            balance,
+        );
+        for d in decisions {
+            // Give the chain two blocks to include it before deciding again.
+            self.hold_until_height = state.height.saturating_add(2);
+            match d {
+                Decision::Offer {
+                    interval,
+                    energy_wh,
+                    price,
+                    expiry_height,
+                } => {
+                    tracing::info!(energy_wh, price, "offering stored energy");
+                    self.offer(Offer {
+                        interval,
+                        energy_wh,
+                        price,
+                        expiry_height,
+                    });
+                }
+                Decision::Buy { contract, payment } => {
+                    tracing::info!(%contract, payment, "buying energy");
+                    self.count(|s| s.purchases += 1);
+                    self.ledger
+                        .do_send(SignAndSubmit(TxPayload::Purchase { contract, payment }));
+                }
+            }
+        }
+    }
+
+    fn offer(&mut self, msg: Offer) {
+        let Some(attestor) = &self.attestor else {
+            tracing::warn!("no battery key configured: only a battery can attest energy to offer");
+            return;
+        };
+        let digest = attestation_digest(&self.chain_id, &self.me, msg.interval, msg.energy_wh);
+        let attestation = Attestation {
+            interval: msg.interval,
+            energy_wh: msg.energy_wh,
+            signature: Signature::sign(&digest, attestor),
+        };
+        self.count(|s| s.offers += 1);
+        self.ledger.do_send(SignAndSubmit(TxPayload::Sale {
+            energy_wh: msg.energy_wh,
+            price: msg.price,
+            expiry_height: msg.expiry_height,
+            attestation: Some(attestation),
+        }));
     }
 
     /// Sets the battery that releases this home's energy.
@@ -82,6 +293,51 @@ impl MarketActor {
 
 impl Actor for MarketActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = &self.home {
+            ctx.run_interval(h.decide_every, |act, ctx| act.tick(ctx));
+        }
+    }
+}
+
+/// 32 random bytes from the operating system (a bid's salt must not be guessable).
+fn random_salt() -> std::io::Result<Hash32> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(Hash32(b))
+}
+
+impl Handler<PlaceBid> for MarketActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: PlaceBid, _: &mut Context<Self>) -> Self::Result {
+        let Some(home) = &self.home else {
+            return Err("this gateway is not set up to bid".into());
+        };
+        if home.auction_round_blocks == 0 {
+            return Err("the community runs no auctions".into());
+        }
+        if msg.energy_wh == 0 {
+            return Err("energy_wh must be positive".into());
+        }
+        let salt = random_salt().map_err(|e| format!("no randomness for the salt: {e}"))?;
+        self.bids.add(msg.energy_wh, msg.price, salt);
+        if let Err(e) = self.bids.save(&home.data_dir) {
+            self.bids.bids.pop();
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl Handler<GetBids> for MarketActor {
+    type Result = Vec<(SealedBid, BidProgress)>;
+
+    fn handle(&mut self, _: GetBids, _: &mut Context<Self>) -> Self::Result {
+        self.bids.progress()
+    }
 }
 
 impl Handler<ChainEvents> for MarketActor {
@@ -111,6 +367,8 @@ impl Handler<ChainEvents> for MarketActor {
                 match &self.battery {
                     Some(b) => {
                         tracing::info!(%trade, energy_wh, "trade final: releasing");
+                        self.ordered.insert(trade, energy_wh);
+                        self.count(|s| s.releases += 1);
                         b.do_send(Release(order));
                     }
                     None => tracing::error!(%trade, "trade final but no battery is configured"),
@@ -133,6 +391,16 @@ impl Handler<Delivered> for MarketActor {
             attestor,
         );
         tracing::info!(trade = %msg.trade, delivered_wh = msg.delivered_wh, "reporting delivery");
+        let short = self
+            .ordered
+            .remove(&msg.trade)
+            .is_some_and(|wh| msg.delivered_wh < wh);
+        self.count(|s| {
+            s.deliveries += 1;
+            if short {
+                s.short_deliveries += 1;
+            }
+        });
         self.ledger.do_send(SignAndSubmit(TxPayload::Deliver {
             trade: msg.trade,
             delivered_wh: msg.delivered_wh,
@@ -145,22 +413,7 @@ impl Handler<Offer> for MarketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Offer, _: &mut Context<Self>) {
-        let Some(attestor) = &self.attestor else {
-            tracing::warn!("no battery key configured: only a battery can attest energy to offer");
-            return;
-        };
-        let digest = attestation_digest(&self.chain_id, &self.me, msg.interval, msg.energy_wh);
-        let attestation = Attestation {
-            interval: msg.interval,
-            energy_wh: msg.energy_wh,
-            signature: Signature::sign(&digest, attestor),
-        };
-        self.ledger.do_send(SignAndSubmit(TxPayload::Sale {
-            energy_wh: msg.energy_wh,
-            price: msg.price,
-            expiry_height: msg.expiry_height,
-            attestation: Some(attestation),
-        }));
+        self.offer(msg);
     }
 }
 
@@ -168,6 +421,7 @@ impl Handler<Buy> for MarketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Buy, _: &mut Context<Self>) {
+        self.count(|s| s.purchases += 1);
         self.ledger.do_send(SignAndSubmit(TxPayload::Purchase {
             contract: msg.contract,
             payment: msg.payment,

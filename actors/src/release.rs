@@ -97,6 +97,11 @@ impl Releaser {
         }
     }
 
+    /// Whether the battery is held at 0 W because its data is not trustworthy.
+    pub fn in_safe_state(&self) -> bool {
+        self.safe
+    }
+
     /// Whether a release is running.
     pub fn busy(&self) -> bool {
         self.active.is_some()
@@ -107,7 +112,12 @@ impl Releaser {
     pub fn on_reading(&mut self, available_wh: Option<u64>, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(avail) = available_wh else {
-            // No trustworthy data: stop discharging.
+            // No trustworthy data: stop discharging. A running release remembers that the
+            // battery stands at 0 W, so fresh data commands it again.
+            if let Some(a) = &mut self.active {
+                a.power_w = 0;
+                a.last_ms = now_ms;
+            }
             if !self.safe {
                 self.safe = true;
                 out.push(Action::SetPower { power_w: 0 });
@@ -237,5 +247,22 @@ mod tests {
             trade: order(2, 0).trade,
             delivered_wh: 300
         }));
+    }
+
+    #[test]
+    fn fresh_data_after_the_safe_state_commands_the_release_again() {
+        let mut r = Releaser::new(2000);
+        r.order(order(3, 1_000));
+        r.on_reading(Some(5_000), 0);
+        assert_eq!(
+            r.on_reading(None, 1_000),
+            vec![Action::SetPower { power_w: 0 }]
+        );
+        // Data is back after a long pause: full power again, not a taper from the long gap.
+        assert_eq!(
+            r.on_reading(Some(4_900), 600_000),
+            vec![Action::SetPower { power_w: 2000 }]
+        );
+        assert!(r.busy());
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use gridlet_actors::battery::{BatterySettings, BatteryStatus, BatteryStorage, Delivered, Release};
+use gridlet_actors::devices::MeterStatus;
 use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
 use gridlet_actors::ledger_actor::Clock;
 use gridlet_actors::release::ReleaseOrder;
@@ -39,6 +40,16 @@ async fn battery_actor(
     journal_dir: &std::path::Path,
     out: Arc<Mutex<Vec<Delivered>>>,
 ) -> Addr<BatteryStorage> {
+    battery_with_meter(sim, journal_dir, out, None, Arc::default()).await
+}
+
+async fn battery_with_meter(
+    sim: &ModbusSim,
+    journal_dir: &std::path::Path,
+    out: Arc<Mutex<Vec<Delivered>>>,
+    meter: Option<Arc<Mutex<MeterStatus>>>,
+    status: Arc<Mutex<BatteryStatus>>,
+) -> Addr<BatteryStorage> {
     let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
     let device = SunSpecDevice::discover(
         &mut link,
@@ -56,7 +67,7 @@ async fn battery_actor(
     .unwrap()
     .unwrap();
     let collector = Collector(out).start();
-    BatteryStorage::new(
+    let battery = BatteryStorage::new(
         link,
         device,
         ReleaseJournal::open(journal_dir).unwrap(),
@@ -64,11 +75,22 @@ async fn battery_actor(
             release_power_w: 2_000,
             clock: Clock::scenario(0, SPEEDUP),
             poll: Duration::from_millis(20),
+            safe_after: Duration::from_millis(300),
         },
         collector.recipient(),
-        Arc::new(Mutex::new(BatteryStatus::default())),
-    )
-    .start()
+        status,
+    );
+    match meter {
+        Some(m) => battery.watch_meter(m).start(),
+        None => battery.start(),
+    }
+}
+
+fn battery_power_w(sim: &ModbusSim) -> i32 {
+    match &sim.devices.lock().unwrap()[&1].model {
+        DeviceModel::Battery(b) => b.power_w,
+        _ => unreachable!(),
+    }
 }
 
 fn discharged_mwh(sim: &ModbusSim) -> u64 {
@@ -142,4 +164,113 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
         ReleaseJournal::open(dir.path()).unwrap().state(&trade),
         Some(ReleaseState::Done { delivered_wh: 300 })
     );
+}
+
+async fn battery_sim() -> ModbusSim {
+    let mut devices = BTreeMap::new();
+    devices.insert(1, SimDevice::battery(40000, 10_000, 5_000, 50));
+    let sim = ModbusSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        devices,
+        FaultPlan::default(),
+    )
+    .await
+    .unwrap();
+    let physics = sim.devices.clone();
+    actix::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            for d in physics.lock().unwrap().values_mut() {
+                d.step((5.0 * SPEEDUP) as u64);
+            }
+        }
+    });
+    sim
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn stale_meter_data_stops_a_release_and_fresh_data_resumes_it_exactly() {
+    let sim = battery_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let meter = Arc::new(Mutex::new(MeterStatus::default()));
+    let meter_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let (meter, alive) = (meter.clone(), meter_alive.clone());
+        actix::spawn(async move {
+            loop {
+                if alive.load(std::sync::atomic::Ordering::SeqCst) {
+                    meter.lock().unwrap().power_w = Some((-1_000.0, std::time::Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+    let status = Arc::new(Mutex::new(BatteryStatus::default()));
+    let battery = battery_with_meter(
+        &sim,
+        dir.path(),
+        delivered.clone(),
+        Some(meter.clone()),
+        status.clone(),
+    )
+    .await;
+    let trade = Hash32::sha256(b"trade-safe");
+    battery
+        .send(Release(ReleaseOrder {
+            trade,
+            energy_wh: 300,
+            deadline_ms: u64::MAX,
+        }))
+        .await
+        .unwrap();
+    wait_for("the release to start", 10, || {
+        battery_power_w(&sim) == 2_000
+    })
+    .await;
+    // The meter goes silent mid-release: the battery must stop feeding the grid.
+    meter_alive.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the safe state", 10, || battery_power_w(&sim) == 0).await;
+    assert!(status.lock().unwrap().safe_state);
+    assert!(status.lock().unwrap().meter_stale_polls > 0);
+    let paused_at = discharged_mwh(&sim);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        discharged_mwh(&sim),
+        paused_at,
+        "discharged while the meter was stale"
+    );
+    assert!(
+        paused_at < 300_000,
+        "the release finished before the meter went stale"
+    );
+    assert!(delivered.lock().unwrap().is_empty());
+    // The meter comes back: the release resumes and ends on the traded Wh.
+    meter_alive.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the delivery", 20, || !delivered.lock().unwrap().is_empty()).await;
+    assert_eq!(
+        delivered.lock().unwrap()[0],
+        Delivered {
+            trade,
+            delivered_wh: 300
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let released = discharged_mwh(&sim);
+    assert!(
+        (299_000..=301_000).contains(&released),
+        "discharged {released} mWh for 300 Wh"
+    );
+    assert!(!status.lock().unwrap().safe_state);
 }

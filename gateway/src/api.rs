@@ -5,9 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use actix::Addr;
 use actix_web::{get, post, web, HttpRequest, HttpResponse, Responder};
-use gridlet_actors::battery::BatteryStatus;
 use gridlet_actors::ledger_actor::{GetState, LedgerActor, LedgerStatus};
-use gridlet_actors::market_actor::{Buy, MarketActor, Offer};
+use gridlet_actors::market_actor::{Buy, GetBids, MarketActor, Offer, PlaceBid};
 use gridlet_ledger::market::book::ContractStatus;
 use gridlet_ledger::market::clearing::payment;
 use gridlet_ledger::{Hash32, MemberKey};
@@ -22,8 +21,8 @@ pub struct ApiState {
     pub market: Addr<MarketActor>,
     /// Ledger counters.
     pub status: Arc<Mutex<LedgerStatus>>,
-    /// Battery state, if a battery is configured.
-    pub battery: Option<Arc<Mutex<BatteryStatus>>>,
+    /// Device and market status.
+    pub devices: crate::run::Statuses,
     /// The bearer token for trading, if any.
     pub token: Option<String>,
     /// This home.
@@ -64,9 +63,18 @@ async fn status(state: web::Data<ApiState>) -> impl Responder {
     }))
 }
 
+/// A stamped value as JSON: the value and its age in ms (null if none was ever received).
+fn stamped(v: gridlet_actors::devices::Stamped) -> serde_json::Value {
+    match v {
+        Some((x, at)) => json!({"value": x, "age_ms": at.elapsed().as_millis() as u64}),
+        None => serde_json::Value::Null,
+    }
+}
+
 #[get("/api/devices")]
 async fn devices(state: web::Data<ApiState>) -> impl Responder {
-    let battery = state
+    let d = &state.devices;
+    let battery = d
         .battery
         .as_ref()
         .and_then(|b| b.lock().ok().map(|b| b.clone()))
@@ -75,12 +83,41 @@ async fn devices(state: web::Data<ApiState>) -> impl Responder {
                 "available_wh": b.available_wh,
                 "soc_pct": b.soc_pct,
                 "power_w": b.power_w,
+                "capacity_wh": b.capacity_wh,
                 "failed_polls": b.failed_polls,
                 "releases": b.releases,
                 "safe_state": b.safe_state,
             })
         });
-    HttpResponse::Ok().json(json!({ "battery": battery }))
+    let pv =
+        d.pv.as_ref()
+            .and_then(|p| p.lock().ok().map(|p| p.clone()))
+            .map(|p| {
+                json!({
+                    "power_w": stamped(p.power_w),
+                    "energy_wh": stamped(p.energy_wh),
+                    "polls": p.polls,
+                    "failed_polls": p.failed_polls,
+                    "last_error": p.last_error,
+                })
+            });
+    let meter = d
+        .meter
+        .as_ref()
+        .and_then(|m| m.lock().ok().map(|m| m.clone()))
+        .map(|m| {
+            json!({
+                "power_w": stamped(m.power_w),
+                "import_wh": stamped(m.import_wh),
+                "export_wh": stamped(m.export_wh),
+                "accepted": m.accepted,
+                "rejected": m.rejected,
+                "connects": m.connects,
+                "connected": m.connected,
+                "last_error": m.last_error,
+            })
+        });
+    HttpResponse::Ok().json(json!({ "battery": battery, "pv": pv, "meter": meter }))
 }
 
 #[get("/api/chain/head")]
@@ -206,6 +243,54 @@ async fn post_purchase(
     HttpResponse::Accepted().json(json!({"submitted": true}))
 }
 
+/// `POST /api/bids`: a sealed bid for the next auction round. The gateway keeps the salt (on
+/// disk, fsync'd) and reveals the bid in the round's reveal phase.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BidBody {
+    energy_wh: u64,
+    price: u64,
+}
+
+#[post("/api/bids")]
+async fn post_bid(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<BidBody>,
+) -> impl Responder {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let b = body.into_inner();
+    match state
+        .market
+        .send(PlaceBid {
+            energy_wh: b.energy_wh,
+            price: b.price,
+        })
+        .await
+    {
+        Ok(Ok(())) => HttpResponse::Accepted().json(json!({"accepted": true})),
+        Ok(Err(e)) => HttpResponse::BadRequest().json(json!({"error": e})),
+        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"error": "market unavailable"})),
+    }
+}
+
+#[get("/api/bids")]
+async fn bids(state: web::Data<ApiState>) -> impl Responder {
+    match state.market.send(GetBids).await {
+        Ok(list) => HttpResponse::Ok().json(
+            list.into_iter()
+                .map(|(b, p)| {
+                    // The salt stays private until the reveal puts it on chain.
+                    json!({"energy_wh": b.energy_wh, "price": b.price, "round": b.round, "progress": p})
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"error": "market unavailable"})),
+    }
+}
+
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(status)
@@ -214,5 +299,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(trades)
         .service(offers)
         .service(post_offer)
-        .service(post_purchase);
+        .service(post_purchase)
+        .service(post_bid)
+        .service(bids);
 }

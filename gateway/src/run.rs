@@ -13,11 +13,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use gridlet_actors::battery::{BatterySettings, BatteryStorage};
 use gridlet_actors::bus::{self, BusConfig};
+use gridlet_actors::devices::{GridMeter, MeterSource, MeterStatus, PvInverter, PvStatus};
 use gridlet_actors::ledger_actor::Subscribe;
 use gridlet_actors::ledger_actor::{forward_bus, Clock, LedgerActor, LedgerStatus, NodeWorker};
 use gridlet_actors::market_actor::MarketActor;
+use gridlet_actors::market_actor::{HomeLink, MarketStatus};
 use gridlet_actors::node::{Node, NodeConfig};
+use gridlet_actors::strategy::StrategyConfig;
 use gridlet_drivers::backoff::BackoffPolicy;
+use gridlet_drivers::dsmr::reader::DsmrVersion;
+use gridlet_drivers::mqtt_meter::{MqttMeterConfig, PayloadFormat};
+use gridlet_drivers::sunspec::WordOrder;
 use gridlet_ledger::store::{open_sled, SignerGuard};
 use gridlet_ledger::MemberKey;
 use serde::Deserialize;
@@ -43,9 +49,86 @@ pub struct RawConfig {
     pub attestor_key_file: Option<PathBuf>,
     /// The home battery (SunSpec over Modbus TCP).
     pub battery: Option<RawBattery>,
+    /// The PV inverter (SunSpec over Modbus TCP).
+    pub pv: Option<RawPv>,
+    /// The grid meter (DSMR P1 on a serial port or TCP, or MQTT).
+    pub meter: Option<RawMeter>,
+    /// When to offer and buy on its own.
+    #[serde(default)]
+    pub strategy: StrategyConfig,
     /// HTTP API.
     #[serde(default)]
     pub api: RawApi,
+    /// A scenario clock shared by a simulated community (`gridlet sim` writes it).
+    pub clock: Option<RawClock>,
+}
+
+/// `[clock]`: community time runs `speedup` times faster than wall time, and was `origin_ms`
+/// at wall time `anchor_unix_ms`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClock {
+    /// Wall time (ms since the epoch) of the anchor.
+    pub anchor_unix_ms: u64,
+    /// Community time at the anchor, ms.
+    pub origin_ms: u64,
+    /// Speed-up.
+    pub speedup: f64,
+}
+
+/// `[pv]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPv {
+    /// Host.
+    pub host: String,
+    /// Port.
+    #[serde(default = "modbus_port")]
+    pub port: u16,
+    /// Unit id.
+    #[serde(default = "one")]
+    pub unit: u8,
+    /// Poll period, ms.
+    #[serde(default = "poll_ms")]
+    pub poll_ms: u64,
+    /// Nameplate power, W (plausibility limit).
+    pub nameplate_w: Option<f64>,
+    /// Word order of 32-bit values.
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// Flip the sign of power readings.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// `[meter]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeter {
+    /// `dsmr` (serial port), `dsmr_tcp` (ser2net) or `mqtt`.
+    pub kind: String,
+    /// Serial port (`dsmr`).
+    pub path: Option<String>,
+    /// DSMR version (`dsmr`): v2_2, v4, v5.
+    pub version: Option<DsmrVersion>,
+    /// `host:port` (`dsmr_tcp`).
+    pub address: Option<String>,
+    /// Topic (`mqtt`).
+    pub topic: Option<String>,
+    /// Payload format (`mqtt`): tasmota, shelly.
+    pub format: Option<PayloadFormat>,
+    /// Broker `host:port` (`mqtt`; default: the community bus broker).
+    pub broker: Option<String>,
+    /// Values older than this are stale, ms.
+    #[serde(default = "meter_max_age")]
+    pub max_age_ms: u64,
+}
+
+fn meter_max_age() -> u64 {
+    10_000
+}
+fn safe_after() -> u64 {
+    15_000
 }
 
 /// `[battery]`.
@@ -68,6 +151,12 @@ pub struct RawBattery {
     pub poll_ms: u64,
     /// Nameplate power, W (plausibility limit).
     pub nameplate_w: Option<f64>,
+    /// Word order of 32-bit values.
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// Without valid battery or meter data for this long, stop discharging, ms.
+    #[serde(default = "safe_after")]
+    pub safe_after_ms: u64,
 }
 
 fn modbus_port() -> u16 {
@@ -160,10 +249,70 @@ pub struct GatewayConfig {
     pub api_listen: Option<std::net::SocketAddr>,
     /// API token.
     pub api_token: Option<String>,
+    /// PV inverter.
+    pub pv: Option<RawPv>,
+    /// Grid meter.
+    pub meter: Option<MeterSource>,
+    /// Meter staleness.
+    pub meter_max_age: Duration,
+    /// Strategy.
+    pub strategy: StrategyConfig,
+    /// The community clock.
+    pub clock: Clock,
 }
 
 fn field(name: &str, reason: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("config field `{name}`: {reason}")
+}
+
+fn meter_source(m: &RawMeter, bus: &(String, u16), node: Option<&str>) -> Result<MeterSource> {
+    let need = |v: &Option<String>, name: &str| {
+        v.clone()
+            .ok_or_else(|| field(name, format!("required for kind = {:?}", m.kind)))
+    };
+    match m.kind.as_str() {
+        "dsmr" => Ok(MeterSource::DsmrSerial {
+            path: need(&m.path, "meter.path")?,
+            version: m.version.unwrap_or(DsmrVersion::V5),
+        }),
+        "dsmr_tcp" => Ok(MeterSource::DsmrTcp {
+            addr: need(&m.address, "meter.address")?,
+        }),
+        "mqtt" => {
+            let topic = need(&m.topic, "meter.topic")?;
+            if topic.contains(['#', '+']) {
+                return Err(field("meter.topic", "one meter, one topic: no wildcards"));
+            }
+            let (host, port) = match &m.broker {
+                None => bus.clone(),
+                Some(b) => {
+                    let (h, p) = b
+                        .rsplit_once(':')
+                        .ok_or_else(|| field("meter.broker", format!("{b:?} is not host:port")))?;
+                    let port = p
+                        .parse::<u16>()
+                        .map_err(|_| field("meter.broker", format!("bad port in {b:?}")))?;
+                    (h.to_owned(), port)
+                }
+            };
+            Ok(MeterSource::Mqtt(MqttMeterConfig {
+                host,
+                port,
+                client_id: format!("{}-meter", node.unwrap_or("gridlet")),
+                topic,
+                format: m.format.unwrap_or(PayloadFormat::Tasmota),
+                max_age: Duration::from_millis(m.max_age_ms),
+                backoff: BackoffPolicy {
+                    initial: Duration::from_millis(500),
+                    max: Duration::from_secs(30),
+                },
+            }))
+        }
+        other => Err(field(
+            "meter.kind",
+            format!("{other:?} is not one of dsmr, dsmr_tcp, mqtt"),
+        )),
+    }
 }
 
 impl GatewayConfig {
@@ -246,7 +395,48 @@ impl GatewayConfig {
         if raw.api.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(field("api.token", "use at least 16 characters"));
         }
+        if let Some(p) = &raw.pv {
+            if !(50..=60_000).contains(&p.poll_ms) {
+                return Err(field(
+                    "pv.poll_ms",
+                    format!("{} is outside 50–60000", p.poll_ms),
+                ));
+            }
+        }
+        if let Some(b) = &raw.battery {
+            if b.safe_after_ms < b.poll_ms.saturating_mul(2) {
+                return Err(field(
+                    "battery.safe_after_ms",
+                    "must be at least two poll periods",
+                ));
+            }
+        }
+        let meter = match &raw.meter {
+            None => None,
+            Some(m) => Some(meter_source(m, &broker, raw.node.name.as_deref())?),
+        };
+        let meter_max_age = raw.meter.as_ref().map_or(meter_max_age(), |m| m.max_age_ms);
+        if !(100..=3_600_000).contains(&meter_max_age) {
+            return Err(field(
+                "meter.max_age_ms",
+                format!("{meter_max_age} is outside 100–3600000"),
+            ));
+        }
+        let clock = match raw.clock {
+            None => Clock::real(),
+            Some(c) => {
+                if !(c.speedup.is_finite() && (0.1..=100_000.0).contains(&c.speedup)) {
+                    return Err(field("clock.speedup", "must be between 0.1 and 100000"));
+                }
+                Clock::anchored(c.anchor_unix_ms, c.origin_ms, c.speedup)
+            }
+        };
         Ok(GatewayConfig {
+            pv: raw.pv,
+            meter,
+            meter_max_age: Duration::from_millis(meter_max_age),
+            strategy: raw.strategy,
+            clock,
             attestor_key_file: raw.attestor_key_file.as_deref().map(abs),
             battery: raw.battery,
             api_listen,
@@ -272,41 +462,114 @@ type BatteryParts = (
     BatterySettings,
 );
 
-/// Discovers the battery and opens its release journal.
-async fn connect_battery(b: &RawBattery, data_dir: &Path) -> Result<BatteryParts> {
+/// Finds a SunSpec device at `host:port` unit `unit`, retrying for a while: a gateway often
+/// boots before the inverter's network interface does.
+async fn discover(
+    what: &str,
+    host: &str,
+    port: u16,
+    settings: gridlet_drivers::device::DeviceSettings,
+) -> Result<(
+    gridlet_drivers::modbus::ModbusLink,
+    gridlet_drivers::device::SunSpecDevice,
+)> {
     use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
-    use gridlet_drivers::sunspec::WordOrder;
-    let addr = tokio::net::lookup_host((b.host.as_str(), b.port))
-        .await
-        .with_context(|| format!("cannot resolve battery {}:{}", b.host, b.port))?
-        .next()
-        .with_context(|| format!("battery {} has no address", b.host))?;
-    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(addr)));
+    let policy = BackoffPolicy {
+        initial: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut failures = 0u32;
+    loop {
+        let attempt = async {
+            let addr = tokio::net::lookup_host((host, port))
+                .await
+                .with_context(|| format!("cannot resolve {what} {host}:{port}"))?
+                .next()
+                .with_context(|| format!("{what} {host} has no address"))?;
+            let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(addr)));
+            let unit = settings.unit;
+            let device =
+                gridlet_drivers::device::SunSpecDevice::discover(&mut link, settings.clone())
+                    .await?
+                    .with_context(|| format!("no SunSpec {what} at {addr} unit {unit}"))?;
+            anyhow::Ok((link, device))
+        };
+        match attempt.await {
+            Ok((link, device)) => {
+                tracing::info!(what, models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "device found");
+                return Ok((link, device));
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(what, %e, "device not found yet; retrying");
+                tokio::time::sleep(policy.delay(failures).max(Duration::from_millis(100))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Discovers the battery and opens its release journal.
+async fn connect_battery(b: &RawBattery, data_dir: &Path, clock: Clock) -> Result<BatteryParts> {
     let settings = gridlet_drivers::device::DeviceSettings {
         unit: b.unit,
-        order: WordOrder::BigEndian,
+        order: b.word_order,
         invert: false,
         limits: gridlet_drivers::quality::Limits {
             nameplate_w: b.nameplate_w,
         },
         stale_after: Duration::from_millis(b.poll_ms.saturating_mul(5)),
     };
-    let device = gridlet_drivers::device::SunSpecDevice::discover(&mut link, settings)
-        .await?
-        .with_context(|| format!("no SunSpec device at {addr} unit {}", b.unit))?;
-    tracing::info!(models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "battery found");
+    let (link, device) = discover("battery", &b.host, b.port, settings).await?;
     let journal = gridlet_actors::journal::ReleaseJournal::open(data_dir)?;
     let settings = BatterySettings {
         release_power_w: b.release_power_w,
-        clock: Clock::real(),
+        clock,
         poll: Duration::from_millis(b.poll_ms),
+        safe_after: Duration::from_millis(b.safe_after_ms),
     };
     Ok((link, device, journal, settings))
+}
+
+/// Discovers the PV inverter.
+async fn connect_pv(
+    p: &RawPv,
+) -> Result<(
+    gridlet_drivers::modbus::ModbusLink,
+    gridlet_drivers::device::SunSpecDevice,
+)> {
+    let settings = gridlet_drivers::device::DeviceSettings {
+        unit: p.unit,
+        order: p.word_order,
+        invert: p.invert,
+        limits: gridlet_drivers::quality::Limits {
+            nameplate_w: p.nameplate_w,
+        },
+        stale_after: Duration::from_millis(p.poll_ms.saturating_mul(5)),
+    };
+    discover("PV inverter", &p.host, p.port, settings).await
+}
+
+/// What the API and metrics read from the running gateway.
+#[derive(Clone, Default)]
+pub struct Statuses {
+    /// Battery.
+    pub battery: Option<Arc<Mutex<gridlet_actors::battery::BatteryStatus>>>,
+    /// PV inverter.
+    pub pv: Option<Arc<Mutex<PvStatus>>>,
+    /// Grid meter.
+    pub meter: Option<Arc<Mutex<MeterStatus>>>,
+    /// Market counters.
+    pub market: Arc<Mutex<MarketStatus>>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub fn run(cfg: GatewayConfig) -> Result<()> {
     let genesis = chain_cmd::load_genesis(&cfg.genesis)?;
+    cfg.strategy
+        .check(genesis.floor_price, genesis.grid_tariff)
+        .map_err(|e| anyhow::anyhow!("config field `{e}`"))?;
     chain_cmd::install_genesis(&cfg.data_dir, &genesis)?;
     let sk = keys::load_secret(&cfg.key_file)?;
     let me = MemberKey::from_secret(&sk);
@@ -373,7 +636,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         let actor = actix::Actor::start(LedgerActor::new(
             worker,
             bus.clone(),
-            Clock::real(),
+            cfg.clock,
             cfg.tick,
             status.clone(),
         ));
@@ -382,22 +645,65 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             Some(p) => Some(keys::load_secret(p)?),
             None => None,
         };
+        let mut statuses = Statuses::default();
+        if let Some(m) = &cfg.meter {
+            let status = Arc::new(Mutex::new(MeterStatus::default()));
+            let meter = GridMeter::new(
+                m.clone(),
+                cfg.meter_max_age,
+                BackoffPolicy {
+                    initial: Duration::from_millis(500),
+                    max: Duration::from_secs(30),
+                },
+                status.clone(),
+            );
+            actix::Supervisor::start(move |_| meter);
+            statuses.meter = Some(status);
+        }
+        if let Some(p) = &cfg.pv {
+            let (link, device) = connect_pv(p).await?;
+            let status = Arc::new(Mutex::new(PvStatus::default()));
+            let pv = PvInverter::new(
+                link,
+                device,
+                Duration::from_millis(p.poll_ms),
+                status.clone(),
+            );
+            actix::Supervisor::start(move |_| pv);
+            statuses.pv = Some(status);
+        }
         let battery = match (&cfg.battery, attestor.is_some()) {
-            (Some(b), true) => Some(connect_battery(b, &cfg.data_dir).await?),
+            (Some(b), true) => Some(connect_battery(b, &cfg.data_dir, cfg.clock).await?),
             _ => None,
         };
-        let battery_status = battery
+        statuses.battery = battery
             .as_ref()
             .map(|_| Arc::new(Mutex::new(gridlet_actors::battery::BatteryStatus::default())));
         let chain_id = genesis.hash();
         let slot_ms = genesis.slot_ms;
         let ledger = actor.clone();
-        let bstatus = battery_status.clone();
+        // Decide a few times per strategy period, but at least once a second of wall time.
+        let decide_every = Duration::from_secs_f64(
+            (cfg.strategy.period_ms as f64 / cfg.clock.speedup() / 4_000.0).clamp(0.05, 1.0),
+        );
+        let home = HomeLink {
+            strategy: cfg.strategy,
+            decide_every,
+            meter: statuses.meter.clone(),
+            battery: statuses.battery.clone(),
+            max_age: cfg.meter_max_age,
+            data_dir: cfg.data_dir.clone(),
+            auction_round_blocks: genesis.market.auction_round_blocks,
+        };
+        let market_actor = MarketActor::new(me, attestor, chain_id, slot_ms, cfg.clock, ledger)
+            .with_status(statuses.market.clone())
+            .with_home(home)?;
+        let bstatus = statuses.battery.clone();
+        let meter_status = statuses.meter.clone();
         let market = actix::Actor::create(move |ctx: &mut actix::Context<MarketActor>| {
-            let m = MarketActor::new(me, attestor, chain_id, slot_ms, Clock::real(), ledger);
             match (battery, bstatus) {
                 (Some((link, device, journal, settings)), Some(bstatus)) => {
-                    let b = BatteryStorage::new(
+                    let mut b = BatteryStorage::new(
                         link,
                         device,
                         journal,
@@ -405,9 +711,12 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                         actix::AsyncContext::address(ctx).recipient(),
                         bstatus,
                     );
-                    m.with_battery(actix::Actor::start(b))
+                    if let Some(m) = meter_status {
+                        b = b.watch_meter(m);
+                    }
+                    market_actor.with_battery(actix::Actor::start(b))
                 }
-                _ => m,
+                _ => market_actor,
             }
         });
         actor.do_send(Subscribe(market.clone().recipient()));
@@ -416,7 +725,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 ledger: actor.clone(),
                 market,
                 status,
-                battery: battery_status,
+                devices: statuses.clone(),
                 token: cfg.api_token.clone(),
                 member: me,
             });

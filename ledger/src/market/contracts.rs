@@ -30,16 +30,8 @@ fn overflow(account: MemberKey) -> TxError {
 
 /// Which phase of an auction round a height is in, if auctions are on.
 fn round_phase(rules: &Rules, height: u64) -> Option<(u64, bool, bool)> {
-    let len = rules.market.auction_round_blocks;
-    if len == 0 {
-        return None;
-    }
-    let index = height.saturating_sub(1);
-    let round = index.checked_div(len)?;
-    let offset = index.checked_rem(len)?;
-    let commit = offset < len.div_ceil(2);
-    let last = offset == len.saturating_sub(1);
-    Some((round, commit, last))
+    super::auction_phase(rules.market.auction_round_blocks, height)
+        .map(|p| (p.round, p.commit, p.last))
 }
 
 /// Checks that `height` is in `round`'s commit phase (`commit`) or reveal phase (`!commit`).

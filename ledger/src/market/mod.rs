@@ -43,6 +43,32 @@ pub fn receipt_digest(chain_id: &Hash32, trade: &Hash32, delivered_wh: u64) -> H
     )
 }
 
+/// Where a height stands in the auction rounds (docs/protocol.md §12.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuctionPhase {
+    /// The round the height belongs to.
+    pub round: u64,
+    /// Commit phase (else reveal phase).
+    pub commit: bool,
+    /// The round's last block (it clears at its end).
+    pub last: bool,
+}
+
+/// The auction phase of `height` with rounds of `round_blocks` (0: auctions off).
+pub fn auction_phase(round_blocks: u64, height: u64) -> Option<AuctionPhase> {
+    if round_blocks == 0 {
+        return None;
+    }
+    let index = height.saturating_sub(1);
+    let round = index.checked_div(round_blocks)?;
+    let offset = index.checked_rem(round_blocks)?;
+    Some(AuctionPhase {
+        round,
+        commit: offset < round_blocks.div_ceil(2),
+        last: offset == round_blocks.saturating_sub(1),
+    })
+}
+
 /// The commitment of a sealed bid: only this is on chain until the reveal.
 pub fn bid_commitment(
     chain_id: &Hash32,

@@ -1,0 +1,326 @@
+//! Device actors for the PV inverter (SunSpec over Modbus) and the grid meter (DSMR P1 on a
+//! serial port or over TCP, or an MQTT meter). One actor per link; each polls or reads, keeps
+//! the last valid value with its time, and never reports a value it did not receive: readers
+//! (the market strategy, the battery's safe state, the API) ask for a value no older than they
+//! accept.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use gridlet_drivers::backoff::BackoffPolicy;
+use gridlet_drivers::device::SunSpecDevice;
+use gridlet_drivers::dsmr::reader::{DsmrVersion, ReadEvent, TelegramReader};
+use gridlet_drivers::dsmr::{CrcKind, Telegram};
+use gridlet_drivers::modbus::ModbusLink;
+use gridlet_drivers::mqtt_meter::{self, MqttMeterConfig};
+
+/// A value and when it was received.
+pub type Stamped = Option<(f64, Instant)>;
+
+/// The value if it is no older than `max_age`.
+pub fn fresh(v: Stamped, max_age: Duration) -> Option<f64> {
+    v.filter(|(_, at)| at.elapsed() <= max_age).map(|(x, _)| x)
+}
+
+/// What the PV actor last saw.
+#[derive(Debug, Clone, Default)]
+pub struct PvStatus {
+    /// AC power, W.
+    pub power_w: Stamped,
+    /// Lifetime energy, Wh.
+    pub energy_wh: Stamped,
+    /// Polls done.
+    pub polls: u64,
+    /// Polls that produced no valid power.
+    pub failed_polls: u64,
+    /// The last problem.
+    pub last_error: Option<String>,
+}
+
+/// The PV inverter actor.
+pub struct PvInverter {
+    io: Arc<tokio::sync::Mutex<(ModbusLink, SunSpecDevice)>>,
+    poll: Duration,
+    status: Arc<Mutex<PvStatus>>,
+    polling: bool,
+}
+
+impl PvInverter {
+    /// An inverter actor over a discovered device.
+    pub fn new(
+        link: ModbusLink,
+        device: SunSpecDevice,
+        poll: Duration,
+        status: Arc<Mutex<PvStatus>>,
+    ) -> Self {
+        PvInverter {
+            io: Arc::new(tokio::sync::Mutex::new((link, device))),
+            poll,
+            status,
+            polling: false,
+        }
+    }
+
+    fn poll_once(&mut self, ctx: &mut Context<Self>) {
+        if self.polling {
+            return;
+        }
+        self.polling = true;
+        let io = self.io.clone();
+        let fut = async move {
+            let mut io = io.lock().await;
+            let (link, device) = &mut *io;
+            device.read_pv(link).await
+        };
+        ctx.spawn(fut.into_actor(self).map(|r, act, _| {
+            act.polling = false;
+            let now = Instant::now();
+            if let Ok(mut s) = act.status.lock() {
+                s.polls += 1;
+                match r.power_w.valid() {
+                    Some(p) => s.power_w = Some((*p, now)),
+                    None => {
+                        s.failed_polls += 1;
+                        s.last_error = Some(format!("{:?}", r.power_w));
+                    }
+                }
+                if let Some(e) = r.energy_wh.valid() {
+                    s.energy_wh = Some((*e, now));
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for PvInverter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.poll, |act, ctx| act.poll_once(ctx));
+    }
+}
+
+impl Supervised for PvInverter {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.polling = false;
+        tracing::warn!("PV inverter actor restarting");
+    }
+}
+
+/// Where the grid meter's data comes from.
+#[derive(Debug, Clone)]
+pub enum MeterSource {
+    /// DSMR P1 on a serial port.
+    DsmrSerial {
+        /// Device path.
+        path: String,
+        /// Protocol version (baud, framing, CRC).
+        version: DsmrVersion,
+    },
+    /// DSMR P1 over TCP (ser2net).
+    DsmrTcp {
+        /// `host:port`.
+        addr: String,
+    },
+    /// An MQTT meter (Tasmota, Shelly).
+    Mqtt(MqttMeterConfig),
+}
+
+/// What the meter actor last saw. Power positive = import.
+#[derive(Debug, Clone, Default)]
+pub struct MeterStatus {
+    /// Grid power, W.
+    pub power_w: Stamped,
+    /// Imported energy, Wh.
+    pub import_wh: Stamped,
+    /// Exported energy, Wh.
+    pub export_wh: Stamped,
+    /// Telegrams or messages accepted.
+    pub accepted: u64,
+    /// Telegrams or messages rejected (bad CRC, malformed).
+    pub rejected: u64,
+    /// Times the link was (re)opened.
+    pub connects: u64,
+    /// Whether the link is up.
+    pub connected: bool,
+    /// The last problem.
+    pub last_error: Option<String>,
+}
+
+/// Grid power (W, + = import) and energy counters (Wh) of a DSMR telegram.
+pub fn dsmr_values(t: &Telegram) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let sum = |a: &str, b: &str| match (t.number(a), t.number(b)) {
+        (Some(x), Some(y)) => Some((x + y) * 1000.0),
+        _ => None,
+    };
+    let power = match (t.number("1-0:1.7.0"), t.number("1-0:2.7.0")) {
+        (Some(imp), Some(exp)) => Some((imp - exp) * 1000.0),
+        (Some(imp), None) => Some(imp * 1000.0),
+        _ => None,
+    };
+    (
+        power,
+        sum("1-0:1.8.1", "1-0:1.8.2"),
+        sum("1-0:2.8.1", "1-0:2.8.2"),
+    )
+}
+
+/// The grid meter actor.
+pub struct GridMeter {
+    source: MeterSource,
+    stale_after: Duration,
+    backoff: BackoffPolicy,
+    status: Arc<Mutex<MeterStatus>>,
+}
+
+impl GridMeter {
+    /// A meter actor reading `source`.
+    pub fn new(
+        source: MeterSource,
+        stale_after: Duration,
+        backoff: BackoffPolicy,
+        status: Arc<Mutex<MeterStatus>>,
+    ) -> Self {
+        GridMeter {
+            source,
+            stale_after,
+            backoff,
+            status,
+        }
+    }
+}
+
+fn update(status: &Arc<Mutex<MeterStatus>>, f: impl FnOnce(&mut MeterStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+async fn read_dsmr<R: tokio::io::AsyncRead + Unpin>(
+    stream: R,
+    stale_after: Duration,
+    status: &Arc<Mutex<MeterStatus>>,
+) -> String {
+    let mut reader = TelegramReader::new(stream, CrcKind::Arc, stale_after);
+    loop {
+        match reader.next().await {
+            ReadEvent::Telegram(t) => {
+                let now = Instant::now();
+                let (p, imp, exp) = dsmr_values(&t);
+                update(status, |s| {
+                    s.accepted += 1;
+                    if let Some(p) = p {
+                        s.power_w = Some((p, now));
+                    }
+                    if let Some(v) = imp {
+                        s.import_wh = Some((v, now));
+                    }
+                    if let Some(v) = exp {
+                        s.export_wh = Some((v, now));
+                    }
+                });
+            }
+            ReadEvent::Rejected(e) => {
+                tracing::debug!(%e, "DSMR telegram rejected");
+                update(status, |s| {
+                    s.rejected += 1;
+                    s.last_error = Some(e.to_string());
+                });
+            }
+            ReadEvent::Stale { since } => {
+                tracing::warn!(?since, "no valid DSMR telegram");
+            }
+            ReadEvent::Closed(reason) => return reason,
+        }
+    }
+}
+
+async fn run_dsmr(
+    source: MeterSource,
+    stale_after: Duration,
+    backoff: BackoffPolicy,
+    status: Arc<Mutex<MeterStatus>>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let reason = match &source {
+            MeterSource::DsmrSerial { path, version } => match version.open_serial(path) {
+                Ok(port) => {
+                    failures = 0;
+                    update(&status, |s| {
+                        s.connects += 1;
+                        s.connected = true;
+                    });
+                    read_dsmr(port, stale_after, &status).await
+                }
+                Err(e) => format!("cannot open {path}: {e}"),
+            },
+            MeterSource::DsmrTcp { addr } => {
+                match tokio::net::TcpStream::connect(addr.as_str()).await {
+                    Ok(stream) => {
+                        failures = 0;
+                        update(&status, |s| {
+                            s.connects += 1;
+                            s.connected = true;
+                        });
+                        read_dsmr(stream, stale_after, &status).await
+                    }
+                    Err(e) => format!("cannot connect to {addr}: {e}"),
+                }
+            }
+            MeterSource::Mqtt(_) => return,
+        };
+        failures = failures.saturating_add(1);
+        let delay = backoff.delay(failures);
+        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "meter link down");
+        update(&status, |s| {
+            s.connected = false;
+            s.last_error = Some(reason);
+        });
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn run_mqtt(cfg: MqttMeterConfig, status: Arc<Mutex<MeterStatus>>) {
+    let (mut rx, _task) = mqtt_meter::spawn(cfg);
+    while rx.changed().await.is_ok() {
+        let m = rx.borrow_and_update().clone();
+        update(&status, |s| {
+            let stamp =
+                |v: Option<(f64, tokio::time::Instant)>| v.map(|(x, at)| (x, at.into_std()));
+            s.power_w = stamp(m.power_w);
+            s.import_wh = stamp(m.import_wh);
+            s.export_wh = stamp(m.export_wh);
+            s.accepted = m.messages;
+            s.rejected = m.rejected;
+            s.connects = m.connects;
+            s.connected = m.connected;
+            s.last_error = m.last_error.clone();
+        });
+    }
+}
+
+impl Actor for GridMeter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let status = self.status.clone();
+        match self.source.clone() {
+            MeterSource::Mqtt(cfg) => {
+                ctx.spawn(run_mqtt(cfg, status).into_actor(self));
+            }
+            source => {
+                ctx.spawn(
+                    run_dsmr(source, self.stale_after, self.backoff, status).into_actor(self),
+                );
+            }
+        }
+    }
+}
+
+impl Supervised for GridMeter {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("grid meter actor restarting");
+    }
+}

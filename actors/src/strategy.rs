@@ -1,0 +1,430 @@
+//! The home's trading strategy, as a pure function of what the devices say and what the chain
+//! holds: offer stored solar energy above a reserve, buy when the home draws from the grid and
+//! its own battery is low. The market actor calls [`decide`] once per period and sends what it
+//! returns; nothing here does I/O or reads a clock.
+//!
+//! Rules (a home gateway must never trade on data it cannot trust):
+//! - no decision at all without a valid meter reading (and a valid battery reading to sell);
+//! - one open sale contract and one outstanding purchase at a time, so a slow chain never
+//!   piles up commitments the battery cannot honour;
+//! - offered energy is what the battery holds above the reserve, minus what is already
+//!   promised (open contracts, trades not yet delivered);
+//! - prices stay inside `[floor_price, grid_tariff]` of the genesis.
+
+use gridlet_ledger::market::book::{ContractStatus, MarketState};
+use gridlet_ledger::market::clearing::payment;
+use gridlet_ledger::{Hash32, MemberKey};
+use serde::{Deserialize, Serialize};
+
+/// Strategy settings (the `[strategy]` section of the gateway config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrategyConfig {
+    /// Whether the gateway trades on its own (off: only through the HTTP API).
+    pub enabled: bool,
+    /// How often to decide, in ms of community time.
+    pub period_ms: u64,
+    /// State of charge kept for the home itself, %.
+    pub reserve_soc_pct: u8,
+    /// Smallest offer worth a transaction, Wh.
+    pub min_offer_wh: u64,
+    /// Largest single offer, Wh.
+    pub max_offer_wh: u64,
+    /// Asking price, micro-credits per kWh.
+    pub offer_price: u64,
+    /// How many blocks an offer stays open.
+    pub offer_blocks: u64,
+    /// Highest price paid, micro-credits per kWh.
+    pub max_buy_price: u64,
+    /// Buy only while the battery is below this state of charge, %.
+    pub buy_below_soc_pct: u8,
+    /// Buy only while the home imports at least this much, W.
+    pub buy_above_import_w: u32,
+    /// Largest single purchase, Wh.
+    pub max_buy_wh: u64,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        StrategyConfig {
+            enabled: true,
+            period_ms: 15 * 60 * 1000,
+            reserve_soc_pct: 30,
+            min_offer_wh: 200,
+            max_offer_wh: 2_000,
+            offer_price: 200_000,
+            offer_blocks: 30,
+            max_buy_price: 250_000,
+            buy_below_soc_pct: 20,
+            buy_above_import_w: 300,
+            max_buy_wh: 2_000,
+        }
+    }
+}
+
+/// A setting that cannot work, named by its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("strategy.{field}: {reason}")]
+pub struct StrategyConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl StrategyConfig {
+    /// Checks the settings against the community's price band.
+    pub fn check(&self, floor_price: u64, grid_tariff: u64) -> Result<(), StrategyConfigError> {
+        let err = |field, reason: String| Err(StrategyConfigError { field, reason });
+        if self.period_ms < 1_000 {
+            return err("period_ms", format!("{} is below 1000", self.period_ms));
+        }
+        if self.reserve_soc_pct > 100 || self.buy_below_soc_pct > 100 {
+            return err("reserve_soc_pct", "percentages are 0–100".into());
+        }
+        if self.min_offer_wh == 0 || self.min_offer_wh > self.max_offer_wh {
+            return err(
+                "min_offer_wh",
+                format!(
+                    "must be positive and at most max_offer_wh ({})",
+                    self.max_offer_wh
+                ),
+            );
+        }
+        if !(floor_price..=grid_tariff).contains(&self.offer_price) {
+            return err(
+                "offer_price",
+                format!(
+                    "{} is outside the community's band {floor_price}–{grid_tariff}",
+                    self.offer_price
+                ),
+            );
+        }
+        if self.max_buy_price > grid_tariff {
+            return err(
+                "max_buy_price",
+                format!(
+                    "{} is above the grid tariff {grid_tariff}",
+                    self.max_buy_price
+                ),
+            );
+        }
+        if self.offer_blocks == 0 {
+            return err("offer_blocks", "must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the home's devices say now (only valid values; `None` = missing, stale or unreadable).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HomeReadings {
+    /// Grid power at the meter, W (positive = import).
+    pub grid_w: Option<f64>,
+    /// Energy the battery holds, Wh.
+    pub battery_wh: Option<f64>,
+    /// Battery state of charge, %.
+    pub soc_pct: Option<f64>,
+}
+
+/// What the strategy wants done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Attest `energy_wh` for `interval` and offer it.
+    Offer {
+        /// Attestation interval (one per period).
+        interval: u64,
+        /// Energy, Wh.
+        energy_wh: u64,
+        /// Price, micro-credits per kWh.
+        price: u64,
+        /// Last height it can be bought at.
+        expiry_height: u64,
+    },
+    /// Buy a contract.
+    Buy {
+        /// Contract id.
+        contract: Hash32,
+        /// Exact payment.
+        payment: u64,
+    },
+}
+
+/// Energy this home has promised and not yet delivered: open contracts and unreported trades.
+pub fn promised_wh(market: &MarketState, me: &MemberKey) -> u64 {
+    let open = market
+        .contracts
+        .values()
+        .filter(|c| c.seller == *me && c.status == ContractStatus::Open)
+        .fold(0u64, |acc, c| acc.saturating_add(c.energy_wh));
+    let trading = market
+        .trades
+        .values()
+        .filter(|t| t.seller == *me && t.delivered_wh.is_none() && !t.settled)
+        .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
+    open.saturating_add(trading)
+}
+
+/// One decision round at community time `now_ms`, with the chain at `height`.
+pub fn decide(
+    cfg: &StrategyConfig,
+    me: &MemberKey,
+    now_ms: u64,
+    height: u64,
+    readings: &HomeReadings,
+    market: &MarketState,
+    balance: u64,
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    if !cfg.enabled {
+        return out;
+    }
+    let Some(grid_w) = readings.grid_w else {
+        return out;
+    };
+    let interval = now_ms / cfg.period_ms.max(1);
+    if let (Some(stored), Some(soc)) = (readings.battery_wh, readings.soc_pct) {
+        let has_open_offer = market
+            .contracts
+            .values()
+            .any(|c| c.seller == *me && c.status == ContractStatus::Open);
+        let attested_this_interval = market.attestations.contains_key(&(*me, interval));
+        if !has_open_offer && !attested_this_interval && soc > 0.0 {
+            let capacity = stored / (soc / 100.0);
+            let reserve = capacity * f64::from(cfg.reserve_soc_pct) / 100.0;
+            let free = (stored - reserve).max(0.0) as u64;
+            let offer = free
+                .saturating_sub(promised_wh(market, me))
+                .min(cfg.max_offer_wh);
+            if offer >= cfg.min_offer_wh {
+                out.push(Decision::Offer {
+                    interval,
+                    energy_wh: offer,
+                    price: cfg.offer_price,
+                    expiry_height: height.saturating_add(cfg.offer_blocks),
+                });
+            }
+        }
+    }
+    let battery_low = readings
+        .soc_pct
+        .is_none_or(|s| s < f64::from(cfg.buy_below_soc_pct));
+    let importing = grid_w >= f64::from(cfg.buy_above_import_w);
+    let waiting = market
+        .trades
+        .values()
+        .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
+    if battery_low && importing && !waiting {
+        let best = market
+            .contracts
+            .iter()
+            .filter(|(_, c)| {
+                c.seller != *me
+                    && c.status == ContractStatus::Open
+                    && c.expiry_height > height.saturating_add(1)
+                    && c.price <= cfg.max_buy_price
+                    && c.energy_wh <= cfg.max_buy_wh
+            })
+            .min_by_key(|(id, c)| (c.price, std::cmp::Reverse(c.energy_wh), **id));
+        if let Some((id, c)) = best {
+            if let Ok(pay) = payment(c.energy_wh, c.price) {
+                if pay <= balance {
+                    out.push(Decision::Buy {
+                        contract: *id,
+                        payment: pay,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridlet_ledger::crypto::deterministic_key;
+    use gridlet_ledger::market::book::{Allocation, SaleContract, Trade, TradeSource};
+
+    fn key(i: u64) -> MemberKey {
+        MemberKey::from_secret(&deterministic_key(7, i))
+    }
+
+    fn contract(seller: MemberKey, energy_wh: u64, price: u64) -> SaleContract {
+        SaleContract {
+            seller,
+            energy_wh,
+            price,
+            expiry_height: 100,
+            allocation: vec![Allocation {
+                interval: 1,
+                wh: energy_wh,
+            }],
+            status: ContractStatus::Open,
+        }
+    }
+
+    fn full_battery() -> HomeReadings {
+        // 8 kWh at 80 %: a 10 kWh battery.
+        HomeReadings {
+            grid_w: Some(-1_500.0),
+            battery_wh: Some(8_000.0),
+            soc_pct: Some(80.0),
+        }
+    }
+
+    #[test]
+    fn offers_what_is_stored_above_the_reserve_up_to_the_cap() {
+        let cfg = StrategyConfig {
+            max_offer_wh: 10_000,
+            ..StrategyConfig::default()
+        };
+        let d = decide(
+            &cfg,
+            &key(0),
+            3 * cfg.period_ms + 5,
+            10,
+            &full_battery(),
+            &MarketState::default(),
+            0,
+        );
+        // 8000 Wh stored, 30 % of 10 kWh kept: 5000 Wh offered.
+        assert_eq!(
+            d,
+            vec![Decision::Offer {
+                interval: 3,
+                energy_wh: 5_000,
+                price: cfg.offer_price,
+                expiry_height: 10 + cfg.offer_blocks,
+            }]
+        );
+        let capped = decide(
+            &StrategyConfig::default(),
+            &key(0),
+            0,
+            10,
+            &full_battery(),
+            &MarketState::default(),
+            0,
+        );
+        assert!(matches!(
+            capped[..],
+            [Decision::Offer {
+                energy_wh: 2_000,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn promised_energy_is_not_offered_twice_and_one_offer_stays_open() {
+        let cfg = StrategyConfig {
+            max_offer_wh: 10_000,
+            ..StrategyConfig::default()
+        };
+        let me = key(0);
+        let mut m = MarketState::default();
+        m.trades.insert(
+            Hash32([1; 32]),
+            Trade {
+                source: TradeSource::Sale {
+                    contract: Hash32([2; 32]),
+                },
+                seller: me,
+                energy_wh: 4_500,
+                payment: 1,
+                payers: vec![(key(1), 1)],
+                traded_height: 1,
+                release_height: 4,
+                deadline_height: 60,
+                allocation: vec![],
+                released: true,
+                delivered_wh: None,
+                paid_out: 0,
+                settled: false,
+            },
+        );
+        let d = decide(&cfg, &me, 0, 10, &full_battery(), &m, 0);
+        assert!(matches!(d[..], [Decision::Offer { energy_wh: 500, .. }]));
+        m.contracts
+            .insert(Hash32([3; 32]), contract(me, 500, 200_000));
+        assert!(decide(&cfg, &me, 0, 10, &full_battery(), &m, 0).is_empty());
+    }
+
+    #[test]
+    fn nothing_without_a_valid_meter_and_no_offer_without_a_battery_reading() {
+        let cfg = StrategyConfig::default();
+        let mut r = full_battery();
+        r.grid_w = None;
+        assert!(decide(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
+        let r = HomeReadings {
+            grid_w: Some(-2_000.0),
+            battery_wh: None,
+            soc_pct: Some(80.0),
+        };
+        assert!(decide(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
+    }
+
+    #[test]
+    fn buys_the_cheapest_affordable_offer_when_importing_with_a_low_battery() {
+        let cfg = StrategyConfig::default();
+        let me = key(0);
+        let mut m = MarketState::default();
+        m.contracts
+            .insert(Hash32([1; 32]), contract(key(1), 1_000, 220_000));
+        m.contracts
+            .insert(Hash32([2; 32]), contract(key(2), 1_000, 180_000));
+        m.contracts
+            .insert(Hash32([3; 32]), contract(me, 1_000, 100_000));
+        m.contracts
+            .insert(Hash32([4; 32]), contract(key(3), 1_000, 290_000));
+        let low = HomeReadings {
+            grid_w: Some(900.0),
+            battery_wh: Some(500.0),
+            soc_pct: Some(5.0),
+        };
+        let d = decide(&cfg, &me, 0, 10, &low, &m, 1_000_000);
+        assert_eq!(
+            d,
+            vec![Decision::Buy {
+                contract: Hash32([2; 32]),
+                payment: 180_000,
+            }]
+        );
+        // Too poor, not importing, or battery not low: no purchase.
+        assert!(decide(&cfg, &me, 0, 10, &low, &m, 179_999).is_empty());
+        let exporting = HomeReadings {
+            grid_w: Some(-100.0),
+            ..low
+        };
+        assert!(decide(&cfg, &me, 0, 10, &exporting, &m, 1_000_000).is_empty());
+        let charged = HomeReadings {
+            soc_pct: Some(50.0),
+            battery_wh: Some(1_000.0),
+            ..low
+        };
+        assert!(decide(&cfg, &me, 0, 10, &charged, &m, 1_000_000)
+            .iter()
+            .all(|d| !matches!(d, Decision::Buy { .. })));
+        // An expiring contract is left alone.
+        assert!(decide(&cfg, &me, 0, 99, &low, &m, 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn settings_outside_the_price_band_are_refused_by_field() {
+        let cfg = StrategyConfig {
+            offer_price: 400_000,
+            ..StrategyConfig::default()
+        };
+        assert_eq!(cfg.check(50_000, 300_000).unwrap_err().field, "offer_price");
+        let cfg = StrategyConfig {
+            max_buy_price: 301_000,
+            ..StrategyConfig::default()
+        };
+        assert_eq!(
+            cfg.check(50_000, 300_000).unwrap_err().field,
+            "max_buy_price"
+        );
+        assert!(StrategyConfig::default().check(50_000, 300_000).is_ok());
+    }
+}
