@@ -216,6 +216,13 @@ impl BatteryStorage {
                                 Err(e) => tracing::warn!(%e, power_w, "battery set-point not delivered"),
                             }
                         }
+                        Action::Idle => {
+                            let mut io = io.lock().await;
+                            let Io { link, device } = &mut *io;
+                            if let Err(e) = device.release_battery_control(link).await {
+                                tracing::warn!(%e, "battery not handed back to its own control");
+                            }
+                        }
                         Action::JournalEnd { trade, delivered_wh } => {
                             let j = journal.clone();
                             let _ = tokio::task::spawn_blocking(move || {
@@ -267,6 +274,7 @@ impl Actor for BatteryStorage {
                         tracing::warn!(%trade, delivered, "release interrupted by a restart; closed, not repeated");
                         deliveries.do_send(Delivered { trade, delivered_wh: delivered });
                     }
+                    let _ = device.release_battery_control(link).await;
                 }
                 .into_actor(self),
             );

@@ -200,6 +200,11 @@ impl ReleaseJournal {
             .collect()
     }
 
+    /// Every trade ever begun, with its state.
+    pub fn entries(&self) -> Vec<(Hash32, ReleaseState)> {
+        self.trades.iter().map(|(t, s)| (*t, *s)).collect()
+    }
+
     /// How many trades were ever begun.
     pub fn len(&self) -> usize {
         self.trades.len()

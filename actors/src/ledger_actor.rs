@@ -46,21 +46,33 @@ impl Clock {
         }
     }
 
-    /// A scenario clock shared by several processes: it read `origin_ms` at wall time
-    /// `anchor_unix_ms` and runs `speedup` times faster than wall time.
+    /// A scenario clock shared by several processes: it reads `origin_ms` at wall time
+    /// `anchor_unix_ms` (and stands still there until then) and runs `speedup` times faster than
+    /// wall time.
     pub fn anchored(anchor_unix_ms: u64, origin_ms: u64, speedup: f64) -> Clock {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let origin = if wall >= anchor_unix_ms {
-            origin_ms.saturating_add((wall.saturating_sub(anchor_unix_ms) as f64 * speedup) as u64)
-        } else {
-            origin_ms.saturating_sub((anchor_unix_ms.saturating_sub(wall) as f64 * speedup) as u64)
-        };
-        Clock {
-            start: Instant::now(),
-            origin_ms: origin,
-            speedup,
+        let now = Instant::now();
+        if wall < anchor_unix_ms {
+            return Clock {
+                start: now + Duration::from_millis(anchor_unix_ms - wall),
+                origin_ms,
+                speedup,
+            };
+        }
+        let since = Duration::from_millis(wall - anchor_unix_ms);
+        match now.checked_sub(since) {
+            Some(start) => Clock {
+                start,
+                origin_ms,
+                speedup,
+            },
+            None => Clock {
+                start: now,
+                origin_ms: origin_ms.saturating_add((since.as_millis() as f64 * speedup) as u64),
+                speedup,
+            },
         }
     }
 
@@ -71,7 +83,11 @@ impl Clock {
 
     /// Current time, ms.
     pub fn now_ms(&self) -> u64 {
-        let elapsed = self.start.elapsed().as_secs_f64() * 1000.0 * self.speedup;
+        let elapsed = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_secs_f64()
+            * 1000.0
+            * self.speedup;
         self.origin_ms.saturating_add(elapsed as u64)
     }
 }
@@ -169,6 +185,13 @@ pub struct LedgerActor {
     tick: Duration,
     status: Arc<Mutex<LedgerStatus>>,
     subscribers: Vec<Recipient<ChainEvents>>,
+    /// Acknowledgement sequencer (in arrival order).
+    acks: Option<
+        tokio::sync::mpsc::UnboundedSender<(
+            crate::bus::Delivery,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
 }
 
 impl LedgerActor {
@@ -187,6 +210,7 @@ impl LedgerActor {
             tick,
             status,
             subscribers: Vec::new(),
+            acks: None,
         }
     }
 
@@ -205,6 +229,15 @@ impl LedgerActor {
         let status = self.status.clone();
         let subscribers = self.subscribers.clone();
         let fut = self.worker.send(Step(input));
+        // MQTT wants acknowledgements in the order the messages came: each one waits in the
+        // sequencer until its message is processed.
+        let done = ack.map(|d| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if let Some(seq) = &self.acks {
+                let _ = seq.send((d, rx));
+            }
+            tx
+        });
         ctx.spawn(
             async move {
                 match fut.await {
@@ -225,8 +258,8 @@ impl LedgerActor {
                     Err(e) => tracing::error!(%e, "ledger node unreachable"),
                 }
                 // Acknowledge only now: the node has processed (and persisted) the message.
-                if let Some(d) = ack {
-                    bus.ack(d).await;
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             .into_actor(self),
@@ -244,6 +277,7 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
             hash,
             produced,
             events,
+            head,
         } => {
             if produced {
                 tracing::info!(height, %hash, "block produced");
@@ -258,10 +292,8 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
                 if produced {
                     s.produced += 1;
                 }
-                if height >= s.height {
-                    s.height = height;
-                    s.head = Some(hash);
-                }
+                s.height = head.0;
+                s.head = Some(head.1);
             }
         }
         Effect::Rejected { what, reason } => {
@@ -282,6 +314,22 @@ impl Actor for LedgerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            crate::bus::Delivery,
+            tokio::sync::oneshot::Receiver<()>,
+        )>();
+        self.acks = Some(tx);
+        let bus = self.bus.clone();
+        ctx.spawn(
+            async move {
+                while let Some((delivery, processed)) = rx.recv().await {
+                    // A step that failed still answers (the sender drops): ack, as before.
+                    let _ = processed.await;
+                    bus.ack(delivery).await;
+                }
+            }
+            .into_actor(self),
+        );
         ctx.run_interval(self.tick, |act, ctx| {
             let now_ms = act.clock.now_ms();
             act.run_step(Input::Tick { now_ms }, None, ctx);
@@ -307,10 +355,7 @@ impl Handler<FromBus> for LedgerActor {
             BusEvent::Connected => {
                 tracing::info!("community bus connected");
                 // Ask for anything missed while away.
-                let m = Input::Tick {
-                    now_ms: self.clock.now_ms(),
-                };
-                self.run_step(m, None, ctx);
+                self.run_step(Input::Reconnected, None, ctx);
             }
             BusEvent::Disconnected { reason } => {
                 tracing::warn!(%reason, "community bus down, retrying")

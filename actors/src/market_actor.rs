@@ -172,15 +172,20 @@ impl MarketActor {
             .meter
             .as_ref()
             .and_then(|m| m.lock().ok().and_then(|m| fresh(m.power_w, home.max_age)));
-        let (battery_wh, soc_pct) = home
+        let (battery_wh, soc_pct, battery_w) = home
             .battery
             .as_ref()
-            .and_then(|b| b.lock().ok().map(|b| (b.available_wh, b.soc_pct)))
-            .unwrap_or((None, None));
+            .and_then(|b| {
+                b.lock()
+                    .ok()
+                    .map(|b| (b.available_wh, b.soc_pct, b.power_w))
+            })
+            .unwrap_or((None, None, None));
         HomeReadings {
             grid_w,
             battery_wh,
             soc_pct,
+            battery_w,
         }
     }
 

@@ -65,6 +65,8 @@ pub enum Input {
     Submit(Box<SignedTransaction>),
     /// Sign a payload as this member (next nonce after those already waiting) and submit it.
     Sign(Box<TxPayload>),
+    /// The bus connection came back: blocks may have been missed while it was down.
+    Reconnected,
 }
 
 /// What the node wants done.
@@ -82,6 +84,8 @@ pub enum Effect {
         produced: bool,
         /// The market events of the block.
         events: Vec<MarketEvent>,
+        /// The head after it (the block may sit on a side branch).
+        head: (u64, Hash32),
     },
     /// Something received was refused (for metrics and logs).
     Rejected {
@@ -103,6 +107,8 @@ pub struct NodeConfig {
     pub max_mempool: usize,
     /// Most blocks asked for or served in one sync message.
     pub sync_batch: u64,
+    /// No blocks for later slots (a simulated day ends; `u64::MAX` otherwise).
+    pub last_slot: u64,
 }
 
 /// The community node.
@@ -201,7 +207,15 @@ impl<S: BlockStore> Node<S> {
                     }
                 }
                 self.maybe_produce(&mut out)?;
+                // A community produces every slot: three silent slots mean this node missed
+                // blocks (a dropped connection, a broker that did not queue) or all are quiet.
+                let genesis = self.chain.chain().genesis();
+                let slot = genesis.slot_at(self.now_ms);
+                if slot > self.chain.chain().head_state().slot.saturating_add(3) {
+                    self.request_sync(&mut out);
+                }
             }
+            Input::Reconnected => self.request_sync(&mut out),
             Input::Sign(payload) => {
                 let waiting = self
                     .mempool
@@ -382,9 +396,10 @@ impl<S: BlockStore> Node<S> {
         // From just above the finalized block, not above the head: if this node sits on a
         // branch the others abandoned, their blocks must attach below its head.
         let from = self.chain.chain().finalized().1.saturating_add(1);
-        // Ask again only when the head moved or a second passed.
+        // Ask again only when the head moved or a slot passed.
+        let slot_ms = self.chain.chain().genesis().slot_ms;
         if let Some((h, at)) = self.sync_asked_at {
-            if h == from && self.now_ms < at.saturating_add(1_000) {
+            if h == from && self.now_ms < at.saturating_add(slot_ms) {
                 return;
             }
         }
@@ -436,6 +451,10 @@ impl<S: BlockStore> Node<S> {
             hash: block.hash(),
             produced,
             events,
+            head: (
+                self.chain.chain().head_height(),
+                self.chain.chain().head_hash(),
+            ),
         });
     }
 
@@ -443,7 +462,10 @@ impl<S: BlockStore> Node<S> {
         let genesis = self.chain.chain().genesis().clone();
         let slot = genesis.slot_at(self.now_ms);
         let head_slot = self.chain.chain().head_state().slot;
-        if slot <= head_slot || self.guard.last_signed().is_some_and(|(s, _)| s >= slot) {
+        if slot <= head_slot
+            || slot > self.cfg.last_slot
+            || self.guard.last_signed().is_some_and(|(s, _)| s >= slot)
+        {
             return Ok(());
         }
         // Blocks are waiting for a missing parent: this node is behind, so building on its

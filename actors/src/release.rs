@@ -3,8 +3,9 @@
 //! Rule: one trade at a time; before the battery is commanded, the journal must hold the
 //! trade's `Begin` (so a restart never commands it again); the battery discharges at a set
 //! power until its available energy (SunSpec 713 `WHAvail`) has dropped by the traded Wh, or the
-//! deadline passes; then it goes back to 0 W, the journal gets `End`, and the delivery is
-//! reported. When the battery's readings go stale, it is commanded to 0 W (the safe state).
+//! deadline passes; then it goes back to its own controller, the journal gets `End`, and the
+//! delivery is reported. When the battery's readings go stale, it is commanded to stop
+//! discharging (the safe state) until fresh data comes back.
 
 use std::collections::VecDeque;
 
@@ -38,6 +39,8 @@ pub enum Action {
         /// Watts.
         power_w: i32,
     },
+    /// Hand the battery back to its own controller (the release is over, or data is back).
+    Idle,
     /// Write `End` to the journal with fsync.
     JournalEnd {
         /// Trade.
@@ -124,7 +127,10 @@ impl Releaser {
             }
             return out;
         };
-        self.safe = false;
+        let was_safe = std::mem::replace(&mut self.safe, false);
+        if was_safe && self.active.is_none() && self.queue.is_empty() {
+            out.push(Action::Idle);
+        }
         if let Some(mut a) = self.active {
             let delivered = delivered_since(a.start_wh, avail, a.order.energy_wh);
             let remaining = a.order.energy_wh.saturating_sub(delivered);
@@ -145,7 +151,7 @@ impl Releaser {
             }
             if remaining == 0 || now_ms >= a.order.deadline_ms {
                 self.active = None;
-                out.push(Action::SetPower { power_w: 0 });
+                out.push(Action::Idle);
                 out.push(Action::JournalEnd {
                     trade: a.order.trade,
                     delivered_wh: delivered,
@@ -215,7 +221,7 @@ mod tests {
             vec![Action::SetPower { power_w: 1_080 }]
         );
         let a = r.on_reading(Some(4_700), 30_000);
-        assert_eq!(a[0], Action::SetPower { power_w: 0 });
+        assert_eq!(a[0], Action::Idle);
         assert_eq!(
             a[1],
             Action::JournalEnd {

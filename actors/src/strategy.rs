@@ -38,7 +38,8 @@ pub struct StrategyConfig {
     pub max_buy_price: u64,
     /// Buy only while the battery is below this state of charge, %.
     pub buy_below_soc_pct: u8,
-    /// Buy only while the home imports at least this much, W.
+    /// Buy only while the home's deficit (grid import plus what its battery discharges to
+    /// cover it) is at least this much, W.
     pub buy_above_import_w: u32,
     /// Largest single purchase, Wh.
     pub max_buy_wh: u64,
@@ -125,6 +126,8 @@ pub struct HomeReadings {
     pub battery_wh: Option<f64>,
     /// Battery state of charge, %.
     pub soc_pct: Option<f64>,
+    /// Battery power, W (positive = discharge: covering the home's own deficit).
+    pub battery_w: Option<f64>,
 }
 
 /// What the strategy wants done.
@@ -209,7 +212,9 @@ pub fn decide(
     let battery_low = readings
         .soc_pct
         .is_none_or(|s| s < f64::from(cfg.buy_below_soc_pct));
-    let importing = grid_w >= f64::from(cfg.buy_above_import_w);
+    // The home's own deficit: what it imports plus what its battery spends covering it.
+    let deficit_w = grid_w + readings.battery_w.unwrap_or(0.0).max(0.0);
+    let importing = deficit_w >= f64::from(cfg.buy_above_import_w);
     let waiting = market
         .trades
         .values()
@@ -270,6 +275,7 @@ mod tests {
             grid_w: Some(-1_500.0),
             battery_wh: Some(8_000.0),
             soc_pct: Some(80.0),
+            battery_w: Some(0.0),
         }
     }
 
@@ -361,6 +367,7 @@ mod tests {
             grid_w: Some(-2_000.0),
             battery_wh: None,
             soc_pct: Some(80.0),
+            battery_w: None,
         };
         assert!(decide(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
     }
@@ -382,6 +389,7 @@ mod tests {
             grid_w: Some(900.0),
             battery_wh: Some(500.0),
             soc_pct: Some(5.0),
+            battery_w: Some(0.0),
         };
         let d = decide(&cfg, &me, 0, 10, &low, &m, 1_000_000);
         assert_eq!(
@@ -398,6 +406,13 @@ mod tests {
             ..low
         };
         assert!(decide(&cfg, &me, 0, 10, &exporting, &m, 1_000_000).is_empty());
+        // A battery covering the deficit hides it from the meter; it still counts.
+        let covered = HomeReadings {
+            grid_w: Some(0.0),
+            battery_w: Some(800.0),
+            ..low
+        };
+        assert_eq!(decide(&cfg, &me, 0, 10, &covered, &m, 1_000_000).len(), 1);
         let charged = HomeReadings {
             soc_pct: Some(50.0),
             battery_wh: Some(1_000.0),

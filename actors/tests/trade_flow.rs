@@ -98,6 +98,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
                 name: format!("home-{i}"),
                 max_mempool: 1000,
                 sync_batch: 100,
+                last_slot: u64::MAX,
             },
             keys[i],
             chain,

@@ -315,6 +315,20 @@ impl SunSpecDevice {
         }
     }
 
+    /// Hands the battery back to its own controller (SunSpec 124 `StorCtl_Mod` = 0: no limits
+    /// from outside), e.g. when a release is over.
+    pub async fn release_battery_control(&mut self, link: &mut ModbusLink) -> ModbusResult<()> {
+        let Some(loc) = self.first_of(&[124]) else {
+            // Model 704 has no "no limit" mode: its set-point 0 is the closest to idle.
+            return self.set_battery_power(link, 0).await;
+        };
+        let offset = model::model(124)
+            .and_then(|d| d.group.offset_of("StorCtl_Mod"))
+            .unwrap_or(0);
+        link.write_registers(self.settings.unit, loc.address + offset, &[0])
+            .await
+    }
+
     /// Commands battery power: positive discharges at that power, negative charges, 0 holds
     /// (the safe state). Through SunSpec model 124 where the device has it (rates as a
     /// percentage of `WChaMax`, pre-scaled by `InOutWRte_SF`), else through model 704 (`WSet`

@@ -103,9 +103,18 @@ pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
     Ok(g)
 }
 
-/// Re-verifies a stored chain from genesis without changing it; returns the chain and the
-/// number of transactions.
-fn load_verified(data: &Path) -> Result<(Chain, u64)> {
+/// A stored chain re-verified from genesis.
+pub(crate) struct Verified {
+    /// The chain.
+    pub chain: Chain,
+    /// Transactions in it.
+    pub txs: u64,
+    /// The producer of each block, by height from 1.
+    pub producers: Vec<gridlet_ledger::MemberKey>,
+}
+
+/// Re-verifies a stored chain from genesis without changing it.
+pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     let genesis = load_genesis(&genesis_path(data))?;
     let store = SledStore::open(data).context("cannot open the block store")?;
     if let Some(found) = store.chain_id()? {
@@ -117,6 +126,7 @@ fn load_verified(data: &Path) -> Result<(Chain, u64)> {
     chain.set_verify_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let tip = store.tip_height()?;
     let mut txs = 0u64;
+    let mut producers = Vec::new();
     for height in 1..=tip {
         let bytes = store
             .get(height)?
@@ -126,16 +136,21 @@ fn load_verified(data: &Path) -> Result<(Chain, u64)> {
             bail!("record {height} holds block {}", block.header.height);
         }
         txs += block.transactions.len() as u64;
+        producers.push(block.header.producer);
         chain
             .insert(block, Checks::FULL)
             .with_context(|| format!("block {height} does not verify"))?;
     }
-    Ok((chain, txs))
+    Ok(Verified {
+        chain,
+        txs,
+        producers,
+    })
 }
 
 /// Re-verifies a stored chain from genesis without changing it.
 pub fn verify(data: &Path) -> Result<serde_json::Value> {
-    let (chain, txs) = load_verified(data)?;
+    let Verified { chain, txs, .. } = load_verified(data)?;
     let state = chain.head_state();
     Ok(json!({
         "chain_id": chain.chain_id().to_hex(),
@@ -262,7 +277,7 @@ pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) ->
 
 /// The market's trades after the stored chain, with provenance: one JSON value per trade.
 pub fn trades(data: &Path) -> Result<Vec<serde_json::Value>> {
-    let (chain, _) = load_verified(data)?;
+    let Verified { chain, .. } = load_verified(data)?;
     let market = chain.head_state().market();
     Ok(market
         .trades

@@ -7,10 +7,12 @@
 mod api;
 mod bench;
 mod chain_cmd;
+mod chart;
 mod device_cmd;
 mod keys;
 mod run;
 mod sim;
+mod sim_chain;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,8 +103,38 @@ enum Command {
         #[command(subcommand)]
         command: ChainCommand,
     },
-    /// Play a community of homes on this machine and report on it.
+    /// Play a community through a day on this machine: per home, simulated devices over real
+    /// Modbus TCP, DSMR on a pseudo-terminal (one home: an MQTT meter) and a real gateway
+    /// process, all joined by an MQTT broker; then verify every home and write a report.
     Sim {
+        /// Number of homes.
+        #[arg(long, default_value_t = 5)]
+        homes: usize,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Scenario time per wall time (480: a day in three minutes).
+        #[arg(long, default_value_t = 480.0)]
+        speedup: f64,
+        /// Seed for keys and homes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report directory (homes/<n>/ data dirs, report.json, chart.png).
+        #[arg(long, default_value = "sim-report")]
+        report: PathBuf,
+        /// External MQTT broker host:port (default: an embedded one).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Slot length in scenario ms.
+        #[arg(long, default_value_t = 60_000)]
+        slot_ms: u64,
+        /// Hour of the day the scenario starts at.
+        #[arg(long, default_value_t = 0.0)]
+        start_hour: f64,
+    },
+    /// The ledger and market of a community in lock-step in one process, without devices or
+    /// bus (fast: for chain experiments and the scale figures).
+    SimChain {
         /// Number of homes.
         #[arg(long, default_value_t = 5)]
         homes: usize,
@@ -365,6 +397,30 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Sim {
             homes,
+            hours,
+            speedup,
+            seed,
+            report,
+            broker,
+            slot_ms,
+            start_hour,
+        } => {
+            use std::io::IsTerminal;
+            let summary = sim::run(&sim::SimOptions {
+                homes,
+                hours,
+                speedup,
+                seed,
+                report,
+                broker,
+                slot_ms,
+                start_hour,
+                progress: std::io::stderr().is_terminal(),
+            })?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::SimChain {
+            homes,
             slots,
             seed,
             report,
@@ -373,7 +429,7 @@ fn run(cli: Cli) -> Result<()> {
             silent_percent,
             market,
         } => {
-            let summary = sim::run(&sim::SimOptions {
+            let summary = sim_chain::run(&sim_chain::SimOptions {
                 homes,
                 slots,
                 seed,
@@ -446,16 +502,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // rumqttd logs ordinary client disconnects at ERROR: its router and server stay quiet
+    // whatever RUST_LOG says.
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    for quiet in ["rumqttd::router=off", "rumqttd::server=off"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // rumqttd logs ordinary client disconnects at ERROR.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new(
-                        "info,rumqttd=warn,rumqttd::router=off,rumqttd::server=off",
-                    )
-                }),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {

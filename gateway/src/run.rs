@@ -74,6 +74,8 @@ pub struct RawClock {
     pub origin_ms: u64,
     /// Speed-up.
     pub speedup: f64,
+    /// Community time after which this node produces no more blocks (the end of a simulated day).
+    pub end_ms: Option<u64>,
 }
 
 /// `[pv]`.
@@ -259,6 +261,8 @@ pub struct GatewayConfig {
     pub strategy: StrategyConfig,
     /// The community clock.
     pub clock: Clock,
+    /// No blocks after this community time.
+    pub end_ms: Option<u64>,
 }
 
 fn field(name: &str, reason: impl std::fmt::Display) -> anyhow::Error {
@@ -437,6 +441,7 @@ impl GatewayConfig {
             meter_max_age: Duration::from_millis(meter_max_age),
             strategy: raw.strategy,
             clock,
+            end_ms: raw.clock.and_then(|c| c.end_ms),
             attestor_key_file: raw.attestor_key_file.as_deref().map(abs),
             battery: raw.battery,
             api_listen,
@@ -596,6 +601,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             name: name.clone(),
             max_mempool: cfg.max_mempool,
             sync_batch: 200,
+            last_slot: cfg.end_ms.map_or(u64::MAX, |end| genesis.slot_at(end)),
         },
         sk,
         chain,

@@ -1,84 +1,233 @@
-//! `gridlet sim` (ledger and market stage): a community of homes on one machine, each with its
-//! own data directory, block store and signer guard, producing and validating Proof-of-Stake
-//! blocks over a simulated day. Each home's battery attests the hour's surplus solar energy
-//! (the same solar profile as the HIL inverter), homes offer it in sale contracts, homes short
-//! of energy buy, release orders go out once purchases are final, and the seller's battery
-//! reports what it delivered. Devices over Modbus/DSMR/MQTT and the bus join this loop with the
-//! gateway issue; the decisions here stand in for the market actor's strategy.
+//! `gridlet sim`: a whole community on one machine, each home a real gateway process talking to
+//! simulated devices over real links. Per home: a Modbus TCP server with a PV inverter (unit 1)
+//! and a battery (unit 2) on loopback, a DSMR meter on a socat pseudo-terminal (the last home:
+//! an MQTT meter instead), and `gridlet run` with its own data dir, keys and config under
+//! `DIR/homes/<n>/`. The gateways find each other on the embedded MQTT broker (or `--broker`).
+//!
+//! Scenario time runs `--speedup` times faster than wall time, for the gateways (through the
+//! `[clock]` of their configs) and the device physics alike. When the day is over the gateways
+//! stop producing, the orchestrator waits for them to agree on one tip, stops them with
+//! SIGTERM, re-verifies every data dir and writes `report.json` and `chart.png`.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use gridlet_ledger::chain::Checks;
-use gridlet_ledger::crypto::{deterministic_key, Signature};
+use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
+use gridlet_actors::ledger_actor::Clock;
+use gridlet_hil::home::{Counters, Flows, HomeProfile, MeterOutput, SimHome};
+use gridlet_hil::pty::PtyPair;
+use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;
-use gridlet_ledger::market::book::ContractStatus;
-use gridlet_ledger::market::clearing::payment;
-use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
+use gridlet_ledger::market::book::TradeSource;
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{open_sled, PersistentChain, SignerGuard, SledStore};
-use gridlet_ledger::tx::Attestation;
-use gridlet_ledger::{Genesis, MemberKey, SignedTransaction, Transaction, TxPayload};
-use secp256k1::SecretKey;
+use gridlet_ledger::{Genesis, MemberKey};
 use serde_json::json;
 
-use crate::chain_cmd;
-use crate::keys;
+use crate::chart::ChartSample;
+use crate::{chain_cmd, keys};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// Number of homes.
+    /// Homes.
     pub homes: usize,
-    /// Number of slots to play.
-    pub slots: u64,
-    /// Seed for keys and the scenario.
+    /// Simulated hours.
+    pub hours: f64,
+    /// Scenario time per wall time.
+    pub speedup: f64,
+    /// Seed (keys, homes).
     pub seed: u64,
-    /// Report directory (`homes/<n>/` data dirs and `report.json`).
+    /// Report directory.
     pub report: PathBuf,
-    /// Producer selection rule.
-    pub rule: SelectionRule,
-    /// Transfers submitted per slot across the community.
-    pub txs_per_slot: usize,
-    /// Percent of slots in which the elected producer is silent and a fallback produces.
-    pub silent_percent: u64,
-    /// Whether homes trade energy (false: credit transfers only).
-    pub market: bool,
+    /// External broker `host:port` (none: an embedded one).
+    pub broker: Option<String>,
+    /// Slot length, scenario ms.
+    pub slot_ms: u64,
+    /// Hour of the day the scenario starts at.
+    pub start_hour: f64,
+    /// Show a progress line.
+    pub progress: bool,
 }
 
-/// splitmix64: the scenario's reproducible randomness.
-struct Rng(u64);
+/// Gateway processes, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Gateways(Vec<Child>);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+impl Gateways {
+    fn terminate(&mut self, grace: Duration) {
+        let mut children = std::mem::take(&mut self.0);
+        for c in &children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + grace;
+        for c in &mut children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
-struct Home {
-    name: String,
-    key: SecretKey,
-    attestor: SecretKey,
+impl Drop for Gateways {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(5));
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `GET path` on a gateway's API; the JSON body.
+async fn api_get(port: u16, path: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let body = text.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+struct HomeSetup {
+    dir: PathBuf,
+    api_port: u16,
     member: MemberKey,
-    chain: PersistentChain<SledStore>,
-    guard: SignerGuard,
-    /// Nonces used by transactions built in the current slot.
-    pending: u64,
-    nameplate_w: u32,
-    load_w: u32,
+    name: String,
 }
 
-/// Runs the scenario and returns the summary (also written to `report.json`).
+fn gateway_config(
+    h: &HomeSetup,
+    profile: &HomeProfile,
+    modbus_port: u16,
+    meter: &str,
+    broker: (&str, u16),
+    clock: (u64, u64, f64, u64),
+) -> String {
+    format!(
+        r#"# Written by `gridlet sim`: one home of the simulated community.
+data_dir = "."
+key_file = "home.key"
+genesis = "../../genesis.json"
+attestor_key_file = "battery.key"
+
+[node]
+name = "{name}"
+tick_ms = 10
+
+[bus]
+broker = "{bhost}:{bport}"
+prefix = "gridlet"
+
+[pv]
+host = "127.0.0.1"
+port = {modbus_port}
+unit = 1
+poll_ms = 100
+nameplate_w = {pv}
+
+[battery]
+host = "127.0.0.1"
+port = {modbus_port}
+unit = 2
+poll_ms = 50
+release_power_w = {release}
+nameplate_w = {bat}
+safe_after_ms = 2000
+
+{meter}
+
+[strategy]
+period_ms = 900000
+reserve_soc_pct = 40
+min_offer_wh = 300
+max_offer_wh = 2000
+offer_price = 180000
+offer_blocks = 30
+max_buy_price = 250000
+buy_below_soc_pct = 50
+buy_above_import_w = 300
+max_buy_wh = 2000
+
+[api]
+listen = "127.0.0.1:{api}"
+
+[clock]
+anchor_unix_ms = {anchor}
+origin_ms = {origin}
+speedup = {speedup}
+end_ms = {end}
+"#,
+        name = h.name,
+        bhost = broker.0,
+        bport = broker.1,
+        pv = profile.nameplate_w,
+        release = profile.battery_w.min(3_000),
+        bat = profile.battery_w,
+        api = h.api_port,
+        anchor = clock.0,
+        origin = clock.1,
+        speedup = clock.2,
+        end = clock.3,
+    )
+}
+
+/// Runs the simulated community and returns the summary (also in `report.json`).
 pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     ensure!(o.homes >= 2, "--homes must be at least 2");
+    ensure!(
+        (0.0..24.0).contains(&o.start_hour),
+        "--start-hour must be within 0–24"
+    );
+    ensure!(
+        o.hours > 0.0 && o.hours <= 24.0 * 7.0,
+        "--hours must be between 0 and 168"
+    );
+    ensure!(
+        (1.0..=20_000.0).contains(&o.speedup),
+        "--speedup must be between 1 and 20000"
+    );
+    let slot_real_ms = o.slot_ms as f64 / o.speedup;
+    ensure!(
+        slot_real_ms >= 40.0,
+        "a slot of {} ms at speedup {} lasts {slot_real_ms:.0} ms of wall time; at least 40 ms \
+         are needed (lower --speedup or raise --slot-ms)",
+        o.slot_ms,
+        o.speedup
+    );
     let homes_dir = o.report.join("homes");
     if homes_dir.exists() {
         bail!(
@@ -86,347 +235,382 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             homes_dir.display()
         );
     }
-    let keys: Vec<SecretKey> = (0..o.homes as u64)
-        .map(|i| deterministic_key(o.seed, i))
-        .collect();
-    let members: Vec<Member> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Member {
+    std::fs::create_dir_all(&homes_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(o, &homes_dir))
+}
+
+async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value> {
+    // The community: keys, members, genesis.
+    let members: Vec<Member> = (0..o.homes as u64)
+        .map(|i| Member {
             name: format!("home-{i}"),
-            key: MemberKey::from_secret(k),
-            attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i as u64)),
+            key: MemberKey::from_secret(&deterministic_key(o.seed, i)),
+            attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i)),
             balance: 100_000_000,
         })
         .collect();
-    let genesis = Genesis::with_defaults(
+    let mut genesis = Genesis::with_defaults(
         &format!("gridlet-sim-{}", o.seed),
         0,
         members.clone(),
-        o.rule,
+        SelectionRule::Paper,
     );
+    genesis.slot_ms = o.slot_ms;
+    genesis.selection.fallback_delay_ms = o.slot_ms / 4;
+    genesis.validate().context("simulation genesis")?;
     let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance)).sum();
+    std::fs::write(o.report.join("genesis.json"), genesis.to_json())?;
 
-    let mut homes = Vec::with_capacity(o.homes);
-    for (i, k) in keys.iter().enumerate() {
+    let (broker_host, broker_port) = match &o.broker {
+        Some(b) => {
+            let (h, p) = b
+                .rsplit_once(':')
+                .with_context(|| format!("--broker {b:?} is not host:port"))?;
+            (h.to_owned(), p.parse::<u16>().context("--broker port")?)
+        }
+        None => {
+            let port = free_port()?;
+            gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
+                .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))?;
+            ("127.0.0.1".to_owned(), port)
+        }
+    };
+
+    // Devices.
+    let mut sims = Vec::new();
+    let mut meters = Vec::new();
+    let mut ptys = Vec::new();
+    let mut setups = Vec::new();
+    let start_ms = (o.start_hour * 3_600_000.0) as u64;
+    let end_ms = start_ms + (o.hours * 3_600_000.0) as u64;
+    // Gateways start a few seconds before scenario time does, to find their devices.
+    let anchor = wall_ms() + 5_000;
+    for (i, member) in members.iter().enumerate() {
+        let profile = HomeProfile::from_seed(o.seed, i as u64);
+        let home = SimHome::start(profile, start_ms).await?;
         let dir = homes_dir.join(i.to_string());
+        std::fs::create_dir_all(&dir)?;
+        keys::write_new(&dir.join("home.key"), &deterministic_key(o.seed, i as u64))?;
+        keys::write_new(
+            &dir.join("battery.key"),
+            &deterministic_key(o.seed ^ 0xE55, i as u64),
+        )?;
         chain_cmd::install_genesis(&dir, &genesis)?;
-        keys::write_new(&dir.join("home.key"), k)?;
-        let (chain, _) = open_sled(&dir, genesis.clone(), u64::MAX)
-            .with_context(|| format!("opening {}", dir.display()))?;
-        homes.push(Home {
+        let setup = HomeSetup {
+            dir: dir.clone(),
+            api_port: free_port()?,
+            member: member.key,
             name: format!("home-{i}"),
-            key: *k,
-            attestor: deterministic_key(o.seed ^ 0xE55, i as u64),
-            member: MemberKey::from_secret(k),
-            chain,
-            guard: SignerGuard::open(&dir)?,
-            pending: 0,
-            nameplate_w: 0,
-            load_w: 0,
-        });
-    }
-
-    let mut rng = Rng(o.seed);
-    for h in homes.iter_mut() {
-        h.nameplate_w = 2_000 + rng.below(6_000) as u32;
-        h.load_w = 300 + rng.below(1_200) as u32;
-    }
-    let chain_id = genesis.hash();
-    let slots_per_hour = (o.slots / 24).max(1);
-    let ms_per_slot = 86_400_000 / o.slots.max(1);
-    let mut mempool: Vec<SignedTransaction> = Vec::new();
-    let mut to_deliver: Vec<(usize, gridlet_ledger::Hash32, u64)> = Vec::new();
-    let mut releases: Vec<gridlet_ledger::Hash32> = Vec::new();
-    let mut deliveries = 0u64;
-    let mut settled = 0u64;
-    let mut produced_by: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_rank: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut committed_txs = 0u64;
-    let mut rejected_txs = 0u64;
-    let progress_every = (o.slots / 10).max(1);
-
-    for slot in 1..=o.slots {
-        let state = homes[0].chain.chain().head_state().clone();
-        let height = state.height + 1;
-        for h in homes.iter_mut() {
-            h.pending = 0;
-        }
-        let sign = |homes: &mut Vec<Home>, i: usize, payload: TxPayload| -> SignedTransaction {
-            let h = &mut homes[i];
-            let nonce = state.account(&h.member).nonce + h.pending;
-            h.pending += 1;
-            Transaction {
-                chain_id,
-                sender: h.member,
-                nonce,
-                fee: genesis.tx_fee,
-                payload,
-            }
-            .sign(&h.key)
         };
-        let time_ms = slot * ms_per_slot;
-        if !o.market {
-            to_deliver.clear();
-        }
-        // Batteries report delivery of released trades.
-        for (seller, trade, energy) in std::mem::take(&mut to_deliver) {
-            let delivered = if rng.below(10) == 0 {
-                energy * (50 + rng.below(50)) / 100
-            } else {
-                energy
-            };
-            let receipt = Signature::sign(
-                &receipt_digest(&chain_id, &trade, delivered),
-                &homes[seller].attestor,
+        let mqtt = i + 1 == o.homes;
+        let meter_cfg = if mqtt {
+            let topic = format!("sim/home-{i}/tele/SENSOR");
+            meters.push(MeterOutput::mqtt(
+                &broker_host,
+                broker_port,
+                &format!("sim-meter-{i}"),
+                &topic,
+            ));
+            format!(
+                "[meter]\nkind = \"mqtt\"\ntopic = \"{topic}\"\nformat = \"tasmota\"\nmax_age_ms = 2000\n"
+            )
+        } else {
+            let pair =
+                PtyPair::start().context("socat (needed for the DSMR meters' serial lines)")?;
+            meters.push(MeterOutput::dsmr(&pair.a)?);
+            let cfg = format!(
+                "[meter]\nkind = \"dsmr\"\npath = \"{}\"\nversion = \"v5\"\nmax_age_ms = 2000\n",
+                pair.b
             );
-            let tx = sign(
-                &mut homes,
-                seller,
-                TxPayload::Deliver {
-                    trade,
-                    delivered_wh: delivered,
-                    receipt,
-                },
-            );
-            mempool.push(tx);
-        }
-        // Each hour, every battery attests the surplus it stored in the past hour.
-        if o.market && slot % slots_per_hour == 0 {
-            let hour = slot / slots_per_hour;
-            for i in 0..homes.len() {
-                let mid = time_ms.saturating_sub(1_800_000);
-                let pv = gridlet_hil::devices::solar_profile_w(homes[i].nameplate_w, mid);
-                let surplus_wh = u64::from(pv.saturating_sub(homes[i].load_w));
-                if surplus_wh > 0 {
-                    let digest = attestation_digest(&chain_id, &homes[i].member, hour, surplus_wh);
-                    let a = Attestation {
-                        interval: hour,
-                        energy_wh: surplus_wh,
-                        signature: Signature::sign(&digest, &homes[i].attestor),
-                    };
-                    let tx = sign(&mut homes, i, TxPayload::Attest(a));
-                    mempool.push(tx);
-                }
-            }
-        }
-        // Homes with attested energy offer part of it below the grid tariff.
-        for i in 0..homes.len() {
-            let sellable = state.market().sellable_wh(&homes[i].member);
-            if o.market && sellable >= 200 && rng.below(3) == 0 {
-                let wh = sellable.min(200 + rng.below(1_800));
-                let price =
-                    genesis.floor_price + rng.below(genesis.grid_tariff - genesis.floor_price);
-                let tx = sign(
-                    &mut homes,
-                    i,
-                    TxPayload::Sale {
-                        energy_wh: wh,
-                        price,
-                        expiry_height: height + 15,
-                        attestation: None,
-                    },
-                );
-                mempool.push(tx);
-            }
-        }
-        // Homes short of energy now buy the cheapest open contract they can afford.
-        let pv_now: Vec<u32> = homes
-            .iter()
-            .map(|h| gridlet_hil::devices::solar_profile_w(h.nameplate_w, time_ms))
-            .collect();
-        let mut open: Vec<(u64, gridlet_ledger::Hash32, MemberKey, u64)> = state
-            .market()
-            .contracts
-            .iter()
-            .filter(|(_, c)| c.status == ContractStatus::Open && c.expiry_height >= height)
-            .filter_map(|(id, c)| {
-                payment(c.energy_wh, c.price)
-                    .ok()
-                    .map(|pay| (c.price, *id, c.seller, pay))
-            })
-            .collect();
-        open.sort();
-        for i in 0..homes.len() {
-            if !o.market || pv_now[i] >= homes[i].load_w || rng.below(3) != 0 {
-                continue;
-            }
-            let balance = state.account(&homes[i].member).balance;
-            if let Some(pos) = open.iter().position(|(_, _, seller, pay)| {
-                *seller != homes[i].member && *pay + genesis.tx_fee <= balance
-            }) {
-                let (_, contract, _, pay) = open.remove(pos);
-                let tx = sign(
-                    &mut homes,
-                    i,
-                    TxPayload::Purchase {
-                        contract,
-                        payment: pay,
-                    },
-                );
-                mempool.push(tx);
-            }
-        }
-        // And some plain credit transfers.
-        for _ in 0..o.txs_per_slot {
-            let from = rng.below(o.homes as u64) as usize;
-            let mut to = rng.below(o.homes as u64 - 1) as usize;
-            if to >= from {
-                to += 1;
-            }
-            let to_key = homes[to].member;
-            let tx = sign(
-                &mut homes,
-                from,
-                TxPayload::Transfer {
-                    to: to_key,
-                    amount: 1 + rng.below(50_000),
-                },
-            );
-            mempool.push(tx);
-        }
-
-        let ranked = homes[0].chain.chain().ranked_producers(slot);
-        let silent_elected = rng.below(100) < o.silent_percent && ranked.len() > 1;
-        let rank = if silent_elected { 2 } else { 1 };
-        let producer_key = ranked[rank - 1];
-        let p = homes
-            .iter()
-            .position(|h| h.member == producer_key)
-            .context("elected producer is a home")?;
-        let out = homes[p]
-            .chain
-            .chain()
-            .produce(&homes[p].key, slot, &mempool)?;
-        let block = out.block;
-        homes[p].guard.authorize(slot, block.hash())?;
-        let mut events = Vec::new();
-        for (n, h) in homes.iter_mut().enumerate() {
-            let ins = h
-                .chain
-                .commit(
-                    block.clone(),
-                    Checks {
-                        signatures: true,
-                        current_slot: Some(slot),
-                    },
-                )
-                .with_context(|| format!("{} rejected block {}", h.name, block.header.height))?;
-            if n == 0 {
-                events = ins.events;
-            }
-        }
-        for e in events {
-            match e {
-                MarketEvent::Release {
-                    trade,
-                    seller,
-                    energy_wh,
-                    ..
-                } => {
-                    releases.push(trade);
-                    if let Some(i) = homes.iter().position(|h| h.member == seller) {
-                        to_deliver.push((i, trade, energy_wh));
-                    }
-                }
-                MarketEvent::Settled { .. } => settled += 1,
-                _ => {}
-            }
-        }
-        deliveries += block
-            .transactions
-            .iter()
-            .filter(|t| matches!(t.tx().payload, TxPayload::Deliver { .. }))
-            .count() as u64;
-        let included: HashSet<_> = block.transactions.iter().map(|t| t.id()).collect();
-        let dropped: HashSet<_> = out.rejected.iter().map(|(id, _)| *id).collect();
-        committed_txs += included.len() as u64;
-        rejected_txs += dropped.len() as u64;
-        // Everything submitted was either included or rejected: the next slot starts afresh.
-        debug_assert_eq!(included.len() + dropped.len(), mempool.len());
-        mempool.clear();
-        *produced_by.entry(homes[p].name.clone()).or_default() += 1;
-        *by_rank.entry(rank as u32).or_default() += 1;
-        if slot % progress_every == 0 {
-            tracing::info!(
-                slot,
-                height = block.header.height,
-                txs = committed_txs,
-                "simulated {}%",
-                slot * 100 / o.slots
-            );
-        }
+            ptys.push(pair);
+            cfg
+        };
+        std::fs::write(
+            dir.join("gateway.toml"),
+            gateway_config(
+                &setup,
+                &profile,
+                home.addr().port(),
+                &meter_cfg,
+                (&broker_host, broker_port),
+                (anchor, start_ms, o.speedup, end_ms),
+            ),
+        )?;
+        sims.push(home);
+        setups.push(setup);
     }
 
-    let tips: Vec<String> = homes
-        .iter()
-        .map(|h| h.chain.chain().head_hash().to_hex())
-        .collect();
-    let state = homes[0].chain.chain().head_state();
-    let credits_conserved = state.total_credits() == initial_credits;
+    // Gateways.
+    let exe = std::env::current_exe()?;
+    let mut gateways = Gateways(Vec::new());
+    for s in &setups {
+        let log = std::fs::File::create(s.dir.join("gateway.log"))?;
+        let child = Command::new(&exe)
+            .args(["run", "--config"])
+            .arg(s.dir.join("gateway.toml"))
+            .env(
+                "RUST_LOG",
+                std::env::var("GRIDLET_SIM_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start a gateway")?;
+        gateways.0.push(child);
+    }
+
+    // The day.
+    let clock = Clock::anchored(anchor, start_ms, o.speedup);
+    let mut samples = Vec::new();
+    let mut last_ms = start_ms;
+    let mut next_sample = start_ms;
+    let sample_every = 5 * 60_000;
+    let mut next_meter = Instant::now();
+    let mut next_progress = Instant::now();
+    let mut community = Counters::default();
+    let mut community_shadow = Counters::default();
+    let mut meter_errors = 0u64;
+    let mut last_height = 0u64;
+    let mut last_trades = 0usize;
+    let mut logged_decile = u64::MAX;
+    let mut physics = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        physics.tick().await;
+        for (i, g) in gateways.0.iter_mut().enumerate() {
+            if let Some(status) = g.try_wait()? {
+                bail!(
+                    "gateway {i} exited ({status}) during the simulation; see {}",
+                    setups[i].dir.join("gateway.log").display()
+                );
+            }
+        }
+        let now = clock.now_ms().min(end_ms);
+        let dt = now.saturating_sub(last_ms);
+        last_ms = now;
+        let flows: Vec<Flows> = sims.iter_mut().map(|h| h.step(dt)).collect();
+        let community_w: i64 = flows.iter().map(|f| f.grid_w).sum();
+        let shadow_w: i64 = sims.iter().map(|h| h.shadow_grid_w()).sum();
+        community.add(community_w, dt);
+        community_shadow.add(shadow_w, dt);
+        if now >= next_sample {
+            samples.push(ChartSample {
+                hour: now as f64 / 3_600_000.0,
+                community_w,
+                community_no_trading_w: shadow_w,
+                soc_pct: flows.iter().map(|f| f.soc_pct).collect(),
+            });
+            next_sample = next_sample.saturating_add(sample_every);
+        }
+        if Instant::now() >= next_meter {
+            next_meter = Instant::now() + Duration::from_millis(200);
+            for (i, m) in meters.iter_mut().enumerate() {
+                if m.send(&flows[i], &sims[i].meter, now / 1000).await.is_err() {
+                    meter_errors += 1;
+                }
+            }
+        }
+        if Instant::now() >= next_progress {
+            next_progress = Instant::now() + Duration::from_secs(1);
+            if let Some(s) = api_get(setups[0].api_port, "/api/status").await {
+                last_height = s["height"].as_u64().unwrap_or(last_height);
+            }
+            if let Some(t) = api_get(setups[0].api_port, "/api/trades").await {
+                last_trades = t.as_array().map_or(last_trades, Vec::len);
+            }
+            let pct = (now - start_ms) * 100 / (end_ms - start_ms).max(1);
+            let line = format!(
+                "[{:<20}] {:02}:{:02} simulated, height {last_height}, trades {last_trades}",
+                "#".repeat((pct / 5) as usize),
+                now / 3_600_000,
+                now / 60_000 % 60
+            );
+            if o.progress {
+                eprint!("\r{line}");
+            } else if pct / 10 != logged_decile {
+                logged_decile = pct / 10;
+                tracing::info!("{line}");
+            }
+        }
+        if now >= end_ms {
+            break;
+        }
+    }
+    if o.progress {
+        eprintln!();
+    }
+
+    // Let the gateways agree on one tip, then stop them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut agreed = None;
+    while Instant::now() < deadline {
+        let mut heads = Vec::new();
+        for s in &setups {
+            heads.push(
+                api_get(s.api_port, "/api/status")
+                    .await
+                    .and_then(|v| v["head"].as_str().map(str::to_owned)),
+            );
+        }
+        if heads.iter().all(|h| h.is_some() && *h == heads[0]) {
+            agreed = heads[0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::task::block_in_place(|| gateways.terminate(Duration::from_secs(20)));
+    drop(meters);
+    drop(ptys);
+
+    report(
+        o,
+        &genesis,
+        &setups,
+        &sims,
+        &samples,
+        (&community, &community_shadow),
+        initial_credits,
+        agreed,
+        meter_errors,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    o: &SimOptions,
+    genesis: &Genesis,
+    setups: &[HomeSetup],
+    sims: &[SimHome],
+    samples: &[ChartSample],
+    energy: (&Counters, &Counters),
+    initial_credits: u128,
+    agreed: Option<String>,
+    meter_errors: u64,
+) -> Result<serde_json::Value> {
+    // Every home's data dir re-verified from genesis, as `gridlet chain verify` does.
+    let mut tips = Vec::new();
+    for s in setups {
+        let v = chain_cmd::verify(&s.dir)
+            .with_context(|| format!("{} does not verify", s.dir.display()))?;
+        tips.push(v["tip_hash"].as_str().unwrap_or_default().to_owned());
+    }
     let same_tip = tips.iter().all(|t| *t == tips[0]);
-    let every_home_produced = homes.iter().all(|h| produced_by.contains_key(&h.name));
+    let verified = chain_cmd::load_verified(&setups[0].dir)?;
+    let chain = &verified.chain;
+    let state = chain.head_state();
     let market = state.market();
-    let mut unique = releases.clone();
-    unique.sort();
-    unique.dedup();
-    let releases_match_trades = unique.len() == releases.len()
-        && releases.iter().all(|t| market.trades.contains_key(t))
-        && market.trades.values().filter(|t| t.released).count() == releases.len();
-    let energy_traced = homes.iter().all(|h| {
-        market.delivered_wh(&h.member) <= market.attested_wh(&h.member)
+    let name_of = |k: &MemberKey| {
+        setups
+            .iter()
+            .find(|s| s.member == *k)
+            .map_or_else(|| k.short(), |s| s.name.clone())
+    };
+    let mut produced: BTreeMap<String, u64> = BTreeMap::new();
+    for p in &verified.producers {
+        *produced.entry(name_of(p)).or_default() += 1;
+    }
+    let every_home_produced = setups.iter().all(|s| produced.contains_key(&s.name));
+    // Battery releases from every home's journal against the trades on chain.
+    let mut releases = 0u64;
+    let mut released_wh = 0u64;
+    let mut releases_match = true;
+    for s in setups {
+        let journal = ReleaseJournal::open(&s.dir)?;
+        for (trade, st) in journal.entries() {
+            releases += 1;
+            let on_chain = market.trades.get(&trade);
+            releases_match &= on_chain.is_some_and(|t| t.seller == s.member && t.released);
+            if let ReleaseState::Done { delivered_wh } = st {
+                released_wh += delivered_wh;
+            }
+        }
+    }
+    let energy_traced = setups.iter().all(|s| {
+        market.delivered_wh(&s.member) <= market.attested_wh(&s.member)
             && market
                 .trades
                 .values()
-                .filter(|t| t.seller == h.member)
+                .filter(|t| t.seller == s.member)
                 .all(|t| t.allocation.iter().map(|a| a.wh).sum::<u64>() == t.energy_wh)
     });
+    let credits_conserved = state.total_credits() == initial_credits;
+    let auction_trades = market
+        .trades
+        .values()
+        .filter(|t| matches!(t.source, TradeSource::Auction { .. }))
+        .count();
     let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
     let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
-    let credits_to_sellers: u64 = market.trades.values().map(|t| t.paid_out).sum();
+    let credits_moved: u64 = market.trades.values().map(|t| t.paid_out).sum();
+    let mut prices: Vec<(f64, u64)> = Vec::new();
+    for t in market.trades.values() {
+        if let TradeSource::Sale { contract } = t.source {
+            if let Some(c) = market.contracts.get(&contract) {
+                let hour = (t.traded_height as f64 * genesis.slot_ms as f64) / 3_600_000.0;
+                prices.push((hour, c.price));
+            }
+        }
+    }
+    prices.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let battery_discharged_wh: Vec<u64> = sims
+        .iter()
+        .map(|h| h.battery_discharged_mwh() / 1000)
+        .collect();
     let summary = json!({
         "homes": o.homes,
-        "slots": o.slots,
-        "rule": o.rule,
-        "height": homes[0].chain.chain().head_height(),
-        "finalized_height": homes[0].chain.chain().finalized().1,
+        "hours": o.hours,
+        "speedup": o.speedup,
+        "seed": o.seed,
+        "slot_ms": o.slot_ms,
+        "height": chain.head_height(),
         "tip_hash": tips[0],
-        "state_hash": state.hash().to_hex(),
-        "blocks_per_producer": produced_by,
-        "blocks_by_rank": by_rank,
-        "transactions_committed": committed_txs,
-        "transactions_rejected": rejected_txs,
-        "fees_to_community": state.community_balance(),
+        "tips_agreed_before_stop": agreed.is_some(),
+        "blocks_per_producer": produced,
         "market": {
-            "attested_wh": homes.iter().map(|h| market.attested_wh(&h.member)).sum::<u64>(),
             "contracts": market.contracts.len(),
             "trades": market.trades.len(),
+            "auction_trades": auction_trades,
             "wh_traded": wh_traded,
-            "releases": releases.len(),
-            "deliveries_reported": deliveries,
-            "wh_delivered": wh_delivered,
-            "trades_settled": settled,
-            "credits_paid_to_sellers": credits_to_sellers,
+            "battery_releases": releases,
+            "wh_released": released_wh,
+            "wh_delivered_on_chain": wh_delivered,
+            "credits_paid_to_sellers": credits_moved,
             "credits_in_escrow": market.escrow,
+            "trade_prices": prices.iter().map(|p| json!({"hour": p.0, "price": p.1})).collect::<Vec<_>>(),
+        },
+        "grid": {
+            "community_import_wh": energy.0.import_mwh / 1000,
+            "community_export_wh": energy.0.export_mwh / 1000,
+            "community_import_without_trading_wh": energy.1.import_mwh / 1000,
+            "community_export_without_trading_wh": energy.1.export_mwh / 1000,
+            "home_import_wh": sims.iter().map(|h| h.meter.import_mwh / 1000).collect::<Vec<_>>(),
+            "battery_discharged_wh": battery_discharged_wh,
+            "meter_send_errors": meter_errors,
         },
         "invariants": {
             "credits_conserved": credits_conserved,
             "all_homes_same_tip": same_tip,
             "every_home_produced": every_home_produced,
-            "every_release_matches_one_trade": releases_match_trades,
+            "every_release_matches_one_trade": releases_match,
             "delivered_energy_traces_to_attested_generation": energy_traced,
         },
-        "data_dirs": homes_dir.display().to_string(),
+        "profiles": sims.iter().map(|h| h.profile).collect::<Vec<_>>(),
+        "data_dirs": o.report.join("homes").display().to_string(),
     });
     std::fs::write(
         o.report.join("report.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
     )?;
-    ensure!(credits_conserved, "credits not conserved");
+    crate::chart::draw(&o.report.join("chart.png"), samples, &prices)?;
     ensure!(same_tip, "homes disagree on the tip: {tips:?}");
+    ensure!(credits_conserved, "credits not conserved");
     ensure!(
-        releases_match_trades,
-        "release orders do not match trades one to one"
+        releases_match,
+        "a battery release matches no final trade of its home"
     );
     ensure!(
         energy_traced,

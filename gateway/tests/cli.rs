@@ -84,7 +84,7 @@ fn sim_homes_agree_and_verify_detects_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
     let (ok, out, err) = gridlet(&[
-        "sim",
+        "sim-chain",
         "--homes",
         "3",
         "--slots",
@@ -158,7 +158,7 @@ fn sim_homes_agree_and_verify_detects_tampering() {
     assert!(!err.contains("panicked"), "{err}");
 
     // A finished sim directory cannot be reused by accident.
-    let (ok, _, err) = gridlet(&["sim", "--report", report.to_str().unwrap()]);
+    let (ok, _, err) = gridlet(&["sim-chain", "--report", report.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
 }
@@ -168,7 +168,7 @@ fn a_simulated_day_trades_energy_and_every_trade_has_provenance() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
     let (ok, out, err) = gridlet(&[
-        "sim",
+        "sim-chain",
         "--homes",
         "5",
         "--slots",

@@ -14,7 +14,7 @@ fn python_reimplementation_agrees_and_rejects_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r");
     let (ok, _, err) = run(Command::new(BIN).args([
-        "sim",
+        "sim-chain",
         "--homes",
         "4",
         "--slots",

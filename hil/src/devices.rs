@@ -178,6 +178,7 @@ impl SimDevice {
                 discharged_mwh: 0,
                 charged_mwh: 0,
                 remainder_mws: 0,
+                local_w: 0,
             }),
             frozen: false,
         };
@@ -276,6 +277,9 @@ pub struct BatteryState {
     pub charged_mwh: u64,
     /// Sub-mWh remainder of integration (mW·s), so long runs lose nothing to rounding.
     pub remainder_mws: i64,
+    /// What the battery's own controller wants when no one limits it (self-consumption:
+    /// positive = cover the home's deficit, negative = store its surplus), W.
+    pub local_w: i32,
 }
 
 impl BatteryState {
@@ -294,12 +298,21 @@ impl BatteryState {
             .point("StorCtl_Mod")
             .and_then(|v| v.as_i64())
             .unwrap_or(0);
+        let own = self.local_w.clamp(-(wmax as i32), wmax as i32);
         if mode & 0b10 != 0 {
-            (num("OutWRte").unwrap_or(0.0).clamp(0.0, 100.0) / 100.0 * wmax).round() as i32
+            // A discharge rate set from outside is followed; a zero rate still lets the
+            // battery store the home's surplus (it only stops discharging).
+            let out =
+                (num("OutWRte").unwrap_or(0.0).clamp(0.0, 100.0) / 100.0 * wmax).round() as i32;
+            if out > 0 {
+                out
+            } else {
+                own.min(0)
+            }
         } else if mode & 0b01 != 0 {
             -((num("InWRte").unwrap_or(0.0).clamp(0.0, 100.0) / 100.0 * wmax).round() as i32)
         } else {
-            0
+            own
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod devices;
 pub mod dsmr_sim;
 pub mod faults;
+pub mod home;
 pub mod lockstep;
 pub mod modbus_sim;
 pub mod mqtt_sim;

@@ -43,6 +43,7 @@ impl LockstepNet {
                 name: format!("node-{i}"),
                 max_mempool: 100_000,
                 sync_batch: 50,
+                last_slot: u64::MAX,
             };
             nodes.push(Node::new(cfg, *k, chain, guard));
             dirs.push(dir);

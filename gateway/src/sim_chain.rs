@@ -1,0 +1,436 @@
+//! `gridlet sim` (ledger and market stage): a community of homes on one machine, each with its
+//! own data directory, block store and signer guard, producing and validating Proof-of-Stake
+//! blocks over a simulated day. Each home's battery attests the hour's surplus solar energy
+//! (the same solar profile as the HIL inverter), homes offer it in sale contracts, homes short
+//! of energy buy, release orders go out once purchases are final, and the seller's battery
+//! reports what it delivered. Devices over Modbus/DSMR/MQTT and the bus join this loop with the
+//! gateway issue; the decisions here stand in for the market actor's strategy.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context, Result};
+use gridlet_ledger::chain::Checks;
+use gridlet_ledger::crypto::{deterministic_key, Signature};
+use gridlet_ledger::genesis::Member;
+use gridlet_ledger::market::book::ContractStatus;
+use gridlet_ledger::market::clearing::payment;
+use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
+use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::store::{open_sled, PersistentChain, SignerGuard, SledStore};
+use gridlet_ledger::tx::Attestation;
+use gridlet_ledger::{Genesis, MemberKey, SignedTransaction, Transaction, TxPayload};
+use secp256k1::SecretKey;
+use serde_json::json;
+
+use crate::chain_cmd;
+use crate::keys;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Number of homes.
+    pub homes: usize,
+    /// Number of slots to play.
+    pub slots: u64,
+    /// Seed for keys and the scenario.
+    pub seed: u64,
+    /// Report directory (`homes/<n>/` data dirs and `report.json`).
+    pub report: PathBuf,
+    /// Producer selection rule.
+    pub rule: SelectionRule,
+    /// Transfers submitted per slot across the community.
+    pub txs_per_slot: usize,
+    /// Percent of slots in which the elected producer is silent and a fallback produces.
+    pub silent_percent: u64,
+    /// Whether homes trade energy (false: credit transfers only).
+    pub market: bool,
+}
+
+/// splitmix64: the scenario's reproducible randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+struct Home {
+    name: String,
+    key: SecretKey,
+    attestor: SecretKey,
+    member: MemberKey,
+    chain: PersistentChain<SledStore>,
+    guard: SignerGuard,
+    /// Nonces used by transactions built in the current slot.
+    pending: u64,
+    nameplate_w: u32,
+    load_w: u32,
+}
+
+/// Runs the scenario and returns the summary (also written to `report.json`).
+pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
+    ensure!(o.homes >= 2, "--homes must be at least 2");
+    let homes_dir = o.report.join("homes");
+    if homes_dir.exists() {
+        bail!(
+            "{} already exists: choose another --report or delete it",
+            homes_dir.display()
+        );
+    }
+    let keys: Vec<SecretKey> = (0..o.homes as u64)
+        .map(|i| deterministic_key(o.seed, i))
+        .collect();
+    let members: Vec<Member> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Member {
+            name: format!("home-{i}"),
+            key: MemberKey::from_secret(k),
+            attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i as u64)),
+            balance: 100_000_000,
+        })
+        .collect();
+    let genesis = Genesis::with_defaults(
+        &format!("gridlet-sim-{}", o.seed),
+        0,
+        members.clone(),
+        o.rule,
+    );
+    let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance)).sum();
+
+    let mut homes = Vec::with_capacity(o.homes);
+    for (i, k) in keys.iter().enumerate() {
+        let dir = homes_dir.join(i.to_string());
+        chain_cmd::install_genesis(&dir, &genesis)?;
+        keys::write_new(&dir.join("home.key"), k)?;
+        let (chain, _) = open_sled(&dir, genesis.clone(), u64::MAX)
+            .with_context(|| format!("opening {}", dir.display()))?;
+        homes.push(Home {
+            name: format!("home-{i}"),
+            key: *k,
+            attestor: deterministic_key(o.seed ^ 0xE55, i as u64),
+            member: MemberKey::from_secret(k),
+            chain,
+            guard: SignerGuard::open(&dir)?,
+            pending: 0,
+            nameplate_w: 0,
+            load_w: 0,
+        });
+    }
+
+    let mut rng = Rng(o.seed);
+    for h in homes.iter_mut() {
+        h.nameplate_w = 2_000 + rng.below(6_000) as u32;
+        h.load_w = 300 + rng.below(1_200) as u32;
+    }
+    let chain_id = genesis.hash();
+    let slots_per_hour = (o.slots / 24).max(1);
+    let ms_per_slot = 86_400_000 / o.slots.max(1);
+    let mut mempool: Vec<SignedTransaction> = Vec::new();
+    let mut to_deliver: Vec<(usize, gridlet_ledger::Hash32, u64)> = Vec::new();
+    let mut releases: Vec<gridlet_ledger::Hash32> = Vec::new();
+    let mut deliveries = 0u64;
+    let mut settled = 0u64;
+    let mut produced_by: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_rank: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut committed_txs = 0u64;
+    let mut rejected_txs = 0u64;
+    let progress_every = (o.slots / 10).max(1);
+
+    for slot in 1..=o.slots {
+        let state = homes[0].chain.chain().head_state().clone();
+        let height = state.height + 1;
+        for h in homes.iter_mut() {
+            h.pending = 0;
+        }
+        let sign = |homes: &mut Vec<Home>, i: usize, payload: TxPayload| -> SignedTransaction {
+            let h = &mut homes[i];
+            let nonce = state.account(&h.member).nonce + h.pending;
+            h.pending += 1;
+            Transaction {
+                chain_id,
+                sender: h.member,
+                nonce,
+                fee: genesis.tx_fee,
+                payload,
+            }
+            .sign(&h.key)
+        };
+        let time_ms = slot * ms_per_slot;
+        if !o.market {
+            to_deliver.clear();
+        }
+        // Batteries report delivery of released trades.
+        for (seller, trade, energy) in std::mem::take(&mut to_deliver) {
+            let delivered = if rng.below(10) == 0 {
+                energy * (50 + rng.below(50)) / 100
+            } else {
+                energy
+            };
+            let receipt = Signature::sign(
+                &receipt_digest(&chain_id, &trade, delivered),
+                &homes[seller].attestor,
+            );
+            let tx = sign(
+                &mut homes,
+                seller,
+                TxPayload::Deliver {
+                    trade,
+                    delivered_wh: delivered,
+                    receipt,
+                },
+            );
+            mempool.push(tx);
+        }
+        // Each hour, every battery attests the surplus it stored in the past hour.
+        if o.market && slot % slots_per_hour == 0 {
+            let hour = slot / slots_per_hour;
+            for i in 0..homes.len() {
+                let mid = time_ms.saturating_sub(1_800_000);
+                let pv = gridlet_hil::devices::solar_profile_w(homes[i].nameplate_w, mid);
+                let surplus_wh = u64::from(pv.saturating_sub(homes[i].load_w));
+                if surplus_wh > 0 {
+                    let digest = attestation_digest(&chain_id, &homes[i].member, hour, surplus_wh);
+                    let a = Attestation {
+                        interval: hour,
+                        energy_wh: surplus_wh,
+                        signature: Signature::sign(&digest, &homes[i].attestor),
+                    };
+                    let tx = sign(&mut homes, i, TxPayload::Attest(a));
+                    mempool.push(tx);
+                }
+            }
+        }
+        // Homes with attested energy offer part of it below the grid tariff.
+        for i in 0..homes.len() {
+            let sellable = state.market().sellable_wh(&homes[i].member);
+            if o.market && sellable >= 200 && rng.below(3) == 0 {
+                let wh = sellable.min(200 + rng.below(1_800));
+                let price =
+                    genesis.floor_price + rng.below(genesis.grid_tariff - genesis.floor_price);
+                let tx = sign(
+                    &mut homes,
+                    i,
+                    TxPayload::Sale {
+                        energy_wh: wh,
+                        price,
+                        expiry_height: height + 15,
+                        attestation: None,
+                    },
+                );
+                mempool.push(tx);
+            }
+        }
+        // Homes short of energy now buy the cheapest open contract they can afford.
+        let pv_now: Vec<u32> = homes
+            .iter()
+            .map(|h| gridlet_hil::devices::solar_profile_w(h.nameplate_w, time_ms))
+            .collect();
+        let mut open: Vec<(u64, gridlet_ledger::Hash32, MemberKey, u64)> = state
+            .market()
+            .contracts
+            .iter()
+            .filter(|(_, c)| c.status == ContractStatus::Open && c.expiry_height >= height)
+            .filter_map(|(id, c)| {
+                payment(c.energy_wh, c.price)
+                    .ok()
+                    .map(|pay| (c.price, *id, c.seller, pay))
+            })
+            .collect();
+        open.sort();
+        for i in 0..homes.len() {
+            if !o.market || pv_now[i] >= homes[i].load_w || rng.below(3) != 0 {
+                continue;
+            }
+            let balance = state.account(&homes[i].member).balance;
+            if let Some(pos) = open.iter().position(|(_, _, seller, pay)| {
+                *seller != homes[i].member && *pay + genesis.tx_fee <= balance
+            }) {
+                let (_, contract, _, pay) = open.remove(pos);
+                let tx = sign(
+                    &mut homes,
+                    i,
+                    TxPayload::Purchase {
+                        contract,
+                        payment: pay,
+                    },
+                );
+                mempool.push(tx);
+            }
+        }
+        // And some plain credit transfers.
+        for _ in 0..o.txs_per_slot {
+            let from = rng.below(o.homes as u64) as usize;
+            let mut to = rng.below(o.homes as u64 - 1) as usize;
+            if to >= from {
+                to += 1;
+            }
+            let to_key = homes[to].member;
+            let tx = sign(
+                &mut homes,
+                from,
+                TxPayload::Transfer {
+                    to: to_key,
+                    amount: 1 + rng.below(50_000),
+                },
+            );
+            mempool.push(tx);
+        }
+
+        let ranked = homes[0].chain.chain().ranked_producers(slot);
+        let silent_elected = rng.below(100) < o.silent_percent && ranked.len() > 1;
+        let rank = if silent_elected { 2 } else { 1 };
+        let producer_key = ranked[rank - 1];
+        let p = homes
+            .iter()
+            .position(|h| h.member == producer_key)
+            .context("elected producer is a home")?;
+        let out = homes[p]
+            .chain
+            .chain()
+            .produce(&homes[p].key, slot, &mempool)?;
+        let block = out.block;
+        homes[p].guard.authorize(slot, block.hash())?;
+        let mut events = Vec::new();
+        for (n, h) in homes.iter_mut().enumerate() {
+            let ins = h
+                .chain
+                .commit(
+                    block.clone(),
+                    Checks {
+                        signatures: true,
+                        current_slot: Some(slot),
+                    },
+                )
+                .with_context(|| format!("{} rejected block {}", h.name, block.header.height))?;
+            if n == 0 {
+                events = ins.events;
+            }
+        }
+        for e in events {
+            match e {
+                MarketEvent::Release {
+                    trade,
+                    seller,
+                    energy_wh,
+                    ..
+                } => {
+                    releases.push(trade);
+                    if let Some(i) = homes.iter().position(|h| h.member == seller) {
+                        to_deliver.push((i, trade, energy_wh));
+                    }
+                }
+                MarketEvent::Settled { .. } => settled += 1,
+                _ => {}
+            }
+        }
+        deliveries += block
+            .transactions
+            .iter()
+            .filter(|t| matches!(t.tx().payload, TxPayload::Deliver { .. }))
+            .count() as u64;
+        let included: HashSet<_> = block.transactions.iter().map(|t| t.id()).collect();
+        let dropped: HashSet<_> = out.rejected.iter().map(|(id, _)| *id).collect();
+        committed_txs += included.len() as u64;
+        rejected_txs += dropped.len() as u64;
+        // Everything submitted was either included or rejected: the next slot starts afresh.
+        debug_assert_eq!(included.len() + dropped.len(), mempool.len());
+        mempool.clear();
+        *produced_by.entry(homes[p].name.clone()).or_default() += 1;
+        *by_rank.entry(rank as u32).or_default() += 1;
+        if slot % progress_every == 0 {
+            tracing::info!(
+                slot,
+                height = block.header.height,
+                txs = committed_txs,
+                "simulated {}%",
+                slot * 100 / o.slots
+            );
+        }
+    }
+
+    let tips: Vec<String> = homes
+        .iter()
+        .map(|h| h.chain.chain().head_hash().to_hex())
+        .collect();
+    let state = homes[0].chain.chain().head_state();
+    let credits_conserved = state.total_credits() == initial_credits;
+    let same_tip = tips.iter().all(|t| *t == tips[0]);
+    let every_home_produced = homes.iter().all(|h| produced_by.contains_key(&h.name));
+    let market = state.market();
+    let mut unique = releases.clone();
+    unique.sort();
+    unique.dedup();
+    let releases_match_trades = unique.len() == releases.len()
+        && releases.iter().all(|t| market.trades.contains_key(t))
+        && market.trades.values().filter(|t| t.released).count() == releases.len();
+    let energy_traced = homes.iter().all(|h| {
+        market.delivered_wh(&h.member) <= market.attested_wh(&h.member)
+            && market
+                .trades
+                .values()
+                .filter(|t| t.seller == h.member)
+                .all(|t| t.allocation.iter().map(|a| a.wh).sum::<u64>() == t.energy_wh)
+    });
+    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
+    let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
+    let credits_to_sellers: u64 = market.trades.values().map(|t| t.paid_out).sum();
+    let summary = json!({
+        "homes": o.homes,
+        "slots": o.slots,
+        "rule": o.rule,
+        "height": homes[0].chain.chain().head_height(),
+        "finalized_height": homes[0].chain.chain().finalized().1,
+        "tip_hash": tips[0],
+        "state_hash": state.hash().to_hex(),
+        "blocks_per_producer": produced_by,
+        "blocks_by_rank": by_rank,
+        "transactions_committed": committed_txs,
+        "transactions_rejected": rejected_txs,
+        "fees_to_community": state.community_balance(),
+        "market": {
+            "attested_wh": homes.iter().map(|h| market.attested_wh(&h.member)).sum::<u64>(),
+            "contracts": market.contracts.len(),
+            "trades": market.trades.len(),
+            "wh_traded": wh_traded,
+            "releases": releases.len(),
+            "deliveries_reported": deliveries,
+            "wh_delivered": wh_delivered,
+            "trades_settled": settled,
+            "credits_paid_to_sellers": credits_to_sellers,
+            "credits_in_escrow": market.escrow,
+        },
+        "invariants": {
+            "credits_conserved": credits_conserved,
+            "all_homes_same_tip": same_tip,
+            "every_home_produced": every_home_produced,
+            "every_release_matches_one_trade": releases_match_trades,
+            "delivered_energy_traces_to_attested_generation": energy_traced,
+        },
+        "data_dirs": homes_dir.display().to_string(),
+    });
+    std::fs::write(
+        o.report.join("report.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    ensure!(credits_conserved, "credits not conserved");
+    ensure!(same_tip, "homes disagree on the tip: {tips:?}");
+    ensure!(
+        releases_match_trades,
+        "release orders do not match trades one to one"
+    );
+    ensure!(
+        energy_traced,
+        "delivered energy does not trace back to attested generation"
+    );
+    Ok(summary)
+}

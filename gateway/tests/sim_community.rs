@@ -1,0 +1,142 @@
+//! `gridlet sim` end to end: real gateway processes, simulated devices over Modbus TCP, DSMR on
+//! socat ptys and one MQTT meter, joined by the embedded broker or by Mosquitto. The community
+//! trades, every home produces blocks, every invariant holds, and every home's data dir
+//! verifies to the same tip.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use common::{free_port, run, BIN};
+
+/// The simulations time their slots in wall time: one at a time on this 2-core machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn sim(report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "sim",
+        "--slot-ms",
+        "90000",
+        "--speedup",
+        "1500",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = run(Command::new(BIN).args(&args));
+    assert!(ok, "sim failed: {err}\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn check(report: &std::path::Path, summary: &serde_json::Value, homes: usize) {
+    for (name, v) in summary["invariants"].as_object().unwrap() {
+        assert_eq!(v, true, "invariant {name} failed: {summary:#}");
+    }
+    let produced = summary["blocks_per_producer"].as_object().unwrap();
+    assert_eq!(produced.len(), homes, "{summary:#}");
+    let market = &summary["market"];
+    assert!(market["trades"].as_u64().unwrap() > 0, "{summary:#}");
+    // Every trade was released by its seller's battery and confirmed on chain.
+    assert!(market["battery_releases"].as_u64().unwrap() > 0);
+    assert!(market["wh_released"].as_u64().unwrap() > 0);
+    assert_eq!(market["wh_released"], market["wh_delivered_on_chain"]);
+    // `gridlet chain verify` on every home: the same tip.
+    let mut tips = Vec::new();
+    for i in 0..homes {
+        let data = report.join("homes").join(i.to_string());
+        let (ok, out, err) =
+            run(Command::new(BIN).args(["chain", "verify", "--data", data.to_str().unwrap()]));
+        assert!(ok, "home {i} does not verify: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        tips.push(v["tip_hash"].as_str().unwrap().to_owned());
+    }
+    assert!(tips.iter().all(|t| *t == tips[0]), "{tips:?}");
+    assert_eq!(summary["tip_hash"], tips[0].as_str());
+    let png = std::fs::read(report.join("chart.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(report.join("report.json").exists());
+}
+
+#[test]
+fn a_community_with_the_embedded_broker_trades_and_agrees() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r");
+    let summary = sim(
+        &report,
+        &["--homes", "3", "--start-hour", "12", "--hours", "10"],
+    );
+    check(&report, &summary, 3);
+    // Two homes read DSMR over a pty, the last an MQTT meter: all three traded on their readings.
+    let cfg = std::fs::read_to_string(report.join("homes/2/gateway.toml")).unwrap();
+    assert!(cfg.contains("kind = \"mqtt\""));
+    let cfg = std::fs::read_to_string(report.join("homes/0/gateway.toml")).unwrap();
+    assert!(cfg.contains("kind = \"dsmr\""));
+    // A report directory is never reused.
+    let (ok, _, err) = run(Command::new(BIN).args(["sim", "--report", report.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+/// Mosquitto and the directory of its config (kept until it stops).
+struct Mosquitto {
+    child: std::process::Child,
+    _conf: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_community_on_mosquitto_trades_and_agrees() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 8388608\n"),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .args(["-c", conf.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is installed (scripts/test installs it)");
+    let _broker = Mosquitto {
+        child,
+        _conf: conf_dir,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r");
+    let broker = format!("127.0.0.1:{port}");
+    let summary = sim(
+        &report,
+        &[
+            "--homes",
+            "3",
+            "--start-hour",
+            "15",
+            "--hours",
+            "7",
+            "--seed",
+            "2",
+            "--broker",
+            &broker,
+        ],
+    );
+    check(&report, &summary, 3);
+}
