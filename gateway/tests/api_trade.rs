@@ -207,6 +207,39 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     assert_eq!(trade["delivered_wh"], 150);
     let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
     assert_eq!(devices["battery"]["releases"], 1);
+
+    // A sealed bid: committed in the next commit phase, revealed in the reveal phase (the
+    // gateway keeps the salt on disk meanwhile and never shows it).
+    let bid = r#"{"energy_wh": 400, "price": 150000}"#;
+    assert_eq!(http(api_b, "POST", "/api/bids", None, bid).0, 401);
+    let (code, err) = http(
+        api_b,
+        "POST",
+        "/api/bids",
+        Some(token),
+        r#"{"energy_wh": 0, "price": 1}"#,
+    );
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(http(api_b, "POST", "/api/bids", Some(token), bid).0, 202);
+    let saved = std::fs::read_to_string(h.dir.path().join("db/bids.json")).unwrap();
+    assert!(saved.contains("\"salt\""), "{saved}");
+    let mut seen = Vec::new();
+    wait_until(60, || {
+        let (_, bids) = http(api_b, "GET", "/api/bids", None, "");
+        let b = bids.as_array()?.first()?.clone();
+        assert!(b.get("salt").is_none(), "the API shows a salt: {b}");
+        let p = b["progress"].as_str()?.to_owned();
+        if seen.last() != Some(&p) {
+            seen.push(p.clone());
+        }
+        (p == "revealed").then_some(())
+    });
+    assert!(seen.contains(&"revealed".to_owned()), "{seen:?}");
+    // The round clears with no seller: the bid is done and its escrow comes back.
+    wait_until(60, || {
+        let (_, bids) = http(api_b, "GET", "/api/bids", None, "");
+        bids.as_array()?.is_empty().then_some(())
+    });
 }
 
 #[test]

@@ -155,6 +155,12 @@ fn a_broken_config_is_refused_with_the_field_named() {
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[node]\ntick_ms = 1\n[bus]\nembedded_port = 1\n", "node.tick_ms"),
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\ncolour = \"blue\"\n[bus]\nembedded_port = 1\n", "colour"),
         ("data_dir = 3\n", "data_dir"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[meter]\nkind = \"smoke-signals\"\n", "meter.kind"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[meter]\nkind = \"dsmr\"\n", "meter.path"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[meter]\nkind = \"mqtt\"\ntopic = \"tele/#\"\n", "meter.topic"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[pv]\nhost = \"x\"\npoll_ms = 5\n", "pv.poll_ms"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[strategy]\nreserve = 3\n", "reserve"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[clock]\nanchor_unix_ms = 0\norigin_ms = 0\nspeedup = -1.0\n", "clock.speedup"),
     ] {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, body).unwrap();
