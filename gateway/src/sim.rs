@@ -88,10 +88,26 @@ impl Drop for Gateways {
     }
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up), so that no outgoing
+/// connection of the hundreds this simulation opens can take it before its server binds it.
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let start = 20_000 + (std::process::id() % 10_000) as u16;
+        let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..12_000 {
+        let mut port = NEXT.fetch_add(1, Ordering::Relaxed);
+        if !(20_000..32_000).contains(&port) {
+            NEXT.store(20_001, Ordering::Relaxed);
+            port = 20_000;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000–31999")
 }
 
 fn wall_ms() -> u64 {

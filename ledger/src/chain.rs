@@ -211,6 +211,8 @@ struct Node {
     state: LedgerState,
     score: u128,
     rank: u32,
+    /// The market events of this block.
+    events: Vec<crate::market::MarketEvent>,
 }
 
 /// What an accepted block changed.
@@ -226,8 +228,16 @@ pub struct Inserted {
     pub head_changed: bool,
     /// The finalized height after the insert.
     pub finalized_height: u64,
-    /// The block's market events (act on them once the block is on the canonical chain).
+    /// Market events of the blocks that just became canonical (`new_branch`, in order): empty
+    /// when the block went onto a side branch. A branch that wins later reports its blocks'
+    /// events then, so every canonical block's events are reported once per switch to it.
     pub events: Vec<crate::market::MarketEvent>,
+    /// When the head moved: the height of the last block the old and the new head share.
+    pub fork_height: u64,
+    /// When the head moved: the new head's blocks above `fork_height`, ascending. Taken before
+    /// finality advanced, so a store can replace its branch even where the new finalized block
+    /// lies above the fork.
+    pub new_branch: Vec<Arc<Block>>,
 }
 
 /// A block built by [`Chain::produce`], not yet inserted.
@@ -268,6 +278,7 @@ impl Chain {
                 state: genesis_state.clone(),
                 score: 0,
                 rank: 0,
+                events: Vec::new(),
             },
         );
         Ok(Chain {
@@ -426,7 +437,6 @@ impl Chain {
             .fallback_ranks
             .saturating_add(1)
             .saturating_sub(validated.rank);
-        let events = validated.events;
         let node = Node {
             parent: block.header.prev_hash,
             height: block.header.height,
@@ -434,6 +444,7 @@ impl Chain {
             rank: validated.rank,
             state: validated.state,
             block: Some(Arc::new(block)),
+            events: validated.events,
         };
         let (height, rank) = (node.height, node.rank);
         let better = match self.head_node() {
@@ -441,7 +452,15 @@ impl Chain {
             None => true,
         };
         self.nodes.insert(hash, node);
+        let (mut fork_height, mut new_branch) = (0, Vec::new());
+        let mut events = Vec::new();
         if better {
+            (fork_height, new_branch) = self.branch_from(self.head, hash);
+            for b in &new_branch {
+                if let Some(n) = self.nodes.get(&b.hash()) {
+                    events.extend(n.events.iter().cloned());
+                }
+            }
             self.head = hash;
             self.advance_finality();
         }
@@ -452,7 +471,47 @@ impl Chain {
             head_changed: better,
             finalized_height: self.finalized().1,
             events,
+            fork_height,
+            new_branch,
         })
+    }
+
+    /// The common ancestor's height of `old` and `new`, and `new`'s blocks above it, ascending.
+    /// Both descend from the finalized block, so the walk meets at or above it.
+    fn branch_from(&self, old: Hash32, new: Hash32) -> (u64, Vec<Arc<Block>>) {
+        let height = |h: &Hash32| self.node(h).map_or(0, |n| n.height);
+        let parent = |h: &Hash32| self.node(h).map(|n| n.parent);
+        let (mut a, mut b) = (old, new);
+        let mut branch = Vec::new();
+        while height(&b) > height(&a) {
+            match self.node(&b) {
+                Some(n) => {
+                    if let Some(block) = &n.block {
+                        branch.push(block.clone());
+                    }
+                    b = n.parent;
+                }
+                None => break,
+            }
+        }
+        while height(&a) > height(&b) {
+            match parent(&a) {
+                Some(p) => a = p,
+                None => break,
+            }
+        }
+        while a != b {
+            let (Some(na), Some(nb)) = (self.node(&a), self.node(&b)) else {
+                break;
+            };
+            if let Some(block) = &nb.block {
+                branch.push(block.clone());
+            }
+            a = na.parent;
+            b = nb.parent;
+        }
+        branch.reverse();
+        (height(&b), branch)
     }
 
     fn ancestor_at(&self, from: Hash32, height: u64) -> Option<Hash32> {

@@ -275,13 +275,10 @@ impl<S: BlockStore> PersistentChain<S> {
     pub fn commit(&mut self, block: Block, checks: Checks) -> Result<Inserted, StoreError> {
         let inserted = self.chain.insert(block, checks)?;
         if inserted.head_changed {
-            let canonical = &self.canonical;
-            let (ancestor, branch) = self.chain.branch_to_head(|h, hash| {
-                usize::try_from(h)
-                    .ok()
-                    .and_then(|i| canonical.get(i))
-                    .is_some_and(|c| c == hash)
-            });
+            // The chain reports the replaced branch from the fork, taken before finality moved:
+            // a branch switch that also finalizes must still replace the stored blocks between
+            // the fork and the new finalized block.
+            let ancestor = inserted.fork_height;
             if self.store.tip_height()? > ancestor {
                 self.store.truncate_above(ancestor)?;
             }
@@ -290,7 +287,7 @@ impl<S: BlockStore> PersistentChain<S> {
                     .unwrap_or(usize::MAX)
                     .saturating_add(1),
             );
-            for b in &branch {
+            for b in &inserted.new_branch {
                 self.store.put(b.header.height, &b.encode())?;
                 self.canonical.push(b.hash());
             }
