@@ -152,6 +152,7 @@ fn gateway_config(
     meter: &str,
     broker: (&str, u16),
     clock: (u64, u64, f64, u64),
+    tick_ms: u64,
 ) -> String {
     format!(
         r#"# Written by `gridlet sim`: one home of the simulated community.
@@ -162,7 +163,7 @@ attestor_key_file = "battery.key"
 
 [node]
 name = "{name}"
-tick_ms = 10
+tick_ms = {tick}
 
 [bus]
 broker = "{bhost}:{bport}"
@@ -208,6 +209,7 @@ speedup = {speedup}
 end_ms = {end}
 "#,
         name = h.name,
+        tick = tick_ms,
         bhost = broker.0,
         bport = broker.1,
         pv = profile.nameplate_w,
@@ -303,6 +305,9 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let mut setups = Vec::new();
     let start_ms = (o.start_hour * 3_600_000.0) as u64;
     let end_ms = start_ms + (o.hours * 3_600_000.0) as u64;
+    // Ten node ticks per slot of wall time: enough for the fallback delay (a quarter slot),
+    // cheap enough for a hundred gateways on two cores.
+    let tick_ms = (o.slot_ms as f64 / o.speedup / 10.0).clamp(10.0, 100.0) as u64;
     // Gateways start a few seconds before scenario time does, to find their devices.
     let anchor = wall_ms() + 5_000;
     for (i, member) in members.iter().enumerate() {
@@ -354,6 +359,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
                 &meter_cfg,
                 (&broker_host, broker_port),
                 (anchor, start_ms, o.speedup, end_ms),
+                tick_ms,
             ),
         )?;
         sims.push(home);
@@ -622,7 +628,13 @@ fn report(
         serde_json::to_string_pretty(&summary)? + "\n",
     )?;
     crate::chart::draw(&o.report.join("chart.png"), samples, &prices)?;
-    ensure!(same_tip, "homes disagree on the tip: {tips:?}");
+    if !same_tip {
+        let odd: Vec<usize> = (0..tips.len()).filter(|i| tips[*i] != tips[0]).collect();
+        bail!(
+            "homes disagree on the tip: home 0 has {}, homes {odd:?} do not",
+            tips[0]
+        );
+    }
     ensure!(credits_conserved, "credits not conserved");
     ensure!(
         releases_match,
