@@ -164,6 +164,23 @@ impl BatteryStorage {
             if !meter_fresh {
                 tracing::warn!("grid meter data too old: battery to its safe state");
             }
+            {
+                use crate::metrics as m;
+                let ok = valid.is_some();
+                metrics::counter!(m::DEVICE_POLLS, "device" => "battery", "result" => if ok { "ok" } else { "error" })
+                    .increment(1);
+                metrics::gauge!(m::DEVICE_UP, "device" => "battery").set(if ok { 1.0 } else { 0.0 });
+                if let Some(v) = valid {
+                    metrics::gauge!(m::BATTERY_ENERGY).set(v);
+                    metrics::gauge!(m::DEVICE_LAST_VALUE, "device" => "battery").set(m::unix_now());
+                }
+                if let Some(v) = bat.soc_pct.valid() {
+                    metrics::gauge!(m::BATTERY_SOC).set(*v);
+                }
+                if let Some(v) = bat.power_w.valid() {
+                    metrics::gauge!(m::BATTERY_POWER).set(*v);
+                }
+            }
             // Without trustworthy meter data the battery must not feed the grid.
             let valid = valid.filter(|_| meter_fresh);
             if let Reading::CommError { reason } = &avail {
@@ -172,8 +189,10 @@ impl BatteryStorage {
             let actions = act
                 .releaser
                 .on_reading(valid.map(|v| v.max(0.0) as u64), act.clock.now_ms());
+            let safe = act.releaser.in_safe_state();
+            metrics::gauge!(crate::metrics::BATTERY_SAFE_STATE).set(if safe { 1.0 } else { 0.0 });
             if let Ok(mut s) = act.status.lock() {
-                s.safe_state = act.releaser.in_safe_state();
+                s.safe_state = safe;
             }
             act.execute(actions, ctx);
         }));

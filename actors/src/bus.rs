@@ -160,17 +160,20 @@ async fn run(
                             tracing::warn!(%e, topic = %t, "cannot subscribe");
                         }
                     }
+                    metrics::counter!(crate::metrics::BUS_CONNECTS).increment(1);
                     let _ = events.send(BusEvent::Connected).await;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     match serde_json::from_slice::<BusMessage>(&p.payload) {
                         Ok(message) => {
+                            metrics::counter!(crate::metrics::BUS_MESSAGES, "direction" => "in", "kind" => crate::metrics::bus_kind(&message)).increment(1);
                             let delivery = Delivery { message, publish: p };
                             if events.send(BusEvent::Message(Box::new(delivery))).await.is_err() {
                                 return;
                             }
                         }
                         Err(e) => {
+                            metrics::counter!(crate::metrics::BUS_MALFORMED).increment(1);
                             let _ = client.ack(&p).await;
                             let _ = events
                                 .send(BusEvent::Malformed {
@@ -192,6 +195,7 @@ async fn run(
             cmd = commands.recv() => match cmd {
                 None => return,
                 Some(Command::Publish(m)) => {
+                    metrics::counter!(crate::metrics::BUS_MESSAGES, "direction" => "out", "kind" => crate::metrics::bus_kind(&m)).increment(1);
                     let topic = cfg.topic_for(&m);
                     match serde_json::to_vec(&m) {
                         Ok(payload) => {

@@ -76,6 +76,18 @@ impl PvInverter {
         ctx.spawn(fut.into_actor(self).map(|r, act, _| {
             act.polling = false;
             let now = Instant::now();
+            use crate::metrics as m;
+            let ok = r.power_w.is_valid();
+            metrics::counter!(m::DEVICE_POLLS, "device" => "pv", "result" => if ok { "ok" } else { "error" })
+                .increment(1);
+            metrics::gauge!(m::DEVICE_UP, "device" => "pv").set(if ok { 1.0 } else { 0.0 });
+            if let Some(p) = r.power_w.valid() {
+                metrics::gauge!(m::PV_POWER).set(*p);
+                metrics::gauge!(m::DEVICE_LAST_VALUE, "device" => "pv").set(m::unix_now());
+            }
+            if let Some(e) = r.energy_wh.valid() {
+                metrics::gauge!(m::PV_ENERGY).set(*e);
+            }
             if let Ok(mut s) = act.status.lock() {
                 s.polls += 1;
                 match r.power_w.valid() {
@@ -208,6 +220,9 @@ async fn read_dsmr<R: tokio::io::AsyncRead + Unpin>(
             ReadEvent::Telegram(t) => {
                 let now = Instant::now();
                 let (p, imp, exp) = dsmr_values(&t);
+                record_meter(p, imp, exp);
+                metrics::counter!(crate::metrics::METER_MESSAGES, "result" => "accepted")
+                    .increment(1);
                 update(status, |s| {
                     s.accepted += 1;
                     if let Some(p) = p {
@@ -223,6 +238,8 @@ async fn read_dsmr<R: tokio::io::AsyncRead + Unpin>(
             }
             ReadEvent::Rejected(e) => {
                 tracing::debug!(%e, "DSMR telegram rejected");
+                metrics::counter!(crate::metrics::METER_MESSAGES, "result" => "rejected")
+                    .increment(1);
                 update(status, |s| {
                     s.rejected += 1;
                     s.last_error = Some(e.to_string());
@@ -248,6 +265,8 @@ async fn run_dsmr(
             MeterSource::DsmrSerial { path, version } => match version.open_serial(path) {
                 Ok(port) => {
                     failures = 0;
+                    metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
+                        .increment(1);
                     update(&status, |s| {
                         s.connects += 1;
                         s.connected = true;
@@ -260,6 +279,8 @@ async fn run_dsmr(
                 match tokio::net::TcpStream::connect(addr.as_str()).await {
                     Ok(stream) => {
                         failures = 0;
+                        metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
+                            .increment(1);
                         update(&status, |s| {
                             s.connects += 1;
                             s.connected = true;
@@ -284,8 +305,30 @@ async fn run_dsmr(
 
 async fn run_mqtt(cfg: MqttMeterConfig, status: Arc<Mutex<MeterStatus>>) {
     let (mut rx, _task) = mqtt_meter::spawn(cfg);
+    let (mut accepted, mut rejected, mut connects) = (0u64, 0u64, 0u64);
     while rx.changed().await.is_ok() {
         let m = rx.borrow_and_update().clone();
+        use crate::metrics as mm;
+        if m.messages > accepted {
+            metrics::counter!(mm::METER_MESSAGES, "result" => "accepted")
+                .increment(m.messages - accepted);
+            accepted = m.messages;
+            record_meter(
+                m.power_w.map(|v| v.0),
+                m.import_wh.map(|v| v.0),
+                m.export_wh.map(|v| v.0),
+            );
+        }
+        if m.rejected > rejected {
+            metrics::counter!(mm::METER_MESSAGES, "result" => "rejected")
+                .increment(m.rejected - rejected);
+            rejected = m.rejected;
+        }
+        if m.connects > connects {
+            metrics::counter!(mm::DEVICE_RECONNECTS, "device" => "meter")
+                .increment(m.connects - connects);
+            connects = m.connects;
+        }
         update(&status, |s| {
             let stamp =
                 |v: Option<(f64, tokio::time::Instant)>| v.map(|(x, at)| (x, at.into_std()));
@@ -301,10 +344,39 @@ async fn run_mqtt(cfg: MqttMeterConfig, status: Arc<Mutex<MeterStatus>>) {
     }
 }
 
+/// Exports one meter reading.
+fn record_meter(power: Option<f64>, import: Option<f64>, export: Option<f64>) {
+    use crate::metrics as m;
+    if let Some(p) = power {
+        metrics::gauge!(m::GRID_POWER).set(p);
+        metrics::gauge!(m::DEVICE_LAST_VALUE, "device" => "meter").set(m::unix_now());
+    }
+    if let Some(v) = import {
+        metrics::gauge!(m::GRID_IMPORT).set(v);
+    }
+    if let Some(v) = export {
+        metrics::gauge!(m::GRID_EXPORT).set(v);
+    }
+}
+
 impl Actor for GridMeter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Freshness is a matter of time, not of messages: evaluated every second.
+        let stale_after = self.stale_after;
+        ctx.run_interval(Duration::from_secs(1), move |act, _| {
+            let up = act
+                .status
+                .lock()
+                .map(|s| fresh(s.power_w, stale_after).is_some())
+                .unwrap_or(false);
+            metrics::gauge!(crate::metrics::DEVICE_UP, "device" => "meter").set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        });
         let status = self.status.clone();
         match self.source.clone() {
             MeterSource::Mqtt(cfg) => {

@@ -136,7 +136,25 @@ impl<S: BlockStore + Unpin + 'static> Handler<Step> for NodeWorker<S> {
     type Result = Result<Vec<Effect>, String>;
 
     fn handle(&mut self, msg: Step, _: &mut SyncContext<Self>) -> Self::Result {
-        self.node.handle(msg.0).map_err(|e| e.to_string())
+        use crate::metrics as m;
+        let carries_blocks = matches!(
+            &msg.0,
+            Input::Bus(crate::node::BusMessage::Block { .. })
+                | Input::Bus(crate::node::BusMessage::SyncResponse { .. })
+        );
+        let started = Instant::now();
+        let out = self.node.handle(msg.0).map_err(|e| e.to_string());
+        if carries_blocks {
+            metrics::histogram!(m::LEDGER_VALIDATION_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+        }
+        let chain = self.node.chain().chain();
+        metrics::gauge!(m::LEDGER_HEIGHT).set(chain.head_height() as f64);
+        metrics::gauge!(m::LEDGER_FINALIZED).set(chain.finalized().1 as f64);
+        metrics::gauge!(m::LEDGER_SLOT).set(self.node.slot() as f64);
+        metrics::gauge!(m::LEDGER_MEMPOOL).set(self.node.mempool_len() as f64);
+        metrics::gauge!(m::LEDGER_SYNC_LAG).set(self.node.sync_lag() as f64);
+        out
     }
 }
 
@@ -287,6 +305,11 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
             for ev in &events {
                 tracing::info!(?ev, "market event");
             }
+            if produced {
+                metrics::counter!(crate::metrics::LEDGER_PRODUCED).increment(1);
+            } else {
+                metrics::counter!(crate::metrics::LEDGER_RECEIVED).increment(1);
+            }
             if let Ok(mut s) = status.lock() {
                 s.committed += 1;
                 if produced {
@@ -298,11 +321,13 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
         }
         Effect::Rejected { what, reason } => {
             tracing::warn!(what, %reason, "refused");
+            metrics::counter!(crate::metrics::LEDGER_REJECTED, "what" => what).increment(1);
             if let Ok(mut s) = status.lock() {
                 s.rejected += 1;
             }
         }
         Effect::Duplicate => {
+            metrics::counter!(crate::metrics::BUS_DUPLICATES).increment(1);
             if let Ok(mut s) = status.lock() {
                 s.duplicates += 1;
             }

@@ -22,6 +22,7 @@ pub mod devices;
 pub mod journal;
 pub mod ledger_actor;
 pub mod market_actor;
+pub mod metrics;
 pub mod node;
 pub mod release;
 pub mod strategy;

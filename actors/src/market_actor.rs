@@ -164,6 +164,15 @@ impl MarketActor {
     fn count(&self, f: impl FnOnce(&mut MarketStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
+            use crate::metrics as m;
+            // The status is the one tally; the counters follow it.
+            metrics::counter!(m::MARKET_OFFERS).absolute(s.offers);
+            metrics::counter!(m::MARKET_PURCHASES).absolute(s.purchases);
+            metrics::counter!(m::MARKET_BIDS, "phase" => "commit").absolute(s.bids_committed);
+            metrics::counter!(m::MARKET_BIDS, "phase" => "reveal").absolute(s.bids_revealed);
+            metrics::counter!(m::MARKET_RELEASES).absolute(s.releases);
+            metrics::counter!(m::MARKET_DELIVERIES).absolute(s.deliveries);
+            metrics::counter!(m::MARKET_FAILED_DELIVERIES).absolute(s.short_deliveries);
         }
     }
 
@@ -204,6 +213,25 @@ impl MarketActor {
     }
 
     fn on_state(&mut self, state: &gridlet_ledger::LedgerState) {
+        {
+            use crate::metrics as m;
+            let market = state.market();
+            metrics::counter!(m::MARKET_TRADES).absolute(market.trades.len() as u64);
+            let traded = market
+                .trades
+                .values()
+                .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
+            metrics::counter!(m::MARKET_TRADED_WH).absolute(traded);
+            if let Some(t) = market.trades.values().max_by_key(|t| t.traded_height) {
+                if t.energy_wh > 0 {
+                    // Payment per Wh × 1000: the price per kWh the trade settled at.
+                    let price = u128::from(t.payment) * 1000 / u128::from(t.energy_wh);
+                    metrics::gauge!(m::MARKET_LAST_PRICE).set(price as f64);
+                }
+            }
+            metrics::gauge!(m::MARKET_ESCROW).set(market.escrow as f64);
+            metrics::gauge!(m::MARKET_BALANCE).set(state.account(&self.me).balance as f64);
+        }
         let Some(home) = self.home.clone() else {
             return;
         };

@@ -129,6 +129,8 @@ pub struct Node<S: BlockStore> {
     /// passed: a node coming back must not fork off its stale head.
     hold_until_ms: Option<u64>,
     started: bool,
+    /// The highest block height seen from peers.
+    best_seen: u64,
 }
 
 const SEEN_LIMIT: usize = 100_000;
@@ -159,12 +161,24 @@ impl<S: BlockStore> Node<S> {
             sync_asked_at: None,
             hold_until_ms: None,
             started: false,
+            best_seen: 0,
         }
     }
 
     /// The chain.
     pub fn chain(&self) -> &PersistentChain<S> {
         &self.chain
+    }
+
+    /// Blocks this node knows exist above its head (the highest height seen from peers).
+    pub fn sync_lag(&self) -> u64 {
+        self.best_seen
+            .saturating_sub(self.chain.chain().head_height())
+    }
+
+    /// The current slot on the community clock.
+    pub fn slot(&self) -> u64 {
+        self.chain.chain().genesis().slot_at(self.now_ms)
     }
 
     /// This node's member key.
@@ -355,6 +369,7 @@ impl<S: BlockStore> Node<S> {
     }
 
     fn receive_block(&mut self, block: Block, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        self.best_seen = self.best_seen.max(block.header.height);
         let hash = block.hash();
         if self.chain.chain().contains(&hash)
             || self.chain.hash_at(block.header.height) == Some(hash)

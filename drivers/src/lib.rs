@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod device;
 pub mod dsmr;
+pub mod metrics;
 pub mod modbus;
 pub mod mqtt_meter;
 pub mod quality;

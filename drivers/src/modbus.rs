@@ -59,6 +59,8 @@ pub struct LinkConfig {
     pub backoff: BackoffPolicy,
     /// A cheap read `(unit, address)` sent once before normal traffic after a failure.
     pub probe: Option<(u8, u16)>,
+    /// The link's name in metrics (e.g. `battery`); the endpoint if empty.
+    pub name: String,
 }
 
 impl LinkConfig {
@@ -70,6 +72,48 @@ impl LinkConfig {
             gap: Duration::ZERO,
             backoff: BackoffPolicy::default(),
             probe: None,
+            name: String::new(),
+        }
+    }
+
+    /// Names the link in metrics.
+    pub fn named(mut self, name: &str) -> LinkConfig {
+        self.name = name.to_owned();
+        self
+    }
+}
+
+/// Metric handles of one link, resolved once (no label formatting on the request path).
+struct LinkMetrics {
+    ok: metrics::Counter,
+    exception: metrics::Counter,
+    timeout: metrics::Counter,
+    transport: metrics::Counter,
+    connects: metrics::Counter,
+    connect_failures: metrics::Counter,
+    duration: metrics::Histogram,
+    up: metrics::Gauge,
+    backoff: metrics::Gauge,
+}
+
+impl LinkMetrics {
+    fn new(cfg: &LinkConfig) -> LinkMetrics {
+        let link = if cfg.name.is_empty() {
+            cfg.endpoint.to_string()
+        } else {
+            cfg.name.clone()
+        };
+        let requests = |result: &'static str| metrics::counter!(crate::metrics::MODBUS_REQUESTS, "link" => link.clone(), "result" => result);
+        LinkMetrics {
+            ok: requests("ok"),
+            exception: requests("exception"),
+            timeout: requests("timeout"),
+            transport: requests("transport_error"),
+            connects: metrics::counter!(crate::metrics::MODBUS_CONNECTS, "link" => link.clone()),
+            connect_failures: metrics::counter!(crate::metrics::MODBUS_CONNECT_FAILURES, "link" => link.clone()),
+            duration: metrics::histogram!(crate::metrics::MODBUS_REQUEST_SECONDS, "link" => link.clone()),
+            up: metrics::gauge!(crate::metrics::MODBUS_UP, "link" => link.clone()),
+            backoff: metrics::gauge!(crate::metrics::MODBUS_BACKOFF_SECONDS, "link" => link),
         }
     }
 }
@@ -151,6 +195,7 @@ pub struct ModbusLink {
     retry_at: Option<Instant>,
     next_request_at: Instant,
     stats: LinkStats,
+    metrics: LinkMetrics,
 }
 
 impl std::fmt::Debug for ModbusLink {
@@ -172,12 +217,13 @@ impl ModbusLink {
     /// A link that connects on first use.
     pub fn new(cfg: LinkConfig) -> ModbusLink {
         ModbusLink {
-            cfg,
             ctx: None,
             failures: 0,
             retry_at: None,
             next_request_at: Instant::now(),
             stats: LinkStats::default(),
+            metrics: LinkMetrics::new(&cfg),
+            cfg,
         }
     }
 
@@ -218,6 +264,15 @@ impl ModbusLink {
         self.failures = self.failures.saturating_add(1);
         let delay = self.cfg.backoff.delay(self.failures);
         self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
+        self.metrics.up.set(0.0);
+        self.metrics.backoff.set(delay.as_secs_f64());
+    }
+
+    fn healthy(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+        self.metrics.up.set(1.0);
+        self.metrics.backoff.set(0.0);
     }
 
     async fn open(endpoint: &Endpoint, limit: Duration) -> Result<Context, String> {
@@ -254,6 +309,7 @@ impl ModbusLink {
         match Self::open(&self.cfg.endpoint, self.cfg.timeout).await {
             Ok(ctx) => {
                 self.stats.connects += 1;
+                self.metrics.connects.increment(1);
                 self.ctx = Some(ctx);
                 if self.failures > 0 {
                     if let Some((unit, addr)) = self.cfg.probe {
@@ -268,6 +324,7 @@ impl ModbusLink {
             }
             Err(reason) => {
                 self.stats.connect_failures += 1;
+                self.metrics.connect_failures.increment(1);
                 self.fail();
                 Err(ModbusError::Connect {
                     endpoint: self.endpoint(),
@@ -291,6 +348,7 @@ impl ModbusLink {
             });
         };
         ctx.set_slave(Slave(unit));
+        let started = Instant::now();
         let outcome = match op {
             Op::Read(addr, count) => timeout(limit, ctx.read_holding_registers(addr, count))
                 .await
@@ -300,9 +358,13 @@ impl ModbusLink {
                 .map(|r| r.map(|inner| inner.map(|()| (Vec::new(), None)))),
         };
         self.next_request_at = Instant::now() + self.cfg.gap;
+        self.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
         match outcome {
             Err(_elapsed) => {
                 self.stats.timeouts += 1;
+                self.metrics.timeout.increment(1);
                 self.fail();
                 Err(ModbusError::Timeout {
                     endpoint: self.endpoint(),
@@ -311,6 +373,7 @@ impl ModbusLink {
             }
             Ok(Err(e)) => {
                 self.stats.transport_errors += 1;
+                self.metrics.transport.increment(1);
                 self.fail();
                 Err(ModbusError::Transport {
                     endpoint: self.endpoint(),
@@ -319,14 +382,15 @@ impl ModbusLink {
             }
             Ok(Ok(Err(code))) => {
                 self.stats.exceptions += 1;
-                self.failures = 0;
-                self.retry_at = None;
+                self.metrics.exception.increment(1);
+                self.healthy();
                 Ok(Err(code))
             }
             Ok(Ok(Ok((words, asked)))) => {
                 if let Some(asked) = asked {
                     if words.len() != usize::from(asked) {
                         self.stats.transport_errors += 1;
+                        self.metrics.transport.increment(1);
                         self.fail();
                         return Err(ModbusError::WrongLength {
                             endpoint: self.endpoint(),
@@ -336,8 +400,8 @@ impl ModbusLink {
                     }
                 }
                 self.stats.ok += 1;
-                self.failures = 0;
-                self.retry_at = None;
+                self.metrics.ok.increment(1);
+                self.healthy();
                 Ok(Ok(words))
             }
         }

@@ -23,6 +23,8 @@ pub struct ApiState {
     pub status: Arc<Mutex<LedgerStatus>>,
     /// Device and market status.
     pub devices: crate::run::Statuses,
+    /// The Prometheus exporter, if installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The bearer token for trading, if any.
     pub token: Option<String>,
     /// This home.
@@ -291,6 +293,16 @@ async fn bids(state: web::Data<ApiState>) -> impl Responder {
     }
 }
 
+#[get("/metrics")]
+async fn metrics_text(state: web::Data<ApiState>) -> impl Responder {
+    match &state.metrics {
+        Some(h) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(h.render()),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(status)
@@ -301,5 +313,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(post_offer)
         .service(post_purchase)
         .service(post_bid)
-        .service(bids);
+        .service(bids)
+        .service(metrics_text);
 }

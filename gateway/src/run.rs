@@ -492,7 +492,8 @@ async fn discover(
                 .with_context(|| format!("cannot resolve {what} {host}:{port}"))?
                 .next()
                 .with_context(|| format!("{what} {host} has no address"))?;
-            let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(addr)));
+            let name = if what == "battery" { "battery" } else { "pv" };
+            let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(addr)).named(name));
             let unit = settings.unit;
             let device =
                 gridlet_drivers::device::SunSpecDevice::discover(&mut link, settings.clone())
@@ -569,8 +570,33 @@ pub struct Statuses {
     pub market: Arc<Mutex<MarketStatus>>,
 }
 
+/// Installs the one Prometheus recorder of this process and describes every metric.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(gridlet_drivers::metrics::MODBUS_REQUEST_SECONDS.into()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(gridlet_actors::metrics::LEDGER_VALIDATION_SECONDS.into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ],
+        )?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    gridlet_drivers::metrics::describe();
+    gridlet_actors::metrics::describe();
+    gridlet_actors::metrics::register_zeros();
+    Ok(handle)
+}
+
 /// Runs the gateway until SIGINT or SIGTERM.
 pub fn run(cfg: GatewayConfig) -> Result<()> {
+    let metrics = install_metrics()?;
     let genesis = chain_cmd::load_genesis(&cfg.genesis)?;
     cfg.strategy
         .check(genesis.floor_price, genesis.grid_tariff)
@@ -627,6 +653,15 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             },
             max_packet_bytes: 8 * 1024 * 1024,
         };
+        let upkeep = metrics.clone();
+        actix::spawn(async move {
+            // Histograms drain into their buckets here.
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
         let (bus, events, _bus_task) = bus::spawn(bus_cfg);
         let node_cell = std::sync::Mutex::new(Some(node));
         let worker = actix::SyncArbiter::start(1, move || {
@@ -732,6 +767,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 market,
                 status,
                 devices: statuses.clone(),
+                metrics: Some(metrics.clone()),
                 token: cfg.api_token.clone(),
                 member: me,
             });

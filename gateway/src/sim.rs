@@ -366,6 +366,21 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         setups.push(setup);
     }
 
+    // Prometheus file service discovery: every gateway's /metrics, labelled by home.
+    let targets: Vec<serde_json::Value> = setups
+        .iter()
+        .map(|s| {
+            json!({
+                "targets": [format!("127.0.0.1:{}", s.api_port)],
+                "labels": {"home": s.name, "community": genesis.chain_id},
+            })
+        })
+        .collect();
+    std::fs::write(
+        o.report.join("prometheus-targets.json"),
+        serde_json::to_string_pretty(&targets)?,
+    )?;
+
     // Gateways.
     let exe = std::env::current_exe()?;
     let mut gateways = Gateways(Vec::new());
@@ -401,8 +416,15 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let mut last_trades = 0usize;
     let mut logged_decile = u64::MAX;
     let mut physics = tokio::time::interval(Duration::from_millis(20));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
-        physics.tick().await;
+        tokio::select! {
+            _ = physics.tick() => {}
+            // Stopped early: the gateways go with the simulation (the guard stops them).
+            _ = term.recv() => bail!("simulation stopped by SIGTERM"),
+            _ = interrupt.recv() => bail!("simulation interrupted"),
+        }
         for (i, g) in gateways.0.iter_mut().enumerate() {
             if let Some(status) = g.try_wait()? {
                 bail!(
