@@ -8,6 +8,7 @@
 //! - [`bids`]: this home's sealed auction bids (commit, reveal, salt kept with fsync).
 //! - [`bus`]: the community bus over MQTT and the embedded broker.
 //! - [`devices`]: the PV inverter and grid meter actors (DSMR serial/TCP, MQTT).
+//! - [`home_assistant`]: MQTT discovery, state and availability for Home Assistant.
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
@@ -19,6 +20,7 @@ pub mod battery;
 pub mod bids;
 pub mod bus;
 pub mod devices;
+pub mod home_assistant;
 pub mod journal;
 pub mod ledger_actor;
 pub mod market_actor;

@@ -75,6 +75,10 @@ pub struct MarketStatus {
     pub deliveries: u64,
     /// Deliveries of less than the traded energy.
     pub short_deliveries: u64,
+    /// Energy this home sold or bought on the chain, Wh.
+    pub traded_wh: u64,
+    /// This home's balance, micro-credits (once the chain was read).
+    pub balance: Option<u64>,
 }
 
 /// Offer energy the battery stored: attests it (battery key) and offers it in one sale.
@@ -230,7 +234,17 @@ impl MarketActor {
                 }
             }
             metrics::gauge!(m::MARKET_ESCROW).set(market.escrow as f64);
-            metrics::gauge!(m::MARKET_BALANCE).set(state.account(&self.me).balance as f64);
+            let balance = state.account(&self.me).balance;
+            metrics::gauge!(m::MARKET_BALANCE).set(balance as f64);
+            let mine = market
+                .trades
+                .values()
+                .filter(|t| t.seller == self.me || t.payers.iter().any(|(p, _)| *p == self.me))
+                .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
+            if let Ok(mut s) = self.status.lock() {
+                s.traded_wh = mine;
+                s.balance = Some(balance);
+            }
         }
         let Some(home) = self.home.clone() else {
             return;

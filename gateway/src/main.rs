@@ -10,6 +10,7 @@ mod chain_cmd;
 mod chart;
 mod device_cmd;
 mod keys;
+mod notify;
 mod run;
 mod sim;
 mod sim_chain;

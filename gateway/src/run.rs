@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use gridlet_actors::battery::{BatterySettings, BatteryStorage};
 use gridlet_actors::bus::{self, BusConfig};
-use gridlet_actors::devices::{GridMeter, MeterSource, MeterStatus, PvInverter, PvStatus};
+use gridlet_actors::devices::{fresh, GridMeter, MeterSource, MeterStatus, PvInverter, PvStatus};
+use gridlet_actors::home_assistant::{HaConfig, HaState};
 use gridlet_actors::ledger_actor::Subscribe;
 use gridlet_actors::ledger_actor::{forward_bus, Clock, LedgerActor, LedgerStatus, NodeWorker};
 use gridlet_actors::market_actor::MarketActor;
@@ -61,6 +62,31 @@ pub struct RawConfig {
     pub api: RawApi,
     /// A scenario clock shared by a simulated community (`gridlet sim` writes it).
     pub clock: Option<RawClock>,
+    /// Home Assistant MQTT discovery.
+    pub home_assistant: Option<RawHomeAssistant>,
+}
+
+/// `[home_assistant]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHomeAssistant {
+    /// Broker `host:port` (default: the community bus broker).
+    pub broker: Option<String>,
+    /// Discovery prefix.
+    #[serde(default = "ha_prefix")]
+    pub discovery_prefix: String,
+    /// Node id (default: the node name).
+    pub node_id: Option<String>,
+    /// State interval, ms.
+    #[serde(default = "ha_interval")]
+    pub interval_ms: u64,
+}
+
+fn ha_prefix() -> String {
+    "homeassistant".into()
+}
+fn ha_interval() -> u64 {
+    10_000
 }
 
 /// `[clock]`: community time runs `speedup` times faster than wall time, and was `origin_ms`
@@ -263,10 +289,22 @@ pub struct GatewayConfig {
     pub clock: Clock,
     /// No blocks after this community time.
     pub end_ms: Option<u64>,
+    /// Home Assistant discovery (node id resolved at start), state interval.
+    pub home_assistant: Option<(HaConfig, Duration)>,
 }
 
 fn field(name: &str, reason: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("config field `{name}`: {reason}")
+}
+
+fn parse_host_port(b: &str, name: &str) -> Result<(String, u16)> {
+    let (h, p) = b
+        .rsplit_once(':')
+        .ok_or_else(|| field(name, format!("{b:?} is not host:port")))?;
+    let port = p
+        .parse::<u16>()
+        .map_err(|_| field(name, format!("bad port in {b:?}")))?;
+    Ok((h.to_owned(), port))
 }
 
 fn meter_source(m: &RawMeter, bus: &(String, u16), node: Option<&str>) -> Result<MeterSource> {
@@ -426,6 +464,49 @@ impl GatewayConfig {
                 format!("{meter_max_age} is outside 100–3600000"),
             ));
         }
+        let home_assistant = match &raw.home_assistant {
+            None => None,
+            Some(h) => {
+                let (host, port) = match &h.broker {
+                    None => broker.clone(),
+                    Some(b) => parse_host_port(b, "home_assistant.broker")?,
+                };
+                let node_id = h
+                    .node_id
+                    .clone()
+                    .or_else(|| raw.node.name.clone())
+                    .unwrap_or_else(|| "gridlet".into());
+                if node_id.is_empty()
+                    || !node_id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(field(
+                        "home_assistant.node_id",
+                        format!("{node_id:?}: letters, digits, _ and - only"),
+                    ));
+                }
+                if h.discovery_prefix.is_empty() || h.discovery_prefix.contains(['#', '+']) {
+                    return Err(field(
+                        "home_assistant.discovery_prefix",
+                        "must be a plain topic",
+                    ));
+                }
+                if h.interval_ms < 1_000 {
+                    return Err(field("home_assistant.interval_ms", "at least 1000"));
+                }
+                Some((
+                    HaConfig {
+                        host,
+                        port,
+                        discovery_prefix: h.discovery_prefix.clone(),
+                        name: format!("gridlet {node_id}"),
+                        node_id,
+                    },
+                    Duration::from_millis(h.interval_ms),
+                ))
+            }
+        };
         let clock = match raw.clock {
             None => Clock::real(),
             Some(c) => {
@@ -442,6 +523,7 @@ impl GatewayConfig {
             strategy: raw.strategy,
             clock,
             end_ms: raw.clock.and_then(|c| c.end_ms),
+            home_assistant,
             attestor_key_file: raw.attestor_key_file.as_deref().map(abs),
             battery: raw.battery,
             api_listen,
@@ -761,11 +843,43 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             }
         });
         actor.do_send(Subscribe(market.clone().recipient()));
+        if let Some((ha, every)) = cfg.home_assistant.clone() {
+            let s = statuses.clone();
+            let max_age = cfg.meter_max_age;
+            gridlet_actors::home_assistant::spawn(ha, every, move || {
+                let pv =
+                    s.pv.as_ref()
+                        .and_then(|p| p.lock().ok().and_then(|p| fresh(p.power_w, max_age)));
+                let grid = s
+                    .meter
+                    .as_ref()
+                    .and_then(|m| m.lock().ok().and_then(|m| fresh(m.power_w, max_age)));
+                let (soc, bat) = s
+                    .battery
+                    .as_ref()
+                    .and_then(|b| b.lock().ok().map(|b| (b.soc_pct, b.power_w)))
+                    .unwrap_or((None, None));
+                let (traded, balance) = s
+                    .market
+                    .lock()
+                    .map(|m| (m.balance.map(|_| m.traded_wh), m.balance))
+                    .unwrap_or((None, None));
+                HaState {
+                    pv_power: pv,
+                    battery_soc: soc,
+                    battery_power: bat,
+                    grid_power: grid,
+                    energy_traded: traded,
+                    balance,
+                }
+            });
+            tracing::info!("Home Assistant discovery on");
+        }
         if let Some(listen) = cfg.api_listen {
             let state = actix_web::web::Data::new(crate::api::ApiState {
                 ledger: actor.clone(),
                 market,
-                status,
+                status: status.clone(),
                 devices: statuses.clone(),
                 metrics: Some(metrics.clone()),
                 token: cfg.api_token.clone(),
@@ -788,12 +902,28 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             });
             tracing::info!(%listen, "HTTP API listening");
         }
+        if let Some(every) = crate::notify::watchdog_interval() {
+            // Kicked from the arbiter the ledger actor runs on: a stuck arbiter stops the kicks
+            // and systemd restarts the gateway.
+            let status = status.clone();
+            actix::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if status.lock().is_ok() {
+                        crate::notify::notify("WATCHDOG=1");
+                    }
+                }
+            });
+        }
+        crate::notify::notify("READY=1");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
+        crate::notify::notify("STOPPING=1");
         anyhow::Ok(())
     })?;
     Ok(())

@@ -1,0 +1,283 @@
+//! Home Assistant MQTT discovery: the gateway announces its sensors with retained config
+//! messages under `<discovery_prefix>/sensor/<node_id>/<object_id>/config`, publishes their
+//! values as one JSON state message, and its availability through the MQTT last will. The
+//! payload builders are pure; [`spawn`] is the thin publisher.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+
+/// Where and as whom to announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Discovery prefix (Home Assistant's default: `homeassistant`).
+    pub discovery_prefix: String,
+    /// Node id: letters, digits, `_` and `-` only.
+    pub node_id: String,
+    /// Device name shown in Home Assistant.
+    pub name: String,
+}
+
+impl HaConfig {
+    /// Topic of the state JSON.
+    pub fn state_topic(&self) -> String {
+        format!("gridlet/{}/state", self.node_id)
+    }
+
+    /// Topic of `online` / `offline`.
+    pub fn availability_topic(&self) -> String {
+        format!("gridlet/{}/availability", self.node_id)
+    }
+}
+
+/// One sensor: object id, name, unit, device class, state class, JSON key of the state.
+struct Sensor {
+    object_id: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    device_class: Option<&'static str>,
+    state_class: &'static str,
+}
+
+const SENSORS: [Sensor; 6] = [
+    Sensor {
+        object_id: "pv_power",
+        name: "PV power",
+        unit: "W",
+        device_class: Some("power"),
+        state_class: "measurement",
+    },
+    Sensor {
+        object_id: "battery_soc",
+        name: "Battery state of charge",
+        unit: "%",
+        device_class: Some("battery"),
+        state_class: "measurement",
+    },
+    Sensor {
+        object_id: "battery_power",
+        name: "Battery power",
+        unit: "W",
+        device_class: Some("power"),
+        state_class: "measurement",
+    },
+    Sensor {
+        object_id: "grid_power",
+        name: "Grid power",
+        unit: "W",
+        device_class: Some("power"),
+        state_class: "measurement",
+    },
+    Sensor {
+        object_id: "energy_traded",
+        name: "Energy traded",
+        unit: "Wh",
+        device_class: Some("energy"),
+        state_class: "total_increasing",
+    },
+    Sensor {
+        object_id: "credit_balance",
+        name: "Credit balance",
+        unit: "credits",
+        device_class: None,
+        state_class: "measurement",
+    },
+];
+
+/// The retained discovery messages: `(topic, payload)`.
+pub fn discovery(cfg: &HaConfig) -> Vec<(String, Value)> {
+    let device = json!({
+        "identifiers": [format!("gridlet_{}", cfg.node_id)],
+        "name": cfg.name,
+        "manufacturer": "gridlet",
+        "model": "home-energy gateway",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    SENSORS
+        .iter()
+        .map(|s| {
+            let mut payload = json!({
+                "name": s.name,
+                "unique_id": format!("gridlet_{}_{}", cfg.node_id, s.object_id),
+                "object_id": format!("gridlet_{}_{}", cfg.node_id, s.object_id),
+                "state_topic": cfg.state_topic(),
+                "value_template": format!("{{{{ value_json.{} }}}}", s.object_id),
+                "unit_of_measurement": s.unit,
+                "state_class": s.state_class,
+                "availability": [{"topic": cfg.availability_topic()}],
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": device,
+            });
+            if let (Some(dc), Some(map)) = (s.device_class, payload.as_object_mut()) {
+                map.insert("device_class".into(), json!(dc));
+            }
+            (
+                format!(
+                    "{}/sensor/{}/{}/config",
+                    cfg.discovery_prefix, cfg.node_id, s.object_id
+                ),
+                payload,
+            )
+        })
+        .collect()
+}
+
+/// The values of the sensors (missing or stale values are left out: Home Assistant then
+/// shows the last one as it was, rather than an invented 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HaState {
+    /// PV power, W.
+    pub pv_power: Option<f64>,
+    /// Battery state of charge, %.
+    pub battery_soc: Option<f64>,
+    /// Battery power, W (positive = discharge).
+    pub battery_power: Option<f64>,
+    /// Grid power, W (positive = import).
+    pub grid_power: Option<f64>,
+    /// Energy this home sold and bought, Wh.
+    pub energy_traded: Option<u64>,
+    /// Balance, micro-credits.
+    pub balance: Option<u64>,
+}
+
+/// The state JSON.
+pub fn state_payload(s: &HaState) -> Value {
+    let mut v = serde_json::Map::new();
+    let mut put = |k: &str, x: Option<Value>| {
+        if let Some(x) = x {
+            v.insert(k.into(), x);
+        }
+    };
+    put("pv_power", s.pv_power.map(|x| json!(x.round())));
+    put(
+        "battery_soc",
+        s.battery_soc.map(|x| json!((x * 10.0).round() / 10.0)),
+    );
+    put("battery_power", s.battery_power.map(|x| json!(x.round())));
+    put("grid_power", s.grid_power.map(|x| json!(x.round())));
+    put("energy_traded", s.energy_traded.map(|x| json!(x)));
+    put(
+        "credit_balance",
+        s.balance.map(|x| json!(x as f64 / 1_000_000.0)),
+    );
+    Value::Object(v)
+}
+
+/// Publishes discovery (on every connection: a broker restart loses non-persisted retained
+/// messages), availability, and the state from `read` every `every`, forever.
+pub fn spawn(
+    cfg: HaConfig,
+    every: Duration,
+    read: impl Fn() -> HaState + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut options =
+            MqttOptions::new(format!("gridlet-ha-{}", cfg.node_id), &cfg.host, cfg.port);
+        options.set_keep_alive(Duration::from_secs(15));
+        options.set_last_will(LastWill::new(
+            cfg.availability_topic(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let mut tick = tokio::time::interval(every);
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        failures = 0;
+                        for (topic, payload) in discovery(&cfg) {
+                            let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.to_string());
+                        }
+                        let _ = client.try_publish(cfg.availability_topic(), QoS::AtLeastOnce, true, "online");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)));
+                        tracing::debug!(%e, "Home Assistant broker unreachable");
+                        tokio::time::sleep(delay).await;
+                    }
+                },
+                _ = tick.tick() => {
+                    let body = state_payload(&read()).to_string();
+                    let _ = client.try_publish(cfg.state_topic(), QoS::AtMostOnce, false, body);
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> HaConfig {
+        HaConfig {
+            host: "localhost".into(),
+            port: 1883,
+            discovery_prefix: "homeassistant".into(),
+            node_id: "home-12".into(),
+            name: "gridlet home-12".into(),
+        }
+    }
+
+    #[test]
+    fn discovery_payloads_carry_the_fields_home_assistant_documents() {
+        let msgs = discovery(&cfg());
+        assert_eq!(msgs.len(), 6);
+        let mut ids = std::collections::BTreeSet::new();
+        for (topic, p) in &msgs {
+            // <discovery_prefix>/<component>/<node_id>/<object_id>/config
+            let parts: Vec<&str> = topic.split('/').collect();
+            assert_eq!(parts.len(), 5, "{topic}");
+            assert_eq!(
+                (parts[0], parts[1], parts[2], parts[4]),
+                ("homeassistant", "sensor", "home-12", "config")
+            );
+            assert!(ids.insert(p["unique_id"].as_str().unwrap().to_owned()));
+            assert_eq!(p["state_topic"], "gridlet/home-12/state");
+            assert!(p["value_template"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("value_json.{}", parts[3])));
+            assert!(p["unit_of_measurement"].is_string());
+            assert_eq!(
+                p["availability"][0]["topic"],
+                "gridlet/home-12/availability"
+            );
+            assert_eq!(p["device"]["identifiers"][0], "gridlet_home-12");
+            assert!(p["device"]["name"].is_string());
+        }
+        let by = |id: &str| &msgs.iter().find(|(t, _)| t.contains(id)).unwrap().1;
+        assert_eq!(by("/pv_power/")["device_class"], "power");
+        assert_eq!(by("/pv_power/")["unit_of_measurement"], "W");
+        assert_eq!(by("/battery_soc/")["device_class"], "battery");
+        assert_eq!(by("/battery_soc/")["unit_of_measurement"], "%");
+        assert_eq!(by("/energy_traded/")["device_class"], "energy");
+        assert_eq!(by("/energy_traded/")["state_class"], "total_increasing");
+        assert!(by("/credit_balance/").get("device_class").is_none());
+    }
+
+    #[test]
+    fn the_state_leaves_out_what_is_not_known() {
+        let v = state_payload(&HaState {
+            pv_power: Some(1234.4),
+            battery_soc: Some(55.55),
+            balance: Some(2_500_000),
+            ..HaState::default()
+        });
+        assert_eq!(v["pv_power"], 1234.0);
+        assert_eq!(v["battery_soc"], 55.6);
+        assert_eq!(v["credit_balance"], 2.5);
+        assert!(v.get("grid_power").is_none());
+    }
+}

@@ -1,0 +1,151 @@
+//! A gateway under systemd's protocols and next to Home Assistant: it notifies READY=1 and
+//! kicks the watchdog on `$NOTIFY_SOCKET`; on a real Mosquitto it publishes retained discovery
+//! configs, its state, and `online` — and its last will says `offline` when it dies.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sub(port: u16, topic: &str, count: usize) -> Vec<(String, String)> {
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-v",
+            "-C",
+            &count.to_string(),
+            "-W",
+            "15",
+        ])
+        .output()
+        .expect("mosquitto_sub is installed (scripts/test installs mosquitto-clients)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(t, p)| (t.to_owned(), p.to_owned())))
+        .collect()
+}
+
+#[test]
+fn systemd_notify_watchdog_and_home_assistant_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for n in ["a.key", "a-ess.key"] {
+        let (ok, _, err) =
+            run(Command::new(BIN).args(["keygen", "--out", d.join(n).to_str().unwrap()]));
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = run(Command::new(BIN).args([
+        "genesis",
+        "--member",
+        &format!(
+            "a,{},{}",
+            d.join("a.key.pub").display(),
+            d.join("a-ess.key.pub").display()
+        ),
+        "--out",
+        d.join("genesis.json").to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    let port = free_port();
+    std::fs::write(
+        d.join("m.conf"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let _mosquitto = Killed(
+        Command::new("mosquitto")
+            .args(["-c", d.join("m.conf").to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(
+        d.join("a.toml"),
+        format!(
+            "data_dir = \"da\"\nkey_file = \"a.key\"\ngenesis = \"genesis.json\"\n[node]\nname = \"home-7\"\n[bus]\nbroker = \"127.0.0.1:{port}\"\n[api]\nlisten = \"off\"\n[home_assistant]\ninterval_ms = 1000\n"
+        ),
+    )
+    .unwrap();
+    let notify_path = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let gateway = Command::new(BIN)
+        .args(["run", "--config", d.join("a.toml").to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gateway = Killed(gateway);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.iter().filter(|m: &&String| *m == "WATCHDOG=1").count() < 3 {
+        let n = notify
+            .recv(&mut buf)
+            .expect("the gateway notifies systemd in time");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(got.contains(&"READY=1".to_owned()), "{got:?}");
+
+    // Retained discovery configs, one per sensor, with the documented fields.
+    let configs = sub(port, "homeassistant/#", 6);
+    assert_eq!(configs.len(), 6, "{configs:?}");
+    for (topic, payload) in &configs {
+        assert!(topic.starts_with("homeassistant/sensor/home-7/") && topic.ends_with("/config"));
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        for f in [
+            "unique_id",
+            "state_topic",
+            "unit_of_measurement",
+            "availability",
+            "device",
+        ] {
+            assert!(v.get(f).is_some(), "{topic} lacks {f}: {v}");
+        }
+        assert_eq!(v["availability"][0]["topic"], "gridlet/home-7/availability");
+    }
+    let state = sub(port, "gridlet/home-7/state", 1);
+    let v: serde_json::Value = serde_json::from_str(&state[0].1).unwrap();
+    // No devices here: the state holds the chain's figures only, never an invented reading.
+    assert!(v.get("credit_balance").is_some(), "{v}");
+    assert!(v.get("pv_power").is_none(), "{v}");
+    assert_eq!(sub(port, "gridlet/home-7/availability", 1)[0].1, "online");
+
+    // Killed: the broker publishes the last will.
+    let _ = gateway.0.kill();
+    let _ = gateway.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if sub(port, "gridlet/home-7/availability", 1)[0].1 == "offline" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no last will");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
