@@ -13,6 +13,7 @@
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`market_actor`]: release orders to the battery, deliveries to signed receipts, offers and purchases.
+//! - [`schedule`]: day-ahead schedule: local QP step, ADMM aggregator, centralized optimum.
 //! - [`strategy`]: when to offer and when to buy, from the device readings (pure).
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
 
@@ -27,4 +28,5 @@ pub mod market_actor;
 pub mod metrics;
 pub mod node;
 pub mod release;
+pub mod schedule;
 pub mod strategy;
