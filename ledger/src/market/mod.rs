@@ -8,6 +8,7 @@
 //! Units: energy in Wh, prices in micro-credits per kWh, money in micro-credits; every
 //! division rounds down and every split is by largest remainder, so totals are conserved.
 
+pub mod billing;
 pub mod book;
 pub mod clearing;
 pub mod contracts;
