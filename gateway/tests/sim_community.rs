@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 use common::{free_port, run, BIN};
 
-/// The simulations time their slots in wall time: one at a time on this 2-core machine.
+/// The simulations time their slots in wall time (100 ms slots here): one at a time on this
+/// 2-core machine. Under heavy load, blocks late by more than F slots let homes finalize
+/// different branches (finality without votes; see the issue note), so slots stay this long.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn sim(report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
@@ -19,7 +21,7 @@ fn sim(report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
         "--slot-ms",
         "90000",
         "--speedup",
-        "1500",
+        "900",
         "--report",
         report.to_str().unwrap(),
     ];
@@ -65,7 +67,7 @@ fn a_community_with_the_embedded_broker_trades_and_agrees() {
     let report = dir.path().join("r");
     let summary = sim(
         &report,
-        &["--homes", "3", "--start-hour", "12", "--hours", "10"],
+        &["--homes", "3", "--start-hour", "13", "--hours", "8"],
     );
     check(&report, &summary, 3);
     // Two homes read DSMR over a pty, the last an MQTT meter: all three traded on their readings.
