@@ -130,11 +130,19 @@ fn systemd_notify_watchdog_and_home_assistant_discovery() {
         }
         assert_eq!(v["availability"][0]["topic"], "gridlet/home-7/availability");
     }
-    let state = sub(port, "gridlet/home-7/state", 1);
-    let v: serde_json::Value = serde_json::from_str(&state[0].1).unwrap();
-    // No devices here: the state holds the chain's figures only, never an invented reading.
-    assert!(v.get("credit_balance").is_some(), "{v}");
-    assert!(v.get("pv_power").is_none(), "{v}");
+    // No devices here: the state holds the chain's figures only (once the market actor has
+    // read the chain; before that it is empty), never an invented reading.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = sub(port, "gridlet/home-7/state", 1);
+        let v: serde_json::Value = serde_json::from_str(&state[0].1).unwrap();
+        assert!(v.get("pv_power").is_none(), "{v}");
+        assert!(v.get("grid_power").is_none(), "{v}");
+        if v.get("credit_balance").is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no balance in the state: {v}");
+    }
     assert_eq!(sub(port, "gridlet/home-7/availability", 1)[0].1, "online");
 
     // Killed: the broker publishes the last will.
