@@ -333,90 +333,18 @@ pub fn central(homes: &[HomeData], c: &Community) -> Result<Vec<HomePlan>, Sched
         .collect())
 }
 
-/// The aggregator's state between iterations (scaled sharing ADMM).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Aggregator {
-    /// Penalty parameter.
-    pub rho: f64,
-    /// Average of the homes' last proposals, kW.
-    pub x_bar: Vec<f64>,
-    /// Average exchange the grid step chose, kW.
-    pub z_bar: Vec<f64>,
-    /// Scaled dual (the price signal is `ρ u / Δ`), per interval.
-    pub u: Vec<f64>,
-}
+pub use gridlet_ledger::market::dispatch::{Aggregator, DispatchParams, StepReport};
 
-/// What one aggregator step decided.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepReport {
-    /// Primal residual: largest mismatch between the homes' total and the grid exchange, kW.
-    pub primal: f64,
-    /// Dual residual: largest change of the grid exchange times ρ, kW.
-    pub dual: f64,
-}
-
-impl Aggregator {
-    /// The start: nothing proposed, no price.
-    pub fn new(t_len: usize, rho: f64) -> Aggregator {
-        Aggregator {
+impl Community {
+    /// The contract's view of the community, with the penalty `rho`.
+    pub fn dispatch_params(&self, rho: f64) -> DispatchParams {
+        DispatchParams {
+            dt_h: self.dt_h,
+            import_price: self.import_price.clone(),
+            export_price: self.export_price.clone(),
+            feeder_kw: self.feeder_kw,
             rho,
-            x_bar: vec![0.0; t_len],
-            z_bar: vec![0.0; t_len],
-            u: vec![0.0; t_len],
         }
-    }
-
-    /// The target home `i` is asked to approach with its last proposal `x_i`:
-    /// `x_i − x̄ + z̄ − u`.
-    pub fn target(&self, x_i: &[f64]) -> Vec<f64> {
-        x_i.iter()
-            .zip(&self.x_bar)
-            .zip(&self.z_bar)
-            .zip(&self.u)
-            .map(|(((x, xb), zb), u)| x - xb + zb - u)
-            .collect()
-    }
-
-    /// S1: combines the homes' new proposals into the grid exchange and the prices. Only
-    /// correctly rounded IEEE-754 operations in a fixed order (no FMA, no parallel sums, no
-    /// transcendental functions): every node computes the same bits.
-    pub fn step(&mut self, c: &Community, proposals: &[&[f64]]) -> StepReport {
-        let n = proposals.len().max(1) as f64;
-        let t_len = self.x_bar.len();
-        let mut primal: f64 = 0.0;
-        let mut dual: f64 = 0.0;
-        for t in 0..t_len {
-            let mut sum = 0.0;
-            for p in proposals {
-                sum += p[t];
-            }
-            let x_bar = sum / n;
-            let v = self.u[t] + x_bar;
-            // argmin_z Δ·price(N z)·N z + (Nρ/2)(z − v)²: shrink by the import or export
-            // slope, then the feeder limit.
-            let up = v - c.dt_h * c.import_price[t] / self.rho;
-            let down = v - c.dt_h * c.export_price[t] / self.rho;
-            let mut z = if up > 0.0 {
-                up
-            } else if down < 0.0 {
-                down
-            } else {
-                0.0
-            };
-            let cap = c.feeder_kw / n;
-            z = z.clamp(-cap, cap);
-            dual = dual.max((self.rho * n * (z - self.z_bar[t])).abs());
-            self.u[t] += x_bar - z;
-            primal = primal.max((n * (x_bar - z)).abs());
-            self.x_bar[t] = x_bar;
-            self.z_bar[t] = z;
-        }
-        StepReport { primal, dual }
-    }
-
-    /// The clearing price per interval, credits/kWh.
-    pub fn prices(&self, c: &Community) -> Vec<f64> {
-        self.u.iter().map(|u| self.rho * u / c.dt_h).collect()
     }
 }
 
@@ -431,6 +359,8 @@ pub struct AdmmResult {
     pub report: StepReport,
     /// Clearing prices, credits/kWh.
     pub prices: Vec<f64>,
+    /// Every iteration's proposals (home order), when recorded: what the contract replays.
+    pub rounds: Vec<Vec<Vec<f64>>>,
 }
 
 /// Runs ADMM to `tolerance` (kW, both residuals) or `max_iter`, solving the homes' local steps
@@ -442,9 +372,12 @@ pub fn admm(
     tolerance: f64,
     max_iter: usize,
     threads: usize,
+    record: bool,
 ) -> Result<AdmmResult, ScheduleError> {
     let t_len = c.import_price.len();
+    let params = c.dispatch_params(rho);
     let mut agg = Aggregator::new(t_len, rho);
+    let mut rounds = Vec::new();
     let mut xs: Vec<Vec<f64>> = vec![vec![0.0; t_len]; homes.len()];
     let mut plans: Vec<HomePlan> = Vec::new();
     let mut report = StepReport {
@@ -458,16 +391,20 @@ pub fn admm(
         plans = solve_all(homes, c, agg.rho, &targets, threads)?;
         xs = plans.iter().map(|p| p.net_kw.clone()).collect();
         let refs: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
-        report = agg.step(c, &refs);
+        report = agg.step(&params, &refs);
+        if record {
+            rounds.push(xs.clone());
+        }
         if report.primal <= tolerance && report.dual <= tolerance {
             break;
         }
     }
     Ok(AdmmResult {
-        prices: agg.prices(c),
+        prices: agg.prices(c.dt_h),
         plans,
         iterations,
         report,
+        rounds,
     })
 }
 
@@ -613,7 +550,7 @@ mod tests {
         let central_plans = central(&homes, &c).unwrap();
         let central_cost = community_cost(&c, &central_plans);
         assert!(feeder_violation(&c, &central_plans) < 1e-6);
-        let r = admm(&homes, &c, 0.05, 0.01, 2_000, 2).unwrap();
+        let r = admm(&homes, &c, 0.05, 0.01, 2_000, 2, false).unwrap();
         let cost = community_cost(&c, &r.plans);
         let gap = (cost - central_cost) / central_cost.abs();
         assert!(
@@ -621,21 +558,5 @@ mod tests {
             "gap {gap}: admm {cost}, central {central_cost}"
         );
         assert!(feeder_violation(&c, &r.plans) < 0.05, "{r:?}");
-    }
-
-    #[test]
-    fn the_aggregator_is_deterministic_and_respects_the_feeder() {
-        let (_, c) = generate(2, 4, 1);
-        let mut a = Aggregator::new(4, 0.1);
-        let mut b = a.clone();
-        let p1 = [5.0, -9.0, 0.1, 2.0];
-        let p2 = [4.0, -7.0, -0.1, 0.0];
-        let r1 = a.step(&c, &[&p1, &p2]);
-        let r2 = b.step(&c, &[&p1, &p2]);
-        assert_eq!(a, b);
-        assert_eq!(r1, r2);
-        for z in &a.z_bar {
-            assert!(z.abs() * 2.0 <= c.feeder_kw + 1e-12);
-        }
     }
 }

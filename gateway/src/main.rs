@@ -462,8 +462,39 @@ fn run(cli: Cli) -> Result<()> {
             let (data, community) = sch::generate(homes, intervals, seed);
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let started = std::time::Instant::now();
-            let r = sch::admm(&data, &community, rho, tolerance, max_iter, threads)?;
+            let r = sch::admm(&data, &community, rho, tolerance, max_iter, threads, true)?;
             let wall_s = started.elapsed().as_secs_f64();
+            // What every node does with the proposals it saw: replay the contract and compare.
+            let keys: Vec<gridlet_ledger::MemberKey> = (0..homes as u64)
+                .map(|i| {
+                    gridlet_ledger::MemberKey::from_secret(
+                        &gridlet_ledger::crypto::deterministic_key(seed, i),
+                    )
+                })
+                .collect();
+            let rounds: Vec<Vec<(gridlet_ledger::MemberKey, Vec<f64>)>> = r
+                .rounds
+                .iter()
+                .map(|round| keys.iter().copied().zip(round.iter().cloned()).collect())
+                .collect();
+            let committed =
+                gridlet_ledger::market::dispatch::replay(&community.dispatch_params(rho), &rounds);
+            let wh_per_kw = community.dt_h * 1000.0;
+            let replay_matches = committed.iterations as usize == r.iterations
+                && committed
+                    .schedule_wh
+                    .iter()
+                    .zip(&r.plans)
+                    .all(|((_, wh), plan)| {
+                        wh.iter()
+                            .zip(&plan.net_kw)
+                            .all(|(w, kw)| *w == (kw * wh_per_kw).round() as i64)
+                    })
+                && committed
+                    .prices
+                    .iter()
+                    .zip(&r.prices)
+                    .all(|(p, c)| *p == (c * 1_000_000.0).round() as i64);
             let admm_cost = sch::community_cost(&community, &r.plans);
             let (central_cost, central_wall_s) = if no_central {
                 (None, None)
@@ -492,6 +523,9 @@ fn run(cli: Cli) -> Result<()> {
                     "wall_s": wall_s,
                     "central_wall_s": central_wall_s,
                     "threads": threads,
+                    "inputs_hash": committed.inputs_hash.to_hex(),
+                    "replay_matches": replay_matches,
+                    "prices_microcredits_per_kwh": committed.prices,
                 })
             );
         }

@@ -32,5 +32,12 @@ fn admm_is_within_one_percent_of_the_central_optimum_and_meets_the_feeder() {
     let (_, again, _) = run(Command::new(BIN).args(["schedule", "--homes", "12", "--seed", "5"]));
     let w: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
     assert_eq!(v["admm_cost"], w["admm_cost"]);
+    assert_eq!(v["inputs_hash"], w["inputs_hash"]);
+    // The contract's replay of the recorded proposals gives the same schedule and prices.
+    assert_eq!(v["replay_matches"], true, "{v}");
+    assert_eq!(
+        v["prices_microcredits_per_kwh"].as_array().unwrap().len(),
+        96
+    );
     assert_eq!(v["iterations"], w["iterations"]);
 }

