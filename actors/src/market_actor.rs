@@ -22,7 +22,7 @@ use crate::bids::{BidBook, BidProgress, SealedBid};
 use crate::devices::{fresh, MeterStatus};
 use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit};
 use crate::release::ReleaseOrder;
-use crate::strategy::{decide, Decision, HomeReadings, StrategyConfig};
+use crate::strategy::{decide, ChainView, Decision, HomeReadings, StrategyConfig};
 
 /// What the market actor knows of its home, for trading on its own.
 #[derive(Debug, Clone)]
@@ -278,10 +278,14 @@ impl MarketActor {
             &home.strategy,
             &self.me,
             self.clock.now_ms(),
-            state.height,
             &Self::readings(&home),
-            state.market(),
-            balance,
+            &ChainView {
+                height: state.height,
+                market: state.market(),
+                balance,
+                auction_round_blocks: home.auction_round_blocks,
+                bid_pending: !self.bids.bids.is_empty(),
+            },
         );
         for d in decisions {
             // Give the chain two blocks to include it before deciding again.
@@ -301,6 +305,43 @@ impl MarketActor {
                         expiry_height,
                     });
                 }
+                Decision::Join {
+                    round,
+                    interval,
+                    energy_wh,
+                } => {
+                    let Some(attestor) = &self.attestor else {
+                        continue;
+                    };
+                    let digest = attestation_digest(&self.chain_id, &self.me, interval, energy_wh);
+                    tracing::info!(
+                        round,
+                        energy_wh,
+                        "pooling stored energy in an auction round"
+                    );
+                    self.count(|s| s.offers += 1);
+                    self.ledger.do_send(SignAndSubmit(TxPayload::AuctionJoin {
+                        round,
+                        energy_wh,
+                        attestation: Some(Attestation {
+                            interval,
+                            energy_wh,
+                            signature: Signature::sign(&digest, attestor),
+                        }),
+                    }));
+                }
+                Decision::Bid { energy_wh, price } => match random_salt() {
+                    Ok(salt) => {
+                        self.bids.add(energy_wh, price, salt);
+                        if let Err(e) = self.bids.save(&home.data_dir) {
+                            tracing::error!(%e, "cannot save the bid book; not bidding");
+                            self.bids.bids.pop();
+                        } else {
+                            tracing::info!(energy_wh, price, "bidding in the next auction round");
+                        }
+                    }
+                    Err(e) => tracing::error!(%e, "no randomness for a bid's salt"),
+                },
                 Decision::Buy { contract, payment } => {
                     tracing::info!(%contract, payment, "buying energy");
                     self.count(|s| s.purchases += 1);

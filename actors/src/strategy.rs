@@ -43,6 +43,9 @@ pub struct StrategyConfig {
     pub buy_above_import_w: u32,
     /// Largest single purchase, Wh.
     pub max_buy_wh: u64,
+    /// Sell by joining auction rounds and buy by sealed bids (at `max_buy_price`) instead of
+    /// sale contracts, where the community runs auctions.
+    pub auctions: bool,
 }
 
 impl Default for StrategyConfig {
@@ -59,6 +62,7 @@ impl Default for StrategyConfig {
             buy_below_soc_pct: 20,
             buy_above_import_w: 300,
             max_buy_wh: 2_000,
+            auctions: false,
         }
     }
 }
@@ -144,6 +148,22 @@ pub enum Decision {
         /// Last height it can be bought at.
         expiry_height: u64,
     },
+    /// Attest `energy_wh` for `interval` and pool it in auction `round`.
+    Join {
+        /// The round (in its commit phase).
+        round: u64,
+        /// Attestation interval.
+        interval: u64,
+        /// Energy, Wh.
+        energy_wh: u64,
+    },
+    /// Place a sealed bid in the next auction round.
+    Bid {
+        /// Energy wanted, Wh.
+        energy_wh: u64,
+        /// Price, micro-credits per kWh.
+        price: u64,
+    },
     /// Buy a contract.
     Buy {
         /// Contract id.
@@ -153,7 +173,23 @@ pub enum Decision {
     },
 }
 
-/// Energy this home has promised and not yet delivered: open contracts and unreported trades.
+/// What the strategy reads from the chain and from the market actor.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainView<'a> {
+    /// Height of the head.
+    pub height: u64,
+    /// The market after the head.
+    pub market: &'a MarketState,
+    /// This home's balance, micro-credits.
+    pub balance: u64,
+    /// Blocks per auction round (0: no auctions).
+    pub auction_round_blocks: u64,
+    /// Whether this home has a sealed bid not yet finished.
+    pub bid_pending: bool,
+}
+
+/// Energy this home has promised and not yet delivered: open contracts, energy pooled in
+/// auction rounds not yet cleared, and unreported trades.
 pub fn promised_wh(market: &MarketState, me: &MemberKey) -> u64 {
     let open = market
         .contracts
@@ -165,19 +201,33 @@ pub fn promised_wh(market: &MarketState, me: &MemberKey) -> u64 {
         .values()
         .filter(|t| t.seller == *me && t.delivered_wh.is_none() && !t.settled)
         .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
-    open.saturating_add(trading)
+    let pooled = market
+        .rounds
+        .values()
+        .flat_map(|r| r.sellers.iter())
+        .filter(|s| s.seller == *me)
+        .fold(0u64, |acc, s| acc.saturating_add(s.energy_wh));
+    open.saturating_add(trading).saturating_add(pooled)
 }
 
-/// One decision round at community time `now_ms`, with the chain at `height`.
+/// The auction round whose commit phase covers the next block and the one after it.
+fn commit_round(round_blocks: u64, height: u64) -> Option<u64> {
+    use gridlet_ledger::market::auction_phase;
+    let now = auction_phase(round_blocks, height.saturating_add(1))?;
+    let later = auction_phase(round_blocks, height.saturating_add(3))?;
+    (now.commit && later.commit && now.round == later.round).then_some(now.round)
+}
+
+/// One decision round at community time `now_ms`.
 pub fn decide(
     cfg: &StrategyConfig,
     me: &MemberKey,
     now_ms: u64,
-    height: u64,
     readings: &HomeReadings,
-    market: &MarketState,
-    balance: u64,
+    chain: &ChainView<'_>,
 ) -> Vec<Decision> {
+    let (height, market, balance) = (chain.height, chain.market, chain.balance);
+    let auctions = cfg.auctions && chain.auction_round_blocks > 0;
     let mut out = Vec::new();
     if !cfg.enabled {
         return out;
@@ -199,7 +249,22 @@ pub fn decide(
             let offer = free
                 .saturating_sub(promised_wh(market, me))
                 .min(cfg.max_offer_wh);
-            if offer >= cfg.min_offer_wh {
+            if offer >= cfg.min_offer_wh && auctions {
+                let round = commit_round(chain.auction_round_blocks, height);
+                let joined = |r: u64| {
+                    market
+                        .rounds
+                        .get(&r)
+                        .is_some_and(|x| x.sellers.iter().any(|s| s.seller == *me))
+                };
+                if let Some(round) = round.filter(|r| !joined(*r)) {
+                    out.push(Decision::Join {
+                        round,
+                        interval,
+                        energy_wh: offer,
+                    });
+                }
+            } else if offer >= cfg.min_offer_wh {
                 out.push(Decision::Offer {
                     interval,
                     energy_wh: offer,
@@ -219,6 +284,18 @@ pub fn decide(
         .trades
         .values()
         .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
+    if auctions {
+        if battery_low && importing && !waiting && !chain.bid_pending {
+            let max_pay = payment(cfg.max_buy_wh, cfg.max_buy_price).unwrap_or(u64::MAX);
+            if max_pay <= balance {
+                out.push(Decision::Bid {
+                    energy_wh: cfg.max_buy_wh,
+                    price: cfg.max_buy_price,
+                });
+            }
+        }
+        return out;
+    }
     if battery_low && importing && !waiting {
         let best = market
             .contracts
@@ -250,6 +327,30 @@ mod tests {
     use super::*;
     use gridlet_ledger::crypto::deterministic_key;
     use gridlet_ledger::market::book::{Allocation, SaleContract, Trade, TradeSource};
+
+    fn decide_plain(
+        cfg: &StrategyConfig,
+        me: &MemberKey,
+        now_ms: u64,
+        height: u64,
+        readings: &HomeReadings,
+        market: &MarketState,
+        balance: u64,
+    ) -> Vec<Decision> {
+        decide(
+            cfg,
+            me,
+            now_ms,
+            readings,
+            &ChainView {
+                height,
+                market,
+                balance,
+                auction_round_blocks: 20,
+                bid_pending: false,
+            },
+        )
+    }
 
     fn key(i: u64) -> MemberKey {
         MemberKey::from_secret(&deterministic_key(7, i))
@@ -285,7 +386,7 @@ mod tests {
             max_offer_wh: 10_000,
             ..StrategyConfig::default()
         };
-        let d = decide(
+        let d = decide_plain(
             &cfg,
             &key(0),
             3 * cfg.period_ms + 5,
@@ -304,7 +405,7 @@ mod tests {
                 expiry_height: 10 + cfg.offer_blocks,
             }]
         );
-        let capped = decide(
+        let capped = decide_plain(
             &StrategyConfig::default(),
             &key(0),
             0,
@@ -350,11 +451,11 @@ mod tests {
                 settled: false,
             },
         );
-        let d = decide(&cfg, &me, 0, 10, &full_battery(), &m, 0);
+        let d = decide_plain(&cfg, &me, 0, 10, &full_battery(), &m, 0);
         assert!(matches!(d[..], [Decision::Offer { energy_wh: 500, .. }]));
         m.contracts
             .insert(Hash32([3; 32]), contract(me, 500, 200_000));
-        assert!(decide(&cfg, &me, 0, 10, &full_battery(), &m, 0).is_empty());
+        assert!(decide_plain(&cfg, &me, 0, 10, &full_battery(), &m, 0).is_empty());
     }
 
     #[test]
@@ -362,14 +463,14 @@ mod tests {
         let cfg = StrategyConfig::default();
         let mut r = full_battery();
         r.grid_w = None;
-        assert!(decide(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
+        assert!(decide_plain(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
         let r = HomeReadings {
             grid_w: Some(-2_000.0),
             battery_wh: None,
             soc_pct: Some(80.0),
             battery_w: None,
         };
-        assert!(decide(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
+        assert!(decide_plain(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
     }
 
     #[test]
@@ -391,7 +492,7 @@ mod tests {
             soc_pct: Some(5.0),
             battery_w: Some(0.0),
         };
-        let d = decide(&cfg, &me, 0, 10, &low, &m, 1_000_000);
+        let d = decide_plain(&cfg, &me, 0, 10, &low, &m, 1_000_000);
         assert_eq!(
             d,
             vec![Decision::Buy {
@@ -400,29 +501,32 @@ mod tests {
             }]
         );
         // Too poor, not importing, or battery not low: no purchase.
-        assert!(decide(&cfg, &me, 0, 10, &low, &m, 179_999).is_empty());
+        assert!(decide_plain(&cfg, &me, 0, 10, &low, &m, 179_999).is_empty());
         let exporting = HomeReadings {
             grid_w: Some(-100.0),
             ..low
         };
-        assert!(decide(&cfg, &me, 0, 10, &exporting, &m, 1_000_000).is_empty());
+        assert!(decide_plain(&cfg, &me, 0, 10, &exporting, &m, 1_000_000).is_empty());
         // A battery covering the deficit hides it from the meter; it still counts.
         let covered = HomeReadings {
             grid_w: Some(0.0),
             battery_w: Some(800.0),
             ..low
         };
-        assert_eq!(decide(&cfg, &me, 0, 10, &covered, &m, 1_000_000).len(), 1);
+        assert_eq!(
+            decide_plain(&cfg, &me, 0, 10, &covered, &m, 1_000_000).len(),
+            1
+        );
         let charged = HomeReadings {
             soc_pct: Some(50.0),
             battery_wh: Some(1_000.0),
             ..low
         };
-        assert!(decide(&cfg, &me, 0, 10, &charged, &m, 1_000_000)
+        assert!(decide_plain(&cfg, &me, 0, 10, &charged, &m, 1_000_000)
             .iter()
             .all(|d| !matches!(d, Decision::Buy { .. })));
         // An expiring contract is left alone.
-        assert!(decide(&cfg, &me, 0, 99, &low, &m, 1_000_000).is_empty());
+        assert!(decide_plain(&cfg, &me, 0, 99, &low, &m, 1_000_000).is_empty());
     }
 
     #[test]
@@ -441,5 +545,53 @@ mod tests {
             "max_buy_price"
         );
         assert!(StrategyConfig::default().check(50_000, 300_000).is_ok());
+    }
+
+    #[test]
+    fn with_auctions_a_seller_joins_the_round_in_its_commit_phase_and_a_buyer_bids() {
+        let cfg = StrategyConfig {
+            auctions: true,
+            max_offer_wh: 10_000,
+            ..StrategyConfig::default()
+        };
+        let me = key(0);
+        let m = MarketState::default();
+        let view = |height, bid_pending| ChainView {
+            height,
+            market: &m,
+            balance: 10_000_000,
+            auction_round_blocks: 20,
+            bid_pending,
+        };
+        // Heights 21–30 are round 1's commit phase: at head 20 the next block is in it.
+        let d = decide(&cfg, &me, 0, &full_battery(), &view(20, false));
+        assert_eq!(
+            d,
+            vec![Decision::Join {
+                round: 1,
+                interval: 0,
+                energy_wh: 5_000
+            }]
+        );
+        // Too late in the commit phase, or in the reveal phase: wait for the next round.
+        assert!(decide(&cfg, &me, 0, &full_battery(), &view(28, false)).is_empty());
+        assert!(decide(&cfg, &me, 0, &full_battery(), &view(32, false)).is_empty());
+        let low = HomeReadings {
+            grid_w: Some(900.0),
+            battery_wh: Some(500.0),
+            soc_pct: Some(5.0),
+            battery_w: Some(0.0),
+        };
+        assert_eq!(
+            decide(&cfg, &me, 0, &low, &view(32, false)),
+            vec![Decision::Bid {
+                energy_wh: cfg.max_buy_wh,
+                price: cfg.max_buy_price
+            }]
+        );
+        assert!(
+            decide(&cfg, &me, 0, &low, &view(32, true)).is_empty(),
+            "one bid at a time"
+        );
     }
 }

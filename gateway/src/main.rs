@@ -132,6 +132,9 @@ enum Command {
         /// Hour of the day the scenario starts at.
         #[arg(long, default_value_t = 0.0)]
         start_hour: f64,
+        /// Trade in sealed-bid auction rounds instead of sale contracts.
+        #[arg(long)]
+        auctions: bool,
     },
     /// Day-ahead schedule of a generated community: ADMM (local QPs + aggregator) beside the
     /// centralized optimum; one JSON line.
@@ -430,6 +433,7 @@ fn run(cli: Cli) -> Result<()> {
             broker,
             slot_ms,
             start_hour,
+            auctions,
         } => {
             use std::io::IsTerminal;
             let summary = sim::run(&sim::SimOptions {
@@ -441,6 +445,7 @@ fn run(cli: Cli) -> Result<()> {
                 broker,
                 slot_ms,
                 start_hour,
+                auctions,
                 progress: std::io::stderr().is_terminal(),
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);

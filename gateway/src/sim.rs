@@ -48,6 +48,8 @@ pub struct SimOptions {
     pub slot_ms: u64,
     /// Hour of the day the scenario starts at.
     pub start_hour: f64,
+    /// Homes trade in sealed-bid auction rounds instead of sale contracts.
+    pub auctions: bool,
     /// Show a progress line.
     pub progress: bool,
 }
@@ -145,15 +147,30 @@ struct HomeSetup {
     name: String,
 }
 
+/// The community-wide settings of every gateway's config.
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    /// Wall anchor, scenario origin, speedup, end.
+    clock: (u64, u64, f64, u64),
+    /// Node tick.
+    tick_ms: u64,
+    /// Trade in auctions.
+    auctions: bool,
+}
+
 fn gateway_config(
     h: &HomeSetup,
     profile: &HomeProfile,
     modbus_port: u16,
     meter: &str,
     broker: (&str, u16),
-    clock: (u64, u64, f64, u64),
-    tick_ms: u64,
+    knobs: &Knobs,
 ) -> String {
+    let Knobs {
+        clock,
+        tick_ms,
+        auctions,
+    } = *knobs;
     format!(
         r#"# Written by `gridlet sim`: one home of the simulated community.
 data_dir = "."
@@ -198,6 +215,7 @@ max_buy_price = 250000
 buy_below_soc_pct = 50
 buy_above_import_w = 300
 max_buy_wh = 2000
+auctions = {auctions}
 
 [api]
 listen = "127.0.0.1:{api}"
@@ -210,6 +228,7 @@ end_ms = {end}
 "#,
         name = h.name,
         tick = tick_ms,
+        auctions = auctions,
         bhost = broker.0,
         bport = broker.1,
         pv = profile.nameplate_w,
@@ -358,8 +377,11 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
                 home.addr().port(),
                 &meter_cfg,
                 (&broker_host, broker_port),
-                (anchor, start_ms, o.speedup, end_ms),
-                tick_ms,
+                &Knobs {
+                    clock: (anchor, start_ms, o.speedup, end_ms),
+                    tick_ms,
+                    auctions: o.auctions,
+                },
             ),
         )?;
         sims.push(home);

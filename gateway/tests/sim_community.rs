@@ -97,7 +97,7 @@ impl Drop for Mosquitto {
 }
 
 #[test]
-fn a_community_on_mosquitto_trades_and_agrees() {
+fn a_community_on_mosquitto_trades_in_auctions_and_agrees() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
     let conf_dir = tempfile::tempdir().unwrap();
@@ -140,7 +140,15 @@ fn a_community_on_mosquitto_trades_and_agrees() {
             "2",
             "--broker",
             &broker,
+            "--auctions",
         ],
     );
     check(&report, &summary, 3);
+    // Here the homes trade in auction rounds: sellers pool, buyers bid sealed, rounds clear.
+    assert!(
+        summary["market"]["auction_trades"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    let cfg = std::fs::read_to_string(report.join("homes/0/gateway.toml")).unwrap();
+    assert!(cfg.contains("auctions = true"));
 }
