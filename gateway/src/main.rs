@@ -56,6 +56,10 @@ enum Command {
         /// Config file (TOML), e.g. gateway/examples/home.toml.
         #[arg(long)]
         config: PathBuf,
+        /// Stop when standard input closes (a supervising process, such as `gridlet sim`,
+        /// died).
+        #[arg(long, hide = true)]
+        stop_on_stdin_eof: bool,
     },
     /// Write a new secp256k1 key file (mode 0600, never overwritten) and its `.pub`.
     Keygen {
@@ -357,7 +361,14 @@ fn now_ms() -> u64 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config } => run::run(run::GatewayConfig::load(&config)?)?,
+        Command::Run {
+            config,
+            stop_on_stdin_eof,
+        } => {
+            let mut cfg = run::GatewayConfig::load(&config)?;
+            cfg.stop_on_stdin_eof = stop_on_stdin_eof;
+            run::run(cfg)?
+        }
         Command::Keygen { out } => {
             let sk = secp256k1::SecretKey::new(&mut secp256k1::rand::rng());
             let key = keys::write_new(&out, &sk)?;

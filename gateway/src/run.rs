@@ -291,6 +291,8 @@ pub struct GatewayConfig {
     pub end_ms: Option<u64>,
     /// Home Assistant discovery (node id resolved at start), state interval.
     pub home_assistant: Option<(HaConfig, Duration)>,
+    /// Stop when standard input closes (set by the command line, not the file).
+    pub stop_on_stdin_eof: bool,
 }
 
 fn field(name: &str, reason: impl std::fmt::Display) -> anyhow::Error {
@@ -524,6 +526,7 @@ impl GatewayConfig {
             clock,
             end_ms: raw.clock.and_then(|c| c.end_ms),
             home_assistant,
+            stop_on_stdin_eof: false,
             attestor_key_file: raw.attestor_key_file.as_deref().map(abs),
             battery: raw.battery,
             api_listen,
@@ -918,9 +921,20 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         }
         crate::notify::notify("READY=1");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let supervisor_gone = async {
+            if !cfg.stop_on_stdin_eof {
+                return std::future::pending().await;
+            }
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            tracing::warn!("supervising process gone (stdin closed)");
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = supervisor_gone => {}
         }
         tracing::info!("shutting down");
         crate::notify::notify("STOPPING=1");

@@ -409,13 +409,15 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     for s in &setups {
         let log = std::fs::File::create(s.dir.join("gateway.log"))?;
         let child = Command::new(&exe)
-            .args(["run", "--config"])
+            .args(["run", "--stop-on-stdin-eof", "--config"])
             .arg(s.dir.join("gateway.toml"))
             .env(
                 "RUST_LOG",
                 std::env::var("GRIDLET_SIM_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
             )
-            .stdin(Stdio::null())
+            // A pipe nobody writes to: it closes when this process dies, however it dies, and
+            // the gateway stops with it.
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

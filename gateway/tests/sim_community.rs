@@ -152,3 +152,62 @@ fn a_community_on_mosquitto_trades_in_auctions_and_agrees() {
     let cfg = std::fs::read_to_string(report.join("homes/0/gateway.toml")).unwrap();
     assert!(cfg.contains("auctions = true"));
 }
+
+#[test]
+fn gateways_stop_when_the_simulation_is_killed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r");
+    let mut sim = Command::new(BIN)
+        .args([
+            "sim",
+            "--homes",
+            "2",
+            "--hours",
+            "10",
+            "--speedup",
+            "900",
+            "--slot-ms",
+            "90000",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The gateway processes of this simulation (not the simulation itself).
+    let pattern = format!(
+        "gridlet run --stop-on-stdin-eof --config {}",
+        report.display()
+    );
+    let alive = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alive() < 2 || !report.join("homes/1/gateway.log").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateways did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(alive(), 2, "both gateways run");
+    // SIGKILL: no chance to clean up; the gateways see their stdin close and stop.
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while alive() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateways outlived the simulation"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
