@@ -62,6 +62,8 @@ fn keygen(d: &Path, name: &str) {
 
 struct Homes {
     dir: tempfile::TempDir,
+    /// The HIL battery's Modbus address (host, port).
+    battery: (String, String),
     api_a: u16,
     api_b: u16,
     _hil: Guard,
@@ -151,6 +153,7 @@ fn homes(speedup: f64) -> Homes {
     let b = spawn_gateway(d, "b.toml");
     wait_until(10, || TcpStream::connect(("127.0.0.1", api_b)).ok());
     Homes {
+        battery: (bhost.to_owned(), bport.to_owned()),
         dir,
         api_a,
         api_b,
@@ -160,9 +163,26 @@ fn homes(speedup: f64) -> Homes {
     }
 }
 
+/// The battery's available energy (SunSpec 713 `WHAvail`), read over Modbus by a separate scan.
+fn wh_avail(battery: &(String, String)) -> f64 {
+    let (ok, out, err) = run(Command::new(BIN).args([
+        "sunspec", "scan", "--host", &battery.0, "--port", &battery.1, "--unit", "1",
+    ]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 713)
+        .and_then(|m| m["points"]["WHAvail"].as_f64())
+        .expect("model 713 with WHAvail")
+}
+
 #[test]
 fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     let h = homes(100.0);
+    let before = wh_avail(&h.battery);
     let (api_a, api_b, token) = (h.api_a, h.api_b, TOKEN);
     let (code, status) = http(api_a, "GET", "/api/status", None, "");
     assert_eq!(code, 200);
@@ -207,6 +227,13 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     assert_eq!(trade["delivered_wh"], 150);
     let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
     assert_eq!(devices["battery"]["releases"], 1);
+    // Read back over Modbus: the battery gave exactly the traded energy (to the Wh, as the
+    // device counts it).
+    let after = wh_avail(&h.battery);
+    assert!(
+        (150.0..=151.0).contains(&(before - after)),
+        "battery went from {before} to {after} Wh for a 150 Wh trade"
+    );
 
     // A sealed bid: committed in the next commit phase, revealed in the reveal phase (the
     // gateway keeps the salt on disk meanwhile and never shows it).
