@@ -319,9 +319,14 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
                 s.head = Some(head.1);
             }
         }
-        Effect::Rejected { what, reason } => {
+        Effect::Rejected {
+            what,
+            class,
+            reason,
+        } => {
             tracing::warn!(what, %reason, "refused");
-            metrics::counter!(crate::metrics::LEDGER_REJECTED, "what" => what).increment(1);
+            metrics::counter!(crate::metrics::LEDGER_REJECTED, "what" => what, "reason" => class)
+                .increment(1);
             if let Ok(mut s) = status.lock() {
                 s.rejected += 1;
             }

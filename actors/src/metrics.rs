@@ -107,7 +107,7 @@ pub fn unix_now() -> f64 {
 /// or an alert on them has a series from the start (`rate()` of an absent series is no data).
 pub fn register_zeros() {
     for what in ["block", "tx"] {
-        metrics::counter!(LEDGER_REJECTED, "what" => what).absolute(0);
+        metrics::counter!(LEDGER_REJECTED, "what" => what, "reason" => "none").absolute(0);
     }
     for c in [
         LEDGER_PRODUCED,
@@ -182,7 +182,7 @@ pub fn describe() {
     describe_counter!(LEDGER_RECEIVED, "Blocks received from peers and committed.");
     describe_counter!(
         LEDGER_REJECTED,
-        "Blocks, transactions and bus messages refused, by what (block, tx, message)."
+        "Blocks and transactions refused, by what (block, tx) and reason (the error kind)."
     );
     describe_gauge!(LEDGER_MEMPOOL, "Transactions waiting in the mempool.");
     describe_histogram!(

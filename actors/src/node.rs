@@ -91,6 +91,8 @@ pub enum Effect {
     Rejected {
         /// `tx`, `block` or `message`.
         what: &'static str,
+        /// The kind of reason, from a small fixed set (a metric label).
+        class: String,
         /// Why.
         reason: String,
     },
@@ -134,6 +136,28 @@ pub struct Node<S: BlockStore> {
 }
 
 const SEEN_LIMIT: usize = 100_000;
+
+/// The error's variant name in snake case (`UnknownParent { .. }` → `unknown_parent`): a
+/// bounded label, unlike the message, which carries heights and hashes.
+fn reason_class(e: &impl std::fmt::Debug) -> String {
+    let debug = format!("{e:?}");
+    let mut out = String::new();
+    for (i, c) in debug
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .enumerate()
+    {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     gridlet_ledger::codec::from_hex(s)
@@ -266,10 +290,12 @@ impl<S: BlockStore> Node<S> {
                     }
                     Some(Err(e)) => out.push(Effect::Rejected {
                         what: "tx",
+                        class: reason_class(&e),
                         reason: e.to_string(),
                     }),
                     None => out.push(Effect::Rejected {
                         what: "tx",
+                        class: "not_hex".into(),
                         reason: "not hex".into(),
                     }),
                 }
@@ -321,6 +347,7 @@ impl<S: BlockStore> Node<S> {
         if let Err(e) = rules.verify_signature(&tx) {
             out.push(Effect::Rejected {
                 what: "tx",
+                class: reason_class(&e),
                 reason: e.to_string(),
             });
             return false;
@@ -329,6 +356,7 @@ impl<S: BlockStore> Node<S> {
         if tx.tx().nonce < account.nonce {
             out.push(Effect::Rejected {
                 what: "tx",
+                class: "stale_nonce".into(),
                 reason: format!("stale nonce {} < {}", tx.tx().nonce, account.nonce),
             });
             return false;
@@ -336,6 +364,7 @@ impl<S: BlockStore> Node<S> {
         if self.mempool.len() >= self.cfg.max_mempool {
             out.push(Effect::Rejected {
                 what: "tx",
+                class: "mempool_full".into(),
                 reason: "mempool full".into(),
             });
             return false;
@@ -348,6 +377,7 @@ impl<S: BlockStore> Node<S> {
         let Some(bytes) = hex_decode(hex) else {
             out.push(Effect::Rejected {
                 what: "block",
+                class: "not_hex".into(),
                 reason: "not hex".into(),
             });
             return Ok(());
@@ -357,6 +387,7 @@ impl<S: BlockStore> Node<S> {
             Err(e) => {
                 out.push(Effect::Rejected {
                     what: "block",
+                    class: reason_class(&e),
                     reason: e.to_string(),
                 });
                 Ok(())
@@ -399,6 +430,7 @@ impl<S: BlockStore> Node<S> {
             Err(StoreError::Block(e)) => {
                 out.push(Effect::Rejected {
                     what: "block",
+                    class: reason_class(&e),
                     reason: e.to_string(),
                 });
                 Ok(())
@@ -514,5 +546,28 @@ impl<S: BlockStore> Node<S> {
         }));
         self.after_commit(&block, ins.events, true, out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::reason_class;
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    enum Sample {
+        UnknownParent { height: u64 },
+        Codec(String),
+        Full,
+    }
+
+    #[test]
+    fn reason_classes_are_variant_names_in_snake_case() {
+        assert_eq!(
+            reason_class(&Sample::UnknownParent { height: 7 }),
+            "unknown_parent"
+        );
+        assert_eq!(reason_class(&Sample::Codec("x".into())), "codec");
+        assert_eq!(reason_class(&Sample::Full), "full");
     }
 }

@@ -611,6 +611,14 @@ fn report(
         .values()
         .filter(|t| matches!(t.source, TradeSource::Auction { .. }))
         .count();
+    let auction_rounds: std::collections::BTreeSet<u64> = market
+        .trades
+        .values()
+        .filter_map(|t| match t.source {
+            TradeSource::Auction { round } => Some(round),
+            TradeSource::Sale { .. } => None,
+        })
+        .collect();
     let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
     let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
     let credits_moved: u64 = market.trades.values().map(|t| t.paid_out).sum();
@@ -642,6 +650,7 @@ fn report(
             "contracts": market.contracts.len(),
             "trades": market.trades.len(),
             "auction_trades": auction_trades,
+            "auction_rounds_cleared_with_trades": auction_rounds.len(),
             "wh_traded": wh_traded,
             "battery_releases": releases,
             "wh_released": released_wh,

@@ -149,6 +149,12 @@ fn a_community_on_mosquitto_trades_in_auctions_and_agrees() {
         summary["market"]["auction_trades"].as_u64().unwrap() > 0,
         "{summary:#}"
     );
+    assert!(
+        summary["market"]["auction_rounds_cleared_with_trades"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     let cfg = std::fs::read_to_string(report.join("homes/0/gateway.toml")).unwrap();
     assert!(cfg.contains("auctions = true"));
 }
