@@ -11,6 +11,7 @@
 //! - [`home_assistant`]: MQTT discovery, state and availability for Home Assistant.
 //! - [`journal`]: the fsync'd battery release journal (exactly-once release).
 //! - [`ledger_actor`]: the ledger actor and the sync-arbiter worker running the node.
+//! - [`readings`]: signed interval meter readings for billing (sans-IO).
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`market_actor`]: release orders to the battery, deliveries to signed receipts, offers and purchases.
 //! - [`schedule`]: day-ahead schedule: local QP step, ADMM aggregator, centralized optimum.
@@ -27,6 +28,7 @@ pub mod ledger_actor;
 pub mod market_actor;
 pub mod metrics;
 pub mod node;
+pub mod readings;
 pub mod release;
 pub mod schedule;
 pub mod strategy;
