@@ -261,36 +261,29 @@ async fn run_dsmr(
 ) {
     let mut failures = 0u32;
     loop {
-        let reason = match &source {
-            MeterSource::DsmrSerial { path, version } => match version.open_serial(path) {
-                Ok(port) => {
-                    failures = 0;
-                    metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
-                        .increment(1);
-                    update(&status, |s| {
-                        s.connects += 1;
-                        s.connected = true;
-                    });
-                    read_dsmr(port, stale_after, &status).await
-                }
-                Err(e) => format!("cannot open {path}: {e}"),
-            },
-            MeterSource::DsmrTcp { addr } => {
-                match tokio::net::TcpStream::connect(addr.as_str()).await {
-                    Ok(stream) => {
-                        failures = 0;
-                        metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
-                            .increment(1);
-                        update(&status, |s| {
-                            s.connects += 1;
-                            s.connected = true;
-                        });
-                        read_dsmr(stream, stale_after, &status).await
-                    }
-                    Err(e) => format!("cannot connect to {addr}: {e}"),
-                }
-            }
+        let opened: Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>, String> = match &source {
+            MeterSource::DsmrSerial { path, version } => version
+                .open_serial(path)
+                .map(|p| Box::new(p) as _)
+                .map_err(|e| format!("cannot open {path}: {e}")),
+            MeterSource::DsmrTcp { addr } => tokio::net::TcpStream::connect(addr.as_str())
+                .await
+                .map(|s| Box::new(s) as _)
+                .map_err(|e| format!("cannot connect to {addr}: {e}")),
             MeterSource::Mqtt(_) => return,
+        };
+        let reason = match opened {
+            Ok(stream) => {
+                failures = 0;
+                metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
+                    .increment(1);
+                update(&status, |s| {
+                    s.connects += 1;
+                    s.connected = true;
+                });
+                read_dsmr(stream, stale_after, &status).await
+            }
+            Err(reason) => reason,
         };
         failures = failures.saturating_add(1);
         let delay = backoff.delay(failures);

@@ -310,10 +310,9 @@ impl MarketActor {
                     interval,
                     energy_wh,
                 } => {
-                    let Some(attestor) = &self.attestor else {
+                    let Some(attestation) = self.attest(interval, energy_wh) else {
                         continue;
                     };
-                    let digest = attestation_digest(&self.chain_id, &self.me, interval, energy_wh);
                     tracing::info!(
                         round,
                         energy_wh,
@@ -323,24 +322,12 @@ impl MarketActor {
                     self.ledger.do_send(SignAndSubmit(TxPayload::AuctionJoin {
                         round,
                         energy_wh,
-                        attestation: Some(Attestation {
-                            interval,
-                            energy_wh,
-                            signature: Signature::sign(&digest, attestor),
-                        }),
+                        attestation: Some(attestation),
                     }));
                 }
-                Decision::Bid { energy_wh, price } => match random_salt() {
-                    Ok(salt) => {
-                        self.bids.add(energy_wh, price, salt);
-                        if let Err(e) = self.bids.save(&home.data_dir) {
-                            tracing::error!(%e, "cannot save the bid book; not bidding");
-                            self.bids.bids.pop();
-                        } else {
-                            tracing::info!(energy_wh, price, "bidding in the next auction round");
-                        }
-                    }
-                    Err(e) => tracing::error!(%e, "no randomness for a bid's salt"),
+                Decision::Bid { energy_wh, price } => match self.place_bid(energy_wh, price) {
+                    Ok(()) => tracing::info!(energy_wh, price, "bidding in the next auction round"),
+                    Err(e) => tracing::error!(%e, "not bidding"),
                 },
                 Decision::Buy { contract, payment } => {
                     tracing::info!(%contract, payment, "buying energy");
@@ -352,16 +339,37 @@ impl MarketActor {
         }
     }
 
-    fn offer(&mut self, msg: Offer) {
+    /// The battery's attestation of `energy_wh` stored in `interval`; none without a battery key.
+    fn attest(&self, interval: u64, energy_wh: u64) -> Option<Attestation> {
         let Some(attestor) = &self.attestor else {
             tracing::warn!("no battery key configured: only a battery can attest energy to offer");
-            return;
+            return None;
         };
-        let digest = attestation_digest(&self.chain_id, &self.me, msg.interval, msg.energy_wh);
-        let attestation = Attestation {
-            interval: msg.interval,
-            energy_wh: msg.energy_wh,
+        let digest = attestation_digest(&self.chain_id, &self.me, interval, energy_wh);
+        Some(Attestation {
+            interval,
+            energy_wh,
             signature: Signature::sign(&digest, attestor),
+        })
+    }
+
+    /// Adds a sealed bid and writes the book (with its salt) to disk before anything is sent.
+    fn place_bid(&mut self, energy_wh: u64, price: u64) -> Result<(), String> {
+        let Some(home) = &self.home else {
+            return Err("this gateway is not set up to bid".into());
+        };
+        let salt = random_salt().map_err(|e| format!("no randomness for the salt: {e}"))?;
+        self.bids.add(energy_wh, price, salt);
+        if let Err(e) = self.bids.save(&home.data_dir) {
+            self.bids.bids.pop();
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+
+    fn offer(&mut self, msg: Offer) {
+        let Some(attestation) = self.attest(msg.interval, msg.energy_wh) else {
+            return;
         };
         self.count(|s| s.offers += 1);
         self.ledger.do_send(SignAndSubmit(TxPayload::Sale {
@@ -410,13 +418,7 @@ impl Handler<PlaceBid> for MarketActor {
         if msg.energy_wh == 0 {
             return Err("energy_wh must be positive".into());
         }
-        let salt = random_salt().map_err(|e| format!("no randomness for the salt: {e}"))?;
-        self.bids.add(msg.energy_wh, msg.price, salt);
-        if let Err(e) = self.bids.save(&home.data_dir) {
-            self.bids.bids.pop();
-            return Err(e.to_string());
-        }
-        Ok(())
+        self.place_bid(msg.energy_wh, msg.price)
     }
 }
 

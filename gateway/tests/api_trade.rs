@@ -261,7 +261,8 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         }
         (p == "revealed").then_some(())
     });
-    assert!(seen.contains(&"revealed".to_owned()), "{seen:?}");
+    // It went through an earlier stage (waiting or committed) before the reveal.
+    assert!(seen.len() >= 2 && seen[0] != "revealed", "{seen:?}");
     // The round clears with no seller: the bid is done and its escrow comes back.
     wait_until(60, || {
         let (_, bids) = http(api_b, "GET", "/api/bids", None, "");
