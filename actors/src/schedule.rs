@@ -333,7 +333,9 @@ pub fn central(homes: &[HomeData], c: &Community) -> Result<Vec<HomePlan>, Sched
         .collect())
 }
 
-pub use gridlet_ledger::market::dispatch::{Aggregator, DispatchParams, StepReport};
+pub use gridlet_ledger::market::dispatch::{
+    converged, kw, to_w, Aggregator, DispatchParams, ProposalW, StepReport,
+};
 
 impl Community {
     /// The contract's view of the community, with the penalty `rho`.
@@ -360,7 +362,7 @@ pub struct AdmmResult {
     /// Clearing prices, credits/kWh.
     pub prices: Vec<f64>,
     /// Every iteration's proposals (home order), when recorded: what the contract replays.
-    pub rounds: Vec<Vec<Vec<f64>>>,
+    pub rounds: Vec<Vec<ProposalW>>,
 }
 
 /// Runs ADMM to `tolerance` (kW, both residuals) or `max_iter`, solving the homes' local steps
@@ -389,13 +391,21 @@ pub fn admm(
         iterations += 1;
         let targets: Vec<Vec<f64>> = xs.iter().map(|x| agg.target(x)).collect();
         plans = solve_all(homes, c, agg.rho, &targets, threads)?;
-        xs = plans.iter().map(|p| p.net_kw.clone()).collect();
+        // What goes on the bus: whole watts, the same numbers every node aggregates.
+        let proposals: Vec<ProposalW> = plans
+            .iter()
+            .map(|p| p.net_kw.iter().map(|x| to_w(*x)).collect())
+            .collect();
+        xs = proposals
+            .iter()
+            .map(|p| p.iter().map(|w| kw(*w)).collect())
+            .collect();
         let refs: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
         report = agg.step(&params, &refs);
         if record {
-            rounds.push(xs.clone());
+            rounds.push(proposals);
         }
-        if report.primal <= tolerance && report.dual <= tolerance {
+        if converged(&report, tolerance) {
             break;
         }
     }

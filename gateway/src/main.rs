@@ -488,7 +488,7 @@ fn run(cli: Cli) -> Result<()> {
                     )
                 })
                 .collect();
-            let rounds: Vec<Vec<(gridlet_ledger::MemberKey, Vec<f64>)>> = r
+            let rounds: Vec<Vec<(gridlet_ledger::MemberKey, Vec<i32>)>> = r
                 .rounds
                 .iter()
                 .map(|round| keys.iter().copied().zip(round.iter().cloned()).collect())

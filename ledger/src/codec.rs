@@ -49,6 +49,18 @@ impl Writer {
         self
     }
 
+    /// Appends a big-endian two's-complement `i64`.
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// Appends a big-endian two's-complement `i32`.
+    pub fn i32(&mut self, v: i32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
     /// Appends bytes whose length the reader knows in advance.
     pub fn fixed(&mut self, v: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(v);
@@ -138,6 +150,34 @@ impl<'a> Reader<'a> {
     /// Reads a big-endian `u64`.
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// Reads a big-endian two's-complement `i64`.
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    /// Reads a big-endian two's-complement `i32`.
+    pub fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_be_bytes(self.array()?))
+    }
+
+    /// Reads a `u32` element count, refusing counts whose elements (at least `min_bytes`
+    /// each) could not fit in what is left: no allocation larger than the input.
+    pub fn count(&mut self, min_bytes: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = self.u32()?;
+        let left = self.bytes.len().saturating_sub(self.pos);
+        let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
+        if n_usize.saturating_mul(min_bytes.max(1)) > left {
+            return Err(DecodeError::LengthTooLarge {
+                length: n,
+                offset: at,
+                max: u32::try_from(left.checked_div(min_bytes.max(1)).unwrap_or(0))
+                    .unwrap_or(u32::MAX),
+            });
+        }
+        Ok(n_usize)
     }
 
     /// Reads a `u32` length and that many bytes.

@@ -151,6 +151,12 @@ impl<'de> Deserialize<'de> for MemberKey {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signature(pub [u8; 64]);
 
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
 impl Signature {
     /// Signs a 32-byte digest (RFC 6979 deterministic nonce, low-S).
     pub fn sign(digest: &Hash32, sk: &SecretKey) -> Signature {

@@ -294,6 +294,64 @@ pub enum TxError {
     /// The market is switched off in this genesis (no auction rounds).
     #[error("auctions are disabled in this community")]
     AuctionsDisabled,
+    /// The genesis has no day-ahead schedule.
+    #[error("day-ahead scheduling is disabled in this community")]
+    ScheduleDisabled,
+    /// The day already has a schedule.
+    #[error("day {day} already has a schedule")]
+    ScheduleExists {
+        /// The day.
+        day: u64,
+    },
+    /// A proposal's signature does not verify, or a round is not one proposal per member.
+    #[error("day {day}, iteration {round}: {reason}")]
+    BadProposal {
+        /// The day.
+        day: u64,
+        /// The iteration.
+        round: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The recorded iterations do not follow the stopping rule.
+    #[error("day {day}: {source}")]
+    BadDispatch {
+        /// The day.
+        day: u64,
+        /// Why.
+        source: crate::market::dispatch::DispatchError,
+    },
+    /// The committed figures differ from what the proposals give.
+    #[error("day {day}: the committed {field} differs from the replay of the proposals")]
+    ScheduleMismatch {
+        /// The day.
+        day: u64,
+        /// Which figure.
+        field: &'static str,
+    },
+    /// No schedule was committed for the day.
+    #[error("day {day} has no schedule")]
+    UnknownDay {
+        /// The day.
+        day: u64,
+    },
+    /// The day is billed already.
+    #[error("day {day} is billed already")]
+    DayBilled {
+        /// The day.
+        day: u64,
+    },
+    /// The home sent its readings for the day already.
+    #[error("home {home} sent its readings of day {day} already")]
+    ReadingsExist {
+        /// The day.
+        day: u64,
+        /// The home.
+        home: MemberKey,
+    },
+    /// Readings refused by the billing contract.
+    #[error(transparent)]
+    Billing(#[from] crate::market::billing::BillingError),
 }
 
 /// Why a block is invalid or cannot be attached.

@@ -78,6 +78,55 @@ impl Default for MarketParams {
     }
 }
 
+/// The day-ahead schedule (docs/scheduling.md): the community's side of the problem, in
+/// integers so that the genesis hash is exact; the dispatch contract converts them to the
+/// floating-point parameters of its deterministic ADMM step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleParams {
+    /// Intervals per day.
+    pub intervals: u32,
+    /// Length of an interval, minutes (`intervals × interval_min` = 1440).
+    pub interval_min: u32,
+    /// Transformer limit at the point of common coupling, W (both directions).
+    pub feeder_w: u64,
+    /// Grid import tariff per interval, micro-credits per kWh (empty: `grid_tariff` all day).
+    #[serde(default)]
+    pub import_prices: Vec<u64>,
+    /// Feed-in price, micro-credits per kWh (below every import price).
+    pub feed_in_price: u64,
+    /// ADMM penalty ρ, thousandths of a credit per kWh² (50 = 0.05).
+    pub rho_milli: u64,
+    /// Stop when both residuals are at most this, W.
+    pub tolerance_w: u64,
+    /// Most ADMM iterations; a schedule that has not converged by then is committed as is.
+    pub max_iterations: u32,
+}
+
+impl ScheduleParams {
+    /// 96 × 15 min, 0.05 penalty, 10 W tolerance, 300 iterations, feed-in 80 000 µcredits/kWh.
+    pub fn with_feeder(feeder_w: u64) -> ScheduleParams {
+        ScheduleParams {
+            intervals: 96,
+            interval_min: 15,
+            feeder_w,
+            import_prices: Vec::new(),
+            feed_in_price: 80_000,
+            rho_milli: 50,
+            tolerance_w: 10,
+            max_iterations: 300,
+        }
+    }
+
+    /// The import tariff of each interval.
+    pub fn import_price_at(&self, grid_tariff: u64, interval: usize) -> u64 {
+        self.import_prices
+            .get(interval)
+            .copied()
+            .unwrap_or(grid_tariff)
+    }
+}
+
 /// The genesis of a community chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +152,9 @@ pub struct Genesis {
     /// Market rules.
     #[serde(default)]
     pub market: MarketParams,
+    /// Day-ahead scheduling (absent: the community trades live only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleParams>,
     /// The members, in the order given.
     pub members: Vec<Member>,
 }
@@ -163,6 +215,69 @@ impl Genesis {
                 "alpha, beta and gamma are all zero: nobody could ever be elected",
             ));
         }
+        if let Some(p) = &self.schedule {
+            if p.intervals == 0
+                || u64::from(p.intervals).saturating_mul(u64::from(p.interval_min)) != 1440
+            {
+                return Err(invalid(
+                    "schedule.intervals",
+                    format!(
+                        "{} intervals of {} min do not make a day of 1440 min",
+                        p.intervals, p.interval_min
+                    ),
+                ));
+            }
+            if !p.import_prices.is_empty()
+                && p.import_prices.len() != usize::try_from(p.intervals).unwrap_or(usize::MAX)
+            {
+                return Err(invalid(
+                    "schedule.import_prices",
+                    format!(
+                        "{} prices for {} intervals",
+                        p.import_prices.len(),
+                        p.intervals
+                    ),
+                ));
+            }
+            let lowest_import = p
+                .import_prices
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(self.grid_tariff);
+            if p.feed_in_price >= lowest_import {
+                return Err(invalid(
+                    "schedule.feed_in_price",
+                    format!(
+                        "{} is not below the lowest import price {lowest_import}",
+                        p.feed_in_price
+                    ),
+                ));
+            }
+            // Prices and limits become f64 in the dispatch step: keep them exact there.
+            const EXACT: u64 = 1 << 53;
+            if p.feeder_w == 0 || p.feeder_w >= EXACT || lowest_import >= EXACT {
+                return Err(invalid(
+                    "schedule.feeder_w",
+                    "must be positive and below 2^53",
+                ));
+            }
+            if p.import_prices.iter().any(|x| *x >= EXACT) || p.feed_in_price >= EXACT {
+                return Err(invalid(
+                    "schedule.import_prices",
+                    "prices must be below 2^53",
+                ));
+            }
+            if p.rho_milli == 0 || p.rho_milli >= EXACT || p.tolerance_w >= EXACT {
+                return Err(invalid(
+                    "schedule.rho_milli",
+                    "must be positive and below 2^53",
+                ));
+            }
+            if p.max_iterations == 0 {
+                return Err(invalid("schedule.max_iterations", "must be positive"));
+            }
+        }
         if self.members.is_empty() {
             return Err(invalid("members", "at least one member is needed"));
         }
@@ -208,8 +323,27 @@ impl Genesis {
             .u8(match self.market.pricing {
                 crate::market::Pricing::PayAsBid => 0,
                 crate::market::Pricing::Uniform => 1,
-            })
-            .u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
+            });
+        match &self.schedule {
+            None => {
+                w.u8(0);
+            }
+            Some(p) => {
+                w.u8(1)
+                    .u32(p.intervals)
+                    .u32(p.interval_min)
+                    .u64(p.feeder_w)
+                    .u32(u32::try_from(p.import_prices.len()).unwrap_or(u32::MAX));
+                for price in &p.import_prices {
+                    w.u64(*price);
+                }
+                w.u64(p.feed_in_price)
+                    .u64(p.rho_milli)
+                    .u64(p.tolerance_w)
+                    .u32(p.max_iterations);
+            }
+        }
+        w.u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
         for m in &self.members {
             w.var(m.name.as_bytes())
                 .fixed(&m.key.0)
@@ -294,6 +428,7 @@ impl Genesis {
                 fallback_delay_ms: 300,
             },
             market: MarketParams::default(),
+            schedule: None,
             members,
         }
     }

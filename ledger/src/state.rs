@@ -44,6 +44,8 @@ pub struct Rules {
     pub floor_price: u64,
     /// Market rules.
     pub market: crate::genesis::MarketParams,
+    /// Day-ahead scheduling, if the community uses it.
+    pub schedule: Option<crate::genesis::ScheduleParams>,
 }
 
 impl Rules {
@@ -61,6 +63,7 @@ impl Rules {
             grid_tariff: genesis.grid_tariff,
             floor_price: genesis.floor_price,
             market: genesis.market.clone(),
+            schedule: genesis.schedule.clone(),
         })
     }
 
@@ -113,7 +116,7 @@ pub struct LedgerState {
     /// Slot of the last applied block (0 at genesis).
     pub slot: u64,
     pub(crate) accounts: BTreeMap<MemberKey, Account>,
-    community_balance: u64,
+    pub(crate) community_balance: i64,
     last_produced: BTreeMap<MemberKey, u64>,
     recent: VecDeque<BlockSummary>,
     pub(crate) market: MarketState,
@@ -168,17 +171,19 @@ impl LedgerState {
         &self.accounts
     }
 
-    /// The community account's balance (fees).
-    pub fn community_balance(&self) -> u64 {
+    /// The community account's balance: fees, plus what the homes paid for scheduled days
+    /// (negative when it owes them: it stands for the community's side with the main grid).
+    pub fn community_balance(&self) -> i64 {
         self.community_balance
     }
 
     /// Total micro-credits: member balances, the community account and escrow.
     pub fn total_credits(&self) -> u128 {
-        self.accounts.values().fold(
-            u128::from(self.community_balance).saturating_add(u128::from(self.market.escrow)),
-            |acc, a| acc.saturating_add(u128::from(a.balance)),
-        )
+        let total = self.accounts.values().fold(
+            i128::from(self.community_balance).saturating_add(i128::from(self.market.escrow)),
+            |acc, a| acc.saturating_add(i128::from(a.balance)),
+        );
+        u128::try_from(total).unwrap_or(0)
     }
 
     /// Applies one transaction whose signature has been verified. On error nothing changes.
@@ -212,9 +217,9 @@ impl LedgerState {
             .nonce
             .checked_add(1)
             .ok_or(TxError::Overflow { account: tx.sender })?;
-        let community = self
-            .community_balance
-            .checked_add(tx.fee)
+        let fee = i64::try_from(tx.fee).map_err(|_| TxError::Overflow { account: tx.sender })?;
+        self.community_balance
+            .checked_add(fee)
             .ok_or(TxError::Overflow { account: tx.sender })?;
         match &tx.payload {
             TxPayload::Transfer { to, amount } => {
@@ -237,7 +242,8 @@ impl LedgerState {
         let account = self.accounts.entry(tx.sender).or_default();
         account.balance = account.balance.saturating_sub(tx.fee);
         account.nonce = next_nonce;
-        self.community_balance = community;
+        // Checked above; a day's billing in between moves it by at most what it checked.
+        self.community_balance = self.community_balance.saturating_add(fee);
         Ok(())
     }
 
@@ -362,7 +368,7 @@ impl LedgerState {
         let mut w = Writer::new();
         w.u64(self.height)
             .u64(self.slot)
-            .u64(self.community_balance);
+            .i64(self.community_balance);
         w.u32(u32::try_from(self.accounts.len()).unwrap_or(u32::MAX));
         for (k, a) in &self.accounts {
             w.fixed(&k.0).u64(a.balance).u64(a.nonce);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::codec::{Reader, Writer};
 use crate::crypto::{Hash32, MemberKey, Signature};
 use crate::error::DecodeError;
+use crate::market::billing::Reading;
 
 /// The transaction format version this node writes and accepts.
 pub const TX_VERSION: u8 = 1;
@@ -34,6 +35,155 @@ pub const KIND_AUCTION_JOIN: u8 = 6;
 pub const KIND_BID_COMMIT: u8 = 7;
 /// Kind byte of [`TxPayload::BidReveal`].
 pub const KIND_BID_REVEAL: u8 = 8;
+/// Kind byte of [`TxPayload::ScheduleCommit`].
+pub const KIND_SCHEDULE_COMMIT: u8 = 9;
+/// Kind byte of [`TxPayload::MeterReadings`].
+pub const KIND_METER_READINGS: u8 = 10;
+
+/// A home's proposal in one iteration of the day-ahead ADMM, signed with its member key over
+/// [`crate::market::dispatch::proposal_digest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignedProposal {
+    /// Net exchange per interval, W (positive = import).
+    pub values_w: Vec<i32>,
+    /// The home's signature.
+    pub signature: Signature,
+}
+
+/// The day's schedule with everything needed to recompute it: every iteration's signed
+/// proposals (members in key order) and what they lead to. Every node replays the dispatch
+/// step over the proposals and accepts the transaction only if it gets the same schedule,
+/// prices, hash and residuals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleCommit {
+    /// The day (days since the Unix epoch, community time).
+    pub day: u64,
+    /// Every iteration's proposals, members in key order.
+    #[serde(skip)]
+    pub rounds: Vec<Vec<SignedProposal>>,
+    /// Each member's scheduled net energy per interval, Wh, members in key order.
+    pub schedule_wh: Vec<Vec<i64>>,
+    /// Clearing price per interval, micro-credits per kWh.
+    pub prices: Vec<i64>,
+    /// The last link of the iteration hash chain.
+    pub inputs_hash: Hash32,
+    /// Final primal residual, W.
+    pub primal_w: i64,
+    /// Final dual residual, W.
+    pub dual_w: i64,
+}
+
+impl ScheduleCommit {
+    fn encode_into(&self, w: &mut Writer) {
+        w.u64(self.day);
+        w.u32(u32::try_from(self.rounds.len()).unwrap_or(u32::MAX));
+        for round in &self.rounds {
+            w.u32(u32::try_from(round.len()).unwrap_or(u32::MAX));
+            for p in round {
+                w.u32(u32::try_from(p.values_w.len()).unwrap_or(u32::MAX));
+                for v in &p.values_w {
+                    w.i32(*v);
+                }
+                w.fixed(&p.signature.0);
+            }
+        }
+        w.u32(u32::try_from(self.schedule_wh.len()).unwrap_or(u32::MAX));
+        for home in &self.schedule_wh {
+            w.u32(u32::try_from(home.len()).unwrap_or(u32::MAX));
+            for v in home {
+                w.i64(*v);
+            }
+        }
+        w.u32(u32::try_from(self.prices.len()).unwrap_or(u32::MAX));
+        for v in &self.prices {
+            w.i64(*v);
+        }
+        w.fixed(&self.inputs_hash.0)
+            .i64(self.primal_w)
+            .i64(self.dual_w);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<ScheduleCommit, DecodeError> {
+        let day = r.u64()?;
+        let round_count = r.count(4)?;
+        let mut rounds = Vec::with_capacity(round_count);
+        for _ in 0..round_count {
+            let homes = r.count(68)?;
+            let mut round = Vec::with_capacity(homes);
+            for _ in 0..homes {
+                let n = r.count(4)?;
+                let mut values_w = Vec::with_capacity(n);
+                for _ in 0..n {
+                    values_w.push(r.i32()?);
+                }
+                round.push(SignedProposal {
+                    values_w,
+                    signature: Signature::from_bytes(r.array()?)?,
+                });
+            }
+            rounds.push(round);
+        }
+        let homes = r.count(4)?;
+        let mut schedule_wh = Vec::with_capacity(homes);
+        for _ in 0..homes {
+            let n = r.count(8)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(r.i64()?);
+            }
+            schedule_wh.push(v);
+        }
+        let n = r.count(8)?;
+        let mut prices = Vec::with_capacity(n);
+        for _ in 0..n {
+            prices.push(r.i64()?);
+        }
+        Ok(ScheduleCommit {
+            day,
+            rounds,
+            schedule_wh,
+            prices,
+            inputs_hash: Hash32(r.array()?),
+            primal_w: r.i64()?,
+            dual_w: r.i64()?,
+        })
+    }
+}
+
+fn encode_readings(readings: &[Reading], w: &mut Writer) {
+    w.u32(u32::try_from(readings.len()).unwrap_or(u32::MAX));
+    for x in readings {
+        w.u32(x.interval).i64(x.net_wh);
+        match &x.signature {
+            None => {
+                w.u8(0);
+            }
+            Some(sig) => {
+                w.u8(1).fixed(&sig.0);
+            }
+        }
+    }
+}
+
+fn decode_readings(r: &mut Reader<'_>) -> Result<Vec<Reading>, DecodeError> {
+    let n = r.count(13)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let interval = r.u32()?;
+        let net_wh = r.i64()?;
+        let signature = match r.u8()? {
+            0 => None,
+            1 => Some(Signature::from_bytes(r.array()?)?),
+            flag => return Err(DecodeError::BadFlag { flag }),
+        };
+        out.push(Reading {
+            interval,
+            net_wh,
+            signature,
+        });
+    }
+    Ok(out)
+}
 
 /// A home battery's signed statement: "home stored `energy_wh` of its own generation in
 /// `interval`", signed by the home's attestor key over [`crate::market::attestation_digest`].
@@ -158,6 +308,17 @@ pub enum TxPayload {
         /// The salt the commitment hid the bid with.
         salt: Hash32,
     },
+    /// Commit the community's day-ahead schedule (any member may send it; every node
+    /// recomputes it).
+    ScheduleCommit(Box<ScheduleCommit>),
+    /// The sender home's meter readings of a scheduled day, one per interval, each signed by
+    /// the home's meter (its attestor key). The day is billed when every home's are in.
+    MeterReadings {
+        /// The day.
+        day: u64,
+        /// Net energy per interval.
+        readings: Vec<Reading>,
+    },
 }
 
 impl TxPayload {
@@ -172,6 +333,8 @@ impl TxPayload {
             TxPayload::AuctionJoin { .. } => KIND_AUCTION_JOIN,
             TxPayload::BidCommit { .. } => KIND_BID_COMMIT,
             TxPayload::BidReveal { .. } => KIND_BID_REVEAL,
+            TxPayload::ScheduleCommit(_) => KIND_SCHEDULE_COMMIT,
+            TxPayload::MeterReadings { .. } => KIND_METER_READINGS,
         }
     }
 
@@ -220,6 +383,11 @@ impl TxPayload {
             } => {
                 w.u64(*round).u64(*energy_wh).u64(*price).fixed(&salt.0);
             }
+            TxPayload::ScheduleCommit(c) => c.encode_into(w),
+            TxPayload::MeterReadings { day, readings } => {
+                w.u64(*day);
+                encode_readings(readings, w);
+            }
         }
     }
 
@@ -259,6 +427,13 @@ impl TxPayload {
                 energy_wh: r.u64()?,
                 price: r.u64()?,
                 salt: Hash32(r.array()?),
+            }),
+            KIND_SCHEDULE_COMMIT => Ok(TxPayload::ScheduleCommit(Box::new(
+                ScheduleCommit::decode_from(r)?,
+            ))),
+            KIND_METER_READINGS => Ok(TxPayload::MeterReadings {
+                day: r.u64()?,
+                readings: decode_readings(r)?,
             }),
             kind => Err(DecodeError::UnknownKind { kind }),
         }

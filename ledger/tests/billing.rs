@@ -39,7 +39,7 @@ proptest! {
         }).collect();
         let s = settle(&CHAIN, 1, &DayPrices { clearing: &clearing, tariff: &tariff, feed_in: &feed_in }, &bills).unwrap();
         let sum: i128 = s.homes.iter().map(|h| h.1).sum();
-        prop_assert_eq!(sum + s.community, 0);
+        prop_assert_eq!(s.community, sum);
         let at_clearing: i128 = plan.iter().zip(&clearing).map(|(p, c)| i128::from(*p) * i128::from(*c) / 1000).sum();
         prop_assert_eq!(s.homes[0].1, at_clearing);
     }

@@ -32,7 +32,7 @@ fn blocks_replay_identically_on_an_independent_node() {
     assert_eq!(a.head_hash(), b.head_hash());
     assert_eq!(a.head_state().hash(), b.head_state().hash());
     let fees = 30 * c.genesis.tx_fee;
-    assert_eq!(a.head_state().community_balance(), fees);
+    assert_eq!(a.head_state().community_balance(), fees as i64);
     assert_eq!(a.head_state().total_credits(), 4 * 1_000_000);
 }
 

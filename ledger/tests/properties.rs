@@ -91,6 +91,6 @@ proptest! {
             prop_assert_eq!(state.account(&c.member(i)).balance, balances[&i]);
             prop_assert_eq!(state.account(&c.member(i)).nonce, nonces[i]);
         }
-        prop_assert_eq!(state.community_balance(), community);
+        prop_assert_eq!(state.community_balance(), community as i64);
     }
 }

@@ -46,7 +46,17 @@ def genesis_hash(g):
         + u64(s["fallback_delay_ms"])
     m = g.get("market", {"delivery_blocks": 60, "auction_round_blocks": 20, "pricing": "pay_as_bid"})
     out += u64(m["delivery_blocks"]) + u64(m["auction_round_blocks"]) \
-        + u8({"pay_as_bid": 0, "uniform": 1}[m["pricing"]]) + u32(len(g["members"]))
+        + u8({"pay_as_bid": 0, "uniform": 1}[m["pricing"]])
+    sch = g.get("schedule")
+    if sch is None:
+        out += u8(0)
+    else:
+        out += u8(1) + u32(sch["intervals"]) + u32(sch["interval_min"]) + u64(sch["feeder_w"]) \
+            + u32(len(sch.get("import_prices", []))) \
+            + b"".join(u64(x) for x in sch.get("import_prices", [])) \
+            + u64(sch["feed_in_price"]) + u64(sch["rho_milli"]) + u64(sch["tolerance_w"]) \
+            + u32(sch["max_iterations"])
+    out += u32(len(g["members"]))
     for m in g["members"]:
         out += var(m["name"].encode()) + bytes.fromhex(m["key"]) + bytes.fromhex(m["attestor"]) \
             + u64(m["balance"])
@@ -181,8 +191,9 @@ def main():
         enc += u32(len(recent))
         for (h, p, tw) in recent:
             enc += u64(h) + p + u32(len(tw)) + b"".join(k + u64(wh) for k, wh in tw)
-        # Market (transfers only here): escrow 0, no attestations, contracts, trades, rounds.
-        enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0)
+        # Market (transfers only here): escrow 0, no attestations, contracts, trades, rounds,
+        # scheduled days.
+        enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0)
         state_hash = H(b"gridlet/state/v1", enc)
         if state_hash != f_state:
             fail(f"block {f_height}: state hash")

@@ -31,7 +31,7 @@ pub fn reading_digest(
 }
 
 /// One signed interval reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Reading {
     /// Interval of the day.
     pub interval: u32,
@@ -102,7 +102,8 @@ pub enum BillingError {
 pub struct Settlement {
     /// Per home, micro-credits paid to the community account (negative: received from it).
     pub homes: Vec<(MemberKey, i128)>,
-    /// Change of the community account (the negation of the homes' sum).
+    /// Change of the community account: what the homes paid in total, so that the homes'
+    /// balance changes (the negations of what they paid) and this sum to zero.
     pub community: i128,
 }
 
@@ -111,6 +112,93 @@ fn mul_div(wh: i64, price: i64) -> Result<i128, BillingError> {
         .checked_mul(i128::from(price))
         .and_then(|p| p.checked_div(1000))
         .ok_or(BillingError::Overflow)
+}
+
+/// Checks one home's readings: signed by its meter, one per interval, in order. Returns the
+/// net energy per interval, Wh.
+pub fn verify_readings(
+    chain_id: &Hash32,
+    day: u64,
+    home: &MemberKey,
+    meter_key: &secp256k1::PublicKey,
+    readings: &[Reading],
+    intervals: usize,
+) -> Result<Vec<i64>, BillingError> {
+    if readings.len() != intervals {
+        return Err(BillingError::Malformed {
+            home: *home,
+            reason: format!("{} readings for {intervals} intervals", readings.len()),
+        });
+    }
+    let mut out = Vec::with_capacity(intervals);
+    for (expected, r) in readings.iter().enumerate() {
+        if usize::try_from(r.interval).ok() != Some(expected) {
+            return Err(BillingError::Malformed {
+                home: *home,
+                reason: format!(
+                    "reading for interval {} where {expected} was due",
+                    r.interval
+                ),
+            });
+        }
+        let Some(sig) = &r.signature else {
+            return Err(BillingError::Unsigned {
+                home: *home,
+                interval: r.interval,
+            });
+        };
+        let digest = reading_digest(chain_id, home, day, r.interval, r.net_wh);
+        if !sig.verify(&digest, meter_key) {
+            return Err(BillingError::Forged {
+                home: *home,
+                interval: r.interval,
+            });
+        }
+        out.push(r.net_wh);
+    }
+    Ok(out)
+}
+
+/// What one home owes for the day (negative: earns), from verified readings.
+pub fn amount_owed(
+    home: &MemberKey,
+    prices: &DayPrices<'_>,
+    scheduled_wh: &[i64],
+    metered_wh: &[i64],
+) -> Result<i128, BillingError> {
+    let intervals = prices.clearing.len();
+    if scheduled_wh.len() != intervals
+        || metered_wh.len() != intervals
+        || prices.tariff.len() != intervals
+        || prices.feed_in.len() != intervals
+    {
+        return Err(BillingError::Malformed {
+            home: *home,
+            reason: format!(
+                "{} scheduled and {} metered values for {intervals} intervals",
+                scheduled_wh.len(),
+                metered_wh.len()
+            ),
+        });
+    }
+    let mut owed: i128 = 0;
+    let rows = metered_wh
+        .iter()
+        .zip(scheduled_wh)
+        .zip(prices.clearing)
+        .zip(prices.tariff)
+        .zip(prices.feed_in);
+    for ((((metered, scheduled), clearing), tariff), feed_in) in rows {
+        let deviation = metered
+            .checked_sub(*scheduled)
+            .ok_or(BillingError::Overflow)?;
+        let deviation_price = if deviation >= 0 { *tariff } else { *feed_in };
+        owed = owed
+            .checked_add(mul_div(*scheduled, *clearing)?)
+            .and_then(|o| o.checked_add(mul_div(deviation, deviation_price).ok()?))
+            .ok_or(BillingError::Overflow)?;
+    }
+    Ok(owed)
 }
 
 /// Settles a day. Every reading must be signed by its home's meter and cover each interval
@@ -125,65 +213,14 @@ pub fn settle(
     let mut homes = Vec::with_capacity(bills.len());
     let mut total: i128 = 0;
     for b in bills {
-        let malformed = |reason: String| BillingError::Malformed {
-            home: b.home,
-            reason,
-        };
-        if b.scheduled_wh.len() != intervals
-            || b.readings.len() != intervals
-            || prices.tariff.len() != intervals
-            || prices.feed_in.len() != intervals
-        {
-            return Err(malformed(format!(
-                "{} scheduled and {} readings for {intervals} intervals",
-                b.scheduled_wh.len(),
-                b.readings.len()
-            )));
-        }
-        let mut owed: i128 = 0;
-        let rows = b
-            .readings
-            .iter()
-            .zip(b.scheduled_wh)
-            .zip(prices.clearing)
-            .zip(prices.tariff)
-            .zip(prices.feed_in);
-        for (expected, ((((r, scheduled), clearing), tariff), feed_in)) in rows.enumerate() {
-            if usize::try_from(r.interval).ok() != Some(expected) {
-                return Err(malformed(format!(
-                    "reading for interval {} where {expected} was due",
-                    r.interval
-                )));
-            }
-            let Some(sig) = &r.signature else {
-                return Err(BillingError::Unsigned {
-                    home: b.home,
-                    interval: r.interval,
-                });
-            };
-            let digest = reading_digest(chain_id, &b.home, day, r.interval, r.net_wh);
-            if !sig.verify(&digest, b.meter_key) {
-                return Err(BillingError::Forged {
-                    home: b.home,
-                    interval: r.interval,
-                });
-            }
-            let deviation = r
-                .net_wh
-                .checked_sub(*scheduled)
-                .ok_or(BillingError::Overflow)?;
-            let deviation_price = if deviation >= 0 { *tariff } else { *feed_in };
-            owed = owed
-                .checked_add(mul_div(*scheduled, *clearing)?)
-                .and_then(|o| o.checked_add(mul_div(deviation, deviation_price).ok()?))
-                .ok_or(BillingError::Overflow)?;
-        }
+        let metered = verify_readings(chain_id, day, &b.home, b.meter_key, b.readings, intervals)?;
+        let owed = amount_owed(&b.home, prices, b.scheduled_wh, &metered)?;
         total = total.checked_add(owed).ok_or(BillingError::Overflow)?;
         homes.push((b.home, owed));
     }
     Ok(Settlement {
         homes,
-        community: total.checked_neg().ok_or(BillingError::Overflow)?,
+        community: total,
     })
 }
 
@@ -254,7 +291,7 @@ mod tests {
         .unwrap();
         // 1 kWh × 0.2 − 2 kWh × 0.25 + 0.5 kWh × 0.15 credits.
         assert_eq!(s.homes[0].1, 200_000 - 500_000 + 75_000);
-        assert_eq!(s.community, -(200_000 - 500_000 + 75_000));
+        assert_eq!(s.community, 200_000 - 500_000 + 75_000);
     }
 
     #[test]
@@ -292,8 +329,8 @@ mod tests {
             s.homes[1].1,
             -250_000 + 45_000 - 20_000 - (333 * 80_000 / 1000)
         );
-        let sum: i128 = s.homes.iter().map(|h| h.1).sum();
-        assert_eq!(sum + s.community, 0);
+        let paid: i128 = s.homes.iter().map(|h| h.1).sum();
+        assert_eq!(s.community - paid, 0);
     }
 
     #[test]

@@ -181,6 +181,18 @@ pub enum MarketEvent {
         /// The contract.
         contract: Hash32,
     },
+    /// A day-ahead schedule was committed.
+    ScheduleCommitted {
+        /// The day.
+        day: u64,
+    },
+    /// A scheduled day was billed.
+    DayBilled {
+        /// The day.
+        day: u64,
+        /// What each home paid (negative: received), µcredits.
+        bills: Vec<(MemberKey, i64)>,
+    },
 }
 
 /// The market state.
@@ -196,6 +208,29 @@ pub struct MarketState {
     pub rounds: BTreeMap<u64, AuctionRound>,
     /// Micro-credits held in escrow.
     pub escrow: u64,
+    /// Day-ahead schedules by day.
+    pub days: BTreeMap<u64, DayRecord>,
+}
+
+/// A committed day-ahead schedule and its billing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DayRecord {
+    /// Each home's scheduled net energy per interval, Wh.
+    pub schedule_wh: BTreeMap<MemberKey, Vec<i64>>,
+    /// Clearing price per interval, micro-credits per kWh.
+    pub prices: Vec<i64>,
+    /// The iteration hash chain's last link.
+    pub inputs_hash: Hash32,
+    /// ADMM iterations.
+    pub iterations: u32,
+    /// Final residuals, W.
+    pub primal_w: i64,
+    /// Final dual residual, W.
+    pub dual_w: i64,
+    /// Each home's verified meter readings, Wh per interval.
+    pub metered_wh: BTreeMap<MemberKey, Vec<i64>>,
+    /// Once every home's readings are in: what each paid (negative: received), µcredits.
+    pub bills: Option<BTreeMap<MemberKey, i64>>,
 }
 
 fn len(w: &mut Writer, n: usize) {
@@ -314,6 +349,46 @@ impl MarketState {
                     .u64(b.price)
                     .u64(b.seq)
                     .u64(b.escrowed);
+            }
+        }
+        len(w, self.days.len());
+        for (day, d) in &self.days {
+            w.u64(*day);
+            len(w, d.schedule_wh.len());
+            for (k, v) in &d.schedule_wh {
+                w.fixed(&k.0);
+                len(w, v.len());
+                for x in v {
+                    w.i64(*x);
+                }
+            }
+            len(w, d.prices.len());
+            for x in &d.prices {
+                w.i64(*x);
+            }
+            w.fixed(&d.inputs_hash.0)
+                .u32(d.iterations)
+                .i64(d.primal_w)
+                .i64(d.dual_w);
+            len(w, d.metered_wh.len());
+            for (k, v) in &d.metered_wh {
+                w.fixed(&k.0);
+                len(w, v.len());
+                for x in v {
+                    w.i64(*x);
+                }
+            }
+            match &d.bills {
+                None => {
+                    w.u8(0);
+                }
+                Some(bills) => {
+                    w.u8(1);
+                    len(w, bills.len());
+                    for (k, x) in bills {
+                        w.fixed(&k.0).i64(*x);
+                    }
+                }
             }
         }
     }

@@ -200,6 +200,19 @@ impl LedgerState {
         match &tx.payload {
             // Credit transfers are not market rules: `LedgerState::apply_transfer` has them.
             TxPayload::Transfer { .. } => Ok(()),
+            TxPayload::ScheduleCommit(commit) => {
+                let event = self.apply_schedule_commit(rules, commit)?;
+                self.pending_events.push(event);
+                Ok(())
+            }
+            TxPayload::MeterReadings { day, readings } => {
+                if let Some(event) =
+                    self.apply_meter_readings(rules, me, *day, readings, available)?
+                {
+                    self.pending_events.push(event);
+                }
+                Ok(())
+            }
             TxPayload::Attest(a) => {
                 self.verify_attestation(rules, &me, a)?;
                 self.record_attestation(me, a);

@@ -8,6 +8,52 @@
 //! computes the same bits; the inputs are hashed by their bit patterns.
 
 use crate::crypto::{Hash32, MemberKey};
+use crate::genesis::ScheduleParams;
+
+/// A home's proposal for one iteration: its net exchange per interval, whole watts (positive =
+/// import). Whole watts keep the bus messages and the commitment small and exact; the step
+/// converts them to kW by one correctly rounded division.
+pub type ProposalW = Vec<i32>;
+
+/// kW of a proposal value.
+pub fn kw(w: i32) -> f64 {
+    f64::from(w) / 1000.0
+}
+
+/// Rounds a local solution (kW) to a proposal value (W), saturating.
+pub fn to_w(kw: f64) -> i32 {
+    // `as` saturates and maps NaN to 0: no panic on any input.
+    (kw * 1000.0).round() as i32
+}
+
+/// The digest a home signs for its proposal of `round` on `day`.
+pub fn proposal_digest(
+    chain_id: &Hash32,
+    day: u64,
+    round: u32,
+    home: &MemberKey,
+    values_w: &[i32],
+) -> Hash32 {
+    let mut bytes = Vec::with_capacity(values_w.len().saturating_mul(4));
+    for v in values_w {
+        bytes.extend_from_slice(&v.to_be_bytes());
+    }
+    Hash32::tagged(
+        b"gridlet/dispatch-proposal/v1",
+        &[
+            &chain_id.0,
+            &day.to_be_bytes(),
+            &round.to_be_bytes(),
+            &home.0,
+            &bytes,
+        ],
+    )
+}
+
+/// Whether a step's residuals end the iterations.
+pub fn converged(report: &StepReport, tolerance_kw: f64) -> bool {
+    report.primal <= tolerance_kw && report.dual <= tolerance_kw
+}
 
 /// The community's side of the problem.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +90,36 @@ pub struct StepReport {
     pub primal: f64,
     /// Largest change of the grid exchange, times ρ, kW.
     pub dual: f64,
+}
+
+impl DispatchParams {
+    /// The parameters a genesis fixes (prices from micro-credits to credits per kWh, the
+    /// feeder from W to kW, ρ from thousandths), by exact integer-to-float conversions and
+    /// one correctly rounded division each.
+    pub fn from_schedule(p: &ScheduleParams, grid_tariff: u64) -> DispatchParams {
+        let credits = |micro: u64| to_f64(micro) / 1_000_000.0;
+        let intervals = usize::try_from(p.intervals).unwrap_or(0);
+        DispatchParams {
+            dt_h: f64::from(p.interval_min) / 60.0,
+            import_price: (0..intervals)
+                .map(|t| credits(p.import_price_at(grid_tariff, t)))
+                .collect(),
+            export_price: vec![credits(p.feed_in_price); intervals],
+            feeder_kw: to_f64(p.feeder_w) / 1000.0,
+            rho: to_f64(p.rho_milli) / 1000.0,
+        }
+    }
+
+    /// The stopping tolerance, kW.
+    pub fn tolerance_kw(p: &ScheduleParams) -> f64 {
+        to_f64(p.tolerance_w) / 1000.0
+    }
+}
+
+/// Exact below 2^53, which the genesis checks.
+fn to_f64(v: u64) -> f64 {
+    // Values are validated below 2^53, where the conversion is exact.
+    v as f64
 }
 
 impl Aggregator {
@@ -115,16 +191,16 @@ impl Aggregator {
 }
 
 /// The hash chain over iteration inputs: `H(prev || u32 iteration || for each home in order:
-/// key || f64 bits of every interval)`.
+/// key || i32 W of every interval)`.
 pub fn iteration_digest(
     prev: &Hash32,
     iteration: u32,
-    proposals: &[(MemberKey, Vec<f64>)],
+    proposals: &[(MemberKey, ProposalW)],
 ) -> Hash32 {
     let mut bytes = Vec::with_capacity(
         proposals
             .iter()
-            .map(|(_, v)| v.len().saturating_mul(8).saturating_add(33))
+            .map(|(_, v)| v.len().saturating_mul(4).saturating_add(33))
             .fold(36usize, usize::saturating_add),
     );
     bytes.extend_from_slice(&prev.0);
@@ -132,7 +208,7 @@ pub fn iteration_digest(
     for (key, values) in proposals {
         bytes.extend_from_slice(&key.0);
         for v in values {
-            bytes.extend_from_slice(&v.to_bits().to_be_bytes());
+            bytes.extend_from_slice(&v.to_be_bytes());
         }
     }
     Hash32::tagged(b"gridlet/dispatch-iteration/v1", &[&bytes])
@@ -161,10 +237,80 @@ fn round_i64(x: f64) -> i64 {
     x.round() as i64
 }
 
+/// Why a recorded dispatch does not make a valid commitment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// No iteration at all.
+    #[error("no iterations")]
+    Empty,
+    /// More iterations than the genesis allows.
+    #[error("{found} iterations, at most {max} allowed")]
+    TooManyIterations {
+        /// Iterations recorded.
+        found: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Iterations went on after the residuals were below the tolerance.
+    #[error("iteration {iteration} had already converged")]
+    RanPastConvergence {
+        /// The iteration that met the tolerance.
+        iteration: usize,
+    },
+    /// Stopped before converging and before the iteration limit.
+    #[error("stopped after {iterations} iterations without converging")]
+    StoppedEarly {
+        /// Iterations recorded.
+        iterations: usize,
+    },
+}
+
 /// Replays the aggregation over every iteration's proposals (member order fixed by the
 /// genesis) and returns the commitment. A node verifies a committed schedule by replaying the
-/// proposals it saw on the bus and comparing.
-pub fn replay(p: &DispatchParams, rounds: &[Vec<(MemberKey, Vec<f64>)>]) -> CommittedSchedule {
+/// proposals and comparing.
+pub fn replay(p: &DispatchParams, rounds: &[Vec<(MemberKey, ProposalW)>]) -> CommittedSchedule {
+    replay_with(p, rounds, |_, _| {})
+}
+
+/// [`replay`] that also checks the stopping rule: the iterations end at the first one whose
+/// residuals are within `tolerance_kw`, or at `max_iterations`.
+pub fn replay_checked(
+    p: &DispatchParams,
+    rounds: &[Vec<(MemberKey, ProposalW)>],
+    tolerance_kw: f64,
+    max_iterations: u32,
+) -> Result<CommittedSchedule, DispatchError> {
+    if rounds.is_empty() {
+        return Err(DispatchError::Empty);
+    }
+    let max = usize::try_from(max_iterations).unwrap_or(usize::MAX);
+    if rounds.len() > max {
+        return Err(DispatchError::TooManyIterations {
+            found: rounds.len(),
+            max: max_iterations,
+        });
+    }
+    let mut first_converged = None;
+    let committed = replay_with(p, rounds, |i, report| {
+        if first_converged.is_none() && converged(report, tolerance_kw) {
+            first_converged = Some(i);
+        }
+    });
+    let last = rounds.len().saturating_sub(1);
+    match first_converged {
+        Some(i) if i < last => Err(DispatchError::RanPastConvergence { iteration: i }),
+        None if rounds.len() < max => Err(DispatchError::StoppedEarly {
+            iterations: rounds.len(),
+        }),
+        _ => Ok(committed),
+    }
+}
+
+fn replay_with(
+    p: &DispatchParams,
+    rounds: &[Vec<(MemberKey, ProposalW)>],
+    mut each: impl FnMut(usize, &StepReport),
+) -> CommittedSchedule {
     let intervals = p.import_price.len();
     let mut agg = Aggregator::new(intervals, p.rho);
     let mut hash = Hash32::tagged(b"gridlet/dispatch-start/v1", &[]);
@@ -174,15 +320,25 @@ pub fn replay(p: &DispatchParams, rounds: &[Vec<(MemberKey, Vec<f64>)>]) -> Comm
     };
     for (i, round) in rounds.iter().enumerate() {
         hash = iteration_digest(&hash, u32::try_from(i).unwrap_or(u32::MAX), round);
-        let refs: Vec<&[f64]> = round.iter().map(|(_, v)| v.as_slice()).collect();
+        let kws: Vec<Vec<f64>> = round
+            .iter()
+            .map(|(_, v)| v.iter().map(|w| kw(*w)).collect())
+            .collect();
+        let refs: Vec<&[f64]> = kws.iter().map(|v| v.as_slice()).collect();
         report = agg.step(p, &refs);
+        each(i, &report);
     }
     let wh_per_kw = p.dt_h * 1000.0;
     let schedule_wh = rounds
         .last()
         .map(|last| {
             last.iter()
-                .map(|(k, v)| (*k, v.iter().map(|kw| round_i64(kw * wh_per_kw)).collect()))
+                .map(|(k, v)| {
+                    (
+                        *k,
+                        v.iter().map(|w| round_i64(kw(*w) * wh_per_kw)).collect(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -219,16 +375,37 @@ mod tests {
     fn replay_is_deterministic_and_the_hash_covers_every_input_bit() {
         let k = |i| MemberKey::from_secret(&deterministic_key(9, i));
         let rounds = vec![
-            vec![(k(0), vec![1.0, -2.0, 3.0]), (k(1), vec![0.5, 0.5, 0.5])],
-            vec![(k(0), vec![0.9, -1.5, 2.0]), (k(1), vec![0.4, 0.7, 0.2])],
+            vec![(k(0), vec![1000, -2000, 3000]), (k(1), vec![500, 500, 500])],
+            vec![(k(0), vec![900, -1500, 2000]), (k(1), vec![400, 700, 200])],
         ];
         let a = replay(&params(), &rounds);
         assert_eq!(a, replay(&params(), &rounds));
         assert_eq!(a.iterations, 2);
         assert_eq!(a.schedule_wh[0].1, vec![225, -375, 500]);
         let mut changed = rounds.clone();
-        changed[0][1].1[2] = f64::from_bits(0.5f64.to_bits() + 1);
+        changed[0][1].1[2] = 501;
         assert_ne!(replay(&params(), &changed).inputs_hash, a.inputs_hash);
+    }
+
+    #[test]
+    fn the_stopping_rule_is_checked() {
+        let k = |i| MemberKey::from_secret(&deterministic_key(9, i));
+        let same = vec![(k(0), vec![0, 0, 0]), (k(1), vec![0, 0, 0])];
+        // With a loose tolerance the first step converges, so a second round ran past it.
+        let p = params();
+        assert!(replay_checked(&p, std::slice::from_ref(&same), 100.0, 5).is_ok());
+        assert_eq!(
+            replay_checked(&p, &[same.clone(), same.clone()], 100.0, 5),
+            Err(DispatchError::RanPastConvergence { iteration: 0 })
+        );
+        let far = vec![(k(0), vec![9000, 0, 0]), (k(1), vec![0, 0, 0])];
+        assert_eq!(
+            replay_checked(&p, std::slice::from_ref(&far), 0.01, 5),
+            Err(DispatchError::StoppedEarly { iterations: 1 })
+        );
+        // At the iteration limit an unconverged schedule stands.
+        assert!(replay_checked(&p, std::slice::from_ref(&far), 0.01, 1).is_ok());
+        assert_eq!(replay_checked(&p, &[], 0.01, 1), Err(DispatchError::Empty));
     }
 
     #[test]

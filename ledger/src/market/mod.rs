@@ -12,9 +12,10 @@ pub mod billing;
 pub mod book;
 pub mod clearing;
 pub mod contracts;
+pub mod day_ahead;
 pub mod dispatch;
 
-pub use book::{MarketEvent, MarketState};
+pub use book::{DayRecord, MarketEvent, MarketState};
 pub use clearing::{clear, ClearingInput, ClearingOutput, Pricing};
 
 use crate::crypto::{Hash32, MemberKey};
