@@ -52,6 +52,8 @@ pub struct BatteryStatus {
     pub capacity_wh: Option<f64>,
     /// Polls at which the grid meter's data was too old to release energy.
     pub meter_stale_polls: u64,
+    /// The day-ahead plan's last set-point, W (positive = discharge).
+    pub plan_w: Option<i32>,
 }
 
 /// How the battery actor runs.
@@ -84,7 +86,29 @@ pub struct BatteryStorage {
     polling: bool,
     meter: Option<Arc<Mutex<MeterStatus>>>,
     safe_after: Duration,
+    /// The day-ahead plan's set-point now (W, positive = discharge), if following one.
+    plan_w: Option<i32>,
+    /// The last plan set-point commanded, and when.
+    plan_sent: Option<(i32, std::time::Instant)>,
 }
+
+/// Follow the day-ahead plan: hold this battery power (W, positive = discharge) until told
+/// otherwise; `None` hands the battery back to its own control. A trade's release takes
+/// precedence; stale meter data allows charging only.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct FollowPlan(pub Option<i32>);
+
+impl Handler<FollowPlan> for BatteryStorage {
+    type Result = ();
+
+    fn handle(&mut self, msg: FollowPlan, _: &mut Context<Self>) {
+        self.plan_w = msg.0;
+    }
+}
+
+/// How often a held set-point is written again: well inside SunSpec's revert timeout.
+const PLAN_REFRESH: Duration = Duration::from_secs(10);
 
 impl BatteryStorage {
     /// A battery actor over a discovered device. In-flight trades from before a restart are
@@ -108,6 +132,8 @@ impl BatteryStorage {
             polling: false,
             meter: None,
             safe_after: settings.safe_after,
+            plan_w: None,
+            plan_sent: None,
         }
     }
 
@@ -186,9 +212,12 @@ impl BatteryStorage {
             if let Reading::CommError { reason } = &avail {
                 tracing::warn!(%reason, "battery not readable");
             }
-            let actions = act
+            let mut actions = act
                 .releaser
                 .on_reading(valid.map(|v| v.max(0.0) as u64), act.clock.now_ms());
+            if !act.releaser.busy() {
+                actions.extend(act.plan_actions(meter_fresh));
+            }
             let safe = act.releaser.in_safe_state();
             metrics::gauge!(crate::metrics::BATTERY_SAFE_STATE).set(if safe { 1.0 } else { 0.0 });
             if let Ok(mut s) = act.status.lock() {
@@ -196,6 +225,31 @@ impl BatteryStorage {
             }
             act.execute(actions, ctx);
         }));
+    }
+
+    /// The set-point the day-ahead plan wants now, when it differs from the last one sent (or
+    /// that one is old).
+    fn plan_actions(&mut self, meter_fresh: bool) -> Vec<Action> {
+        match self.plan_w {
+            None => match self.plan_sent.take() {
+                Some(_) => vec![Action::Idle],
+                None => Vec::new(),
+            },
+            Some(p) => {
+                let want = if meter_fresh { p } else { p.min(0) };
+                let due = self
+                    .plan_sent
+                    .is_none_or(|(sent, at)| sent != want || at.elapsed() >= PLAN_REFRESH);
+                if !due {
+                    return Vec::new();
+                }
+                self.plan_sent = Some((want, std::time::Instant::now()));
+                if let Ok(mut s) = self.status.lock() {
+                    s.plan_w = Some(want);
+                }
+                vec![Action::SetPower { power_w: want }]
+            }
+        }
     }
 
     fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {

@@ -168,21 +168,24 @@ impl BidBook {
     /// Writes the book to `dir` durably: a temporary file, fsync, rename, fsync of the directory.
     pub fn save(&self, dir: &Path) -> Result<(), BidFileError> {
         let path = dir.join("bids.json");
-        let tmp = dir.join("bids.json.tmp");
         let io = |source| BidFileError::Io {
             path: path.clone(),
             source,
         };
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        write_durably(dir, "bids.json", &bytes).map_err(io)
     }
+}
+
+/// Writes `dir/name` durably: a temporary file, fsync, rename over the old one, fsync of the
+/// directory — after a crash the file is either the old or the new one, never half of each.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! broker is configured.
 //!
 //! Topics, under a configurable prefix and the chain id: `<prefix>/<chain>/tx`, `…/block`,
-//! `…/sync/request`, `…/sync/response/<node>`. Payloads are the JSON of [`BusMessage`]. A stable
+//! `…/sync/request`, `…/sync/response/<node>`, `…/dispatch` (day-ahead proposals). Payloads are the JSON of [`BusMessage`]. A stable
 //! client id and a persistent session (`clean_session = false`) keep subscriptions and QoS 1
 //! messages across reconnects; messages are acknowledged only after the consumer processed them
 //! ([`BusHandle::ack`]); reconnects back off exponentially (rumqttc has no backoff of its own).
@@ -51,6 +51,7 @@ impl BusConfig {
             BusMessage::Block { .. } => format!("{base}/block"),
             BusMessage::SyncRequest { .. } => format!("{base}/sync/request"),
             BusMessage::SyncResponse { node, .. } => format!("{base}/sync/response/{node}"),
+            BusMessage::Proposal(_) => format!("{base}/dispatch"),
         }
     }
 
@@ -62,6 +63,7 @@ impl BusConfig {
             format!("{base}/block"),
             format!("{base}/sync/request"),
             format!("{base}/sync/response/{}", self.node),
+            format!("{base}/dispatch"),
         ]
     }
 }

@@ -203,6 +203,8 @@ pub struct LedgerActor {
     tick: Duration,
     status: Arc<Mutex<LedgerStatus>>,
     subscribers: Vec<Recipient<ChainEvents>>,
+    /// Where day-ahead proposals from the bus go.
+    proposals: Option<Recipient<crate::day_ahead::ProposalReceived>>,
     /// Acknowledgement sequencer (in arrival order).
     acks: Option<
         tokio::sync::mpsc::UnboundedSender<(
@@ -228,6 +230,7 @@ impl LedgerActor {
             tick,
             status,
             subscribers: Vec::new(),
+            proposals: None,
             acks: None,
         }
     }
@@ -373,6 +376,18 @@ impl Handler<FromBus> for LedgerActor {
     fn handle(&mut self, msg: FromBus, ctx: &mut Context<Self>) {
         match msg.0 {
             BusEvent::Message(d) => {
+                if let crate::node::BusMessage::Proposal(p) = &d.message {
+                    // Not the node's: hand it on, and acknowledge in order.
+                    if let Some(r) = &self.proposals {
+                        r.do_send(crate::day_ahead::ProposalReceived(p.clone()));
+                    }
+                    let (done, processed) = tokio::sync::oneshot::channel();
+                    if let Some(seq) = &self.acks {
+                        let _ = seq.send((*d, processed));
+                    }
+                    let _ = done.send(());
+                    return;
+                }
                 let input = Input::Bus(d.message.clone());
                 self.run_step(input, Some(*d), ctx);
             }
@@ -417,6 +432,19 @@ impl Handler<SignAndSubmit> for LedgerActor {
 
     fn handle(&mut self, msg: SignAndSubmit, ctx: &mut Context<Self>) {
         self.run_step(Input::Sign(Box::new(msg.0)), None, ctx);
+    }
+}
+
+/// Send day-ahead proposals from the bus to this recipient.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RouteProposals(pub Recipient<crate::day_ahead::ProposalReceived>);
+
+impl Handler<RouteProposals> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteProposals, _: &mut Context<Self>) {
+        self.proposals = Some(msg.0);
     }
 }
 

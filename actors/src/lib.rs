@@ -21,7 +21,9 @@
 pub mod battery;
 pub mod bids;
 pub mod bus;
+pub mod day_ahead;
 pub mod devices;
+pub mod dispatch_session;
 pub mod home_assistant;
 pub mod journal;
 pub mod ledger_actor;

@@ -86,6 +86,19 @@ pub const BUS_MALFORMED: &str = "gridlet_bus_malformed_total";
 /// Duplicate messages dropped.
 pub const BUS_DUPLICATES: &str = "gridlet_bus_duplicates_total";
 
+/// Day-ahead sessions ended, by result (finished, failed).
+pub const DAYAHEAD_SESSIONS: &str = "gridlet_dayahead_sessions_total";
+/// Iterations of the last finished day-ahead session.
+pub const DAYAHEAD_ITERATIONS: &str = "gridlet_dayahead_iterations";
+/// Final primal residual of the last finished session, W.
+pub const DAYAHEAD_PRIMAL: &str = "gridlet_dayahead_primal_residual_watts";
+/// Proposals from the bus refused, by reason.
+pub const DAYAHEAD_PROPOSALS_REJECTED: &str = "gridlet_dayahead_proposals_rejected_total";
+/// Signed interval readings made by the meter.
+pub const DAYAHEAD_READINGS: &str = "gridlet_dayahead_readings_total";
+/// The battery set-point the day's plan asks for now, W (positive = discharge).
+pub const DAYAHEAD_SETPOINT: &str = "gridlet_dayahead_setpoint_watts";
+
 /// The kind label of a bus message.
 pub fn bus_kind(m: &BusMessage) -> &'static str {
     match m {
@@ -93,6 +106,7 @@ pub fn bus_kind(m: &BusMessage) -> &'static str {
         BusMessage::Block { .. } => "block",
         BusMessage::SyncRequest { .. } => "sync_request",
         BusMessage::SyncResponse { .. } => "sync_response",
+        BusMessage::Proposal(_) => "proposal",
     }
 }
 
@@ -136,6 +150,30 @@ pub fn register_zeros() {
 
 /// Describes the actors' metrics to the installed recorder.
 pub fn describe() {
+    describe_counter!(
+        DAYAHEAD_SESSIONS,
+        "Day-ahead ADMM sessions ended, by result (finished, failed)."
+    );
+    describe_gauge!(
+        DAYAHEAD_ITERATIONS,
+        "Iterations of the last finished day-ahead ADMM session."
+    );
+    describe_gauge!(
+        DAYAHEAD_PRIMAL,
+        "Final primal residual of the last finished day-ahead session, W."
+    );
+    describe_counter!(
+        DAYAHEAD_PROPOSALS_REJECTED,
+        "Day-ahead proposals from the bus refused, by reason."
+    );
+    describe_counter!(
+        DAYAHEAD_READINGS,
+        "Signed interval meter readings made for billing."
+    );
+    describe_gauge!(
+        DAYAHEAD_SETPOINT,
+        "Battery set-point the day-ahead plan asks for now, W (positive = discharge)."
+    );
     describe_counter!(
         DEVICE_POLLS,
         "Device polls by device and result (ok, error)."

@@ -19,6 +19,9 @@ use gridlet_ledger::{
 use secp256k1::SecretKey;
 use serde::{Deserialize, Serialize};
 
+/// How many transactions of recent blocks a node keeps to put back after a branch switch.
+const RECENT_TXS: usize = 4_096;
+
 /// A message on the community bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -49,6 +52,8 @@ pub enum BusMessage {
         /// Hex of the blocks, ascending.
         blocks: Vec<String>,
     },
+    /// A home's proposal in a day-ahead ADMM iteration (for the schedule actor, not the node).
+    Proposal(crate::dispatch_session::ProposalMessage),
 }
 
 /// Inputs to the node.
@@ -122,6 +127,8 @@ pub struct Node<S: BlockStore> {
     chain: PersistentChain<S>,
     guard: SignerGuard,
     mempool: Vec<SignedTransaction>,
+    /// Transactions of recently committed blocks (for a branch switch).
+    recent_txs: std::collections::VecDeque<SignedTransaction>,
     seen: HashSet<Hash32>,
     seen_order: VecDeque<Hash32>,
     orphans: BTreeMap<u64, Vec<Block>>,
@@ -139,7 +146,7 @@ const SEEN_LIMIT: usize = 100_000;
 
 /// The error's variant name in snake case (`UnknownParent { .. }` → `unknown_parent`): a
 /// bounded label, unlike the message, which carries heights and hashes.
-fn reason_class(e: &impl std::fmt::Debug) -> String {
+pub(crate) fn reason_class(e: &impl std::fmt::Debug) -> String {
     let debug = format!("{e:?}");
     let mut out = String::new();
     for (i, c) in debug
@@ -178,6 +185,7 @@ impl<S: BlockStore> Node<S> {
             chain,
             guard,
             mempool: Vec::new(),
+            recent_txs: std::collections::VecDeque::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             orphans: BTreeMap::new(),
@@ -334,6 +342,8 @@ impl<S: BlockStore> Node<S> {
                     }
                 }
             }
+            // The schedule actor's; the ledger actor routes them there.
+            Input::Bus(BusMessage::Proposal(_)) => {}
         }
         Ok(out)
     }
@@ -412,8 +422,12 @@ impl<S: BlockStore> Node<S> {
             signatures: true,
             current_slot: Some(self.current_slot().saturating_add(1)),
         };
+        let old_head = self.chain.chain().head_height();
         match self.chain.commit(block.clone(), checks) {
             Ok(ins) => {
+                if ins.head_changed && ins.fork_height < old_head {
+                    self.resurrect_abandoned();
+                }
                 self.after_commit(&block, ins.events, false, out);
                 self.adopt_orphans(out)?;
                 Ok(())
@@ -481,6 +495,23 @@ impl<S: BlockStore> Node<S> {
         Ok(())
     }
 
+    /// After a switch to another branch: transactions of the abandoned blocks that the new
+    /// branch does not contain (their nonce is not used yet) go back into the mempool, or they
+    /// would be lost — and every later transaction of their senders stuck behind the gap.
+    fn resurrect_abandoned(&mut self) {
+        let state = self.chain.chain().head_state();
+        let waiting: HashSet<Hash32> = self.mempool.iter().map(|t| t.id()).collect();
+        let back: Vec<SignedTransaction> = self
+            .recent_txs
+            .iter()
+            .filter(|t| {
+                !waiting.contains(&t.id()) && t.tx().nonce >= state.account(&t.tx().sender).nonce
+            })
+            .cloned()
+            .collect();
+        self.mempool.extend(back);
+    }
+
     fn after_commit(
         &mut self,
         block: &Block,
@@ -489,6 +520,12 @@ impl<S: BlockStore> Node<S> {
         out: &mut Vec<Effect>,
     ) {
         let included: HashSet<Hash32> = block.transactions.iter().map(|t| t.id()).collect();
+        for t in &block.transactions {
+            self.recent_txs.push_back(t.clone());
+        }
+        while self.recent_txs.len() > RECENT_TXS {
+            self.recent_txs.pop_front();
+        }
         let state = self.chain.chain().head_state();
         self.mempool.retain(|t| {
             !included.contains(&t.id()) && t.tx().nonce >= state.account(&t.tx().sender).nonce
@@ -534,6 +571,13 @@ impl<S: BlockStore> Node<S> {
             .chain()
             .produce(&self.key, slot, &self.mempool)
             .map_err(StoreError::Block)?;
+        for (_, e) in &produced.rejected {
+            out.push(Effect::Rejected {
+                what: "tx",
+                class: reason_class(e),
+                reason: format!("left out of a block: {e}"),
+            });
+        }
         let rejected: HashSet<Hash32> = produced.rejected.iter().map(|(id, _)| *id).collect();
         self.mempool.retain(|t| !rejected.contains(&t.id()));
         let block = produced.block;

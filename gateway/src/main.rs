@@ -49,6 +49,17 @@ impl From<Rule> for SelectionRule {
     }
 }
 
+/// How a simulated community trades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MarketMode {
+    /// Sale contracts, bought live.
+    Live,
+    /// Sealed-bid auction rounds.
+    Auctions,
+    /// A day-ahead schedule, billed on meter readings.
+    Schedule,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one home's gateway (today: the ledger on the community bus).
@@ -136,9 +147,14 @@ enum Command {
         /// Hour of the day the scenario starts at.
         #[arg(long, default_value_t = 0.0)]
         start_hour: f64,
-        /// Trade in sealed-bid auction rounds instead of sale contracts.
+        /// Trade in sealed-bid auction rounds instead of sale contracts (= `--market auctions`).
         #[arg(long)]
         auctions: bool,
+        /// How the homes trade: `live` (sale contracts), `auctions` (sealed-bid rounds) or
+        /// `schedule` (a day-ahead schedule agreed by ADMM over the bus, billed on signed meter
+        /// readings; runs half an hour into the next day to bill).
+        #[arg(long, value_enum, default_value_t = MarketMode::Live)]
+        market: MarketMode,
     },
     /// Day-ahead schedule of a generated community: ADMM (local QPs + aggregator) beside the
     /// centralized optimum; one JSON line.
@@ -191,7 +207,7 @@ enum Command {
         silent_percent: u64,
         /// Market mode: `live` (attest, sell, buy, release, deliver) or `none` (transfers only).
         #[arg(long, value_enum, default_value = "live")]
-        market: MarketMode,
+        market: ChainMarket,
     },
     /// SunSpec tools.
     Sunspec {
@@ -226,7 +242,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum MarketMode {
+enum ChainMarket {
     Live,
     None,
 }
@@ -445,8 +461,19 @@ fn run(cli: Cli) -> Result<()> {
             slot_ms,
             start_hour,
             auctions,
+            market,
         } => {
             use std::io::IsTerminal;
+            let auctions = auctions || market == MarketMode::Auctions;
+            let schedule = market == MarketMode::Schedule;
+            anyhow::ensure!(
+                !(auctions && schedule),
+                "--auctions and --market schedule exclude each other"
+            );
+            anyhow::ensure!(
+                !schedule || start_hour == 0.0,
+                "--market schedule plans whole days: start at hour 0"
+            );
             let summary = sim::run(&sim::SimOptions {
                 homes,
                 hours,
@@ -457,6 +484,7 @@ fn run(cli: Cli) -> Result<()> {
                 slot_ms,
                 start_hour,
                 auctions,
+                schedule,
                 progress: std::io::stderr().is_terminal(),
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -500,11 +528,12 @@ fn run(cli: Cli) -> Result<()> {
                 && committed
                     .schedule_wh
                     .iter()
-                    .zip(&r.plans)
-                    .all(|((_, wh), plan)| {
-                        wh.iter()
-                            .zip(&plan.net_kw)
-                            .all(|(w, kw)| *w == (kw * wh_per_kw).round() as i64)
+                    .zip(r.rounds.last().into_iter().flatten())
+                    .all(|((_, wh), proposal)| {
+                        wh.iter().zip(proposal).all(|(w, p)| {
+                            *w == (gridlet_ledger::market::dispatch::kw(*p) * wh_per_kw).round()
+                                as i64
+                        })
                     })
                 && committed
                     .prices
@@ -563,7 +592,7 @@ fn run(cli: Cli) -> Result<()> {
                 rule: rule.into(),
                 txs_per_slot,
                 silent_percent,
-                market: market == MarketMode::Live,
+                market: market == ChainMarket::Live,
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }

@@ -15,8 +15,8 @@ use gridlet_actors::battery::{BatterySettings, BatteryStorage};
 use gridlet_actors::bus::{self, BusConfig};
 use gridlet_actors::devices::{fresh, GridMeter, MeterSource, MeterStatus, PvInverter, PvStatus};
 use gridlet_actors::home_assistant::{HaConfig, HaState};
-use gridlet_actors::ledger_actor::Subscribe;
 use gridlet_actors::ledger_actor::{forward_bus, Clock, LedgerActor, LedgerStatus, NodeWorker};
+use gridlet_actors::ledger_actor::{RouteProposals, Subscribe};
 use gridlet_actors::market_actor::MarketActor;
 use gridlet_actors::market_actor::{HomeLink, MarketStatus};
 use gridlet_actors::node::{Node, NodeConfig};
@@ -64,6 +64,142 @@ pub struct RawConfig {
     pub clock: Option<RawClock>,
     /// Home Assistant MQTT discovery.
     pub home_assistant: Option<RawHomeAssistant>,
+    /// Day-ahead scheduling (needs a genesis with a `schedule` section).
+    pub schedule: Option<RawSchedule>,
+}
+
+/// `[schedule]`: this home's side of the day-ahead schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// JSON file with this home's forecast and battery: `pv_kw` and `load_kw` (one value per
+    /// interval), `capacity_kwh`, `charge_kw`, `discharge_kw`, `efficiency`, `soc0_kwh`,
+    /// `soc_min_kwh`. Relative to the config file's directory.
+    pub forecast: PathBuf,
+    /// Plan the next day this many hours before it starts.
+    #[serde(default = "default_lead_hours")]
+    pub lead_hours: f64,
+    /// Battery wear cost, credits per kW² per hour.
+    #[serde(default = "default_wear")]
+    pub wear: f64,
+    /// Republish proposals after this much wall time without progress, ms.
+    #[serde(default = "default_resend_ms")]
+    pub resend_ms: u64,
+    /// Give up planning a day after this much wall time, s.
+    #[serde(default = "default_deadline_s")]
+    pub deadline_s: u64,
+}
+
+fn default_lead_hours() -> f64 {
+    12.0
+}
+fn default_wear() -> f64 {
+    0.002
+}
+fn default_resend_ms() -> u64 {
+    1_000
+}
+fn default_deadline_s() -> u64 {
+    600
+}
+
+/// A home's forecast file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastFile {
+    /// PV forecast per interval, kW.
+    pub pv_kw: Vec<f64>,
+    /// Load forecast per interval, kW.
+    pub load_kw: Vec<f64>,
+    /// Battery capacity, kWh.
+    pub capacity_kwh: f64,
+    /// Charge limit, kW.
+    pub charge_kw: f64,
+    /// Discharge limit, kW.
+    pub discharge_kw: f64,
+    /// One-way efficiency.
+    pub efficiency: f64,
+    /// State of charge at the start of the day, kWh.
+    pub soc0_kwh: f64,
+    /// Lowest state of charge, kWh.
+    pub soc_min_kwh: f64,
+}
+
+/// The resolved `[schedule]` section.
+#[derive(Debug, Clone)]
+pub struct ScheduleSetup {
+    /// The home's data for the local step.
+    pub forecast: gridlet_actors::schedule::HomeData,
+    /// Lead time, community ms.
+    pub lead_ms: u64,
+    /// Wear cost.
+    pub wear: f64,
+    /// Resend period, wall ms.
+    pub resend_ms: u64,
+    /// Session deadline, wall ms.
+    pub deadline_ms: u64,
+}
+
+fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
+    let path = base.join(&raw.forecast);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
+    let f: ForecastFile = serde_json::from_str(&text)
+        .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
+    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite() && *x >= 0.0);
+    if f.pv_kw.len() != f.load_kw.len() || !finite(&f.pv_kw) || !finite(&f.load_kw) {
+        return Err(field(
+            "schedule.forecast",
+            "pv_kw and load_kw must have one non-negative value per interval each",
+        ));
+    }
+    let scalars = [
+        f.capacity_kwh,
+        f.charge_kw,
+        f.discharge_kw,
+        f.soc0_kwh,
+        f.soc_min_kwh,
+    ];
+    if !(finite(&scalars) && f.efficiency > 0.0 && f.efficiency <= 1.0) {
+        return Err(field(
+            "schedule.forecast",
+            "battery values must be non-negative and the efficiency within (0, 1]",
+        ));
+    }
+    if f.soc_min_kwh > f.soc0_kwh || f.soc0_kwh > f.capacity_kwh {
+        return Err(field(
+            "schedule.forecast",
+            "need soc_min_kwh ≤ soc0_kwh ≤ capacity_kwh",
+        ));
+    }
+    if !(raw.lead_hours.is_finite() && (0.0..=24.0).contains(&raw.lead_hours)) {
+        return Err(field("schedule.lead_hours", "must be within 0–24"));
+    }
+    if !(raw.wear.is_finite() && raw.wear >= 0.0) {
+        return Err(field("schedule.wear", "must be non-negative"));
+    }
+    if raw.resend_ms == 0 || raw.deadline_s == 0 {
+        return Err(field(
+            "schedule.resend_ms",
+            "resend_ms and deadline_s must be positive",
+        ));
+    }
+    Ok(ScheduleSetup {
+        forecast: gridlet_actors::schedule::HomeData {
+            pv_kw: f.pv_kw,
+            load_kw: f.load_kw,
+            capacity_kwh: f.capacity_kwh,
+            charge_kw: f.charge_kw,
+            discharge_kw: f.discharge_kw,
+            efficiency: f.efficiency,
+            soc0_kwh: f.soc0_kwh,
+            soc_min_kwh: f.soc_min_kwh,
+        },
+        lead_ms: (raw.lead_hours * 3_600_000.0) as u64,
+        wear: raw.wear,
+        resend_ms: raw.resend_ms,
+        deadline_ms: raw.deadline_s.saturating_mul(1000),
+    })
 }
 
 /// `[home_assistant]`.
@@ -293,6 +429,8 @@ pub struct GatewayConfig {
     pub home_assistant: Option<(HaConfig, Duration)>,
     /// Stop when standard input closes (set by the command line, not the file).
     pub stop_on_stdin_eof: bool,
+    /// Day-ahead scheduling.
+    pub schedule: Option<ScheduleSetup>,
 }
 
 fn field(name: &str, reason: impl std::fmt::Display) -> anyhow::Error {
@@ -527,6 +665,11 @@ impl GatewayConfig {
             end_ms: raw.clock.and_then(|c| c.end_ms),
             home_assistant,
             stop_on_stdin_eof: false,
+            schedule: raw
+                .schedule
+                .as_ref()
+                .map(|r| schedule_setup(r, base))
+                .transpose()?,
             attestor_key_file: raw.attestor_key_file.as_deref().map(abs),
             battery: raw.battery,
             api_listen,
@@ -826,6 +969,11 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             .with_home(home)?;
         let bstatus = statuses.battery.clone();
         let meter_status = statuses.meter.clone();
+        // The battery actor is made inside the market actor's context (its deliveries go
+        // there); the day-ahead actor needs its address too.
+        let battery_addr: Arc<Mutex<Option<actix::Addr<BatteryStorage>>>> =
+            Arc::new(Mutex::new(None));
+        let battery_slot = battery_addr.clone();
         let market = actix::Actor::create(move |ctx: &mut actix::Context<MarketActor>| {
             match (battery, bstatus) {
                 (Some((link, device, journal, settings)), Some(bstatus)) => {
@@ -840,12 +988,77 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                     if let Some(m) = meter_status {
                         b = b.watch_meter(m);
                     }
-                    market_actor.with_battery(actix::Actor::start(b))
+                    let addr = actix::Actor::start(b);
+                    if let Ok(mut slot) = battery_slot.lock() {
+                        *slot = Some(addr.clone());
+                    }
+                    market_actor.with_battery(addr)
                 }
                 _ => market_actor,
             }
         });
         actor.do_send(Subscribe(market.clone().recipient()));
+        let day_ahead_status = Arc::new(Mutex::new(
+            gridlet_actors::day_ahead::DayAheadStatus::default(),
+        ));
+        match (&cfg.schedule, &genesis.schedule) {
+            (Some(setup), Some(params)) => {
+                let meter = statuses
+                    .meter
+                    .clone()
+                    .context("[schedule] needs a [meter]: billing runs on its readings")?;
+                let meter_key = attestor
+                    .context("[schedule] needs attestor_key_file: it signs the meter readings")?;
+                let battery = battery_addr
+                    .lock()
+                    .ok()
+                    .and_then(|b| b.clone())
+                    .map(actix::Addr::recipient);
+                if battery.is_none() {
+                    tracing::warn!(
+                        "no battery: the day-ahead plan is agreed and billed, not followed"
+                    );
+                }
+                let day_ahead = gridlet_actors::day_ahead::DayAheadActor::new(
+                    gridlet_actors::day_ahead::DayAheadConfig {
+                        chain_id,
+                        params: params.clone(),
+                        grid_tariff: genesis.grid_tariff,
+                        members: genesis.member_public_keys()?,
+                        me,
+                        key: sk,
+                        meter_key,
+                        forecast: setup.forecast.clone(),
+                        wear: setup.wear,
+                        lead_ms: setup.lead_ms,
+                        clock: cfg.clock,
+                        tick: Duration::from_millis(100),
+                        resend_ms: setup.resend_ms,
+                        deadline_ms: setup.deadline_ms,
+                        data_dir: cfg.data_dir.clone(),
+                        meter_max_age: cfg.meter_max_age,
+                    },
+                    actor.clone(),
+                    bus.clone(),
+                    battery,
+                    meter,
+                    day_ahead_status.clone(),
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot read {}",
+                        cfg.data_dir.join("dayahead.json").display()
+                    )
+                })?;
+                let addr = actix::Actor::start(day_ahead);
+                actor.do_send(RouteProposals(addr.recipient()));
+                tracing::info!("day-ahead scheduling on");
+            }
+            (Some(_), None) => {
+                anyhow::bail!("config has [schedule] but the genesis has no schedule section")
+            }
+            _ => {}
+        }
         if let Some((ha, every)) = cfg.home_assistant.clone() {
             let s = statuses.clone();
             let max_age = cfg.meter_max_age;

@@ -50,6 +50,9 @@ pub struct SimOptions {
     pub start_hour: f64,
     /// Homes trade in sealed-bid auction rounds instead of sale contracts.
     pub auctions: bool,
+    /// Day-ahead schedule mode: the homes plan the day together (ADMM over the bus), follow
+    /// their plans, and are billed on their signed meter readings; no live trading.
+    pub schedule: bool,
     /// Show a progress line.
     pub progress: bool,
 }
@@ -156,6 +159,8 @@ struct Knobs {
     tick_ms: u64,
     /// Trade in auctions.
     auctions: bool,
+    /// Day-ahead schedule mode.
+    schedule: bool,
 }
 
 fn gateway_config(
@@ -170,7 +175,13 @@ fn gateway_config(
         clock,
         tick_ms,
         auctions,
+        schedule,
     } = *knobs;
+    let schedule_section = if schedule {
+        "\n[schedule]\nforecast = \"forecast.json\"\nlead_hours = 12\nresend_ms = 500\ndeadline_s = 300\n"
+    } else {
+        ""
+    };
     format!(
         r#"# Written by `gridlet sim`: one home of the simulated community.
 data_dir = "."
@@ -216,7 +227,8 @@ buy_below_soc_pct = 50
 buy_above_import_w = 300
 max_buy_wh = 2000
 auctions = {auctions}
-
+enabled = {trading}
+{schedule_section}
 [api]
 listen = "127.0.0.1:{api}"
 
@@ -229,6 +241,7 @@ end_ms = {end}
         name = h.name,
         tick = tick_ms,
         auctions = auctions,
+        trading = !schedule,
         bhost = broker.0,
         bport = broker.1,
         pv = profile.nameplate_w,
@@ -298,6 +311,9 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     );
     genesis.slot_ms = o.slot_ms;
     genesis.selection.fallback_delay_ms = o.slot_ms / 4;
+    if o.schedule {
+        genesis.schedule = Some(schedule_params(o.homes));
+    }
     genesis.validate().context("simulation genesis")?;
     let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance)).sum();
     std::fs::write(o.report.join("genesis.json"), genesis.to_json())?;
@@ -323,12 +339,21 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let mut ptys = Vec::new();
     let mut setups = Vec::new();
     let start_ms = (o.start_hour * 3_600_000.0) as u64;
-    let end_ms = start_ms + (o.hours * 3_600_000.0) as u64;
+    // Schedule mode runs into the next day until its first half hour is over: the meters
+    // close the last interval there, and the readings reach the chain to be billed.
+    // At least 8 s of wall time for that at high speedups.
+    let billing_ms = if o.schedule {
+        BILLING_MS.max((8_000.0 * o.speedup) as u64)
+    } else {
+        0
+    };
+    let end_ms = start_ms + (o.hours * 3_600_000.0) as u64 + billing_ms;
     // Ten node ticks per slot of wall time: enough for the fallback delay (a quarter slot),
     // cheap enough for a hundred gateways on two cores.
     let tick_ms = (o.slot_ms as f64 / o.speedup / 10.0).clamp(10.0, 100.0) as u64;
-    // Gateways start a few seconds before scenario time does, to find their devices.
-    let anchor = wall_ms() + 5_000;
+    // Gateways start a few seconds before scenario time does, to find their devices (and in
+    // schedule mode to plan the day while the clock still stands at its start).
+    let anchor = wall_ms() + if o.schedule { 15_000 } else { 5_000 };
     for (i, member) in members.iter().enumerate() {
         let profile = HomeProfile::from_seed(o.seed, i as u64);
         let home = SimHome::start(profile, start_ms).await?;
@@ -340,6 +365,12 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             &deterministic_key(o.seed ^ 0xE55, i as u64),
         )?;
         chain_cmd::install_genesis(&dir, &genesis)?;
+        if o.schedule {
+            std::fs::write(
+                dir.join("forecast.json"),
+                serde_json::to_string_pretty(&forecast(&profile))?,
+            )?;
+        }
         let setup = HomeSetup {
             dir: dir.clone(),
             api_port: free_port()?,
@@ -381,6 +412,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
                     clock: (anchor, start_ms, o.speedup, end_ms),
                     tick_ms,
                     auctions: o.auctions,
+                    schedule: o.schedule,
                 },
             ),
         )?;
@@ -440,6 +472,14 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let mut last_trades = 0usize;
     let mut logged_decile = u64::MAX;
     let mut physics = tokio::time::interval(Duration::from_millis(20));
+    // Per interval of the first day, the community's net exchange (W·ms) with and without the
+    // day-ahead plans (the shadow homes run self-consumption only).
+    let mut stored_at_midnight: Option<(u64, i64)> = None;
+    let mut interval_grid = vec![0i64; 96];
+    let mut interval_shadow = vec![0i64; 96];
+    // Telegrams several times per market interval, so interval readings are close to exact.
+    let meter_every =
+        Duration::from_millis(((INTERVAL_MS as f64 / o.speedup / 8.0) as u64).clamp(50, 200));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
@@ -474,8 +514,23 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             });
             next_sample = next_sample.saturating_add(sample_every);
         }
+        if o.schedule && now >= start_ms + DAY_MS && stored_at_midnight.is_none() {
+            stored_at_midnight = Some((
+                sims.iter().map(SimHome::stored_wh).sum::<u64>(),
+                sims.iter().map(SimHome::shadow_stored_wh).sum::<i64>(),
+            ));
+        }
+        if o.schedule && now < start_ms + DAY_MS {
+            let t = ((now % DAY_MS) / INTERVAL_MS) as usize;
+            if let (Some(imp), Some(shadow)) =
+                (interval_grid.get_mut(t), interval_shadow.get_mut(t))
+            {
+                *imp += community_w * dt as i64;
+                *shadow += shadow_w * dt as i64;
+            }
+        }
         if Instant::now() >= next_meter {
-            next_meter = Instant::now() + Duration::from_millis(200);
+            next_meter = Instant::now() + meter_every;
             for (i, m) in meters.iter_mut().enumerate() {
                 if m.send(&flows[i], &sims[i].meter, now / 1000).await.is_err() {
                     meter_errors += 1;
@@ -534,6 +589,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     drop(meters);
     drop(ptys);
 
+    let exchange = (interval_grid, interval_shadow, stored_at_midnight);
     report(
         o,
         &genesis,
@@ -544,7 +600,84 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         initial_credits,
         agreed,
         meter_errors,
+        &exchange,
     )
+}
+
+const DAY_MS: u64 = 86_400_000;
+const INTERVAL_MS: u64 = 15 * 60_000;
+const BILLING_MS: u64 = 30 * 60_000;
+
+/// The community's side of the day-ahead problem: a time-of-use tariff (night 0.22, day
+/// 0.30, evening peak 17–21 h 0.40 credits/kWh), feed-in 0.08, a feeder of 3 kW per home.
+fn schedule_params(homes: usize) -> gridlet_ledger::genesis::ScheduleParams {
+    let mut p = gridlet_ledger::genesis::ScheduleParams::with_feeder(3_000 * homes as u64);
+    p.import_prices = (0..96)
+        .map(|t| match t / 4 {
+            0..=6 => 220_000,
+            17..=20 => 400_000,
+            21..=23 => 260_000,
+            _ => 300_000,
+        })
+        .collect();
+    p
+}
+
+/// A home's forecast for the day: its load and clear-sky PV averaged over each interval, and
+/// its battery as the simulator models it (lossless).
+fn forecast(profile: &HomeProfile) -> serde_json::Value {
+    let mean = |f: &dyn Fn(u64) -> f64, t: u64| -> f64 {
+        (0..15)
+            .map(|m| f(t * INTERVAL_MS + m * 60_000 + 30_000))
+            .sum::<f64>()
+            / 15.0
+            / 1000.0
+    };
+    let pv = |ms: u64| {
+        f64::from(gridlet_hil::devices::solar_profile_w(
+            profile.nameplate_w,
+            ms,
+        ))
+    };
+    let load = |ms: u64| f64::from(profile.load_w(ms));
+    let capacity = f64::from(profile.capacity_wh) / 1000.0;
+    let soc0 = capacity * f64::from(profile.soc_pct.min(100)) / 100.0;
+    json!({
+        "pv_kw": (0..96).map(|t| mean(&pv, t)).collect::<Vec<_>>(),
+        "load_kw": (0..96).map(|t| mean(&load, t)).collect::<Vec<_>>(),
+        "capacity_kwh": capacity,
+        "charge_kw": f64::from(profile.battery_w) / 1000.0,
+        "discharge_kw": f64::from(profile.battery_w) / 1000.0,
+        "efficiency": 1.0,
+        "soc0_kwh": soc0,
+        "soc_min_kwh": (capacity * 0.1).min(soc0),
+    })
+}
+
+/// The community's largest mean export over an interval, W.
+fn worst_export_w(wms: &[i64]) -> i64 {
+    wms.iter()
+        .map(|e| -e / INTERVAL_MS as i64)
+        .max()
+        .unwrap_or(0)
+        .max(0)
+}
+
+/// The cost of a day's net exchange per interval (W·ms) at the import tariff and feed-in
+/// price of `p`, µcredits.
+fn grid_cost(p: &gridlet_ledger::genesis::ScheduleParams, tariff: u64, wms: &[i64]) -> i64 {
+    wms.iter()
+        .enumerate()
+        .map(|(t, e)| {
+            let wh = *e as f64 / 3_600_000.0;
+            let price = if wh >= 0.0 {
+                p.import_price_at(tariff, t)
+            } else {
+                p.feed_in_price
+            };
+            (wh * price as f64 / 1000.0).round() as i64
+        })
+        .sum()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -558,6 +691,7 @@ fn report(
     initial_credits: u128,
     agreed: Option<String>,
     meter_errors: u64,
+    exchange: &(Vec<i64>, Vec<i64>, Option<(u64, i64)>),
 ) -> Result<serde_json::Value> {
     // Every home's data dir re-verified from genesis, as `gridlet chain verify` does.
     let mut tips = Vec::new();
@@ -636,7 +770,67 @@ fn report(
         .iter()
         .map(|h| h.battery_discharged_mwh() / 1000)
         .collect();
+    // Schedule mode: the first day's commitment and bills.
+    let day0 = market.days.get(&0);
+    let schedule_ok = !o.schedule || day0.is_some_and(|d| d.bills.is_some());
+    let schedule = match (&genesis.schedule, day0) {
+        (Some(p), Some(d)) => {
+            let bills: BTreeMap<String, i64> = d
+                .bills
+                .iter()
+                .flatten()
+                .map(|(k, v)| (name_of(k), *v))
+                .collect();
+            let scheduled: BTreeMap<String, i64> = d
+                .schedule_wh
+                .iter()
+                .map(|(k, v)| (name_of(k), v.iter().sum()))
+                .collect();
+            let metered: BTreeMap<String, i64> = d
+                .metered_wh
+                .iter()
+                .map(|(k, v)| (name_of(k), v.iter().sum()))
+                .collect();
+            let deviation: BTreeMap<String, i64> = d
+                .metered_wh
+                .iter()
+                .filter_map(|(k, m)| {
+                    let s = d.schedule_wh.get(k)?;
+                    Some((
+                        name_of(k),
+                        m.iter().zip(s).map(|(a, b)| (a - b).abs()).sum(),
+                    ))
+                })
+                .collect();
+            json!({
+                "day": 0,
+                "iterations": d.iterations,
+                "primal_residual_w": d.primal_w,
+                "dual_residual_w": d.dual_w,
+                "clearing_price_min": d.prices.iter().min(),
+                "clearing_price_max": d.prices.iter().max(),
+                "scheduled_net_wh": scheduled,
+                "metered_net_wh": metered,
+                "abs_deviation_wh": deviation,
+                "bills_microcredits": bills,
+                "bills_total": d.bills.iter().flatten().map(|(_, v)| *v).sum::<i64>(),
+                "community_account": state.community_balance(),
+                "community_grid_cost_with_schedule": grid_cost(p, genesis.grid_tariff, &exchange.0),
+                "community_grid_cost_self_consumption_only": grid_cost(p, genesis.grid_tariff, &exchange.1),
+                // What the batteries hold at midnight differs between the two: the schedule
+                // ends the day at least as full as it began, self-consumption need not.
+                "feeder_w": p.feeder_w,
+                "worst_interval_export_w": worst_export_w(&exchange.0),
+                "worst_interval_export_w_self_consumption_only": worst_export_w(&exchange.1),
+                "stored_wh_at_midnight": exchange.2.map(|s| s.0),
+                "stored_wh_at_midnight_self_consumption_only": exchange.2.map(|s| s.1),
+            })
+        }
+        (Some(_), None) => json!({"day": 0, "committed": false}),
+        _ => serde_json::Value::Null,
+    };
     let summary = json!({
+        "schedule": schedule,
         "homes": o.homes,
         "hours": o.hours,
         "speedup": o.speedup,
@@ -674,6 +868,7 @@ fn report(
             "every_home_produced": every_home_produced,
             "every_release_matches_one_trade": releases_match,
             "delivered_energy_traces_to_attested_generation": energy_traced,
+            "scheduled_day_committed_and_billed": schedule_ok,
         },
         "profiles": sims.iter().map(|h| h.profile).collect::<Vec<_>>(),
         "data_dirs": o.report.join("homes").display().to_string(),
@@ -691,6 +886,10 @@ fn report(
         );
     }
     ensure!(credits_conserved, "credits not conserved");
+    ensure!(
+        schedule_ok,
+        "schedule mode: day 0 was not committed and billed (see the gateways' logs)"
+    );
     ensure!(
         releases_match,
         "a battery release matches no final trade of its home"

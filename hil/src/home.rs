@@ -202,6 +202,24 @@ impl SimHome {
         self.modbus.addr
     }
 
+    /// Energy stored in the shadow home's battery now, Wh.
+    pub fn shadow_stored_wh(&self) -> i64 {
+        self.shadow.energy_mwh / 1000
+    }
+
+    /// Energy stored in the battery now, Wh.
+    pub fn stored_wh(&self) -> u64 {
+        self.modbus
+            .devices
+            .lock()
+            .ok()
+            .and_then(|d| match d.get(&BATTERY_UNIT).map(|b| &b.model) {
+                Some(DeviceModel::Battery(s)) => Some(s.energy_mwh / 1000),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
     /// Grid power the shadow home (no trading) draws now, W.
     pub fn shadow_grid_w(&self) -> i64 {
         self.shadow_grid_w

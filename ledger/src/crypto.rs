@@ -187,6 +187,12 @@ impl Signature {
     pub fn to_hex(&self) -> String {
         to_hex(&self.0)
     }
+
+    /// Parses 128 hex digits of a canonical signature.
+    pub fn from_hex(s: &str) -> Option<Signature> {
+        let bytes: [u8; 64] = crate::codec::from_hex(s)?.try_into().ok()?;
+        Signature::from_bytes(bytes).ok()
+    }
 }
 
 impl fmt::Debug for Signature {

@@ -1,0 +1,574 @@
+//! The day-ahead actor: plans the next day with the neighbours (a [`Session`] over the
+//! community bus, the local step solved on a worker thread), submits the commitment, makes the
+//! battery follow this home's part of the committed schedule, cuts the meter's counters into
+//! signed interval readings ([`IntervalMeter`]) and submits them after the day for billing.
+//!
+//! What no peer can give back — this home's plan (its battery powers are private) and its
+//! signed readings — is written to `dayahead.json` with fsync before it is acted on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use gridlet_ledger::crypto::Signature;
+use gridlet_ledger::genesis::ScheduleParams;
+use gridlet_ledger::market::billing::Reading;
+use gridlet_ledger::market::dispatch::DispatchParams;
+use gridlet_ledger::{Hash32, MemberKey, TxPayload};
+use secp256k1::{PublicKey, SecretKey};
+use serde::{Deserialize, Serialize};
+
+use crate::battery::FollowPlan;
+use crate::bus::BusHandle;
+use crate::devices::{fresh, MeterStatus};
+use crate::dispatch_session::{ProposalMessage, Session, SessionConfig, SessionEffect};
+use crate::ledger_actor::{Clock, GetState, LedgerActor, SignAndSubmit};
+use crate::metrics as m;
+use crate::node::BusMessage;
+use crate::readings::IntervalMeter;
+use crate::schedule::{local_step, Community, HomeData, HomePlan};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// How the actor runs.
+#[derive(Debug, Clone)]
+pub struct DayAheadConfig {
+    /// The chain id.
+    pub chain_id: Hash32,
+    /// The genesis schedule section.
+    pub params: ScheduleParams,
+    /// The grid tariff.
+    pub grid_tariff: u64,
+    /// Members and their keys.
+    pub members: BTreeMap<MemberKey, PublicKey>,
+    /// This home.
+    pub me: MemberKey,
+    /// This home's key (signs proposals and transactions).
+    pub key: SecretKey,
+    /// The meter's key (the device key: signs readings).
+    pub meter_key: SecretKey,
+    /// This home's forecast and battery.
+    pub forecast: HomeData,
+    /// Battery wear cost in the local step, credits per kW² per hour.
+    pub wear: f64,
+    /// Plan the day starting within this much community time, ms.
+    pub lead_ms: u64,
+    /// The community clock.
+    pub clock: Clock,
+    /// Actor tick (wall time).
+    pub tick: Duration,
+    /// Republish proposals after this much wall time without progress, ms.
+    pub resend_ms: u64,
+    /// Give up a session after this much wall time, ms.
+    pub deadline_ms: u64,
+    /// Where `dayahead.json` lives.
+    pub data_dir: PathBuf,
+    /// Meter counters older than this are not sampled.
+    pub meter_max_age: Duration,
+}
+
+/// A stored reading (hex signature, so the file is plain JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredReading {
+    interval: u32,
+    net_wh: i64,
+    signature: String,
+}
+
+/// This home's plan of a day: battery set-points per interval, W (positive = discharge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredPlan {
+    battery_w: Vec<i32>,
+}
+
+/// What survives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DayBook {
+    plans: BTreeMap<u64, StoredPlan>,
+    readings: BTreeMap<u64, Vec<StoredReading>>,
+}
+
+impl DayBook {
+    fn load(path: &std::path::Path) -> std::io::Result<DayBook> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DayBook::default()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What the actor reports (for the API).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayAheadStatus {
+    /// The day being planned, if a session runs.
+    pub planning_day: Option<u64>,
+    /// Its iteration.
+    pub iteration: u32,
+    /// Days this home holds a plan for.
+    pub planned_days: Vec<u64>,
+    /// Days whose planning failed.
+    pub failed_days: Vec<u64>,
+    /// The battery set-point the plan asks for now, W.
+    pub setpoint_w: Option<i32>,
+    /// Signed interval readings made.
+    pub readings: u64,
+}
+
+/// The chain's view of the scheduled days: committed, my readings in, billed.
+#[derive(Debug, Clone, Copy, Default)]
+struct ChainDay {
+    mine_in: bool,
+    billed: bool,
+}
+
+/// A proposal from the bus.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProposalReceived(pub ProposalMessage);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Solved {
+    day: u64,
+    round: u32,
+    plan: Result<HomePlan, String>,
+}
+
+/// The day-ahead actor.
+pub struct DayAheadActor {
+    cfg: DayAheadConfig,
+    community: Community,
+    ledger: Addr<LedgerActor>,
+    bus: BusHandle,
+    battery: Option<Recipient<FollowPlan>>,
+    meter: Arc<Mutex<MeterStatus>>,
+    status: Arc<Mutex<DayAheadStatus>>,
+    session: Option<Session>,
+    /// The local plan behind this home's latest proposal.
+    last_plan: Option<HomePlan>,
+    book: DayBook,
+    interval_meter: IntervalMeter,
+    failed: BTreeSet<u64>,
+    chain: BTreeMap<u64, ChainDay>,
+    /// Finished commitments not yet seen on chain: (when finished, the payload).
+    pending_commit: BTreeMap<u64, (Instant, TxPayload)>,
+    /// Readings submitted, by day, and when.
+    readings_sent: BTreeMap<u64, Instant>,
+    followed: Option<i32>,
+    epoch: Instant,
+}
+
+/// How long a submitted transaction may take to show up before it is sent again (or, for a
+/// commitment, before a member other than the first sends it).
+const RESUBMIT_AFTER: Duration = Duration::from_secs(20);
+
+impl DayAheadActor {
+    /// The actor; `battery` follows the plan (none: plan and bill only).
+    pub fn new(
+        cfg: DayAheadConfig,
+        ledger: Addr<LedgerActor>,
+        bus: BusHandle,
+        battery: Option<Recipient<FollowPlan>>,
+        meter: Arc<Mutex<MeterStatus>>,
+        status: Arc<Mutex<DayAheadStatus>>,
+    ) -> std::io::Result<DayAheadActor> {
+        let p = DispatchParams::from_schedule(&cfg.params, cfg.grid_tariff);
+        let community = Community {
+            dt_h: p.dt_h,
+            import_price: p.import_price,
+            export_price: p.export_price,
+            feeder_kw: p.feeder_kw,
+            wear: cfg.wear,
+        };
+        let book = DayBook::load(&cfg.data_dir.join("dayahead.json"))?;
+        let interval_ms = u64::from(cfg.params.interval_min) * 60_000;
+        Ok(DayAheadActor {
+            interval_meter: IntervalMeter::new(cfg.chain_id, cfg.me, interval_ms),
+            community,
+            ledger,
+            bus,
+            battery,
+            meter,
+            status,
+            session: None,
+            last_plan: None,
+            book,
+            failed: BTreeSet::new(),
+            chain: BTreeMap::new(),
+            pending_commit: BTreeMap::new(),
+            readings_sent: BTreeMap::new(),
+            followed: None,
+            epoch: Instant::now(),
+            cfg,
+        })
+    }
+
+    fn wall_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn intervals(&self) -> usize {
+        usize::try_from(self.cfg.params.intervals).unwrap_or(0)
+    }
+
+    /// Writes the book durably (temporary file, fsync, rename, fsync of the directory).
+    fn save(&self) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(&self.book).map_err(std::io::Error::other)?;
+        crate::bids::write_durably(&self.cfg.data_dir, "dayahead.json", &bytes)
+    }
+
+    fn on_effects(&mut self, effects: Vec<SessionEffect>, ctx: &mut Context<Self>) {
+        for e in effects {
+            match e {
+                SessionEffect::Solve { round, target, rho } => {
+                    let Some(day) = self.session.as_ref().map(Session::day) else {
+                        continue;
+                    };
+                    let forecast = self.cfg.forecast.clone();
+                    let community = self.community.clone();
+                    let fut = async move {
+                        tokio::task::spawn_blocking(move || {
+                            local_step(&forecast, &community, rho, &target)
+                                .map_err(|e| e.to_string())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                    };
+                    ctx.spawn(fut.into_actor(self).map(move |plan, _, ctx| {
+                        ctx.notify(Solved { day, round, plan });
+                    }));
+                }
+                SessionEffect::Publish(msg) => {
+                    let bus = self.bus.clone();
+                    actix::spawn(async move {
+                        bus.publish(BusMessage::Proposal(msg)).await;
+                    });
+                }
+                SessionEffect::Finished {
+                    commit,
+                    submit,
+                    report,
+                } => self.finished(*commit, submit, report.primal),
+                SessionEffect::Failed(why) => {
+                    tracing::warn!(%why, "day-ahead planning failed; the day runs without a schedule");
+                    metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "failed").increment(1);
+                    if let Some(day) = self.session.as_ref().map(Session::day) {
+                        self.failed.insert(day);
+                    }
+                    self.session = None;
+                }
+            }
+        }
+        self.publish_status();
+    }
+
+    fn finished(
+        &mut self,
+        commit: gridlet_ledger::tx::ScheduleCommit,
+        submit: bool,
+        primal_kw: f64,
+    ) {
+        let day = commit.day;
+        metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "finished").increment(1);
+        metrics::gauge!(m::DAYAHEAD_ITERATIONS).set(commit.rounds.len() as f64);
+        metrics::gauge!(m::DAYAHEAD_PRIMAL).set(primal_kw * 1000.0);
+        tracing::info!(
+            day,
+            iterations = commit.rounds.len(),
+            primal_w = commit.primal_w,
+            dual_w = commit.dual_w,
+            "day-ahead schedule agreed"
+        );
+        let Some(plan) = &self.last_plan else {
+            return;
+        };
+        // The battery powers behind this home's last proposal: private, so kept durably.
+        let battery_w = plan
+            .discharge_kw
+            .iter()
+            .zip(&plan.charge_kw)
+            .map(|(d, c)| ((d - c) * 1000.0).round() as i32)
+            .collect();
+        self.book.plans.insert(day, StoredPlan { battery_w });
+        if let Err(e) = self.save() {
+            tracing::error!(%e, "day-ahead plan not stored; not following it");
+            self.book.plans.remove(&day);
+            return;
+        }
+        let payload = TxPayload::ScheduleCommit(Box::new(commit));
+        if submit {
+            self.ledger.do_send(SignAndSubmit(payload.clone()));
+        }
+        // Others send it too if it has not shown up on chain after a while.
+        let at = if submit {
+            Instant::now()
+        } else {
+            Instant::now() + RESUBMIT_AFTER
+        };
+        self.pending_commit.insert(day, (at, payload));
+    }
+
+    fn sample_meter(&mut self, now_ms: u64) {
+        let (import, export) = match self.meter.lock() {
+            Ok(s) => (
+                fresh(s.import_wh, self.cfg.meter_max_age),
+                fresh(s.export_wh, self.cfg.meter_max_age),
+            ),
+            Err(_) => (None, None),
+        };
+        let (Some(import), Some(export)) = (import, export) else {
+            return;
+        };
+        let Some(r) = self
+            .interval_meter
+            .sample(now_ms, import, export, &self.cfg.meter_key)
+        else {
+            return;
+        };
+        metrics::counter!(m::DAYAHEAD_READINGS).increment(1);
+        let signature = r.reading.signature.map(|s| s.to_hex()).unwrap_or_default();
+        self.book
+            .readings
+            .entry(r.day)
+            .or_default()
+            .push(StoredReading {
+                interval: r.reading.interval,
+                net_wh: r.reading.net_wh,
+                signature,
+            });
+        // Keep the last week.
+        let oldest = r.day.saturating_sub(7);
+        self.book.readings.retain(|d, _| *d >= oldest);
+        self.book.plans.retain(|d, _| *d >= oldest);
+        if let Err(e) = self.save() {
+            tracing::error!(%e, "interval reading not stored");
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.readings += 1;
+        }
+    }
+
+    /// Submits the readings of every finished, committed, unbilled day they are complete for.
+    fn submit_readings(&mut self, now_ms: u64) {
+        let today = now_ms / DAY_MS;
+        let intervals = self.intervals();
+        for (day, stored) in &self.book.readings {
+            if *day >= today {
+                continue;
+            }
+            let Some(chain) = self.chain.get(day) else {
+                continue;
+            };
+            if chain.billed || chain.mine_in {
+                continue;
+            }
+            if self
+                .readings_sent
+                .get(day)
+                .is_some_and(|at| at.elapsed() < RESUBMIT_AFTER)
+            {
+                continue;
+            }
+            let complete = stored.len() == intervals
+                && stored
+                    .iter()
+                    .enumerate()
+                    .all(|(i, r)| usize::try_from(r.interval).ok() == Some(i));
+            if !complete {
+                if !self.readings_sent.contains_key(day) {
+                    tracing::warn!(
+                        day,
+                        have = stored.len(),
+                        intervals,
+                        "meter readings incomplete (a gap in the meter data): the day cannot be billed from this home"
+                    );
+                    self.readings_sent
+                        .insert(*day, Instant::now() + Duration::from_secs(86_400));
+                }
+                continue;
+            }
+            let readings: Vec<Reading> = stored
+                .iter()
+                .map(|r| Reading {
+                    interval: r.interval,
+                    net_wh: r.net_wh,
+                    signature: Signature::from_hex(&r.signature),
+                })
+                .collect();
+            tracing::info!(day, "submitting the day's meter readings for billing");
+            self.ledger.do_send(SignAndSubmit(TxPayload::MeterReadings {
+                day: *day,
+                readings,
+            }));
+            self.readings_sent.insert(*day, Instant::now());
+        }
+    }
+
+    fn plan_and_follow(&mut self, now_ms: u64, ctx: &mut Context<Self>) {
+        // Plan the day that starts within the lead time.
+        let target = now_ms.saturating_add(self.cfg.lead_ms) / DAY_MS;
+        let running = self.session.as_ref().is_some_and(|s| !s.is_done());
+        if !running
+            && !self.chain.contains_key(&target)
+            && !self.book.plans.contains_key(&target)
+            && !self.failed.contains(&target)
+        {
+            tracing::info!(day = target, "planning the day with the community");
+            let cfg = SessionConfig {
+                chain_id: self.cfg.chain_id,
+                day: target,
+                params: self.cfg.params.clone(),
+                grid_tariff: self.cfg.grid_tariff,
+                members: self.cfg.members.clone(),
+                resend_ms: self.cfg.resend_ms,
+                deadline_ms: self.cfg.deadline_ms,
+            };
+            let (session, effects) = Session::start(cfg, self.cfg.me, self.cfg.key, self.wall_ms());
+            self.session = Some(session);
+            self.last_plan = None;
+            self.on_effects(effects, ctx);
+        }
+        // Resubmit commitments that did not make it.
+        for (day, (at, payload)) in self.pending_commit.iter_mut() {
+            if self.chain.contains_key(day) {
+                continue;
+            }
+            if Instant::now().saturating_duration_since(*at) >= RESUBMIT_AFTER {
+                tracing::info!(day, "day-ahead commitment not on chain yet; submitting it");
+                self.ledger.do_send(SignAndSubmit(payload.clone()));
+                *at = Instant::now();
+            }
+        }
+        let chain = &self.chain;
+        self.pending_commit.retain(|d, _| !chain.contains_key(d));
+        // A finished session can go once its day is on chain.
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.is_done() && self.chain.contains_key(&s.day()))
+        {
+            self.session = None;
+        }
+        // Follow today's plan once the community committed it.
+        let today = now_ms / DAY_MS;
+        let interval_ms = u64::from(self.cfg.params.interval_min).max(1) * 60_000;
+        let index = usize::try_from((now_ms % DAY_MS) / interval_ms).unwrap_or(usize::MAX);
+        let want = if self.chain.contains_key(&today) {
+            self.book
+                .plans
+                .get(&today)
+                .and_then(|p| p.battery_w.get(index).copied())
+        } else {
+            None
+        };
+        if want != self.followed {
+            self.followed = want;
+            metrics::gauge!(m::DAYAHEAD_SETPOINT).set(f64::from(want.unwrap_or(0)));
+            if let Some(b) = &self.battery {
+                b.do_send(FollowPlan(want));
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        if let Ok(mut s) = self.status.lock() {
+            s.planning_day = self
+                .session
+                .as_ref()
+                .filter(|s| !s.is_done())
+                .map(Session::day);
+            s.iteration = self.session.as_ref().map_or(0, Session::round);
+            s.planned_days = self.book.plans.keys().copied().collect();
+            s.failed_days = self.failed.iter().copied().collect();
+            s.setpoint_w = self.followed;
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now_ms = self.cfg.clock.now_ms();
+        self.sample_meter(now_ms);
+        let wall = self.wall_ms();
+        if let Some(s) = self.session.as_mut() {
+            let effects = s.tick(wall);
+            self.on_effects(effects, ctx);
+        }
+        // The chain's view of the days, then what depends on it.
+        let me = self.cfg.me;
+        let fut = self.ledger.send(GetState);
+        ctx.spawn(fut.into_actor(self).map(move |state, act, ctx| {
+            if let Ok(Some(state)) = state {
+                act.chain = state
+                    .market()
+                    .days
+                    .iter()
+                    .map(|(d, r)| {
+                        (
+                            *d,
+                            ChainDay {
+                                mine_in: r.metered_wh.contains_key(&me),
+                                billed: r.bills.is_some(),
+                            },
+                        )
+                    })
+                    .collect();
+            }
+            act.plan_and_follow(now_ms, ctx);
+            act.submit_readings(now_ms);
+            act.publish_status();
+        }));
+    }
+}
+
+impl Actor for DayAheadActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.cfg.tick, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<ProposalReceived> for DayAheadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProposalReceived, ctx: &mut Context<Self>) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        match s.receive(&msg.0) {
+            Ok(effects) => self.on_effects(effects, ctx),
+            Err(e) => {
+                let reason = crate::node::reason_class(&e);
+                tracing::warn!(%e, "day-ahead proposal refused");
+                metrics::counter!(m::DAYAHEAD_PROPOSALS_REJECTED, "reason" => reason).increment(1);
+            }
+        }
+    }
+}
+
+impl Handler<Solved> for DayAheadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Solved, ctx: &mut Context<Self>) {
+        let wall = self.wall_ms();
+        let Some(s) = self.session.as_mut().filter(|s| s.day() == msg.day) else {
+            return;
+        };
+        match msg.plan {
+            Ok(plan) => {
+                let effects = s.solved(msg.round, &plan.net_kw, wall);
+                self.last_plan = Some(plan);
+                self.on_effects(effects, ctx);
+            }
+            Err(e) => {
+                tracing::warn!(%e, "local step failed; the day runs without a schedule");
+                metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "failed").increment(1);
+                self.failed.insert(msg.day);
+                self.session = None;
+            }
+        }
+    }
+}
