@@ -35,6 +35,19 @@ fn run(net: &mut LockstepNet, ms: u64) {
     }
 }
 
+/// The heads once every node saw the last block: a block made in a step reaches the nodes
+/// that ticked before its producer only in the next step.
+fn settled_heads(net: &mut LockstepNet) -> Vec<(u64, String)> {
+    for _ in 0..5 {
+        let heads = net.heads();
+        if heads.iter().all(|h| *h == heads[0]) {
+            return heads;
+        }
+        net.step(100).unwrap();
+    }
+    net.heads()
+}
+
 #[test]
 fn four_nodes_agree_and_every_member_produces() {
     let (genesis, keys) = community(4);
@@ -82,7 +95,55 @@ fn a_late_node_catches_up_by_height_and_lost_messages_are_recovered() {
     run(&mut net, 30_000);
     net.drop_every = None;
     run(&mut net, 3_000);
-    let heads = net.heads();
+    let heads = settled_heads(&mut net);
     assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
     assert!(heads[0].0 > ahead);
+}
+
+#[test]
+fn a_transaction_in_an_abandoned_block_is_not_lost() {
+    let (genesis, keys) = community(4);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 5_000);
+    // Node 1 is cut off for a slot and a half; a transfer reaches only it, and it puts the
+    // transfer into a block of its own branch.
+    net.isolated[1] = true;
+    let tx = Transaction {
+        chain_id: genesis.hash(),
+        sender: net.nodes[1].member(),
+        nonce: 0,
+        fee: 100,
+        payload: TxPayload::Transfer {
+            to: net.nodes[2].member(),
+            amount: 42,
+        },
+    }
+    .sign(&keys[1]);
+    net.input(1, Input::Submit(Box::new(tx))).unwrap();
+    let mut own = None;
+    for _ in 0..20 {
+        net.step(100).unwrap();
+        let chain = net.nodes[1].chain().chain();
+        let head = chain.head_height();
+        let block = net.nodes[1].chain().block_at(head).unwrap().unwrap();
+        if own.is_none() && block.transactions.len() == 1 {
+            own = Some((head, block.hash()));
+        }
+    }
+    let (height, hash) = own.expect("node 1 included the transfer in its own block");
+    net.isolated[1] = false;
+    run(&mut net, 20_000);
+    let heads = settled_heads(&mut net);
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+    // Node 1's block lost to the others' branch…
+    let canonical = net.nodes[1].chain().block_at(height).unwrap().unwrap();
+    assert_ne!(
+        canonical.hash(),
+        hash,
+        "the isolated branch won; no switch to test"
+    );
+    // …and its transfer went back into the mempool and onto the common chain.
+    let state = net.nodes[0].chain().chain().head_state().clone();
+    assert_eq!(state.account(&net.nodes[2].member()).balance, 1_000_042);
+    assert_eq!(state.account(&net.nodes[1].member()).nonce, 1);
 }

@@ -217,3 +217,43 @@ fn gateways_stop_when_the_simulation_is_killed() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_community_plans_its_day_ahead_follows_it_and_is_billed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r");
+    let summary = sim(&report, &["--homes", "3", "--market", "schedule"]);
+    for (name, v) in summary["invariants"].as_object().unwrap() {
+        assert_eq!(v, true, "invariant {name} failed: {summary:#}");
+    }
+    let s = &summary["schedule"];
+    // ADMM over the bus converged (10 W tolerance) in more than one iteration; every node
+    // accepted the commitment by replaying it, or the day would not be on every chain.
+    assert!(s["iterations"].as_u64().unwrap() >= 2, "{s:#}");
+    assert!(s["primal_residual_w"].as_i64().unwrap() <= 10, "{s:#}");
+    assert!(s["dual_residual_w"].as_i64().unwrap() <= 10, "{s:#}");
+    // Every home was billed on its signed readings; no live trading in this mode.
+    let bills = s["bills_microcredits"].as_object().unwrap();
+    assert_eq!(bills.len(), 3, "{s:#}");
+    assert_eq!(s["metered_net_wh"].as_object().unwrap().len(), 3);
+    assert_eq!(summary["market"]["trades"], 0);
+    // The community account holds the bills plus the fees of the day-ahead transactions
+    // (at least one commitment and three readings, 100 µcredits each).
+    let fees = s["community_account"].as_i64().unwrap() - s["bills_total"].as_i64().unwrap();
+    assert!(fees >= 400 && fees % 100 == 0, "{s:#}");
+    // Each home kept its plan (its private battery set-points) and its signed readings
+    // durably.
+    for i in 0..3 {
+        let home = report.join(format!("homes/{i}"));
+        let book: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(home.join("dayahead.json")).unwrap()).unwrap();
+        assert_eq!(
+            book["plans"]["0"]["battery_w"].as_array().unwrap().len(),
+            96
+        );
+        assert_eq!(book["readings"]["0"].as_array().unwrap().len(), 96);
+        let log = std::fs::read_to_string(home.join("gateway.log")).unwrap();
+        assert!(log.contains("day-ahead schedule agreed"), "home {i}");
+    }
+}

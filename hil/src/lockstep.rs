@@ -19,6 +19,8 @@ pub struct LockstepNet {
     pub now_ms: u64,
     /// Drop every k-th message sent.
     pub drop_every: Option<u64>,
+    /// Nodes that keep running (and producing) but neither send nor receive: a partition.
+    pub isolated: Vec<bool>,
     sent: u64,
     /// Refusals seen (stale blocks after lost messages, bad transactions).
     pub rejected: u64,
@@ -51,6 +53,7 @@ impl LockstepNet {
         let n = nodes.len();
         Ok(LockstepNet {
             online: vec![true; n],
+            isolated: vec![false; n],
             inbox: vec![Vec::new(); n],
             nodes,
             now_ms: genesis.genesis_time_ms,
@@ -78,7 +81,11 @@ impl LockstepNet {
                         self.published_txs[from].push(hex.clone());
                     }
                     for to in 0..self.nodes.len() {
-                        if to == from || !self.online[to] {
+                        if to == from
+                            || !self.online[to]
+                            || self.isolated[to]
+                            || self.isolated[from]
+                        {
                             continue;
                         }
                         self.sent += 1;
