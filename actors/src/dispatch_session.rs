@@ -18,7 +18,7 @@ use gridlet_ledger::crypto::Signature;
 use gridlet_ledger::genesis::ScheduleParams;
 use gridlet_ledger::market::day_ahead::build_commit;
 use gridlet_ledger::market::dispatch::{
-    converged, kw, proposal_digest, to_w, Aggregator, DispatchParams, StepReport,
+    converged, kw, proposal_digest, to_mw, Aggregator, DispatchParams, StepReport,
 };
 use gridlet_ledger::tx::{ScheduleCommit, SignedProposal};
 use gridlet_ledger::{Hash32, MemberKey};
@@ -34,7 +34,7 @@ pub struct ProposalMessage {
     /// The proposing home.
     pub home: MemberKey,
     /// Net exchange per interval, W.
-    pub values_w: Vec<i32>,
+    pub values_mw: Vec<i32>,
     /// The home's signature over the proposal digest, hex.
     pub signature: String,
 }
@@ -130,7 +130,7 @@ pub struct Session {
     tolerance_kw: f64,
     agg: Aggregator,
     round: u32,
-    /// My last proposal, kW (as every peer sees it: whole watts).
+    /// My last proposal, kW (as every peer sees it: whole milliwatts).
     my_last: Vec<f64>,
     /// Proposals by iteration, then home.
     received: BTreeMap<u32, BTreeMap<MemberKey, SignedProposal>>,
@@ -203,21 +203,27 @@ impl Session {
             return Vec::new();
         }
         self.solving = false;
-        let values_w: Vec<i32> = net_kw.iter().map(|x| to_w(*x)).collect();
-        self.my_last = values_w.iter().map(|w| kw(*w)).collect();
-        let digest = proposal_digest(&self.cfg.chain_id, self.cfg.day, round, &self.me, &values_w);
+        let values_mw: Vec<i32> = net_kw.iter().map(|x| to_mw(*x)).collect();
+        self.my_last = values_mw.iter().map(|w| kw(*w)).collect();
+        let digest = proposal_digest(
+            &self.cfg.chain_id,
+            self.cfg.day,
+            round,
+            &self.me,
+            &values_mw,
+        );
         let signature = Signature::sign(&digest, &self.key);
         let msg = ProposalMessage {
             day: self.cfg.day,
             round,
             home: self.me,
-            values_w: values_w.clone(),
+            values_mw: values_mw.clone(),
             signature: signature_hex(&signature),
         };
         self.received.entry(round).or_default().insert(
             self.me,
             SignedProposal {
-                values_w,
+                values_mw,
                 signature,
             },
         );
@@ -239,10 +245,10 @@ impl Session {
             .get(&m.home)
             .ok_or(ProposalError::NotMember(m.home))?;
         let intervals = self.dispatch.import_price.len();
-        if m.values_w.len() != intervals {
+        if m.values_mw.len() != intervals {
             return Err(ProposalError::WrongLength {
                 home: m.home,
-                found: m.values_w.len(),
+                found: m.values_mw.len(),
                 expected: intervals,
             });
         }
@@ -250,7 +256,7 @@ impl Session {
             home: m.home,
             round: m.round,
         })?;
-        let digest = proposal_digest(&self.cfg.chain_id, m.day, m.round, &m.home, &m.values_w);
+        let digest = proposal_digest(&self.cfg.chain_id, m.day, m.round, &m.home, &m.values_mw);
         if !signature.verify(&digest, key) {
             return Err(ProposalError::BadSignature {
                 home: m.home,
@@ -259,7 +265,7 @@ impl Session {
         }
         let round = self.received.entry(m.round).or_default();
         if let Some(existing) = round.get(&m.home) {
-            if existing.values_w != m.values_w {
+            if existing.values_mw != m.values_mw {
                 return Err(ProposalError::Conflicting {
                     home: m.home,
                     round: m.round,
@@ -270,7 +276,7 @@ impl Session {
         round.insert(
             m.home,
             SignedProposal {
-                values_w: m.values_w.clone(),
+                values_mw: m.values_mw.clone(),
                 signature,
             },
         );
@@ -320,7 +326,7 @@ impl Session {
                     day: self.cfg.day,
                     round,
                     home: self.me,
-                    values_w: p.values_w.clone(),
+                    values_mw: p.values_mw.clone(),
                     signature: signature_hex(&p.signature),
                 };
                 if !out.contains(&SessionEffect::Publish(msg.clone())) {
@@ -346,7 +352,7 @@ impl Session {
         let proposals: Vec<(MemberKey, SignedProposal)> = round.into_iter().collect();
         let kws: Vec<Vec<f64>> = proposals
             .iter()
-            .map(|(_, p)| p.values_w.iter().map(|w| kw(*w)).collect())
+            .map(|(_, p)| p.values_mw.iter().map(|w| kw(*w)).collect())
             .collect();
         let refs: Vec<&[f64]> = kws.iter().map(Vec::as_slice).collect();
         let report = self.agg.step(&self.dispatch, &refs);
@@ -478,7 +484,7 @@ mod tests {
             .map(|r| {
                 keys.iter()
                     .map(|(k, _)| *k)
-                    .zip(r.iter().map(|p| p.values_w.clone()))
+                    .zip(r.iter().map(|p| p.values_mw.clone()))
                     .collect()
             })
             .collect();
@@ -507,7 +513,7 @@ mod tests {
             day: 3,
             round: 0,
             home: peer,
-            values_w: values.clone(),
+            values_mw: values.clone(),
             signature: sign(&values, &peer_sk),
         };
         let forged = ProposalMessage {
@@ -528,7 +534,7 @@ mod tests {
         );
         assert!(matches!(
             s.receive(&ProposalMessage {
-                values_w: vec![1; 5],
+                values_mw: vec![1; 5],
                 ..good.clone()
             }),
             Err(ProposalError::WrongLength { found: 5, .. })
@@ -537,7 +543,7 @@ mod tests {
         let other = vec![200; 24];
         assert!(matches!(
             s.receive(&ProposalMessage {
-                values_w: other.clone(),
+                values_mw: other.clone(),
                 signature: sign(&other, &peer_sk),
                 ..good.clone()
             }),

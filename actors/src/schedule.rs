@@ -334,7 +334,7 @@ pub fn central(homes: &[HomeData], c: &Community) -> Result<Vec<HomePlan>, Sched
 }
 
 pub use gridlet_ledger::market::dispatch::{
-    converged, kw, to_w, Aggregator, DispatchParams, ProposalW, StepReport,
+    converged, kw, to_mw, Aggregator, DispatchParams, ProposalMw, StepReport,
 };
 
 impl Community {
@@ -362,7 +362,7 @@ pub struct AdmmResult {
     /// Clearing prices, credits/kWh.
     pub prices: Vec<f64>,
     /// Every iteration's proposals (home order), when recorded: what the contract replays.
-    pub rounds: Vec<Vec<ProposalW>>,
+    pub rounds: Vec<Vec<ProposalMw>>,
 }
 
 /// Runs ADMM to `tolerance` (kW, both residuals) or `max_iter`, solving the homes' local steps
@@ -391,10 +391,10 @@ pub fn admm(
         iterations += 1;
         let targets: Vec<Vec<f64>> = xs.iter().map(|x| agg.target(x)).collect();
         plans = solve_all(homes, c, agg.rho, &targets, threads)?;
-        // What goes on the bus: whole watts, the same numbers every node aggregates.
-        let proposals: Vec<ProposalW> = plans
+        // What goes on the bus: milliwatts, the same numbers every node aggregates.
+        let proposals: Vec<ProposalMw> = plans
             .iter()
-            .map(|p| p.net_kw.iter().map(|x| to_w(*x)).collect())
+            .map(|p| p.net_kw.iter().map(|x| to_mw(*x)).collect())
             .collect();
         xs = proposals
             .iter()

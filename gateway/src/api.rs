@@ -29,6 +29,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// This home.
     pub member: MemberKey,
+    /// The day-ahead actor's status, if scheduling is on.
+    pub day_ahead: Option<Arc<Mutex<gridlet_actors::day_ahead::DayAheadStatus>>>,
 }
 
 fn authorized(req: &HttpRequest, state: &ApiState) -> Result<(), Box<HttpResponse>> {
@@ -304,8 +306,45 @@ async fn metrics_text(state: web::Data<ApiState>) -> impl Responder {
 }
 
 /// Registers the routes.
+/// `GET /api/schedule`: this gateway's day-ahead planning, and the scheduled days on chain with
+/// this home's part (scheduled and metered Wh, its bill once the day is billed).
+#[get("/api/schedule")]
+async fn schedule(state: web::Data<ApiState>) -> impl Responder {
+    let local = state
+        .day_ahead
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| json!(*s)));
+    match state.ledger.send(GetState).await {
+        Ok(Some(s)) => {
+            let me = state.member;
+            let days: Vec<_> = s
+                .market()
+                .days
+                .iter()
+                .map(|(day, d)| {
+                    json!({
+                        "day": day,
+                        "iterations": d.iterations,
+                        "primal_residual_w": d.primal_w,
+                        "dual_residual_w": d.dual_w,
+                        "clearing_prices": d.prices,
+                        "scheduled_wh": d.schedule_wh.get(&me),
+                        "metered_wh": d.metered_wh.get(&me),
+                        "billed": d.bills.is_some(),
+                        "bill": d.bills.as_ref().and_then(|b| b.get(&me)),
+                    })
+                })
+                .collect();
+            HttpResponse::Ok()
+                .json(json!({"enabled": local.is_some(), "gateway": local, "days": days}))
+        }
+        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+    }
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(status)
+        .service(schedule)
         .service(devices)
         .service(head)
         .service(trades)

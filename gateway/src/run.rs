@@ -1100,6 +1100,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 metrics: Some(metrics.clone()),
                 token: cfg.api_token.clone(),
                 member: me,
+                day_ahead: cfg.schedule.as_ref().map(|_| day_ahead_status.clone()),
             });
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()

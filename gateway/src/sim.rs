@@ -585,11 +585,22 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Home 0's own view of its scheduled days, from its API.
+    let api_schedule = if o.schedule {
+        api_get(setups[0].api_port, "/api/schedule").await
+    } else {
+        None
+    };
     tokio::task::block_in_place(|| gateways.terminate(Duration::from_secs(20)));
     drop(meters);
     drop(ptys);
 
-    let exchange = (interval_grid, interval_shadow, stored_at_midnight);
+    let exchange = (
+        interval_grid,
+        interval_shadow,
+        stored_at_midnight,
+        api_schedule,
+    );
     report(
         o,
         &genesis,
@@ -691,7 +702,12 @@ fn report(
     initial_credits: u128,
     agreed: Option<String>,
     meter_errors: u64,
-    exchange: &(Vec<i64>, Vec<i64>, Option<(u64, i64)>),
+    exchange: &(
+        Vec<i64>,
+        Vec<i64>,
+        Option<(u64, i64)>,
+        Option<serde_json::Value>,
+    ),
 ) -> Result<serde_json::Value> {
     // Every home's data dir re-verified from genesis, as `gridlet chain verify` does.
     let mut tips = Vec::new();
@@ -819,6 +835,7 @@ fn report(
                 "community_grid_cost_self_consumption_only": grid_cost(p, genesis.grid_tariff, &exchange.1),
                 // What the batteries hold at midnight differs between the two: the schedule
                 // ends the day at least as full as it began, self-consumption need not.
+                "home_0_api": exchange.3,
                 "feeder_w": p.feeder_w,
                 "worst_interval_export_w": worst_export_w(&exchange.0),
                 "worst_interval_export_w_self_consumption_only": worst_export_w(&exchange.1),

@@ -238,6 +238,13 @@ fn a_community_plans_its_day_ahead_follows_it_and_is_billed() {
     assert_eq!(bills.len(), 3, "{s:#}");
     assert_eq!(s["metered_net_wh"].as_object().unwrap().len(), 3);
     assert_eq!(summary["market"]["trades"], 0);
+    // Home 0's API shows its part of the billed day, as on chain.
+    let api = &s["home_0_api"];
+    assert_eq!(api["enabled"], true, "{api:#}");
+    let day0 = &api["days"][0];
+    assert_eq!(day0["billed"], true, "{api:#}");
+    assert_eq!(day0["bill"], bills["home-0"], "{api:#}");
+    assert_eq!(day0["scheduled_wh"].as_array().unwrap().len(), 96);
     // The community account holds the bills plus the fees of the day-ahead transactions
     // (at least one commitment and three readings, 100 µcredits each).
     let fees = s["community_account"].as_i64().unwrap() - s["bills_total"].as_i64().unwrap();

@@ -45,7 +45,7 @@ pub const KIND_METER_READINGS: u8 = 10;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignedProposal {
     /// Net exchange per interval, W (positive = import).
-    pub values_w: Vec<i32>,
+    pub values_mw: Vec<i32>,
     /// The home's signature.
     pub signature: Signature,
 }
@@ -80,8 +80,8 @@ impl ScheduleCommit {
         for round in &self.rounds {
             w.u32(u32::try_from(round.len()).unwrap_or(u32::MAX));
             for p in round {
-                w.u32(u32::try_from(p.values_w.len()).unwrap_or(u32::MAX));
-                for v in &p.values_w {
+                w.u32(u32::try_from(p.values_mw.len()).unwrap_or(u32::MAX));
+                for v in &p.values_mw {
                     w.i32(*v);
                 }
                 w.fixed(&p.signature.0);
@@ -112,12 +112,12 @@ impl ScheduleCommit {
             let mut round = Vec::with_capacity(homes);
             for _ in 0..homes {
                 let n = r.count(4)?;
-                let mut values_w = Vec::with_capacity(n);
+                let mut values_mw = Vec::with_capacity(n);
                 for _ in 0..n {
-                    values_w.push(r.i32()?);
+                    values_mw.push(r.i32()?);
                 }
                 round.push(SignedProposal {
-                    values_w,
+                    values_mw,
                     signature: Signature::from_bytes(r.array()?)?,
                 });
             }

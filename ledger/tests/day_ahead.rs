@@ -85,17 +85,17 @@ impl Net {
         rejected
     }
 
-    fn sign_proposal(&self, home: usize, round: u32, values_w: Vec<i32>) -> SignedProposal {
+    fn sign_proposal(&self, home: usize, round: u32, values_mw: Vec<i32>) -> SignedProposal {
         let digest = proposal_digest(
             &self.c.genesis.hash(),
             DAY,
             round,
             &self.c.member(home),
-            &values_w,
+            &values_mw,
         );
         SignedProposal {
             signature: Signature::sign(&digest, &self.c.keys[home]),
-            values_w,
+            values_mw,
         }
     }
 
@@ -105,10 +105,11 @@ impl Net {
             .map(|r| {
                 (0..3usize)
                     .map(|h| {
-                        let base = [1_500, -2_000, 800, 300][..].to_vec();
+                        // mW
+                        let base = [1_500_000, -2_000_000, 800_000, 300_000][..].to_vec();
                         let values: Vec<i32> = base
                             .iter()
-                            .map(|v| v + (h as i32 - 1) * 400 - r as i32 * 37)
+                            .map(|v| v + (h as i32 - 1) * 400_000 - r as i32 * 37_000)
                             .collect();
                         (self.c.member(h), self.sign_proposal(h, r, values))
                     })
@@ -160,13 +161,13 @@ fn a_commitment_is_accepted_only_if_the_replay_of_its_signed_proposals_agrees() 
         TxPayload::ScheduleCommit(Box::new(c))
     };
     // A value changed under a valid signature: the home never proposed it.
-    let e = n.submit(0, kinds(&|c| c.rounds[1][2].values_w[0] += 1));
+    let e = n.submit(0, kinds(&|c| c.rounds[1][2].values_mw[0] += 1));
     assert!(
         matches!(e, Some(TxError::BadProposal { round: 1, .. })),
         "{e:?}"
     );
     // A proposal signed by another member.
-    let forged = n.sign_proposal(0, 2, good.rounds[2][1].values_w.clone());
+    let forged = n.sign_proposal(0, 2, good.rounds[2][1].values_mw.clone());
     let e = n.submit(1, kinds(&|c| c.rounds[2][1] = forged.clone()));
     assert!(
         matches!(e, Some(TxError::BadProposal { round: 2, .. })),

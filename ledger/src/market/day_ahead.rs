@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::billing::{amount_owed, verify_readings, DayPrices, Reading};
 use super::book::{DayRecord, MarketEvent};
-use super::dispatch::{proposal_digest, replay_checked, DispatchParams, ProposalW};
+use super::dispatch::{proposal_digest, replay_checked, DispatchParams, ProposalMw};
 use crate::crypto::MemberKey;
 use crate::error::TxError;
 use crate::genesis::ScheduleParams;
@@ -41,9 +41,9 @@ pub fn build_commit(
     for round in &mut rounds {
         round.sort_by_key(|(k, _)| *k);
     }
-    let keyed: Vec<Vec<(MemberKey, ProposalW)>> = rounds
+    let keyed: Vec<Vec<(MemberKey, ProposalMw)>> = rounds
         .iter()
-        .map(|r| r.iter().map(|(k, s)| (*k, s.values_w.clone())).collect())
+        .map(|r| r.iter().map(|(k, s)| (*k, s.values_mw.clone())).collect())
         .collect();
     let replayed = super::dispatch::replay(&DispatchParams::from_schedule(p, grid_tariff), &keyed);
     ScheduleCommit {
@@ -74,7 +74,7 @@ impl LedgerState {
         }
         let intervals = usize::try_from(p.intervals).unwrap_or(0);
         let bad = |round: usize, reason: String| TxError::BadProposal { day, round, reason };
-        let mut rounds: Vec<Vec<(MemberKey, ProposalW)>> = Vec::with_capacity(commit.rounds.len());
+        let mut rounds: Vec<Vec<(MemberKey, ProposalMw)>> = Vec::with_capacity(commit.rounds.len());
         for (i, round) in commit.rounds.iter().enumerate() {
             if round.len() != rules.members.len() {
                 return Err(bad(
@@ -89,20 +89,21 @@ impl LedgerState {
             let index = u32::try_from(i).map_err(|_| bad(i, "too many iterations".into()))?;
             let mut keyed = Vec::with_capacity(round.len());
             for ((home, key), proposal) in rules.members.iter().zip(round) {
-                if proposal.values_w.len() != intervals {
+                if proposal.values_mw.len() != intervals {
                     return Err(bad(
                         i,
                         format!(
                             "home {home} proposed {} values for {intervals} intervals",
-                            proposal.values_w.len()
+                            proposal.values_mw.len()
                         ),
                     ));
                 }
-                let digest = proposal_digest(&rules.chain_id, day, index, home, &proposal.values_w);
+                let digest =
+                    proposal_digest(&rules.chain_id, day, index, home, &proposal.values_mw);
                 if !proposal.signature.verify(&digest, key) {
                     return Err(bad(i, format!("home {home}'s signature does not verify")));
                 }
-                keyed.push((*home, proposal.values_w.clone()));
+                keyed.push((*home, proposal.values_mw.clone()));
             }
             rounds.push(keyed);
         }

@@ -10,20 +10,22 @@
 use crate::crypto::{Hash32, MemberKey};
 use crate::genesis::ScheduleParams;
 
-/// A home's proposal for one iteration: its net exchange per interval, whole watts (positive =
-/// import). Whole watts keep the bus messages and the commitment small and exact; the step
-/// converts them to kW by one correctly rounded division.
-pub type ProposalW = Vec<i32>;
+/// A home's proposal for one iteration: its net exchange per interval, milliwatts (positive =
+/// import; ±2.1 MW fit). Integers keep the bus messages and the commitment exact; milliwatts
+/// keep the rounding of a hundred homes far below the 10 W tolerance (whole watts did not: their
+/// rounding alone held the primal residual of 100 homes near 45 W). The step converts them to
+/// kW by one correctly rounded division.
+pub type ProposalMw = Vec<i32>;
 
 /// kW of a proposal value.
-pub fn kw(w: i32) -> f64 {
-    f64::from(w) / 1000.0
+pub fn kw(mw: i32) -> f64 {
+    f64::from(mw) / 1_000_000.0
 }
 
-/// Rounds a local solution (kW) to a proposal value (W), saturating.
-pub fn to_w(kw: f64) -> i32 {
+/// Rounds a local solution (kW) to a proposal value (mW), saturating.
+pub fn to_mw(kw: f64) -> i32 {
     // `as` saturates and maps NaN to 0: no panic on any input.
-    (kw * 1000.0).round() as i32
+    (kw * 1_000_000.0).round() as i32
 }
 
 /// The digest a home signs for its proposal of `round` on `day`.
@@ -32,10 +34,10 @@ pub fn proposal_digest(
     day: u64,
     round: u32,
     home: &MemberKey,
-    values_w: &[i32],
+    values_mw: &[i32],
 ) -> Hash32 {
-    let mut bytes = Vec::with_capacity(values_w.len().saturating_mul(4));
-    for v in values_w {
+    let mut bytes = Vec::with_capacity(values_mw.len().saturating_mul(4));
+    for v in values_mw {
         bytes.extend_from_slice(&v.to_be_bytes());
     }
     Hash32::tagged(
@@ -191,11 +193,11 @@ impl Aggregator {
 }
 
 /// The hash chain over iteration inputs: `H(prev || u32 iteration || for each home in order:
-/// key || i32 W of every interval)`.
+/// key || i32 mW of every interval)`.
 pub fn iteration_digest(
     prev: &Hash32,
     iteration: u32,
-    proposals: &[(MemberKey, ProposalW)],
+    proposals: &[(MemberKey, ProposalMw)],
 ) -> Hash32 {
     let mut bytes = Vec::with_capacity(
         proposals
@@ -268,7 +270,7 @@ pub enum DispatchError {
 /// Replays the aggregation over every iteration's proposals (member order fixed by the
 /// genesis) and returns the commitment. A node verifies a committed schedule by replaying the
 /// proposals and comparing.
-pub fn replay(p: &DispatchParams, rounds: &[Vec<(MemberKey, ProposalW)>]) -> CommittedSchedule {
+pub fn replay(p: &DispatchParams, rounds: &[Vec<(MemberKey, ProposalMw)>]) -> CommittedSchedule {
     replay_with(p, rounds, |_, _| {})
 }
 
@@ -276,7 +278,7 @@ pub fn replay(p: &DispatchParams, rounds: &[Vec<(MemberKey, ProposalW)>]) -> Com
 /// residuals are within `tolerance_kw`, or at `max_iterations`.
 pub fn replay_checked(
     p: &DispatchParams,
-    rounds: &[Vec<(MemberKey, ProposalW)>],
+    rounds: &[Vec<(MemberKey, ProposalMw)>],
     tolerance_kw: f64,
     max_iterations: u32,
 ) -> Result<CommittedSchedule, DispatchError> {
@@ -308,7 +310,7 @@ pub fn replay_checked(
 
 fn replay_with(
     p: &DispatchParams,
-    rounds: &[Vec<(MemberKey, ProposalW)>],
+    rounds: &[Vec<(MemberKey, ProposalMw)>],
     mut each: impl FnMut(usize, &StepReport),
 ) -> CommittedSchedule {
     let intervals = p.import_price.len();
@@ -375,15 +377,21 @@ mod tests {
     fn replay_is_deterministic_and_the_hash_covers_every_input_bit() {
         let k = |i| MemberKey::from_secret(&deterministic_key(9, i));
         let rounds = vec![
-            vec![(k(0), vec![1000, -2000, 3000]), (k(1), vec![500, 500, 500])],
-            vec![(k(0), vec![900, -1500, 2000]), (k(1), vec![400, 700, 200])],
+            vec![
+                (k(0), vec![1_000_000, -2_000_000, 3_000_000]),
+                (k(1), vec![500_000; 3]),
+            ],
+            vec![
+                (k(0), vec![900_000, -1_500_000, 2_000_000]),
+                (k(1), vec![400_000, 700_000, 200_000]),
+            ],
         ];
         let a = replay(&params(), &rounds);
         assert_eq!(a, replay(&params(), &rounds));
         assert_eq!(a.iterations, 2);
         assert_eq!(a.schedule_wh[0].1, vec![225, -375, 500]);
         let mut changed = rounds.clone();
-        changed[0][1].1[2] = 501;
+        changed[0][1].1[2] = 500_001;
         assert_ne!(replay(&params(), &changed).inputs_hash, a.inputs_hash);
     }
 
@@ -398,7 +406,7 @@ mod tests {
             replay_checked(&p, &[same.clone(), same.clone()], 100.0, 5),
             Err(DispatchError::RanPastConvergence { iteration: 0 })
         );
-        let far = vec![(k(0), vec![9000, 0, 0]), (k(1), vec![0, 0, 0])];
+        let far = vec![(k(0), vec![9_000_000, 0, 0]), (k(1), vec![0, 0, 0])];
         assert_eq!(
             replay_checked(&p, std::slice::from_ref(&far), 0.01, 5),
             Err(DispatchError::StoppedEarly { iterations: 1 })
