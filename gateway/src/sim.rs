@@ -595,12 +595,12 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     drop(meters);
     drop(ptys);
 
-    let exchange = (
-        interval_grid,
-        interval_shadow,
+    let exchange = DayObservations {
+        grid_wms: interval_grid,
+        self_consumption_wms: interval_shadow,
         stored_at_midnight,
-        api_schedule,
-    );
+        home_0_api: api_schedule,
+    };
     report(
         o,
         &genesis,
@@ -613,6 +613,18 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         meter_errors,
         &exchange,
     )
+}
+
+/// What the simulation saw of a scheduled day.
+struct DayObservations {
+    /// The community's net exchange per interval, W·ms.
+    grid_wms: Vec<i64>,
+    /// The same for the shadow homes (self-consumption only).
+    self_consumption_wms: Vec<i64>,
+    /// Energy stored in all batteries at midnight, Wh: actual, shadow.
+    stored_at_midnight: Option<(u64, i64)>,
+    /// Home 0's `/api/schedule` at the end.
+    home_0_api: Option<serde_json::Value>,
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -702,12 +714,7 @@ fn report(
     initial_credits: u128,
     agreed: Option<String>,
     meter_errors: u64,
-    exchange: &(
-        Vec<i64>,
-        Vec<i64>,
-        Option<(u64, i64)>,
-        Option<serde_json::Value>,
-    ),
+    exchange: &DayObservations,
 ) -> Result<serde_json::Value> {
     // Every home's data dir re-verified from genesis, as `gridlet chain verify` does.
     let mut tips = Vec::new();
@@ -831,16 +838,16 @@ fn report(
                 "bills_microcredits": bills,
                 "bills_total": d.bills.iter().flatten().map(|(_, v)| *v).sum::<i64>(),
                 "community_account": state.community_balance(),
-                "community_grid_cost_with_schedule": grid_cost(p, genesis.grid_tariff, &exchange.0),
-                "community_grid_cost_self_consumption_only": grid_cost(p, genesis.grid_tariff, &exchange.1),
+                "community_grid_cost_with_schedule": grid_cost(p, genesis.grid_tariff, &exchange.grid_wms),
+                "community_grid_cost_self_consumption_only": grid_cost(p, genesis.grid_tariff, &exchange.self_consumption_wms),
                 // What the batteries hold at midnight differs between the two: the schedule
                 // ends the day at least as full as it began, self-consumption need not.
-                "home_0_api": exchange.3,
+                "home_0_api": exchange.home_0_api,
                 "feeder_w": p.feeder_w,
-                "worst_interval_export_w": worst_export_w(&exchange.0),
-                "worst_interval_export_w_self_consumption_only": worst_export_w(&exchange.1),
-                "stored_wh_at_midnight": exchange.2.map(|s| s.0),
-                "stored_wh_at_midnight_self_consumption_only": exchange.2.map(|s| s.1),
+                "worst_interval_export_w": worst_export_w(&exchange.grid_wms),
+                "worst_interval_export_w_self_consumption_only": worst_export_w(&exchange.self_consumption_wms),
+                "stored_wh_at_midnight": exchange.stored_at_midnight.map(|s| s.0),
+                "stored_wh_at_midnight_self_consumption_only": exchange.stored_at_midnight.map(|s| s.1),
             })
         }
         (Some(_), None) => json!({"day": 0, "committed": false}),
