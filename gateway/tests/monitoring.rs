@@ -175,7 +175,7 @@ fn every_panel_and_alert_has_data_from_a_running_community() {
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("sim.err")).unwrap())
         .spawn()
         .unwrap();
     let mut sim = Killed(sim);
@@ -278,5 +278,14 @@ fn every_panel_and_alert_has_data_from_a_running_community() {
     assert_eq!(loaded, alert_exprs().len());
 
     let status = sim.0.wait().unwrap();
-    assert!(status.success(), "the sim failed");
+    let err = std::fs::read_to_string(dir.path().join("sim.err")).unwrap_or_default();
+    let tail: String = err
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(status.success(), "the sim failed:\n{tail}");
 }
