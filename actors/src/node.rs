@@ -509,7 +509,13 @@ impl<S: BlockStore> Node<S> {
             })
             .cloned()
             .collect();
+        if back.is_empty() {
+            return;
+        }
         self.mempool.extend(back);
+        // A block applies transactions in mempool order, and one whose nonce comes too early
+        // is dropped: each sender's must come in nonce order.
+        self.mempool.sort_by_key(|t| t.tx().nonce);
     }
 
     fn after_commit(

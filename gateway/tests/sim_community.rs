@@ -16,18 +16,41 @@ use common::{free_port, run, BIN};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn sim(report: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    sim_at(report, "900", extra)
+}
+
+/// What the gateways warned about, for a failed run.
+fn gateway_warnings(report: &std::path::Path) -> String {
+    let mut out = String::new();
+    for i in 0..8 {
+        let Ok(log) = std::fs::read_to_string(report.join(format!("homes/{i}/gateway.log"))) else {
+            break;
+        };
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        out += &format!("home {i}: {} warnings; the last:\n", warnings.len());
+        for l in warnings.iter().rev().take(8).rev() {
+            out += &format!("  {}\n", l.chars().take(300).collect::<String>());
+        }
+    }
+    out
+}
+
+fn sim_at(report: &std::path::Path, speedup: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "sim",
         "--slot-ms",
         "90000",
         "--speedup",
-        "900",
+        speedup,
         "--report",
         report.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let (ok, out, err) = run(Command::new(BIN).args(&args));
-    assert!(ok, "sim failed: {err}\n{out}");
+    assert!(ok, "sim failed: {err}\n{out}\n{}", gateway_warnings(report));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
@@ -127,8 +150,11 @@ fn a_community_on_mosquitto_trades_in_auctions_and_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r");
     let broker = format!("127.0.0.1:{port}");
-    let summary = sim(
+    // 150 ms slots: on Mosquitto a home has twice split off under CI load at 100 ms (finality
+    // without votes; see docs/protocol.md §9).
+    let summary = sim_at(
         &report,
+        "600",
         &[
             "--homes",
             "3",
