@@ -27,7 +27,7 @@ use crate::dispatch_session::{ProposalMessage, Session, SessionConfig, SessionEf
 use crate::ledger_actor::{Clock, GetState, LedgerActor, SignAndSubmit};
 use crate::metrics as m;
 use crate::node::BusMessage;
-use crate::readings::IntervalMeter;
+use crate::readings::{IntervalMeter, OpenInterval};
 use crate::schedule::{local_step, Community, HomeData, HomePlan};
 
 const DAY_MS: u64 = 86_400_000;
@@ -84,10 +84,13 @@ struct StoredPlan {
 }
 
 /// What survives a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct DayBook {
     plans: BTreeMap<u64, StoredPlan>,
     readings: BTreeMap<u64, Vec<StoredReading>>,
+    /// The interval being metered, so a restart within it still closes it.
+    #[serde(default)]
+    open_interval: Option<OpenInterval>,
 }
 
 impl DayBook {
@@ -186,8 +189,12 @@ impl DayAheadActor {
         };
         let book = DayBook::load(&cfg.data_dir.join("dayahead.json"))?;
         let interval_ms = u64::from(cfg.params.interval_min) * 60_000;
+        let mut interval_meter = IntervalMeter::new(cfg.chain_id, cfg.me, interval_ms);
+        if let Some(open) = book.open_interval {
+            interval_meter.restore(open);
+        }
         Ok(DayAheadActor {
-            interval_meter: IntervalMeter::new(cfg.chain_id, cfg.me, interval_ms),
+            interval_meter,
             community,
             ledger,
             bus,
@@ -323,10 +330,19 @@ impl DayAheadActor {
         let (Some(import), Some(export)) = (import, export) else {
             return;
         };
-        let Some(r) = self
+        let reading = self
             .interval_meter
-            .sample(now_ms, import, export, &self.cfg.meter_key)
-        else {
+            .sample(now_ms, import, export, &self.cfg.meter_key);
+        let open = self.interval_meter.open_interval();
+        if open != self.book.open_interval {
+            self.book.open_interval = open;
+            if reading.is_none() {
+                if let Err(e) = self.save() {
+                    tracing::error!(%e, "metered interval not stored");
+                }
+            }
+        }
+        let Some(r) = reading else {
             return;
         };
         metrics::counter!(m::DAYAHEAD_READINGS).increment(1);
