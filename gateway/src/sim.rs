@@ -311,10 +311,6 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     );
     genesis.slot_ms = o.slot_ms;
     genesis.selection.fallback_delay_ms = o.slot_ms / 4;
-    // Slots of about 100 ms of wall time: a home that falls a few slots behind under load must
-    // not finalize a branch of its own (finality is F blocks deep, without votes), so F is
-    // deeper here than the default 3.
-    genesis.finality_depth = 6;
     if o.schedule {
         genesis.schedule = Some(schedule_params(o.homes));
     }
