@@ -261,16 +261,21 @@ impl DayAheadActor {
                     report,
                 } => self.finished(*commit, submit, report.primal),
                 SessionEffect::Failed(why) => {
-                    tracing::warn!(%why, "day-ahead planning failed; the day runs without a schedule");
-                    metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "failed").increment(1);
                     if let Some(day) = self.session.as_ref().map(Session::day) {
-                        self.failed.insert(day);
+                        self.give_up(day, &why);
                     }
-                    self.session = None;
                 }
             }
         }
         self.publish_status();
+    }
+
+    /// Planning `day` failed: the day runs without a schedule (self-consumption).
+    fn give_up(&mut self, day: u64, why: &str) {
+        tracing::warn!(day, %why, "day-ahead planning failed; the day runs without a schedule");
+        metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "failed").increment(1);
+        self.failed.insert(day);
+        self.session = None;
     }
 
     fn finished(
@@ -579,12 +584,7 @@ impl Handler<Solved> for DayAheadActor {
                 self.last_plan = Some(plan);
                 self.on_effects(effects, ctx);
             }
-            Err(e) => {
-                tracing::warn!(%e, "local step failed; the day runs without a schedule");
-                metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "failed").increment(1);
-                self.failed.insert(msg.day);
-                self.session = None;
-            }
+            Err(e) => self.give_up(msg.day, &format!("local step failed: {e}")),
         }
     }
 }

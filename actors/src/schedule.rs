@@ -11,8 +11,9 @@ use clarabel::solver::{
     DefaultSettingsBuilder, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,
 };
 
-/// One home's private data.
-#[derive(Debug, Clone, PartialEq)]
+/// One home's private data (also the gateway's `forecast.json`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HomeData {
     /// PV forecast per interval, kW.
     pub pv_kw: Vec<f64>,

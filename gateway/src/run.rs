@@ -103,28 +103,6 @@ fn default_deadline_s() -> u64 {
     600
 }
 
-/// A home's forecast file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForecastFile {
-    /// PV forecast per interval, kW.
-    pub pv_kw: Vec<f64>,
-    /// Load forecast per interval, kW.
-    pub load_kw: Vec<f64>,
-    /// Battery capacity, kWh.
-    pub capacity_kwh: f64,
-    /// Charge limit, kW.
-    pub charge_kw: f64,
-    /// Discharge limit, kW.
-    pub discharge_kw: f64,
-    /// One-way efficiency.
-    pub efficiency: f64,
-    /// State of charge at the start of the day, kWh.
-    pub soc0_kwh: f64,
-    /// Lowest state of charge, kWh.
-    pub soc_min_kwh: f64,
-}
-
 /// The resolved `[schedule]` section.
 #[derive(Debug, Clone)]
 pub struct ScheduleSetup {
@@ -144,7 +122,7 @@ fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
     let path = base.join(&raw.forecast);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
-    let f: ForecastFile = serde_json::from_str(&text)
+    let f: gridlet_actors::schedule::HomeData = serde_json::from_str(&text)
         .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
     let finite = |v: &[f64]| v.iter().all(|x| x.is_finite() && *x >= 0.0);
     if f.pv_kw.len() != f.load_kw.len() || !finite(&f.pv_kw) || !finite(&f.load_kw) {
@@ -185,16 +163,7 @@ fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
         ));
     }
     Ok(ScheduleSetup {
-        forecast: gridlet_actors::schedule::HomeData {
-            pv_kw: f.pv_kw,
-            load_kw: f.load_kw,
-            capacity_kwh: f.capacity_kwh,
-            charge_kw: f.charge_kw,
-            discharge_kw: f.discharge_kw,
-            efficiency: f.efficiency,
-            soc0_kwh: f.soc0_kwh,
-            soc_min_kwh: f.soc_min_kwh,
-        },
+        forecast: f,
         lead_ms: (raw.lead_hours * 3_600_000.0) as u64,
         wear: raw.wear,
         resend_ms: raw.resend_ms,
