@@ -13,10 +13,10 @@ use gridlet_drivers::modbus::ModbusLink;
 use gridlet_drivers::quality::Reading;
 use gridlet_ledger::Hash32;
 
+use crate::clock::Clock;
 use crate::devices::{fresh, MeterStatus};
 use crate::journal::ReleaseJournal;
-use crate::ledger_actor::Clock;
-use crate::release::{delivered_since, Action, ReleaseOrder, Releaser};
+use gridlet_core::release::{delivered_since, Action, ReleaseOrder, Releaser};
 
 /// A delivery measured by the battery, to be reported on chain with a signed receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]

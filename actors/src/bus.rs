@@ -14,7 +14,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::node::BusMessage;
+use gridlet_core::node::BusMessage;
 
 /// Bus settings.
 #[derive(Debug, Clone)]

@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use crate::battery::FollowPlan;
 use crate::bus::BusHandle;
 use crate::devices::{fresh, MeterStatus};
-use crate::dispatch_session::{ProposalMessage, Session, SessionConfig, SessionEffect};
 use crate::ledger_actor::{Clock, GetState, LedgerActor, SignAndSubmit};
 use crate::metrics as m;
-use crate::node::BusMessage;
-use crate::readings::{IntervalMeter, OpenInterval};
-use crate::schedule::{local_step, Community, HomeData, HomePlan};
+use gridlet_core::dispatch_session::{ProposalMessage, Session, SessionConfig, SessionEffect};
+use gridlet_core::node::BusMessage;
+use gridlet_core::readings::{IntervalMeter, OpenInterval};
+use gridlet_core::schedule::{local_step, Community, HomeData, HomePlan};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -562,7 +562,7 @@ impl Handler<ProposalReceived> for DayAheadActor {
         match s.receive(&msg.0) {
             Ok(effects) => self.on_effects(effects, ctx),
             Err(e) => {
-                let reason = crate::node::reason_class(&e);
+                let reason = gridlet_core::node::reason_class(&e);
                 tracing::warn!(%e, "day-ahead proposal refused");
                 metrics::counter!(m::DAYAHEAD_PROPOSALS_REJECTED, "reason" => reason).increment(1);
             }

@@ -6,91 +6,16 @@
 //! bus message only after the node processed it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use gridlet_ledger::store::{BlockStore, SledStore};
 use gridlet_ledger::Hash32;
 
 use crate::bus::{BusEvent, BusHandle};
-use crate::node::{Effect, Input, Node};
+use gridlet_core::node::{Effect, Input, Node};
 
-/// The clock the community runs on: real time, or a scenario clock running `speedup` times
-/// faster from `origin_ms` (for `gridlet sim`).
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    start: Instant,
-    origin_ms: u64,
-    speedup: f64,
-}
-
-impl Clock {
-    /// Wall-clock time.
-    pub fn real() -> Clock {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Clock {
-            start: Instant::now(),
-            origin_ms: now,
-            speedup: 1.0,
-        }
-    }
-
-    /// A scenario clock.
-    pub fn scenario(origin_ms: u64, speedup: f64) -> Clock {
-        Clock {
-            start: Instant::now(),
-            origin_ms,
-            speedup,
-        }
-    }
-
-    /// A scenario clock shared by several processes: it reads `origin_ms` at wall time
-    /// `anchor_unix_ms` (and stands still there until then) and runs `speedup` times faster than
-    /// wall time.
-    pub fn anchored(anchor_unix_ms: u64, origin_ms: u64, speedup: f64) -> Clock {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let now = Instant::now();
-        if wall < anchor_unix_ms {
-            return Clock {
-                start: now + Duration::from_millis(anchor_unix_ms - wall),
-                origin_ms,
-                speedup,
-            };
-        }
-        let since = Duration::from_millis(wall - anchor_unix_ms);
-        match now.checked_sub(since) {
-            Some(start) => Clock {
-                start,
-                origin_ms,
-                speedup,
-            },
-            None => Clock {
-                start: now,
-                origin_ms: origin_ms.saturating_add((since.as_millis() as f64 * speedup) as u64),
-                speedup,
-            },
-        }
-    }
-
-    /// How much faster than wall time it runs.
-    pub fn speedup(&self) -> f64 {
-        self.speedup
-    }
-
-    /// Current time, ms.
-    pub fn now_ms(&self) -> u64 {
-        let elapsed = Instant::now()
-            .saturating_duration_since(self.start)
-            .as_secs_f64()
-            * 1000.0
-            * self.speedup;
-        self.origin_ms.saturating_add(elapsed as u64)
-    }
-}
+pub use crate::clock::Clock;
 
 /// What the ledger actor reports (read by the HTTP API and the metrics).
 #[derive(Debug, Clone, Default)]
@@ -139,8 +64,8 @@ impl<S: BlockStore + Unpin + 'static> Handler<Step> for NodeWorker<S> {
         use crate::metrics as m;
         let carries_blocks = matches!(
             &msg.0,
-            Input::Bus(crate::node::BusMessage::Block { .. })
-                | Input::Bus(crate::node::BusMessage::SyncResponse { .. })
+            Input::Bus(gridlet_core::node::BusMessage::Block { .. })
+                | Input::Bus(gridlet_core::node::BusMessage::SyncResponse { .. })
         );
         let started = Instant::now();
         let out = self.node.handle(msg.0).map_err(|e| e.to_string());
@@ -376,7 +301,7 @@ impl Handler<FromBus> for LedgerActor {
     fn handle(&mut self, msg: FromBus, ctx: &mut Context<Self>) {
         match msg.0 {
             BusEvent::Message(d) => {
-                if let crate::node::BusMessage::Proposal(p) = &d.message {
+                if let gridlet_core::node::BusMessage::Proposal(p) = &d.message {
                     // Not the node's: hand it on, and acknowledge in order.
                     if let Some(r) = &self.proposals {
                         r.do_send(crate::day_ahead::ProposalReceived(p.clone()));

@@ -3,7 +3,7 @@
 //! battery's attestation) and purchases for the home.
 //!
 //! With a [`HomeLink`], it also trades on its own: every `decide_every` it reads the devices'
-//! latest valid values and the chain's state and lets [`crate::strategy::decide`] say what to
+//! latest valid values and the chain's state and lets [`gridlet_core::strategy::decide`] say what to
 //! offer or buy, and it carries this home's sealed bids through commit and reveal.
 
 use actix::prelude::*;
@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::battery::{BatteryStatus, BatteryStorage, Delivered, Release};
-use crate::bids::{BidBook, BidProgress, SealedBid};
 use crate::devices::{fresh, MeterStatus};
 use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit};
-use crate::release::ReleaseOrder;
-use crate::strategy::{decide, ChainView, Decision, HomeReadings, StrategyConfig};
+use gridlet_core::bids::{BidBook, BidProgress, SealedBid};
+use gridlet_core::release::ReleaseOrder;
+use gridlet_core::strategy::{decide, ChainView, Decision, HomeReadings, StrategyConfig};
 
 /// What the market actor knows of its home, for trading on its own.
 #[derive(Debug, Clone)]
@@ -154,7 +154,7 @@ impl MarketActor {
 
     /// Trades on its own for this home, and keeps its bids in `home.data_dir`.
     pub fn with_home(mut self, home: HomeLink) -> Result<Self, crate::bids::BidFileError> {
-        self.bids = BidBook::load(&home.data_dir)?;
+        self.bids = crate::bids::load_bids(&home.data_dir)?;
         self.home = Some(home);
         Ok(self)
     }
@@ -258,7 +258,7 @@ impl MarketActor {
         );
         if !bid_txs.is_empty() {
             // The salts go to disk before any commitment leaves this home.
-            if let Err(e) = self.bids.save(&home.data_dir) {
+            if let Err(e) = crate::bids::save_bids(&self.bids, &home.data_dir) {
                 tracing::error!(%e, "cannot save the bid book; not bidding");
                 return;
             }
@@ -360,7 +360,7 @@ impl MarketActor {
         };
         let salt = random_salt().map_err(|e| format!("no randomness for the salt: {e}"))?;
         self.bids.add(energy_wh, price, salt);
-        if let Err(e) = self.bids.save(&home.data_dir) {
+        if let Err(e) = crate::bids::save_bids(&self.bids, &home.data_dir) {
             self.bids.bids.pop();
             return Err(e.to_string());
         }

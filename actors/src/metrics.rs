@@ -4,7 +4,7 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
-use crate::node::BusMessage;
+use gridlet_core::node::BusMessage;
 
 /// Device polls by device and result.
 pub const DEVICE_POLLS: &str = "gridlet_device_polls_total";

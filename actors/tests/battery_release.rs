@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use gridlet_actors::battery::{BatterySettings, BatteryStatus, BatteryStorage, Delivered, Release};
+use gridlet_actors::clock::Clock;
 use gridlet_actors::devices::MeterStatus;
 use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
-use gridlet_actors::ledger_actor::Clock;
-use gridlet_actors::release::ReleaseOrder;
+use gridlet_core::release::ReleaseOrder;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
 use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
 use gridlet_drivers::quality::Limits;

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gridlet_actors::bus::{spawn, start_embedded_broker, BusConfig, BusEvent};
-use gridlet_actors::node::BusMessage;
+use gridlet_core::node::BusMessage;
 use gridlet_drivers::backoff::BackoffPolicy;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 

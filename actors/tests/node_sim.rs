@@ -3,7 +3,7 @@
 //! chain, every member must produce, and a node that joins late must catch up by asking for
 //! blocks by height.
 
-use gridlet_actors::node::Input;
+use gridlet_core::node::Input;
 use gridlet_hil::lockstep::LockstepNet;
 use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;

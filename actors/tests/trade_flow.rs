@@ -15,7 +15,7 @@ use gridlet_actors::ledger_actor::{
     forward_bus, Clock, GetState, LedgerActor, LedgerStatus, NodeWorker, Subscribe,
 };
 use gridlet_actors::market_actor::{Buy, MarketActor, Offer};
-use gridlet_actors::node::{Node, NodeConfig};
+use gridlet_core::node::{Node, NodeConfig};
 use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
 use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};

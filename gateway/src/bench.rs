@@ -343,7 +343,7 @@ pub fn market(seconds: f64) -> Result<serde_json::Value> {
 pub fn trades(count: usize) -> Result<serde_json::Value> {
     use std::collections::BTreeMap;
 
-    use gridlet_actors::node::Input;
+    use gridlet_core::node::Input;
     use gridlet_hil::lockstep::LockstepNet;
     use gridlet_ledger::market::book::ContractStatus;
     use gridlet_ledger::market::{attestation_digest, MarketEvent};

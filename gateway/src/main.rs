@@ -498,7 +498,7 @@ fn run(cli: Cli) -> Result<()> {
             max_iter,
             no_central,
         } => {
-            use gridlet_actors::schedule as sch;
+            use gridlet_core::schedule as sch;
             anyhow::ensure!(
                 homes >= 1 && intervals >= 1,
                 "--homes and --intervals must be positive"

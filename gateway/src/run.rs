@@ -19,8 +19,8 @@ use gridlet_actors::ledger_actor::{forward_bus, Clock, LedgerActor, LedgerStatus
 use gridlet_actors::ledger_actor::{RouteProposals, Subscribe};
 use gridlet_actors::market_actor::MarketActor;
 use gridlet_actors::market_actor::{HomeLink, MarketStatus};
-use gridlet_actors::node::{Node, NodeConfig};
-use gridlet_actors::strategy::StrategyConfig;
+use gridlet_core::node::{Node, NodeConfig};
+use gridlet_core::strategy::StrategyConfig;
 use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_drivers::dsmr::reader::DsmrVersion;
 use gridlet_drivers::mqtt_meter::{MqttMeterConfig, PayloadFormat};
@@ -107,7 +107,7 @@ fn default_deadline_s() -> u64 {
 #[derive(Debug, Clone)]
 pub struct ScheduleSetup {
     /// The home's data for the local step.
-    pub forecast: gridlet_actors::schedule::HomeData,
+    pub forecast: gridlet_core::schedule::HomeData,
     /// Lead time, community ms.
     pub lead_ms: u64,
     /// Wear cost.
@@ -122,7 +122,7 @@ fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
     let path = base.join(&raw.forecast);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
-    let f: gridlet_actors::schedule::HomeData = serde_json::from_str(&text)
+    let f: gridlet_core::schedule::HomeData = serde_json::from_str(&text)
         .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
     let finite = |v: &[f64]| v.iter().all(|x| x.is_finite() && *x >= 0.0);
     if f.pv_kw.len() != f.load_kw.len() || !finite(&f.pv_kw) || !finite(&f.load_kw) {

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use gridlet_actors::clock::Clock;
 use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
-use gridlet_actors::ledger_actor::Clock;
 use gridlet_hil::home::{Counters, Flows, HomeProfile, MeterOutput, SimHome};
 use gridlet_hil::pty::PtyPair;
 use gridlet_ledger::crypto::deterministic_key;

@@ -2,7 +2,7 @@
 //! that can lose messages or keep a node offline (quinn-proto's `Pair::drive`, for many nodes).
 //! Used by tests and by `gridlet bench trades`.
 
-use gridlet_actors::node::{BusMessage, Effect, Input, Node, NodeConfig};
+use gridlet_core::node::{BusMessage, Effect, Input, Node, NodeConfig};
 use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::store::{MemStore, PersistentChain, SignerGuard};
 use gridlet_ledger::Genesis;

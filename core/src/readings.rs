@@ -68,16 +68,18 @@ impl IntervalMeter {
     }
 
     fn slot(&self, now_ms: u64) -> (u64, u32) {
-        let day = now_ms / DAY_MS;
-        let interval = ((now_ms % DAY_MS) / self.interval_ms) as u32;
+        let day = now_ms.checked_div(DAY_MS).unwrap_or(0);
+        let into_day = now_ms.checked_rem(DAY_MS).unwrap_or(0);
+        let interval = into_day.checked_div(self.interval_ms).unwrap_or(0) as u32;
         (day, interval)
     }
 
     fn next(&self, day: u64, interval: u32) -> (u64, u32) {
-        if (u64::from(interval) + 1) * self.interval_ms >= DAY_MS {
-            (day + 1, 0)
+        let next = interval.saturating_add(1);
+        if u64::from(next).saturating_mul(self.interval_ms) >= DAY_MS {
+            (day.saturating_add(1), 0)
         } else {
-            (day, interval + 1)
+            (day, next)
         }
     }
 

@@ -138,7 +138,10 @@ impl Releaser {
                 // Taper towards the end so the release stops on the traded Wh, not a poll later:
                 // the power that would deliver exactly the rest within one poll interval.
                 let dt_ms = now_ms.saturating_sub(a.last_ms).max(1);
-                let exact = remaining.saturating_mul(3_600_000) / dt_ms;
+                let exact = remaining
+                    .saturating_mul(3_600_000)
+                    .checked_div(dt_ms)
+                    .unwrap_or(u64::MAX);
                 let power = i32::try_from(exact)
                     .unwrap_or(i32::MAX)
                     .clamp(1, self.power_w);

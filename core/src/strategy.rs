@@ -235,7 +235,7 @@ pub fn decide(
     let Some(grid_w) = readings.grid_w else {
         return out;
     };
-    let interval = now_ms / cfg.period_ms.max(1);
+    let interval = now_ms.checked_div(cfg.period_ms).unwrap_or(0);
     if let (Some(stored), Some(soc)) = (readings.battery_wh, readings.soc_pct) {
         let has_open_offer = market
             .contracts

@@ -6,6 +6,12 @@
 //! Units: power in kW (positive = import at the point of common coupling), energy in kWh,
 //! prices in credits per kWh; an interval lasts `dt_h` hours.
 
+// QP assembly indexes variables as `base + k * t_len + t`: every series is checked to have the
+// community's intervals on entry (`check_intervals`), sizes are bounded by the data a home can
+// hold, and all arithmetic on the values is f64 (no integer overflow can reach consensus: the
+// ledger's dispatch contract replays the aggregator from integer proposals).
+#![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{
     DefaultSettingsBuilder, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,
@@ -73,6 +79,42 @@ pub enum ScheduleError {
     /// The data do not fit together.
     #[error("bad data: {0}")]
     Data(String),
+    /// A series has the wrong number of intervals.
+    #[error("{what} has {found} intervals, the community {expected}")]
+    Intervals {
+        /// Which series.
+        what: &'static str,
+        /// The community's intervals.
+        expected: usize,
+        /// The series' length.
+        found: usize,
+    },
+}
+
+/// Every series of `h` (and `target`, if given) has the community's intervals: checked on entry
+/// to every solve, so the matrix assembly below indexes only within bounds.
+fn check_intervals(
+    h: &HomeData,
+    c: &Community,
+    target: Option<&[f64]>,
+) -> Result<(), ScheduleError> {
+    let expected = c.import_price.len();
+    let series = [
+        ("export prices", c.export_price.len()),
+        ("pv forecast", h.pv_kw.len()),
+        ("load forecast", h.load_kw.len()),
+        ("target", target.map_or(expected, <[f64]>::len)),
+    ];
+    for (what, found) in series {
+        if found != expected {
+            return Err(ScheduleError::Intervals {
+                what,
+                expected,
+                found,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Column-wise sparse matrix builder (triplets, summed on duplicates).
@@ -228,6 +270,7 @@ pub fn local_step(
     rho: f64,
     target: &[f64],
 ) -> Result<HomePlan, ScheduleError> {
+    check_intervals(h, c, Some(target))?;
     let t_len = h.load_kw.len();
     let n = VARS_PER_INTERVAL * t_len;
     let mut p = Triplets::new(n, n);
@@ -283,6 +326,9 @@ pub fn feeder_violation(c: &Community, plans: &[HomePlan]) -> f64 {
 
 /// The centralized problem: every home's data in one QP with clarabel.
 pub fn central(homes: &[HomeData], c: &Community) -> Result<Vec<HomePlan>, ScheduleError> {
+    for h in homes {
+        check_intervals(h, c, None)?;
+    }
     let t_len = c.import_price.len();
     let per_home = VARS_PER_INTERVAL * t_len;
     let n = per_home * homes.len() + 2 * t_len; // + import and export at the PCC

@@ -17,44 +17,11 @@ use gridlet_ledger::{
     Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError, Transaction, TxPayload,
 };
 use secp256k1::SecretKey;
-use serde::{Deserialize, Serialize};
+
+pub use crate::wire::BusMessage;
 
 /// How many transactions of recent blocks a node keeps to put back after a branch switch.
 const RECENT_TXS: usize = 4_096;
-
-/// A message on the community bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum BusMessage {
-    /// A signed transaction (canonical bytes, hex).
-    Tx {
-        /// Hex of the signed transaction.
-        hex: String,
-    },
-    /// A block (canonical bytes, hex).
-    Block {
-        /// Hex of the block.
-        hex: String,
-    },
-    /// Ask peers for blocks from `from_height` on.
-    SyncRequest {
-        /// The requesting node (where answers go).
-        node: String,
-        /// First height wanted.
-        from_height: u64,
-        /// At most this many.
-        max: u64,
-    },
-    /// Blocks answering a sync request.
-    SyncResponse {
-        /// The node that asked.
-        node: String,
-        /// Hex of the blocks, ascending.
-        blocks: Vec<String>,
-    },
-    /// A home's proposal in a day-ahead ADMM iteration (for the schedule actor, not the node).
-    Proposal(crate::dispatch_session::ProposalMessage),
-}
 
 /// Inputs to the node.
 #[derive(Debug, Clone)]
@@ -146,7 +113,7 @@ const SEEN_LIMIT: usize = 100_000;
 
 /// The error's variant name in snake case (`UnknownParent { .. }` → `unknown_parent`): a
 /// bounded label, unlike the message, which carries heights and hashes.
-pub(crate) fn reason_class(e: &impl std::fmt::Debug) -> String {
+pub fn reason_class(e: &impl std::fmt::Debug) -> String {
     let debug = format!("{e:?}");
     let mut out = String::new();
     for (i, c) in debug
@@ -268,7 +235,13 @@ impl<S: BlockStore> Node<S> {
                     .iter()
                     .filter(|t| t.tx().sender == self.me)
                     .count() as u64;
-                let nonce = self.chain.chain().head_state().account(&self.me).nonce + waiting;
+                let nonce = self
+                    .chain
+                    .chain()
+                    .head_state()
+                    .account(&self.me)
+                    .nonce
+                    .saturating_add(waiting);
                 let genesis = self.chain.chain().genesis();
                 let tx = Transaction {
                     chain_id: self.chain.chain().chain_id(),

@@ -1,0 +1,38 @@
+//! The gateway's pure rules: every decision a home gateway takes, as sans-IO state machines.
+//!
+//! Nothing here reads a clock, an RNG, a socket or a file: time arrives as `now_ms` or a slot,
+//! randomness as an argument, and state machines return effects that the actors (`gridlet-actors`)
+//! carry out. This crate never depends on actix, tokio, metrics or tracing; the store behind the
+//! node is the ledger's [`gridlet_ledger::store::BlockStore`] trait.
+//!
+//! # Layout
+//! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
+//! - [`wire`]: the messages gateways exchange on the community bus.
+//! - [`strategy`]: when to offer and when to buy, from the device readings.
+//! - [`release`]: releasing traded energy from the battery (journal first, safe state).
+//! - [`bids`]: this home's sealed auction bids (commit, reveal).
+//! - [`readings`]: signed interval meter readings for billing.
+//! - [`schedule`]: day-ahead schedule: local QP step, ADMM aggregator, centralized optimum.
+//! - [`dispatch_session`]: one home's part of the day-ahead ADMM over the bus.
+
+// Every decision here is consensus-adjacent: do not panic or overflow silently (the ledger's
+// lint block, after lighthouse's state_processing).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod bids;
+pub mod dispatch_session;
+pub mod node;
+pub mod readings;
+pub mod release;
+pub mod schedule;
+pub mod strategy;
+pub mod wire;
