@@ -138,7 +138,18 @@ pub struct ProposalReceived(pub ProposalMessage);
 struct Solved {
     day: u64,
     round: u32,
-    plan: Result<HomePlan, String>,
+    plan: Result<HomePlan, SolveError>,
+}
+
+/// Why a local step gave no plan.
+#[derive(Debug, thiserror::Error)]
+enum SolveError {
+    /// The QP had no usable solution.
+    #[error(transparent)]
+    Schedule(#[from] gridlet_core::schedule::ScheduleError),
+    /// The worker thread died.
+    #[error("the solver thread failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// The day-ahead actor.
@@ -240,10 +251,10 @@ impl DayAheadActor {
                     let fut = async move {
                         tokio::task::spawn_blocking(move || {
                             local_step(&forecast, &community, rho, &target)
-                                .map_err(|e| e.to_string())
                         })
                         .await
-                        .unwrap_or_else(|e| Err(e.to_string()))
+                        .map_err(SolveError::from)
+                        .and_then(|r| r.map_err(SolveError::from))
                     };
                     ctx.spawn(fut.into_actor(self).map(move |plan, _, ctx| {
                         ctx.notify(Solved { day, round, plan });

@@ -43,9 +43,30 @@ pub struct HomeLink {
     pub auction_round_blocks: u64,
 }
 
+/// Why a bid was not placed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BidError {
+    /// The gateway has no home set up (no data dir for the salts).
+    #[error("this gateway is not set up to bid")]
+    NotSetUp,
+    /// The community's genesis has no auction rounds.
+    #[error("the community runs no auctions")]
+    NoAuctions,
+    /// A bid for nothing.
+    #[error("energy_wh must be positive")]
+    ZeroEnergy,
+    /// The OS gave no randomness for the salt.
+    #[error("no randomness for the salt: {0}")]
+    NoRandomness(std::io::Error),
+    /// The book (with the salt) could not be written; the bid was not placed.
+    #[error(transparent)]
+    NotStored(#[from] crate::bids::BidFileError),
+}
+
 /// Place a sealed bid in the next auction round.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), BidError>")]
 pub struct PlaceBid {
     /// Energy wanted, Wh.
     pub energy_wh: u64,
@@ -354,15 +375,15 @@ impl MarketActor {
     }
 
     /// Adds a sealed bid and writes the book (with its salt) to disk before anything is sent.
-    fn place_bid(&mut self, energy_wh: u64, price: u64) -> Result<(), String> {
+    fn place_bid(&mut self, energy_wh: u64, price: u64) -> Result<(), BidError> {
         let Some(home) = &self.home else {
-            return Err("this gateway is not set up to bid".into());
+            return Err(BidError::NotSetUp);
         };
-        let salt = random_salt().map_err(|e| format!("no randomness for the salt: {e}"))?;
+        let salt = random_salt().map_err(BidError::NoRandomness)?;
         self.bids.add(energy_wh, price, salt);
         if let Err(e) = crate::bids::save_bids(&self.bids, &home.data_dir) {
             self.bids.bids.pop();
-            return Err(e.to_string());
+            return Err(e.into());
         }
         Ok(())
     }
@@ -406,17 +427,17 @@ fn random_salt() -> std::io::Result<Hash32> {
 }
 
 impl Handler<PlaceBid> for MarketActor {
-    type Result = Result<(), String>;
+    type Result = Result<(), BidError>;
 
     fn handle(&mut self, msg: PlaceBid, _: &mut Context<Self>) -> Self::Result {
         let Some(home) = &self.home else {
-            return Err("this gateway is not set up to bid".into());
+            return Err(BidError::NotSetUp);
         };
         if home.auction_round_blocks == 0 {
-            return Err("the community runs no auctions".into());
+            return Err(BidError::NoAuctions);
         }
         if msg.energy_wh == 0 {
-            return Err("energy_wh must be positive".into());
+            return Err(BidError::ZeroEnergy);
         }
         self.place_bid(msg.energy_wh, msg.price)
     }

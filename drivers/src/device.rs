@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_modbus::ExceptionCode;
 
 use crate::modbus::{ModbusError, ModbusLink, ModbusResult};
-use crate::quality::{apply_sign, Limits, MonotonicCounter, Reading};
+use crate::quality::{apply_sign, ImplausibleError, Limits, MonotonicCounter, Reading};
 use crate::sunspec::decode::{decode_model, DecodedModel, Value, WordOrder};
 use crate::sunspec::model;
 use crate::sunspec::scan::ScanResult;
@@ -161,7 +161,7 @@ impl SunSpecDevice {
         key: &'static str,
         fetched: &Fetch,
         point: Option<&str>,
-        check: impl Fn(&Limits, f64) -> Result<f64, String>,
+        check: impl Fn(&Limits, f64) -> Result<f64, ImplausibleError>,
         monotonic: bool,
     ) -> Reading<f64> {
         let now = Instant::now();
@@ -174,8 +174,8 @@ impl SunSpecDevice {
         };
         match fetched {
             Fetch::Failed(e) => stale(self.last.get(key), e.to_string(), self.settings.stale_after),
-            Fetch::Refused(code) => Reading::CommError {
-                reason: format!("device refused: {code:?}"),
+            Fetch::Refused(code) => Reading::Refused {
+                exception: format!("{code:?}"),
             },
             Fetch::Model(m) => {
                 let Some(point) = point else {
@@ -198,7 +198,9 @@ impl SunSpecDevice {
                                     self.last.insert(key, (value, now));
                                     Reading::Valid { value }
                                 }
-                                Err(reason) => Reading::Implausible { reason },
+                                Err(e) => Reading::Implausible {
+                                    reason: e.to_string(),
+                                },
                             }
                         }
                     },

@@ -118,6 +118,24 @@ impl LinkMetrics {
     }
 }
 
+/// Why a connection could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// No TCP connection within the timeout.
+    #[error("connect timed out after {after_ms} ms")]
+    TimedOut {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The TCP connect failed (refused, unreachable, …).
+    #[error("{0}")]
+    Tcp(String),
+    /// The serial port could not be opened.
+    #[error("serial port: {0}")]
+    Serial(String),
+}
+
 /// A transport failure (the device did not answer properly). Device refusals are
 /// [`ExceptionCode`]s, one level in.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -129,7 +147,7 @@ pub enum ModbusError {
         /// The endpoint.
         endpoint: String,
         /// Why.
-        reason: String,
+        reason: ConnectFailure,
     },
     /// No answer within the timeout; the connection was dropped.
     #[error("no answer from {endpoint} within {timeout_ms} ms")]
@@ -275,19 +293,22 @@ impl ModbusLink {
         self.metrics.backoff.set(0.0);
     }
 
-    async fn open(endpoint: &Endpoint, limit: Duration) -> Result<Context, String> {
+    async fn open(endpoint: &Endpoint, limit: Duration) -> Result<Context, ConnectFailure> {
         match endpoint {
             Endpoint::Tcp(addr) => {
                 let stream = timeout(limit, tokio::net::TcpStream::connect(addr))
                     .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| ConnectFailure::TimedOut {
+                        after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                    })?
+                    .map_err(|e| ConnectFailure::Tcp(e.to_string()))?;
                 let _ = stream.set_nodelay(true);
                 Ok(tokio_modbus::client::tcp::attach(stream))
             }
             Endpoint::Rtu { path, baud } => {
                 let builder = tokio_serial::new(path, *baud);
-                let port = tokio_serial::SerialStream::open(&builder).map_err(|e| e.to_string())?;
+                let port = tokio_serial::SerialStream::open(&builder)
+                    .map_err(|e| ConnectFailure::Serial(e.to_string()))?;
                 Ok(tokio_modbus::client::rtu::attach(port))
             }
         }

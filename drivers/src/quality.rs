@@ -24,10 +24,15 @@ pub enum Reading<T> {
         #[serde(serialize_with = "secs")]
         age: Duration,
     },
-    /// The device could not be read (or refused the request).
+    /// The device could not be reached or did not answer (a transport failure).
     CommError {
         /// What went wrong.
         reason: String,
+    },
+    /// The device answered with a Modbus exception: it is there, but refused the request.
+    Refused {
+        /// The exception code's name (e.g. `ServerDeviceBusy`).
+        exception: String,
     },
     /// The device answered, but the value breaks a plausibility limit.
     Implausible {
@@ -55,6 +60,34 @@ impl<T> Reading<T> {
     }
 }
 
+/// Why a value breaks a plausibility limit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImplausibleError {
+    /// A state of charge outside 0–100 %.
+    #[error("state of charge {soc_pct} % outside 0–100 %")]
+    SocOutOfRange {
+        /// The value read.
+        soc_pct: f64,
+    },
+    /// A power beyond what the device can do.
+    #[error("power {power_w} W exceeds 1.2 × nameplate {nameplate_w} W")]
+    PowerAboveNameplate {
+        /// The value read.
+        power_w: f64,
+        /// The device's nameplate.
+        nameplate_w: f64,
+    },
+    /// An energy counter that went back.
+    #[error("energy counter went back from {last} to {value}")]
+    CounterWentBack {
+        /// The last accepted value.
+        last: f64,
+        /// The value read.
+        value: f64,
+    },
+}
+
 /// Plausibility limits for one device.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -64,19 +97,22 @@ pub struct Limits {
 
 impl Limits {
     /// State of charge must lie in 0–100 %.
-    pub fn check_soc(&self, soc_pct: f64) -> Result<f64, String> {
+    pub fn check_soc(&self, soc_pct: f64) -> Result<f64, ImplausibleError> {
         if (0.0..=100.0).contains(&soc_pct) {
             Ok(soc_pct)
         } else {
-            Err(format!("state of charge {soc_pct} % outside 0–100 %"))
+            Err(ImplausibleError::SocOutOfRange { soc_pct })
         }
     }
 
     /// |power| must stay within 1.2 × nameplate.
-    pub fn check_power(&self, power_w: f64) -> Result<f64, String> {
+    pub fn check_power(&self, power_w: f64) -> Result<f64, ImplausibleError> {
         match self.nameplate_w {
-            Some(np) if power_w.abs() > 1.2 * np => {
-                Err(format!("power {power_w} W exceeds 1.2 × nameplate {np} W"))
+            Some(nameplate_w) if power_w.abs() > 1.2 * nameplate_w => {
+                Err(ImplausibleError::PowerAboveNameplate {
+                    power_w,
+                    nameplate_w,
+                })
             }
             _ => Ok(power_w),
         }
@@ -91,11 +127,9 @@ pub struct MonotonicCounter {
 
 impl MonotonicCounter {
     /// Accepts `value` if it is not below the last accepted one.
-    pub fn check(&mut self, value: f64) -> Result<f64, String> {
+    pub fn check(&mut self, value: f64) -> Result<f64, ImplausibleError> {
         match self.last {
-            Some(last) if value < last => {
-                Err(format!("energy counter went back from {last} to {value}"))
-            }
+            Some(last) if value < last => Err(ImplausibleError::CounterWentBack { last, value }),
             _ => {
                 self.last = Some(value);
                 Ok(value)

@@ -22,7 +22,7 @@ pub struct ApiState {
     /// Ledger counters.
     pub status: Arc<Mutex<LedgerStatus>>,
     /// Device and market status.
-    pub devices: crate::run::Statuses,
+    pub devices: crate::status::Statuses,
     /// The Prometheus exporter, if installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The bearer token for trading, if any.
@@ -275,7 +275,7 @@ async fn post_bid(
         .await
     {
         Ok(Ok(())) => HttpResponse::Accepted().json(json!({"accepted": true})),
-        Ok(Err(e)) => HttpResponse::BadRequest().json(json!({"error": e})),
+        Ok(Err(e)) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
         Err(_) => HttpResponse::ServiceUnavailable().json(json!({"error": "market unavailable"})),
     }
 }

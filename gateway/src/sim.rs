@@ -93,26 +93,42 @@ impl Drop for Gateways {
     }
 }
 
-/// A free loopback port below Linux's ephemeral range (32768 and up), so that no outgoing
-/// connection of the hundreds this simulation opens can take it before its server binds it.
-fn free_port() -> Result<u16> {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    if NEXT.load(Ordering::Relaxed) == 0 {
-        let start = 20_000 + (std::process::id() % 10_000) as u16;
-        let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    for _ in 0..12_000 {
-        let mut port = NEXT.fetch_add(1, Ordering::Relaxed);
-        if !(20_000..32_000).contains(&port) {
-            NEXT.store(20_001, Ordering::Relaxed);
-            port = 20_000;
+/// A free loopback port, chosen by the OS (bound to port 0, then let go): for the embedded
+/// broker, which binds it moments later in this process, before any gateway starts.
+fn os_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("no free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Waits for each gateway to bind its API on a port of the OS's choosing and write it to
+/// `api.addr` in its data dir; a gateway that exits meanwhile fails the simulation.
+fn await_api_ports(setups: &mut [HomeSetup], gateways: &mut Gateways) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, s) in setups.iter_mut().enumerate() {
+        loop {
+            let text = std::fs::read_to_string(s.dir.join("api.addr")).unwrap_or_default();
+            if let Ok(addr) = text.trim().parse::<std::net::SocketAddr>() {
+                s.api_port = addr.port();
+                break;
+            }
+            if let Some(status) = gateways
+                .0
+                .get_mut(i)
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "gateway {i} exited ({status}) before its API was up; see {}",
+                    s.dir.join("gateway.log").display()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "gateway {i} did not start its API within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
     }
-    bail!("no free port in 20000–31999")
+    Ok(())
 }
 
 fn wall_ms() -> u64 {
@@ -230,7 +246,7 @@ auctions = {auctions}
 enabled = {trading}
 {schedule_section}
 [api]
-listen = "127.0.0.1:{api}"
+listen = "127.0.0.1:0"
 
 [clock]
 anchor_unix_ms = {anchor}
@@ -247,7 +263,6 @@ end_ms = {end}
         pv = profile.nameplate_w,
         release = profile.battery_w.min(3_000),
         bat = profile.battery_w,
-        api = h.api_port,
         anchor = clock.0,
         origin = clock.1,
         speedup = clock.2,
@@ -326,7 +341,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             (h.to_owned(), p.parse::<u16>().context("--broker port")?)
         }
         None => {
-            let port = free_port()?;
+            let port = os_port()?;
             gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
                 .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))?;
             ("127.0.0.1".to_owned(), port)
@@ -373,7 +388,8 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         }
         let setup = HomeSetup {
             dir: dir.clone(),
-            api_port: free_port()?,
+            // Chosen by the OS when the gateway binds; read back from `api.addr`.
+            api_port: 0,
             member: member.key,
             name: format!("home-{i}"),
         };
@@ -420,21 +436,6 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         setups.push(setup);
     }
 
-    // Prometheus file service discovery: every gateway's /metrics, labelled by home.
-    let targets: Vec<serde_json::Value> = setups
-        .iter()
-        .map(|s| {
-            json!({
-                "targets": [format!("127.0.0.1:{}", s.api_port)],
-                "labels": {"home": s.name, "community": genesis.chain_id},
-            })
-        })
-        .collect();
-    std::fs::write(
-        o.report.join("prometheus-targets.json"),
-        serde_json::to_string_pretty(&targets)?,
-    )?;
-
     // Gateways.
     let exe = std::env::current_exe()?;
     let mut gateways = Gateways(Vec::new());
@@ -456,6 +457,23 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             .context("cannot start a gateway")?;
         gateways.0.push(child);
     }
+
+    tokio::task::block_in_place(|| await_api_ports(&mut setups, &mut gateways))?;
+
+    // Prometheus file service discovery: every gateway's /metrics, labelled by home.
+    let targets: Vec<serde_json::Value> = setups
+        .iter()
+        .map(|s| {
+            json!({
+                "targets": [format!("127.0.0.1:{}", s.api_port)],
+                "labels": {"home": s.name, "community": genesis.chain_id},
+            })
+        })
+        .collect();
+    std::fs::write(
+        o.report.join("prometheus-targets.json"),
+        serde_json::to_string_pretty(&targets)?,
+    )?;
 
     // The day.
     let clock = Clock::anchored(anchor, start_ms, o.speedup);
@@ -567,20 +585,27 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         eprintln!();
     }
 
-    // Let the gateways agree on one tip, then stop them.
+    // Let the gateways agree on one tip, then stop them. The gateways' clocks stand still at
+    // the end, where the last slot's block is still being produced and spread: a tip counts as
+    // agreed only once it is that last slot's block, after which no gateway produces again
+    // (an agreement seen earlier was a race with that block, not the end of the day).
+    let last_slot = genesis.slot_at(end_ms);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut agreed = None;
     while Instant::now() < deadline {
         let mut heads = Vec::new();
         for s in &setups {
             heads.push(
-                api_get(s.api_port, "/api/status")
+                api_get(s.api_port, "/api/chain/head")
                     .await
-                    .and_then(|v| v["head"].as_str().map(str::to_owned)),
+                    .and_then(|v| Some((v["head"].as_str()?.to_owned(), v["slot"].as_u64()?))),
             );
         }
-        if heads.iter().all(|h| h.is_some() && *h == heads[0]) {
-            agreed = heads[0].clone();
+        let done = heads
+            .iter()
+            .all(|h| h.is_some() && *h == heads[0] && h.as_ref().is_some_and(|h| h.1 == last_slot));
+        if done {
+            agreed = heads[0].clone().map(|h| h.0);
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -55,12 +55,20 @@ pub fn payload(format: PayloadFormat, power_w: i32, import_wh: u64, export_wh: u
 }
 
 /// Publishes until the task is dropped.
-pub async fn run_meter(spec: MqttMeterSpec, seed: u64) -> Result<(), String> {
+pub async fn run_meter(
+    spec: MqttMeterSpec,
+    seed: u64,
+) -> Result<(), crate::scenario::ScenarioError> {
     let (host, port) = spec
         .broker
         .rsplit_once(':')
         .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_owned(), p)))
-        .ok_or_else(|| format!("broker {:?} is not host:port", spec.broker))?;
+        .ok_or_else(|| {
+            crate::scenario::ScenarioError::Invalid(format!(
+                "broker {:?} is not host:port",
+                spec.broker
+            ))
+        })?;
     let mut options = MqttOptions::new(format!("gridlet-hil-meter-{seed}"), host, port);
     options.set_keep_alive(Duration::from_secs(15));
     let (client, mut eventloop) = AsyncClient::new(options, 64);

@@ -194,3 +194,39 @@ async fn a_der_device_without_model_124_is_commanded_through_704() {
     assert_eq!(img.value(704, "WSetMod").unwrap(), Value::Uint(1));
     assert_eq!(img.value(704, "WSetEna").unwrap(), Value::Uint(1));
 }
+
+#[tokio::test]
+async fn a_device_exception_is_a_refusal_not_a_communication_error() {
+    let (_sim, mut link) = setup().await;
+    let mut pv = device(&mut link, 1, Some(6000.0)).await;
+    // The same inverter behind a server that answers every request with an exception.
+    let mut devices = BTreeMap::new();
+    devices.insert(1, SimDevice::inverter(40000, 6000, 12 * 3_600_000));
+    let refusing = ModbusSim::start(
+        "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        devices,
+        FaultPlan {
+            exception_percent: 100,
+            seed: 3,
+            ..FaultPlan::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut cfg = LinkConfig::new(Endpoint::Tcp(refusing.addr));
+    cfg.timeout = Duration::from_millis(200);
+    let mut refusing_link = ModbusLink::new(cfg);
+    let r = pv.read_pv(&mut refusing_link).await;
+    assert_eq!(
+        r.power_w,
+        Reading::Refused {
+            exception: "ServerDeviceFailure".into()
+        },
+        "{r:?}"
+    );
+    assert_eq!(
+        refusing_link.stats().connects,
+        1,
+        "an exception keeps the link"
+    );
+}

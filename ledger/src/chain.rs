@@ -52,42 +52,6 @@ pub struct Validated {
     pub events: Vec<crate::market::MarketEvent>,
 }
 
-fn verify_tx_signatures(
-    rules: &Rules,
-    txs: &[SignedTransaction],
-    threads: usize,
-) -> Result<(), BlockError> {
-    let first_bad = |offset: usize, chunk: &[SignedTransaction]| {
-        chunk.iter().enumerate().find_map(|(i, t)| {
-            rules
-                .verify_signature(t)
-                .err()
-                .map(|e| (offset.saturating_add(i), e))
-        })
-    };
-    let threads = threads.max(1);
-    let failure = if threads == 1 || txs.len() < 64 {
-        first_bad(0, txs)
-    } else {
-        let chunk = txs.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = txs
-                .chunks(chunk)
-                .enumerate()
-                .map(|(n, c)| scope.spawn(move || first_bad(n.saturating_mul(chunk), c)))
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok().flatten())
-                .min_by_key(|(i, _)| *i)
-        })
-    };
-    match failure {
-        Some((index, error)) => Err(BlockError::InvalidTransaction { index, error }),
-        None => Ok(()),
-    }
-}
-
 /// Checks `block` against its parent (hash and state after it) and computes the new state.
 pub fn validate_block(
     rules: &Rules,
@@ -180,7 +144,7 @@ pub fn validate_block(
         });
     }
     if checks.signatures {
-        verify_tx_signatures(rules, &block.transactions, threads)?;
+        crate::sigcheck::verify_all(&block.transactions, threads, |t| rules.verify_signature(t))?;
     }
     let mut state = parent_state.clone();
     for (index, t) in block.transactions.iter().enumerate() {

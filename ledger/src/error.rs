@@ -447,6 +447,15 @@ pub enum BlockError {
         /// The rejection.
         error: TxError,
     },
+    /// A signature-verifier thread died before it answered: the block cannot be shown valid,
+    /// so it is refused (never taken as "no bad signature").
+    #[error("the signature verifier for transactions {first}..{end} failed")]
+    VerifierFailed {
+        /// First transaction of the verifier's share.
+        first: usize,
+        /// One past its last.
+        end: usize,
+    },
     /// The state hash does not match the state after the transactions.
     #[error("state hash {found} does not match the computed state {computed}")]
     StateHashMismatch {

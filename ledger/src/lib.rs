@@ -41,6 +41,7 @@ pub mod genesis;
 pub mod market;
 pub mod merkle;
 pub mod selection;
+mod sigcheck;
 pub mod state;
 pub mod store;
 pub mod tx;

@@ -1,0 +1,356 @@
+//! The command line: clap's types for every `gridlet` command (what each one does is in
+//! `main.rs` and the command modules).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gridlet_ledger::selection::SelectionRule;
+
+use crate::device_cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "gridlet",
+    version,
+    about = "Home-energy gateway for a neighbourhood microgrid"
+)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Rule {
+    Paper,
+    Proportional,
+}
+
+impl From<Rule> for SelectionRule {
+    fn from(r: Rule) -> Self {
+        match r {
+            Rule::Paper => SelectionRule::Paper,
+            Rule::Proportional => SelectionRule::Proportional,
+        }
+    }
+}
+
+/// How a simulated community trades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MarketMode {
+    /// Sale contracts, bought live.
+    Live,
+    /// Sealed-bid auction rounds.
+    Auctions,
+    /// A day-ahead schedule, billed on meter readings.
+    Schedule,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run one home's gateway (today: the ledger on the community bus).
+    Run {
+        /// Config file (TOML), e.g. gateway/examples/home.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop when standard input closes (a supervising process, such as `gridlet sim`,
+        /// died).
+        #[arg(long, hide = true)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Write a new secp256k1 key file (mode 0600, never overwritten) and its `.pub`.
+    Keygen {
+        /// The key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a community genesis file from member key files.
+    Genesis {
+        /// Chain name.
+        #[arg(long, default_value = "gridlet-community")]
+        chain_id: String,
+        /// `NAME,KEY_FILE,ATTESTOR_KEY_FILE` per home (key files or their `.pub`).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+        /// Initial balance of every member, micro-credits.
+        #[arg(long, default_value_t = 100_000_000)]
+        balance: u64,
+        /// Producer selection rule.
+        #[arg(long, value_enum, default_value = "paper")]
+        rule: Rule,
+        /// Unix time (ms) of slot 0; default now.
+        #[arg(long)]
+        genesis_time_ms: Option<u64>,
+        /// Slot length, ms.
+        #[arg(long)]
+        slot_ms: Option<u64>,
+        /// Finality depth F.
+        #[arg(long)]
+        finality_depth: Option<u64>,
+        /// Flat transaction fee, micro-credits.
+        #[arg(long)]
+        tx_fee: Option<u64>,
+        /// Ranks allowed to produce (1 = only the elected producer).
+        #[arg(long)]
+        fallback_ranks: Option<u32>,
+        /// Where to write it (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also install it as DIR/genesis.json of a data directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Inspect or drive a stored chain.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+    /// Play a community through a day on this machine: per home, simulated devices over real
+    /// Modbus TCP, DSMR on a pseudo-terminal (one home: an MQTT meter) and a real gateway
+    /// process, all joined by an MQTT broker; then verify every home and write a report.
+    Sim {
+        /// Number of homes.
+        #[arg(long, default_value_t = 5)]
+        homes: usize,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Scenario time per wall time (480: a day in three minutes).
+        #[arg(long, default_value_t = 480.0)]
+        speedup: f64,
+        /// Seed for keys and homes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report directory (homes/<n>/ data dirs, report.json, chart.png).
+        #[arg(long, default_value = "sim-report")]
+        report: PathBuf,
+        /// External MQTT broker host:port (default: an embedded one).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Slot length in scenario ms.
+        #[arg(long, default_value_t = 60_000)]
+        slot_ms: u64,
+        /// Hour of the day the scenario starts at.
+        #[arg(long, default_value_t = 0.0)]
+        start_hour: f64,
+        /// Trade in sealed-bid auction rounds instead of sale contracts (= `--market auctions`).
+        #[arg(long)]
+        auctions: bool,
+        /// How the homes trade: `live` (sale contracts), `auctions` (sealed-bid rounds) or
+        /// `schedule` (a day-ahead schedule agreed by ADMM over the bus, billed on signed meter
+        /// readings; runs half an hour into the next day to bill).
+        #[arg(long, value_enum, default_value_t = MarketMode::Live)]
+        market: MarketMode,
+    },
+    /// Day-ahead schedule of a generated community: ADMM (local QPs + aggregator) beside the
+    /// centralized optimum; one JSON line.
+    Schedule {
+        /// Homes.
+        #[arg(long, default_value_t = 10)]
+        homes: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Intervals of the day.
+        #[arg(long, default_value_t = 96)]
+        intervals: usize,
+        /// ADMM penalty ρ.
+        #[arg(long, default_value_t = 0.05)]
+        rho: f64,
+        /// Stop when both residuals are below this, kW.
+        #[arg(long, default_value_t = 0.01)]
+        tolerance: f64,
+        /// Iteration limit.
+        #[arg(long, default_value_t = 2000)]
+        max_iter: usize,
+        /// Skip the centralized solve (for very large communities).
+        #[arg(long)]
+        no_central: bool,
+    },
+    /// The ledger and market of a community in lock-step in one process, without devices or
+    /// bus (fast: for chain experiments and the scale figures).
+    SimChain {
+        /// Number of homes.
+        #[arg(long, default_value_t = 5)]
+        homes: usize,
+        /// Slots to play.
+        #[arg(long, default_value_t = 240)]
+        slots: u64,
+        /// Scenario seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report directory.
+        #[arg(long, default_value = "report")]
+        report: PathBuf,
+        /// Producer selection rule.
+        #[arg(long, value_enum, default_value = "paper")]
+        rule: Rule,
+        /// Credit transfers submitted per slot (besides the market's transactions).
+        #[arg(long, default_value_t = 2)]
+        txs_per_slot: usize,
+        /// Percent of slots whose elected producer stays silent (a fallback produces).
+        #[arg(long, default_value_t = 10)]
+        silent_percent: u64,
+        /// Market mode: `live` (attest, sell, buy, release, deliver) or `none` (transfers only).
+        #[arg(long, value_enum, default_value = "live")]
+        market: ChainMarket,
+    },
+    /// SunSpec tools.
+    Sunspec {
+        #[command(subcommand)]
+        command: SunspecCommand,
+    },
+    /// Start device simulators from a scenario file and run them until stopped.
+    Hil {
+        /// Scenario file (TOML), e.g. hil/scenarios/home.toml.
+        #[arg(long)]
+        scenario: PathBuf,
+    },
+    /// DSMR P1 tools.
+    Dsmr {
+        #[command(subcommand)]
+        command: DsmrCommand,
+    },
+    /// Market tools.
+    Market {
+        #[command(subcommand)]
+        command: MarketCommand,
+    },
+    /// Run a benchmark and print one JSON line.
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        name: BenchName,
+        /// Minimum seconds per measured figure.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChainMarket {
+    Live,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BenchName {
+    Ledger,
+    Modbus,
+    Market,
+    Trades,
+}
+
+#[derive(Subcommand)]
+pub enum MarketCommand {
+    /// Clear one sealed-bid auction round from a JSON file (the code the ledger executes).
+    Clear {
+        /// `{"grid_tariff", "floor_price", "pricing", "sellers": [{"id", "energy_wh"}], "bids": [{"id", "energy_wh", "price", "seq"}]}`
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DsmrCommand {
+    /// Parse one telegram file; print JSON (exit 1 if it is rejected, e.g. a wrong CRC).
+    Parse {
+        /// The telegram file.
+        file: PathBuf,
+        /// Use CRC-16/X25 (Holley DTSD545) instead of CRC-16/ARC.
+        #[arg(long)]
+        x25: bool,
+    },
+    /// Write a simulated telegram (for tests and experiments).
+    Generate {
+        /// Dialect: v2_2, v4, v5 or fluvius.
+        #[arg(long, default_value = "v5")]
+        dialect: String,
+        /// Seed of the readings.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// CRC: padded, unpadded, wrong or none.
+        #[arg(long, default_value = "padded")]
+        crc: String,
+        /// Output file (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Read telegrams from a serial port (or a ser2net TCP port); print one JSON line each.
+    Read {
+        /// Serial device (e.g. /dev/ttyUSB0).
+        #[arg(long, conflicts_with = "tcp")]
+        serial: Option<String>,
+        /// ser2net-style TCP endpoint HOST:PORT.
+        #[arg(long)]
+        tcp: Option<String>,
+        /// DSMR version (serial settings): v2_2, v4 or v5.
+        #[arg(long, default_value = "v5")]
+        version: String,
+        /// Stop after this many valid telegrams (0 = run forever).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// Report stale values after this many seconds without a valid telegram.
+        #[arg(long, default_value_t = 20)]
+        stale_s: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SunspecCommand {
+    /// Discover and decode every SunSpec model of a Modbus TCP device; print JSON.
+    Scan {
+        /// Device address.
+        #[arg(long)]
+        host: String,
+        /// Modbus TCP port.
+        #[arg(long, default_value_t = 502)]
+        port: u16,
+        /// Unit id.
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// Per-request timeout, ms.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// Word order of multi-register values.
+        #[arg(long, value_enum, default_value = "big-endian")]
+        word_order: device_cmd::WordOrderArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ChainCommand {
+    /// Re-verify a stored chain from genesis; print height, tip hash and state hash.
+    Verify {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Print the market's trades after the stored chain (JSON lines), with provenance.
+    Trades {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Print the stored chain as JSON lines, one block a line.
+    Export {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Produce blocks as this member whenever it is ranked (development and crash tests).
+    Produce {
+        /// Data directory (with genesis.json).
+        #[arg(long)]
+        data: PathBuf,
+        /// The member's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Blocks to produce.
+        #[arg(long, default_value_t = 10)]
+        blocks: u64,
+        /// Transfers per block, from this member's account.
+        #[arg(long, default_value_t = 5)]
+        txs_per_block: u64,
+    },
+}
