@@ -4,6 +4,7 @@
 //! codecs (the SunSpec model tables, the DSMR telegram writer) so that what they serve is
 //! exactly what the drivers parse — and the interop tests check both against foreign peers.
 
+pub mod community;
 pub mod devices;
 pub mod dsmr_sim;
 pub mod faults;

@@ -14,6 +14,7 @@ pub mod clearing;
 pub mod contracts;
 pub mod day_ahead;
 pub mod dispatch;
+mod settlement;
 
 pub use book::{DayRecord, MarketEvent, MarketState};
 pub use clearing::{clear, ClearingInput, ClearingOutput, Pricing};

@@ -1,0 +1,111 @@
+//! The simulation's gateway processes: starting, watching and stopping them, their API ports
+//! and a small API client.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::home_config::HomeSetup;
+
+/// Gateway processes, stopped (SIGTERM, then SIGKILL) when dropped.
+pub(super) struct Gateways(pub(super) Vec<Child>);
+
+impl Gateways {
+    pub(super) fn terminate(&mut self, grace: Duration) {
+        let mut children = std::mem::take(&mut self.0);
+        for c in &children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + grace;
+        for c in &mut children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Gateways {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(5));
+    }
+}
+
+/// A free loopback port, chosen by the OS (bound to port 0, then let go): for the embedded
+/// broker, which binds it moments later in this process, before any gateway starts.
+pub(super) fn os_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("no free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Waits for each gateway to bind its API on a port of the OS's choosing and write it to
+/// `api.addr` in its data dir; a gateway that exits meanwhile fails the simulation.
+pub(super) fn await_api_ports(setups: &mut [HomeSetup], gateways: &mut Gateways) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, s) in setups.iter_mut().enumerate() {
+        loop {
+            let text = std::fs::read_to_string(s.dir.join("api.addr")).unwrap_or_default();
+            if let Ok(addr) = text.trim().parse::<std::net::SocketAddr>() {
+                s.api_port = addr.port();
+                break;
+            }
+            if let Some(status) = gateways
+                .0
+                .get_mut(i)
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "gateway {i} exited ({status}) before its API was up; see {}",
+                    s.dir.join("gateway.log").display()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "gateway {i} did not start its API within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `GET path` on a gateway's API; the JSON body.
+pub(super) async fn api_get(port: u16, path: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let body = text.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
+}
