@@ -16,7 +16,7 @@ use gridlet_ledger::Hash32;
 use crate::clock::Clock;
 use crate::devices::{fresh, MeterStatus};
 use crate::journal::ReleaseJournal;
-use gridlet_core::release::{delivered_since, Action, ReleaseOrder, Releaser};
+use gridlet_core::release::{delivered_since, Action, PlanFollower, ReleaseOrder, Releaser};
 
 /// A delivery measured by the battery, to be reported on chain with a signed receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -86,10 +86,8 @@ pub struct BatteryStorage {
     polling: bool,
     meter: Option<Arc<Mutex<MeterStatus>>>,
     safe_after: Duration,
-    /// The day-ahead plan's set-point now (W, positive = discharge), if following one.
-    plan_w: Option<i32>,
-    /// The last plan set-point commanded, and when.
-    plan_sent: Option<(i32, std::time::Instant)>,
+    /// The day-ahead plan's set-point policy.
+    plan: PlanFollower,
 }
 
 /// Follow the day-ahead plan: hold this battery power (W, positive = discharge) until told
@@ -103,12 +101,9 @@ impl Handler<FollowPlan> for BatteryStorage {
     type Result = ();
 
     fn handle(&mut self, msg: FollowPlan, _: &mut Context<Self>) {
-        self.plan_w = msg.0;
+        self.plan.follow(msg.0);
     }
 }
-
-/// How often a held set-point is written again: well inside SunSpec's revert timeout.
-const PLAN_REFRESH: Duration = Duration::from_secs(10);
 
 impl BatteryStorage {
     /// A battery actor over a discovered device. In-flight trades from before a restart are
@@ -132,8 +127,7 @@ impl BatteryStorage {
             polling: false,
             meter: None,
             safe_after: settings.safe_after,
-            plan_w: None,
-            plan_sent: None,
+            plan: PlanFollower::default(),
         }
     }
 
@@ -227,29 +221,15 @@ impl BatteryStorage {
         }));
     }
 
-    /// The set-point the day-ahead plan wants now, when it differs from the last one sent (or
-    /// that one is old).
+    /// The set-point the day-ahead plan wants now, when it is due to be written.
     fn plan_actions(&mut self, meter_fresh: bool) -> Vec<Action> {
-        match self.plan_w {
-            None => match self.plan_sent.take() {
-                Some(_) => vec![Action::Idle],
-                None => Vec::new(),
-            },
-            Some(p) => {
-                let want = if meter_fresh { p } else { p.min(0) };
-                let due = self
-                    .plan_sent
-                    .is_none_or(|(sent, at)| sent != want || at.elapsed() >= PLAN_REFRESH);
-                if !due {
-                    return Vec::new();
-                }
-                self.plan_sent = Some((want, std::time::Instant::now()));
-                if let Ok(mut s) = self.status.lock() {
-                    s.plan_w = Some(want);
-                }
-                vec![Action::SetPower { power_w: want }]
+        let (actions, written) = self.plan.step(meter_fresh, self.clock.wall_ms());
+        if let Some(w) = written {
+            if let Ok(mut s) = self.status.lock() {
+                s.plan_w = Some(w);
             }
         }
+        actions
     }
 
     fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {

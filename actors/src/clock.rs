@@ -7,6 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// faster from `origin_ms` (for `gridlet sim`).
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
+    /// When this clock was made: wall time for delays that must not run faster with the
+    /// scenario (resends, resubmissions).
+    wall_origin: Instant,
     start: Instant,
     origin_ms: u64,
     speedup: f64,
@@ -19,6 +22,7 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Clock {
+            wall_origin: Instant::now(),
             start: Instant::now(),
             origin_ms: now,
             speedup: 1.0,
@@ -28,6 +32,7 @@ impl Clock {
     /// A scenario clock.
     pub fn scenario(origin_ms: u64, speedup: f64) -> Clock {
         Clock {
+            wall_origin: Instant::now(),
             start: Instant::now(),
             origin_ms,
             speedup,
@@ -44,6 +49,7 @@ impl Clock {
         let now = Instant::now();
         if wall < anchor_unix_ms {
             return Clock {
+                wall_origin: now,
                 start: now + Duration::from_millis(anchor_unix_ms - wall),
                 origin_ms,
                 speedup,
@@ -52,16 +58,23 @@ impl Clock {
         let since = Duration::from_millis(wall - anchor_unix_ms);
         match now.checked_sub(since) {
             Some(start) => Clock {
+                wall_origin: now,
                 start,
                 origin_ms,
                 speedup,
             },
             None => Clock {
+                wall_origin: now,
                 start: now,
                 origin_ms: origin_ms.saturating_add((since.as_millis() as f64 * speedup) as u64),
                 speedup,
             },
         }
+    }
+
+    /// Wall time since the clock was made, ms (monotonic; not scaled by the speedup).
+    pub fn wall_ms(&self) -> u64 {
+        u64::try_from(self.wall_origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// How much faster than wall time it runs.

@@ -6,15 +6,13 @@
 //! What no peer can give back — this home's plan (its battery powers are private) and its
 //! signed readings — is written to `dayahead.json` with fsync before it is acted on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use gridlet_ledger::crypto::Signature;
 use gridlet_ledger::genesis::ScheduleParams;
-use gridlet_ledger::market::billing::Reading;
 use gridlet_ledger::market::dispatch::DispatchParams;
 use gridlet_ledger::{Hash32, MemberKey, TxPayload};
 use secp256k1::{PublicKey, SecretKey};
@@ -22,15 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::battery::FollowPlan;
 use crate::bus::BusHandle;
+use crate::clock::Clock;
 use crate::devices::{fresh, MeterStatus};
-use crate::ledger_actor::{Clock, GetState, LedgerActor, SignAndSubmit};
+use crate::ledger_actor::{GetState, LedgerActor, SignAndSubmit};
 use crate::metrics as m;
+use gridlet_core::day_plan::{ChainDay, DayEffect, DayPolicy, DayView, IntervalReading};
 use gridlet_core::dispatch_session::{ProposalMessage, Session, SessionConfig, SessionEffect};
 use gridlet_core::node::BusMessage;
 use gridlet_core::readings::{IntervalMeter, OpenInterval};
 use gridlet_core::schedule::{local_step, Community, HomeData, HomePlan};
-
-const DAY_MS: u64 = 86_400_000;
 
 /// How the actor runs.
 #[derive(Debug, Clone)]
@@ -69,14 +67,6 @@ pub struct DayAheadConfig {
     pub meter_max_age: Duration,
 }
 
-/// A stored reading (hex signature, so the file is plain JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredReading {
-    interval: u32,
-    net_wh: i64,
-    signature: String,
-}
-
 /// This home's plan of a day: battery set-points per interval, W (positive = discharge).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StoredPlan {
@@ -87,7 +77,7 @@ struct StoredPlan {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct DayBook {
     plans: BTreeMap<u64, StoredPlan>,
-    readings: BTreeMap<u64, Vec<StoredReading>>,
+    readings: BTreeMap<u64, Vec<IntervalReading>>,
     /// The interval being metered, so a restart within it still closes it.
     #[serde(default)]
     open_interval: Option<OpenInterval>,
@@ -119,13 +109,6 @@ pub struct DayAheadStatus {
     pub setpoint_w: Option<i32>,
     /// Signed interval readings made.
     pub readings: u64,
-}
-
-/// The chain's view of the scheduled days: committed, my readings in, billed.
-#[derive(Debug, Clone, Copy, Default)]
-struct ChainDay {
-    mine_in: bool,
-    billed: bool,
 }
 
 /// A proposal from the bus.
@@ -166,19 +149,9 @@ pub struct DayAheadActor {
     last_plan: Option<HomePlan>,
     book: DayBook,
     interval_meter: IntervalMeter,
-    failed: BTreeSet<u64>,
+    policy: DayPolicy,
     chain: BTreeMap<u64, ChainDay>,
-    /// Finished commitments not yet seen on chain: (when finished, the payload).
-    pending_commit: BTreeMap<u64, (Instant, TxPayload)>,
-    /// Readings submitted, by day, and when.
-    readings_sent: BTreeMap<u64, Instant>,
-    followed: Option<i32>,
-    epoch: Instant,
 }
-
-/// How long a submitted transaction may take to show up before it is sent again (or, for a
-/// commitment, before a member other than the first sends it).
-const RESUBMIT_AFTER: Duration = Duration::from_secs(20);
 
 impl DayAheadActor {
     /// The actor; `battery` follows the plan (none: plan and bill only).
@@ -215,22 +188,18 @@ impl DayAheadActor {
             session: None,
             last_plan: None,
             book,
-            failed: BTreeSet::new(),
+            policy: DayPolicy::new(
+                cfg.lead_ms,
+                interval_ms,
+                usize::try_from(cfg.params.intervals).unwrap_or(0),
+            ),
             chain: BTreeMap::new(),
-            pending_commit: BTreeMap::new(),
-            readings_sent: BTreeMap::new(),
-            followed: None,
-            epoch: Instant::now(),
             cfg,
         })
     }
 
     fn wall_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn intervals(&self) -> usize {
-        usize::try_from(self.cfg.params.intervals).unwrap_or(0)
+        self.cfg.clock.wall_ms()
     }
 
     /// Writes the book durably (temporary file, fsync, rename, fsync of the directory).
@@ -285,7 +254,7 @@ impl DayAheadActor {
     fn give_up(&mut self, day: u64, why: &str) {
         tracing::warn!(day, %why, "day-ahead planning failed; the day runs without a schedule");
         metrics::counter!(m::DAYAHEAD_SESSIONS, "result" => "failed").increment(1);
-        self.failed.insert(day);
+        self.policy.failed(day);
         self.session = None;
     }
 
@@ -326,13 +295,8 @@ impl DayAheadActor {
         if submit {
             self.ledger.do_send(SignAndSubmit(payload.clone()));
         }
-        // Others send it too if it has not shown up on chain after a while.
-        let at = if submit {
-            Instant::now()
-        } else {
-            Instant::now() + RESUBMIT_AFTER
-        };
-        self.pending_commit.insert(day, (at, payload));
+        let wall = self.wall_ms();
+        self.policy.committed(day, payload, submit, wall);
     }
 
     fn sample_meter(&mut self, now_ms: u64) {
@@ -367,7 +331,7 @@ impl DayAheadActor {
             .readings
             .entry(r.day)
             .or_default()
-            .push(StoredReading {
+            .push(IntervalReading {
                 interval: r.reading.interval,
                 net_wh: r.reading.net_wh,
                 signature,
@@ -384,126 +348,74 @@ impl DayAheadActor {
         }
     }
 
-    /// Submits the readings of every finished, committed, unbilled day they are complete for.
-    fn submit_readings(&mut self, now_ms: u64) {
-        let today = now_ms / DAY_MS;
-        let intervals = self.intervals();
-        for (day, stored) in &self.book.readings {
-            if *day >= today {
-                continue;
-            }
-            let Some(chain) = self.chain.get(day) else {
-                continue;
-            };
-            if chain.billed || chain.mine_in {
-                continue;
-            }
-            if self
-                .readings_sent
-                .get(day)
-                .is_some_and(|at| at.elapsed() < RESUBMIT_AFTER)
-            {
-                continue;
-            }
-            let complete = stored.len() == intervals
-                && stored
-                    .iter()
-                    .enumerate()
-                    .all(|(i, r)| usize::try_from(r.interval).ok() == Some(i));
-            if !complete {
-                if !self.readings_sent.contains_key(day) {
-                    tracing::warn!(
-                        day,
-                        have = stored.len(),
-                        intervals,
-                        "meter readings incomplete (a gap in the meter data): the day cannot be billed from this home"
-                    );
-                    self.readings_sent
-                        .insert(*day, Instant::now() + Duration::from_secs(86_400));
+    /// Asks the policy what the day needs now and does it.
+    fn step_policy(&mut self, now_ms: u64, ctx: &mut Context<Self>) {
+        let plans: BTreeMap<u64, Vec<i32>> = self
+            .book
+            .plans
+            .iter()
+            .map(|(d, p)| (*d, p.battery_w.clone()))
+            .collect();
+        let view = DayView {
+            chain: &self.chain,
+            plans: &plans,
+            readings: &self.book.readings,
+            session_running: self.session.as_ref().is_some_and(|s| !s.is_done()),
+            session_done_day: self
+                .session
+                .as_ref()
+                .filter(|s| s.is_done())
+                .map(Session::day),
+        };
+        let wall = self.wall_ms();
+        for effect in self.policy.tick(now_ms, wall, view) {
+            match effect {
+                DayEffect::Plan { day } => self.start_session(day, ctx),
+                DayEffect::DropSession => self.session = None,
+                DayEffect::Submit(payload) => {
+                    match &payload {
+                        TxPayload::MeterReadings { day, .. } => {
+                            tracing::info!(day, "submitting the day's meter readings for billing")
+                        }
+                        _ => tracing::info!("day-ahead commitment not on chain yet; submitting it"),
+                    }
+                    self.ledger.do_send(SignAndSubmit(payload));
                 }
-                continue;
+                DayEffect::Follow(want) => {
+                    metrics::gauge!(m::DAYAHEAD_SETPOINT).set(f64::from(want.unwrap_or(0)));
+                    if let Some(b) = &self.battery {
+                        b.do_send(FollowPlan(want));
+                    }
+                }
+                DayEffect::ReadingsIncomplete {
+                    day,
+                    have,
+                    intervals,
+                } => tracing::warn!(
+                    day,
+                    have,
+                    intervals,
+                    "meter readings incomplete (a gap in the meter data): the day cannot be billed from this home"
+                ),
             }
-            let readings: Vec<Reading> = stored
-                .iter()
-                .map(|r| Reading {
-                    interval: r.interval,
-                    net_wh: r.net_wh,
-                    signature: Signature::from_hex(&r.signature),
-                })
-                .collect();
-            tracing::info!(day, "submitting the day's meter readings for billing");
-            self.ledger.do_send(SignAndSubmit(TxPayload::MeterReadings {
-                day: *day,
-                readings,
-            }));
-            self.readings_sent.insert(*day, Instant::now());
         }
     }
 
-    fn plan_and_follow(&mut self, now_ms: u64, ctx: &mut Context<Self>) {
-        // Plan the day that starts within the lead time.
-        let target = now_ms.saturating_add(self.cfg.lead_ms) / DAY_MS;
-        let running = self.session.as_ref().is_some_and(|s| !s.is_done());
-        if !running
-            && !self.chain.contains_key(&target)
-            && !self.book.plans.contains_key(&target)
-            && !self.failed.contains(&target)
-        {
-            tracing::info!(day = target, "planning the day with the community");
-            let cfg = SessionConfig {
-                chain_id: self.cfg.chain_id,
-                day: target,
-                params: self.cfg.params.clone(),
-                grid_tariff: self.cfg.grid_tariff,
-                members: self.cfg.members.clone(),
-                resend_ms: self.cfg.resend_ms,
-                deadline_ms: self.cfg.deadline_ms,
-            };
-            let (session, effects) = Session::start(cfg, self.cfg.me, self.cfg.key, self.wall_ms());
-            self.session = Some(session);
-            self.last_plan = None;
-            self.on_effects(effects, ctx);
-        }
-        // Resubmit commitments that did not make it.
-        for (day, (at, payload)) in self.pending_commit.iter_mut() {
-            if self.chain.contains_key(day) {
-                continue;
-            }
-            if Instant::now().saturating_duration_since(*at) >= RESUBMIT_AFTER {
-                tracing::info!(day, "day-ahead commitment not on chain yet; submitting it");
-                self.ledger.do_send(SignAndSubmit(payload.clone()));
-                *at = Instant::now();
-            }
-        }
-        let chain = &self.chain;
-        self.pending_commit.retain(|d, _| !chain.contains_key(d));
-        // A finished session can go once its day is on chain.
-        if self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.is_done() && self.chain.contains_key(&s.day()))
-        {
-            self.session = None;
-        }
-        // Follow today's plan once the community committed it.
-        let today = now_ms / DAY_MS;
-        let interval_ms = u64::from(self.cfg.params.interval_min).max(1) * 60_000;
-        let index = usize::try_from((now_ms % DAY_MS) / interval_ms).unwrap_or(usize::MAX);
-        let want = if self.chain.contains_key(&today) {
-            self.book
-                .plans
-                .get(&today)
-                .and_then(|p| p.battery_w.get(index).copied())
-        } else {
-            None
+    fn start_session(&mut self, day: u64, ctx: &mut Context<Self>) {
+        tracing::info!(day, "planning the day with the community");
+        let cfg = SessionConfig {
+            chain_id: self.cfg.chain_id,
+            day,
+            params: self.cfg.params.clone(),
+            grid_tariff: self.cfg.grid_tariff,
+            members: self.cfg.members.clone(),
+            resend_ms: self.cfg.resend_ms,
+            deadline_ms: self.cfg.deadline_ms,
         };
-        if want != self.followed {
-            self.followed = want;
-            metrics::gauge!(m::DAYAHEAD_SETPOINT).set(f64::from(want.unwrap_or(0)));
-            if let Some(b) = &self.battery {
-                b.do_send(FollowPlan(want));
-            }
-        }
+        let (session, effects) = Session::start(cfg, self.cfg.me, self.cfg.key, self.wall_ms());
+        self.session = Some(session);
+        self.last_plan = None;
+        self.on_effects(effects, ctx);
     }
 
     fn publish_status(&self) {
@@ -515,8 +427,8 @@ impl DayAheadActor {
                 .map(Session::day);
             s.iteration = self.session.as_ref().map_or(0, Session::round);
             s.planned_days = self.book.plans.keys().copied().collect();
-            s.failed_days = self.failed.iter().copied().collect();
-            s.setpoint_w = self.followed;
+            s.failed_days = self.policy.failed_days().collect();
+            s.setpoint_w = self.policy.followed();
         }
     }
 
@@ -548,8 +460,7 @@ impl DayAheadActor {
                     })
                     .collect();
             }
-            act.plan_and_follow(now_ms, ctx);
-            act.submit_readings(now_ms);
+            act.step_policy(now_ms, ctx);
             act.publish_status();
         }));
     }

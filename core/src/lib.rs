@@ -14,6 +14,8 @@
 //! - [`readings`]: signed interval meter readings for billing.
 //! - [`schedule`]: day-ahead schedule: local QP step, ADMM aggregator, centralized optimum.
 //! - [`dispatch_session`]: one home's part of the day-ahead ADMM over the bus.
+//! - [`day_plan`]: which day to plan, when to (re)submit commitments and readings, which
+//!   set-point to follow.
 
 // Every decision here is consensus-adjacent: do not panic or overflow silently (the ledger's
 // lint block, after lighthouse's state_processing).
@@ -29,6 +31,7 @@
 )]
 
 pub mod bids;
+pub mod day_plan;
 pub mod dispatch_session;
 pub mod node;
 pub mod readings;

@@ -187,6 +187,93 @@ impl Releaser {
     }
 }
 
+/// How often a held set-point is written again, ms: well inside SunSpec's revert timeout
+/// (model 124 `InOutWRte_RvrtTms`, which the battery driver sets to 60 s).
+pub const PLAN_REFRESH_MS: u64 = 10_000;
+
+/// Follows the day-ahead plan's battery set-point: says when to write it (changed, or held for
+/// [`PLAN_REFRESH_MS`]) and when to hand the battery back. Without fresh meter data only
+/// charging is allowed (the battery must not feed a grid nobody measures).
+#[derive(Debug, Clone, Default)]
+pub struct PlanFollower {
+    want_w: Option<i32>,
+    /// The set-point last written and when, ms.
+    sent: Option<(i32, u64)>,
+}
+
+impl PlanFollower {
+    /// The plan now asks for `want_w` (none: no plan, the battery's own control).
+    pub fn follow(&mut self, want_w: Option<i32>) {
+        self.want_w = want_w;
+    }
+
+    /// What to command at `now_ms`, while no release runs; `Some(w)` is the set-point written.
+    pub fn step(&mut self, meter_fresh: bool, now_ms: u64) -> (Vec<Action>, Option<i32>) {
+        let Some(plan) = self.want_w else {
+            return match self.sent.take() {
+                Some(_) => (vec![Action::Idle], None),
+                None => (Vec::new(), None),
+            };
+        };
+        let want = if meter_fresh { plan } else { plan.min(0) };
+        let due = self
+            .sent
+            .is_none_or(|(sent, at)| sent != want || now_ms.saturating_sub(at) >= PLAN_REFRESH_MS);
+        if !due {
+            return (Vec::new(), None);
+        }
+        self.sent = Some((want, now_ms));
+        (vec![Action::SetPower { power_w: want }], Some(want))
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn a_set_point_is_written_on_change_and_refreshed_and_charging_only_without_meter_data() {
+        let mut f = PlanFollower::default();
+        assert_eq!(
+            f.step(true, 0),
+            (vec![], None),
+            "no plan, nothing to hand back"
+        );
+        f.follow(Some(800));
+        assert_eq!(
+            f.step(true, 0),
+            (vec![Action::SetPower { power_w: 800 }], Some(800))
+        );
+        assert_eq!(f.step(true, PLAN_REFRESH_MS - 1), (vec![], None));
+        assert_eq!(
+            f.step(true, PLAN_REFRESH_MS),
+            (vec![Action::SetPower { power_w: 800 }], Some(800)),
+            "refreshed inside the revert timeout"
+        );
+        assert_eq!(
+            f.step(false, PLAN_REFRESH_MS + 1),
+            (vec![Action::SetPower { power_w: 0 }], Some(0)),
+            "stale meter: no discharge"
+        );
+        f.follow(Some(-500));
+        assert_eq!(
+            f.step(false, PLAN_REFRESH_MS + 2).1,
+            Some(-500),
+            "charging is allowed"
+        );
+        f.follow(None);
+        assert_eq!(
+            f.step(true, PLAN_REFRESH_MS + 3),
+            (vec![Action::Idle], None)
+        );
+        assert_eq!(
+            f.step(true, PLAN_REFRESH_MS + 4),
+            (vec![], None),
+            "handed back once"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
