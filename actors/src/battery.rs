@@ -14,7 +14,7 @@ use gridlet_drivers::quality::Reading;
 use gridlet_ledger::Hash32;
 
 use crate::clock::Clock;
-use crate::devices::{fresh, MeterStatus};
+use crate::devices::{fresh, MeterFeed};
 use crate::journal::ReleaseJournal;
 use gridlet_core::release::{delivered_since, Action, PlanFollower, ReleaseOrder, Releaser};
 
@@ -56,6 +56,20 @@ pub struct BatteryStatus {
     pub plan_w: Option<i32>,
 }
 
+/// The battery's latest values, as the battery actor sends them to the market actor.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatteryReadings {
+    /// Available energy, Wh, if valid.
+    pub available_wh: Option<f64>,
+    /// State of charge, %, if valid.
+    pub soc_pct: Option<f64>,
+    /// Power, W (positive = discharge), if valid.
+    pub power_w: Option<f64>,
+}
+
+/// The battery's feed: a single-slot channel holding its latest readings.
+pub type BatteryFeed = tokio::sync::watch::Receiver<BatteryReadings>;
+
 /// How the battery actor runs.
 #[derive(Debug, Clone, Copy)]
 pub struct BatterySettings {
@@ -84,7 +98,8 @@ pub struct BatteryStorage {
     deliveries: Recipient<Delivered>,
     status: Arc<Mutex<BatteryStatus>>,
     polling: bool,
-    meter: Option<Arc<Mutex<MeterStatus>>>,
+    meter: Option<MeterFeed>,
+    feed: Arc<tokio::sync::watch::Sender<BatteryReadings>>,
     safe_after: Duration,
     /// The day-ahead plan's set-point policy.
     plan: PlanFollower,
@@ -126,6 +141,7 @@ impl BatteryStorage {
             status,
             polling: false,
             meter: None,
+            feed: Arc::new(tokio::sync::watch::channel(BatteryReadings::default()).0),
             safe_after: settings.safe_after,
             plan: PlanFollower::default(),
         }
@@ -133,18 +149,27 @@ impl BatteryStorage {
 
     /// Watches the home's grid meter: when its data is older than the settings' `safe_after`,
     /// the battery stops discharging (a release pauses until the meter is back).
-    pub fn watch_meter(mut self, meter: Arc<Mutex<MeterStatus>>) -> Self {
+    pub fn watch_meter(mut self, meter: MeterFeed) -> Self {
         self.meter = Some(meter);
+        self
+    }
+
+    /// A receiver of this battery's readings.
+    pub fn feed(&self) -> BatteryFeed {
+        self.feed.subscribe()
+    }
+
+    /// Sends the readings into `tx` (a channel made before this actor, whose receivers were
+    /// handed out already).
+    pub fn publish_to(mut self, tx: tokio::sync::watch::Sender<BatteryReadings>) -> Self {
+        self.feed = Arc::new(tx);
         self
     }
 
     fn meter_fresh(&self) -> bool {
         match &self.meter {
             None => true,
-            Some(m) => m
-                .lock()
-                .map(|m| fresh(m.power_w, self.safe_after).is_some())
-                .unwrap_or(false),
+            Some(m) => fresh(m.borrow().power_w, self.safe_after).is_some(),
         }
     }
 
@@ -165,6 +190,11 @@ impl BatteryStorage {
             act.polling = false;
             let meter_fresh = act.meter_fresh();
             let valid = avail.valid().copied();
+            act.feed.send_replace(BatteryReadings {
+                available_wh: valid,
+                soc_pct: bat.soc_pct.valid().copied(),
+                power_w: bat.power_w.valid().copied(),
+            });
             if let Ok(mut s) = act.status.lock() {
                 s.available_wh = valid;
                 s.soc_pct = bat.soc_pct.valid().copied();

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::battery::FollowPlan;
 use crate::bus::BusHandle;
 use crate::clock::Clock;
-use crate::devices::{fresh, MeterStatus};
+use crate::devices::{fresh, MeterFeed};
 use crate::ledger_actor::{GetState, LedgerActor, SignAndSubmit};
 use crate::metrics as m;
 use gridlet_core::day_plan::{ChainDay, DayEffect, DayPolicy, DayView, IntervalReading};
@@ -142,7 +142,7 @@ pub struct DayAheadActor {
     ledger: Addr<LedgerActor>,
     bus: BusHandle,
     battery: Option<Recipient<FollowPlan>>,
-    meter: Arc<Mutex<MeterStatus>>,
+    meter: MeterFeed,
     status: Arc<Mutex<DayAheadStatus>>,
     session: Option<Session>,
     /// The local plan behind this home's latest proposal.
@@ -160,7 +160,7 @@ impl DayAheadActor {
         ledger: Addr<LedgerActor>,
         bus: BusHandle,
         battery: Option<Recipient<FollowPlan>>,
-        meter: Arc<Mutex<MeterStatus>>,
+        meter: MeterFeed,
         status: Arc<Mutex<DayAheadStatus>>,
     ) -> std::io::Result<DayAheadActor> {
         let p = DispatchParams::from_schedule(&cfg.params, cfg.grid_tariff);
@@ -300,13 +300,11 @@ impl DayAheadActor {
     }
 
     fn sample_meter(&mut self, now_ms: u64) {
-        let (import, export) = match self.meter.lock() {
-            Ok(s) => (
-                fresh(s.import_wh, self.cfg.meter_max_age),
-                fresh(s.export_wh, self.cfg.meter_max_age),
-            ),
-            Err(_) => (None, None),
-        };
+        let readings = *self.meter.borrow();
+        let (import, export) = (
+            fresh(readings.import_wh, self.cfg.meter_max_age),
+            fresh(readings.export_wh, self.cfg.meter_max_age),
+        );
         let (Some(import), Some(export)) = (import, export) else {
             return;
         };

@@ -18,6 +18,28 @@ use gridlet_drivers::mqtt_meter::{self, MqttMeterConfig};
 /// A value and when it was received.
 pub type Stamped = Option<(f64, Instant)>;
 
+/// A grid meter's latest values, as the meter actor sends them to the actors that act on them
+/// (battery safe state, market strategy, interval readings).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MeterReadings {
+    /// Grid power, W (positive = import).
+    pub power_w: Stamped,
+    /// Imported energy, Wh.
+    pub import_wh: Stamped,
+    /// Exported energy, Wh.
+    pub export_wh: Stamped,
+}
+
+/// The meter's feed: a single-slot channel holding its latest readings.
+pub type MeterFeed = tokio::sync::watch::Receiver<MeterReadings>;
+
+/// Where a meter's task writes: the status (for the API) and the feed (for the actors).
+#[derive(Clone)]
+struct MeterSink {
+    status: Arc<Mutex<MeterStatus>>,
+    feed: Arc<tokio::sync::watch::Sender<MeterReadings>>,
+}
+
 /// The value if it is no older than `max_age`.
 pub fn fresh(v: Stamped, max_age: Duration) -> Option<f64> {
     v.filter(|(_, at)| at.elapsed() <= max_age).map(|(x, _)| x)
@@ -183,7 +205,7 @@ pub struct GridMeter {
     source: MeterSource,
     stale_after: Duration,
     backoff: BackoffPolicy,
-    status: Arc<Mutex<MeterStatus>>,
+    sink: MeterSink,
 }
 
 impl GridMeter {
@@ -198,21 +220,39 @@ impl GridMeter {
             source,
             stale_after,
             backoff,
-            status,
+            sink: MeterSink {
+                status,
+                feed: Arc::new(tokio::sync::watch::channel(MeterReadings::default()).0),
+            },
         }
+    }
+
+    /// A receiver of this meter's readings.
+    pub fn feed(&self) -> MeterFeed {
+        self.sink.feed.subscribe()
     }
 }
 
-fn update(status: &Arc<Mutex<MeterStatus>>, f: impl FnOnce(&mut MeterStatus)) {
-    if let Ok(mut s) = status.lock() {
+fn update(sink: &MeterSink, f: impl FnOnce(&mut MeterStatus)) {
+    if let Ok(mut s) = sink.status.lock() {
         f(&mut s);
+        let readings = MeterReadings {
+            power_w: s.power_w,
+            import_wh: s.import_wh,
+            export_wh: s.export_wh,
+        };
+        sink.feed.send_if_modified(|old| {
+            let changed = *old != readings;
+            *old = readings;
+            changed
+        });
     }
 }
 
 async fn read_dsmr<R: tokio::io::AsyncRead + Unpin>(
     stream: R,
     stale_after: Duration,
-    status: &Arc<Mutex<MeterStatus>>,
+    status: &MeterSink,
 ) -> String {
     let mut reader = TelegramReader::new(stream, CrcKind::Arc, stale_after);
     loop {
@@ -257,7 +297,7 @@ async fn run_dsmr(
     source: MeterSource,
     stale_after: Duration,
     backoff: BackoffPolicy,
-    status: Arc<Mutex<MeterStatus>>,
+    status: MeterSink,
 ) {
     let mut failures = 0u32;
     loop {
@@ -296,7 +336,7 @@ async fn run_dsmr(
     }
 }
 
-async fn run_mqtt(cfg: MqttMeterConfig, status: Arc<Mutex<MeterStatus>>) {
+async fn run_mqtt(cfg: MqttMeterConfig, status: MeterSink) {
     let (mut rx, _task) = mqtt_meter::spawn(cfg);
     let (mut accepted, mut rejected, mut connects) = (0u64, 0u64, 0u64);
     while rx.changed().await.is_ok() {
@@ -360,6 +400,7 @@ impl Actor for GridMeter {
         let stale_after = self.stale_after;
         ctx.run_interval(Duration::from_secs(1), move |act, _| {
             let up = act
+                .sink
                 .status
                 .lock()
                 .map(|s| fresh(s.power_w, stale_after).is_some())
@@ -370,7 +411,7 @@ impl Actor for GridMeter {
                 0.0
             });
         });
-        let status = self.status.clone();
+        let status = self.sink.clone();
         match self.source.clone() {
             MeterSource::Mqtt(cfg) => {
                 ctx.spawn(run_mqtt(cfg, status).into_actor(self));

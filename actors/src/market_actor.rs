@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::battery::{BatteryStatus, BatteryStorage, Delivered, Release};
-use crate::devices::{fresh, MeterStatus};
+use crate::battery::{BatteryFeed, BatteryStorage, Delivered, Release};
+use crate::devices::{fresh, MeterFeed};
 use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit};
 use gridlet_core::bids::{BidBook, BidProgress, SealedBid};
 use gridlet_core::release::ReleaseOrder;
@@ -31,10 +31,10 @@ pub struct HomeLink {
     pub strategy: StrategyConfig,
     /// How often to look (real time).
     pub decide_every: Duration,
-    /// The grid meter's status.
-    pub meter: Option<Arc<Mutex<MeterStatus>>>,
-    /// The battery's status.
-    pub battery: Option<Arc<Mutex<BatteryStatus>>>,
+    /// The grid meter's readings.
+    pub meter: Option<MeterFeed>,
+    /// The battery's readings.
+    pub battery: Option<BatteryFeed>,
     /// Meter values older than this are not traded on.
     pub max_age: Duration,
     /// Data directory (the bid book lives there).
@@ -205,16 +205,13 @@ impl MarketActor {
         let grid_w = home
             .meter
             .as_ref()
-            .and_then(|m| m.lock().ok().and_then(|m| fresh(m.power_w, home.max_age)));
-        let (battery_wh, soc_pct, battery_w) = home
+            .and_then(|m| fresh(m.borrow().power_w, home.max_age));
+        let b = home
             .battery
             .as_ref()
-            .and_then(|b| {
-                b.lock()
-                    .ok()
-                    .map(|b| (b.available_wh, b.soc_pct, b.power_w))
-            })
-            .unwrap_or((None, None, None));
+            .map(|b| *b.borrow())
+            .unwrap_or_default();
+        let (battery_wh, soc_pct, battery_w) = (b.available_wh, b.soc_pct, b.power_w);
         HomeReadings {
             grid_w,
             battery_wh,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use gridlet_actors::battery::{BatterySettings, BatteryStatus, BatteryStorage, Delivered, Release};
 use gridlet_actors::clock::Clock;
-use gridlet_actors::devices::MeterStatus;
+use gridlet_actors::devices::{MeterFeed, MeterReadings};
 use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
 use gridlet_core::release::ReleaseOrder;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
@@ -47,7 +47,7 @@ async fn battery_with_meter(
     sim: &ModbusSim,
     journal_dir: &std::path::Path,
     out: Arc<Mutex<Vec<Delivered>>>,
-    meter: Option<Arc<Mutex<MeterStatus>>>,
+    meter: Option<MeterFeed>,
     status: Arc<Mutex<BatteryStatus>>,
 ) -> Addr<BatteryStorage> {
     let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
@@ -204,14 +204,17 @@ async fn stale_meter_data_stops_a_release_and_fresh_data_resumes_it_exactly() {
     let sim = battery_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let delivered = Arc::new(Mutex::new(Vec::new()));
-    let meter = Arc::new(Mutex::new(MeterStatus::default()));
+    // A meter that sends a reading every 10 ms while it is alive.
+    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
     let meter_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     {
-        let (meter, alive) = (meter.clone(), meter_alive.clone());
+        let alive = meter_alive.clone();
         actix::spawn(async move {
             loop {
                 if alive.load(std::sync::atomic::Ordering::SeqCst) {
-                    meter.lock().unwrap().power_w = Some((-1_000.0, std::time::Instant::now()));
+                    meter.send_modify(|m| {
+                        m.power_w = Some((-1_000.0, std::time::Instant::now()));
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -222,7 +225,7 @@ async fn stale_meter_data_stops_a_release_and_fresh_data_resumes_it_exactly() {
         &sim,
         dir.path(),
         delivered.clone(),
-        Some(meter.clone()),
+        Some(feed),
         status.clone(),
     )
     .await;

@@ -119,6 +119,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             None => None,
         };
         let mut statuses = Statuses::default();
+        let mut meter_feed = None;
         if let Some(m) = &cfg.meter {
             let status = Arc::new(Mutex::new(MeterStatus::default()));
             let meter = GridMeter::new(
@@ -130,6 +131,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 },
                 status.clone(),
             );
+            meter_feed = Some(meter.feed());
             actix::Supervisor::start(move |_| meter);
             statuses.meter = Some(status);
         }
@@ -159,11 +161,13 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         let decide_every = Duration::from_secs_f64(
             (cfg.strategy.period_ms as f64 / cfg.clock.speedup() / 4_000.0).clamp(0.05, 1.0),
         );
+        let (battery_tx, battery_rx) =
+            tokio::sync::watch::channel(gridlet_actors::battery::BatteryReadings::default());
         let home = HomeLink {
             strategy: cfg.strategy,
             decide_every,
-            meter: statuses.meter.clone(),
-            battery: statuses.battery.clone(),
+            meter: meter_feed.clone(),
+            battery: battery.as_ref().map(|_| battery_rx),
             max_age: cfg.meter_max_age,
             data_dir: cfg.data_dir.clone(),
             auction_round_blocks: genesis.market.auction_round_blocks,
@@ -172,7 +176,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             .with_status(statuses.market.clone())
             .with_home(home)?;
         let bstatus = statuses.battery.clone();
-        let meter_status = statuses.meter.clone();
+        let meter_for_battery = meter_feed.clone();
         // The battery actor is made inside the market actor's context (its deliveries go
         // there); the day-ahead actor needs its address too.
         let battery_addr: Arc<Mutex<Option<actix::Addr<BatteryStorage>>>> =
@@ -189,7 +193,8 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                         actix::AsyncContext::address(ctx).recipient(),
                         bstatus,
                     );
-                    if let Some(m) = meter_status {
+                    b = b.publish_to(battery_tx);
+                    if let Some(m) = meter_for_battery {
                         b = b.watch_meter(m);
                     }
                     let addr = actix::Actor::start(b);
@@ -207,8 +212,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         ));
         match (&cfg.schedule, &genesis.schedule) {
             (Some(setup), Some(params)) => {
-                let meter = statuses
-                    .meter
+                let meter = meter_feed
                     .clone()
                     .context("[schedule] needs a [meter]: billing runs on its readings")?;
                 let meter_key = attestor
