@@ -144,29 +144,7 @@ pub enum Command {
     },
     /// Day-ahead schedule of a generated community: ADMM (local QPs + aggregator) beside the
     /// centralized optimum; one JSON line.
-    Schedule {
-        /// Homes.
-        #[arg(long, default_value_t = 10)]
-        homes: usize,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Intervals of the day.
-        #[arg(long, default_value_t = 96)]
-        intervals: usize,
-        /// ADMM penalty ρ.
-        #[arg(long, default_value_t = 0.05)]
-        rho: f64,
-        /// Stop when both residuals are below this, kW.
-        #[arg(long, default_value_t = 0.01)]
-        tolerance: f64,
-        /// Iteration limit.
-        #[arg(long, default_value_t = 2000)]
-        max_iter: usize,
-        /// Skip the centralized solve (for very large communities).
-        #[arg(long)]
-        no_central: bool,
-    },
+    Schedule(crate::schedule_cmd::ScheduleArgs),
     /// The ledger and market of a community in lock-step in one process, without devices or
     /// bus (fast: for chain experiments and the scale figures).
     SimChain {

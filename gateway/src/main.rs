@@ -148,23 +148,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
-        Command::Schedule {
-            homes,
-            seed,
-            intervals,
-            rho,
-            tolerance,
-            max_iter,
-            no_central,
-        } => schedule_cmd::run(schedule_cmd::Args {
-            homes,
-            seed,
-            intervals,
-            rho,
-            tolerance,
-            max_iter,
-            no_central,
-        })?,
+        Command::Schedule(args) => schedule_cmd::run(args)?,
         Command::SimChain {
             homes,
             slots,

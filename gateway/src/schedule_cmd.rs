@@ -4,26 +4,34 @@
 use anyhow::Result;
 
 /// The command's arguments.
-pub struct Args {
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScheduleArgs {
     /// Homes.
+    #[arg(long, default_value_t = 10)]
     pub homes: usize,
-    /// Seed of the generated community.
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Intervals of the day.
+    #[arg(long, default_value_t = 96)]
     pub intervals: usize,
-    /// ADMM penalty.
+    /// ADMM penalty ρ.
+    #[arg(long, default_value_t = 0.05)]
     pub rho: f64,
-    /// Stopping tolerance, kW.
+    /// Stop when both residuals are below this, kW.
+    #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
     /// Iteration limit.
+    #[arg(long, default_value_t = 2000)]
     pub max_iter: usize,
-    /// Skip the centralized solve.
+    /// Skip the centralized solve (for very large communities).
+    #[arg(long)]
     pub no_central: bool,
 }
 
 /// Runs the schedule and prints its JSON line.
-pub fn run(a: Args) -> Result<()> {
-    let Args {
+pub fn run(a: ScheduleArgs) -> Result<()> {
+    let ScheduleArgs {
         homes,
         seed,
         intervals,
