@@ -123,7 +123,7 @@ pub struct Buy {
     /// The contract id.
     pub contract: Hash32,
     /// The exact payment.
-    pub payment: u64,
+    pub payment: gridlet_ledger::MicroCredits,
 }
 
 /// The market actor.
@@ -247,13 +247,13 @@ impl MarketActor {
             if let Some(t) = market.trades.values().max_by_key(|t| t.traded_height) {
                 if t.energy_wh > 0 {
                     // Payment per Wh × 1000: the price per kWh the trade settled at.
-                    let price = u128::from(t.payment) * 1000 / u128::from(t.energy_wh);
+                    let price = u128::from(t.payment.get()) * 1000 / u128::from(t.energy_wh);
                     metrics::gauge!(m::MARKET_LAST_PRICE).set(price as f64);
                 }
             }
-            metrics::gauge!(m::MARKET_ESCROW).set(market.escrow as f64);
+            metrics::gauge!(m::MARKET_ESCROW).set(market.escrow.get() as f64);
             let balance = state.account(&self.me).balance;
-            metrics::gauge!(m::MARKET_BALANCE).set(balance as f64);
+            metrics::gauge!(m::MARKET_BALANCE).set(balance.get() as f64);
             let mine = market
                 .trades
                 .values()
@@ -261,7 +261,7 @@ impl MarketActor {
                 .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
             if let Ok(mut s) = self.status.lock() {
                 s.traded_wh = mine;
-                s.balance = Some(balance);
+                s.balance = Some(balance.get());
             }
         }
         let Some(home) = self.home.clone() else {
@@ -348,7 +348,7 @@ impl MarketActor {
                     Err(e) => tracing::error!(%e, "not bidding"),
                 },
                 Decision::Buy { contract, payment } => {
-                    tracing::info!(%contract, payment, "buying energy");
+                    tracing::info!(%contract, %payment, "buying energy");
                     self.count(|s| s.purchases += 1);
                     self.ledger
                         .do_send(SignAndSubmit(TxPayload::Purchase { contract, payment }));

@@ -8,6 +8,7 @@ use gridlet_hil::lockstep::LockstepNet;
 use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Genesis, MemberKey, Transaction, TxPayload};
 use secp256k1::SecretKey;
 
@@ -20,7 +21,7 @@ fn community(n: usize) -> (Genesis, Vec<SecretKey>) {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(78, i as u64)),
-            balance: 1_000_000,
+            balance: MicroCredits::new(1_000_000),
         })
         .collect();
     (
@@ -57,10 +58,10 @@ fn four_nodes_agree_and_every_member_produces() {
         chain_id: genesis.hash(),
         sender: net.nodes[0].member(),
         nonce: 0,
-        fee: 100,
+        fee: MicroCredits::new(100),
         payload: TxPayload::Transfer {
             to: net.nodes[1].member(),
-            amount: 42,
+            amount: MicroCredits::new(42),
         },
     }
     .sign(&keys[0]);
@@ -71,7 +72,10 @@ fn four_nodes_agree_and_every_member_produces() {
     assert!(heads[0].0 >= 55, "{heads:?}");
     assert_eq!(net.rejected, 0, "nothing is refused on a lossless bus");
     let state = net.nodes[2].chain().chain().head_state().clone();
-    assert_eq!(state.account(&net.nodes[1].member()).balance, 1_000_042);
+    assert_eq!(
+        state.account(&net.nodes[1].member()).balance.get(),
+        1_000_042
+    );
     for n in &net.nodes {
         let k = n.member();
         let produced = (1..=heads[0].0)
@@ -112,10 +116,10 @@ fn a_transaction_in_an_abandoned_block_is_not_lost() {
         chain_id: genesis.hash(),
         sender: net.nodes[1].member(),
         nonce: 0,
-        fee: 100,
+        fee: MicroCredits::new(100),
         payload: TxPayload::Transfer {
             to: net.nodes[2].member(),
-            amount: 42,
+            amount: MicroCredits::new(42),
         },
     }
     .sign(&keys[1]);
@@ -144,6 +148,9 @@ fn a_transaction_in_an_abandoned_block_is_not_lost() {
     );
     // …and its transfer went back into the mempool and onto the common chain.
     let state = net.nodes[0].chain().chain().head_state().clone();
-    assert_eq!(state.account(&net.nodes[2].member()).balance, 1_000_042);
+    assert_eq!(
+        state.account(&net.nodes[2].member()).balance.get(),
+        1_000_042
+    );
     assert_eq!(state.account(&net.nodes[1].member()).nonce, 1);
 }

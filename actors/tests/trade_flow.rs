@@ -3,6 +3,7 @@
 //! (the HIL simulator over Modbus) releases exactly the traded Wh, A's battery signs the
 //! receipt, and escrow pays A.
 
+use gridlet_ledger::MicroCredits;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,7 +75,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&keys[i]),
             attestor: MemberKey::from_secret(&attestors[i]),
-            balance: 10_000_000,
+            balance: MicroCredits::new(10_000_000),
         })
         .collect();
     let mut genesis = Genesis::with_defaults("trade-flow", now_ms(), members, SelectionRule::Paper);
@@ -242,7 +243,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
         .map(|(id, c)| (*id, c.clone()))
         .unwrap();
     assert_eq!(c.seller, me_a);
-    let payment = c.energy_wh * c.price / 1000;
+    let payment = MicroCredits::new(c.energy_wh * c.price / 1000);
     let a_before = state.account(&me_a).balance;
     market_b.send(Buy { contract, payment }).await.unwrap();
     // Final, released, delivered by the battery, reported with the battery's receipt, settled.
@@ -256,8 +257,8 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     assert_eq!(trade.delivered_wh, Some(400));
     assert_eq!(trade.paid_out, payment);
     assert_eq!(
-        state.account(&me_a).balance,
-        a_before + payment - genesis.tx_fee
+        state.account(&me_a).balance.get(),
+        a_before.get() + payment.get() - genesis.tx_fee.get()
     );
     let discharged = match &sim.devices.lock().unwrap()[&1].model {
         DeviceModel::Battery(b) => b.discharged_mwh,

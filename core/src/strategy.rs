@@ -13,6 +13,7 @@
 
 use gridlet_ledger::market::book::{ContractStatus, MarketState};
 use gridlet_ledger::market::clearing::payment;
+use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Hash32, MemberKey};
 use serde::{Deserialize, Serialize};
 
@@ -169,7 +170,7 @@ pub enum Decision {
         /// Contract id.
         contract: Hash32,
         /// Exact payment.
-        payment: u64,
+        payment: MicroCredits,
     },
 }
 
@@ -180,8 +181,8 @@ pub struct ChainView<'a> {
     pub height: u64,
     /// The market after the head.
     pub market: &'a MarketState,
-    /// This home's balance, micro-credits.
-    pub balance: u64,
+    /// This home's balance.
+    pub balance: MicroCredits,
     /// Blocks per auction round (0: no auctions).
     pub auction_round_blocks: u64,
     /// Whether this home has a sealed bid not yet finished.
@@ -286,7 +287,8 @@ pub fn decide(
         .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
     if auctions {
         if battery_low && importing && !waiting && !chain.bid_pending {
-            let max_pay = payment(cfg.max_buy_wh, cfg.max_buy_price).unwrap_or(u64::MAX);
+            let max_pay = payment(cfg.max_buy_wh, cfg.max_buy_price)
+                .map_or(MicroCredits::MAX, MicroCredits::new);
             if max_pay <= balance {
                 out.push(Decision::Bid {
                     energy_wh: cfg.max_buy_wh,
@@ -309,7 +311,7 @@ pub fn decide(
             })
             .min_by_key(|(id, c)| (c.price, std::cmp::Reverse(c.energy_wh), **id));
         if let Some((id, c)) = best {
-            if let Ok(pay) = payment(c.energy_wh, c.price) {
+            if let Ok(pay) = payment(c.energy_wh, c.price).map(MicroCredits::new) {
                 if pay <= balance {
                     out.push(Decision::Buy {
                         contract: *id,
@@ -345,7 +347,7 @@ mod tests {
             &ChainView {
                 height,
                 market,
-                balance,
+                balance: MicroCredits::new(balance),
                 auction_round_blocks: 20,
                 bid_pending: false,
             },
@@ -439,15 +441,15 @@ mod tests {
                 },
                 seller: me,
                 energy_wh: 4_500,
-                payment: 1,
-                payers: vec![(key(1), 1)],
+                payment: MicroCredits::new(1),
+                payers: vec![(key(1), MicroCredits::new(1))],
                 traded_height: 1,
                 release_height: 4,
                 deadline_height: 60,
                 allocation: vec![],
                 released: true,
                 delivered_wh: None,
-                paid_out: 0,
+                paid_out: MicroCredits::new(0),
                 settled: false,
             },
         );
@@ -497,7 +499,7 @@ mod tests {
             d,
             vec![Decision::Buy {
                 contract: Hash32([2; 32]),
-                payment: 180_000,
+                payment: MicroCredits::new(180_000),
             }]
         );
         // Too poor, not importing, or battery not low: no purchase.
@@ -559,7 +561,7 @@ mod tests {
         let view = |height, bid_pending| ChainView {
             height,
             market: &m,
-            balance: 10_000_000,
+            balance: MicroCredits::new(10_000_000),
             auction_round_blocks: 20,
             bid_pending,
         };

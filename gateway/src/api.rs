@@ -227,7 +227,7 @@ async fn post_offer(
 #[serde(deny_unknown_fields)]
 struct PurchaseBody {
     contract: Hash32,
-    payment: u64,
+    payment: gridlet_ledger::MicroCredits,
 }
 
 #[post("/api/purchases")]

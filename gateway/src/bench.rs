@@ -1,6 +1,7 @@
 //! `gridlet bench ledger`: validation throughput beside the raw signature rate, measured in the
 //! same run so that a noisy or slow machine shows in both.
 
+use gridlet_ledger::MicroCredits;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -49,7 +50,7 @@ fn fixture() -> Result<Fixture> {
             name: format!("bench-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(100, i as u64)),
-            balance: 1_000_000_000,
+            balance: MicroCredits::new(1_000_000_000),
         })
         .collect();
     let genesis = Genesis::with_defaults("bench", 0, members, SelectionRule::Paper);
@@ -70,7 +71,7 @@ fn fixture() -> Result<Fixture> {
                     fee: genesis.tx_fee,
                     payload: TxPayload::Transfer {
                         to: MemberKey::from_secret(&keys[to]),
-                        amount: 1 + i as u64,
+                        amount: MicroCredits::new(1 + i as u64),
                     },
                 }
                 .sign(&keys[from]);
@@ -362,7 +363,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&keys[i]),
             attestor: MemberKey::from_secret(&attestors[i]),
-            balance: 1_000_000_000,
+            balance: MicroCredits::new(1_000_000_000),
         })
         .collect();
     let genesis = Genesis::with_defaults("bench-trades", 0, members, SelectionRule::Paper);
@@ -438,7 +439,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
                     buyer,
                     Input::Sign(Box::new(TxPayload::Purchase {
                         contract,
-                        payment: 1_000,
+                        payment: MicroCredits::new(1_000),
                     })),
                 )?;
                 let hex = net.published_txs[buyer].last().cloned().unwrap_or_default();

@@ -3,6 +3,7 @@
 //! A data directory holds `genesis.json` (the community file), `blocks.sled` (the chain) and
 //! `signer.state` (the last slot this node signed, fsync'd).
 
+use gridlet_ledger::MicroCredits;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,7 @@ pub fn install_genesis(data: &Path, genesis: &Genesis) -> Result<()> {
 }
 
 /// One `--member NAME,KEY_FILE,ATTESTOR_KEY_FILE` argument.
-pub fn parse_member(arg: &str, balance: u64) -> Result<Member> {
+pub fn parse_member(arg: &str, balance: gridlet_ledger::MicroCredits) -> Result<Member> {
     let parts: Vec<&str> = arg.split(',').collect();
     let [name, key, attestor] = parts.as_slice() else {
         bail!("--member {arg:?}: expected NAME,KEY_FILE,ATTESTOR_KEY_FILE");
@@ -94,7 +95,7 @@ pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
         g.finality_depth = v;
     }
     if let Some(v) = o.tx_fee {
-        g.tx_fee = v;
+        g.tx_fee = gridlet_ledger::MicroCredits::new(v);
     }
     if let Some(v) = o.fallback_ranks {
         g.selection.fallback_ranks = v;
@@ -258,7 +259,10 @@ pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) ->
                     sender: me,
                     nonce: nonce + i,
                     fee: genesis.tx_fee,
-                    payload: TxPayload::Transfer { to, amount: 1 },
+                    payload: TxPayload::Transfer {
+                        to,
+                        amount: MicroCredits::new(1),
+                    },
                 }
                 .sign(&sk)
             })

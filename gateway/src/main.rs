@@ -67,7 +67,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let members = members
                 .iter()
-                .map(|m| chain_cmd::parse_member(m, balance))
+                .map(|m| chain_cmd::parse_member(m, gridlet_ledger::MicroCredits::new(balance)))
                 .collect::<Result<Vec<_>>>()?;
             let genesis = chain_cmd::build_genesis(chain_cmd::GenesisOptions {
                 chain_id,

@@ -6,6 +6,7 @@
 //! reports what it delivered. Devices over Modbus/DSMR/MQTT and the bus join this loop with the
 //! gateway issue; the decisions here stand in for the market actor's strategy.
 
+use gridlet_ledger::MicroCredits;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -96,7 +97,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i as u64)),
-            balance: 100_000_000,
+            balance: MicroCredits::new(100_000_000),
         })
         .collect();
     let genesis = Genesis::with_defaults(
@@ -105,7 +106,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         members.clone(),
         o.rule,
     );
-    let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance)).sum();
+    let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance.get())).sum();
 
     let mut homes = Vec::with_capacity(o.homes);
     for (i, k) in keys.iter().enumerate() {
@@ -253,7 +254,8 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             }
             let balance = state.account(&homes[i].member).balance;
             if let Some(pos) = open.iter().position(|(_, _, seller, pay)| {
-                *seller != homes[i].member && *pay + genesis.tx_fee <= balance
+                *seller != homes[i].member
+                    && pay.saturating_add(genesis.tx_fee.get()) <= balance.get()
             }) {
                 let (_, contract, _, pay) = open.remove(pos);
                 let tx = sign(
@@ -261,7 +263,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                     i,
                     TxPayload::Purchase {
                         contract,
-                        payment: pay,
+                        payment: MicroCredits::new(pay),
                     },
                 );
                 mempool.push(tx);
@@ -280,7 +282,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                 from,
                 TxPayload::Transfer {
                     to: to_key,
-                    amount: 1 + rng.below(50_000),
+                    amount: MicroCredits::new(1 + rng.below(50_000)),
                 },
             );
             mempool.push(tx);
@@ -383,7 +385,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     });
     let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
     let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
-    let credits_to_sellers: u64 = market.trades.values().map(|t| t.paid_out).sum();
+    let credits_to_sellers: u64 = market.trades.values().map(|t| t.paid_out.get()).sum();
     let summary = json!({
         "homes": o.homes,
         "slots": o.slots,

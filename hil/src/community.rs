@@ -212,7 +212,7 @@ pub fn community_report(
         .collect();
     let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
     let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
-    let credits_moved: u64 = market.trades.values().map(|t| t.paid_out).sum();
+    let credits_moved: u64 = market.trades.values().map(|t| t.paid_out.get()).sum();
     let mut prices: Vec<(f64, u64)> = Vec::new();
     for t in market.trades.values() {
         if let TradeSource::Sale { contract } = t.source {

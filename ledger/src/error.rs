@@ -4,6 +4,7 @@
 use thiserror::Error;
 
 use crate::crypto::{Hash32, MemberKey};
+use crate::units::MicroCredits;
 
 /// Bytes that are not the canonical encoding of any value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -111,9 +112,9 @@ pub enum TxError {
     #[error("fee {found} differs from the community fee {expected}")]
     WrongFee {
         /// The genesis fee.
-        expected: u64,
+        expected: MicroCredits,
         /// The fee offered.
-        found: u64,
+        found: MicroCredits,
     },
     /// The nonce is not the sender's next nonce (a replay, or out of order).
     #[error("nonce {found} for {sender}, expected {expected}")]
@@ -126,14 +127,14 @@ pub enum TxError {
         found: u64,
     },
     /// The sender cannot pay amount plus fee.
-    #[error("{account} needs {needed} micro-credits, has {available}")]
+    #[error("{account} needs {needed}, has {available}")]
     BalanceInsufficient {
         /// The paying account.
         account: MemberKey,
         /// Amount plus fee.
-        needed: u64,
+        needed: MicroCredits,
         /// The balance.
-        available: u64,
+        available: MicroCredits,
     },
     /// A transfer of zero credits.
     #[error("transfer amount is zero")]
@@ -206,9 +207,9 @@ pub enum TxError {
     #[error("payment {found}, the contract costs {expected}")]
     WrongPayment {
         /// `energy × price / 1000`.
-        expected: u64,
+        expected: MicroCredits,
         /// The payment offered.
-        found: u64,
+        found: MicroCredits,
     },
     /// A seller buying its own contract.
     #[error("a seller cannot buy its own contract")]

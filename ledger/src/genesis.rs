@@ -4,6 +4,7 @@
 //! JSON text), so reformatting the file does not change the chain it names. Every transaction
 //! and block carries that hash as its chain id.
 
+use crate::units::MicroCredits;
 use std::collections::{BTreeMap, BTreeSet};
 
 use secp256k1::PublicKey;
@@ -26,8 +27,8 @@ pub struct Member {
     pub key: MemberKey,
     /// The key of the home's battery (ESS) attestor, which signs stored generation.
     pub attestor: MemberKey,
-    /// Initial balance in micro-credits.
-    pub balance: u64,
+    /// Initial balance.
+    pub balance: MicroCredits,
 }
 
 /// Parameters of producer selection (weights `W = α·E + β·A + γ·R`, see [`crate::selection`]).
@@ -140,7 +141,7 @@ pub struct Genesis {
     /// A block this many blocks below the head is final and never reverted.
     pub finality_depth: u64,
     /// Flat fee every transaction pays to the community account, micro-credits.
-    pub tx_fee: u64,
+    pub tx_fee: MicroCredits,
     /// Main-grid import tariff, micro-credits per kWh: no sale may ask more.
     pub grid_tariff: u64,
     /// Lowest price a bid may carry, micro-credits per kWh.
@@ -288,7 +289,7 @@ impl Genesis {
                 return Err(invalid("members", format!("duplicate key {}", m.key)));
             }
             total = total
-                .checked_add(m.balance)
+                .checked_add(m.balance.get())
                 .ok_or_else(|| invalid("members", "balances overflow u64"))?;
         }
         Ok(())
@@ -305,7 +306,7 @@ impl Genesis {
             .u64(self.genesis_time_ms)
             .u64(self.slot_ms)
             .u64(self.finality_depth)
-            .u64(self.tx_fee)
+            .u64(self.tx_fee.get())
             .u64(self.grid_tariff)
             .u64(self.floor_price)
             .u32(self.max_block_txs)
@@ -348,7 +349,7 @@ impl Genesis {
             w.var(m.name.as_bytes())
                 .fixed(&m.key.0)
                 .fixed(&m.attestor.0)
-                .u64(m.balance);
+                .u64(m.balance.get());
         }
         w.finish()
     }
@@ -412,7 +413,7 @@ impl Genesis {
             genesis_time_ms,
             slot_ms: 1_000,
             finality_depth: 3,
-            tx_fee: 100,
+            tx_fee: MicroCredits::new(100),
             grid_tariff: 300_000,
             floor_price: 50_000,
             max_block_txs: 5_000,
@@ -444,7 +445,7 @@ mod tests {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&deterministic_key(1, i)),
             attestor: MemberKey::from_secret(&deterministic_key(2, i)),
-            balance: 1_000,
+            balance: MicroCredits::new(1_000),
         }
     }
 
@@ -454,7 +455,7 @@ mod tests {
         let back = Genesis::from_json(&g.to_json()).unwrap();
         assert_eq!(back.hash(), g.hash());
         let mut other = g.clone();
-        other.tx_fee += 1;
+        other.tx_fee = MicroCredits::new(other.tx_fee.get() + 1);
         assert_ne!(other.hash(), g.hash());
     }
 

@@ -45,6 +45,7 @@ mod sigcheck;
 pub mod state;
 pub mod store;
 pub mod tx;
+pub mod units;
 
 pub use block::{Block, BlockHeader};
 pub use chain::{Chain, Inserted};
@@ -53,3 +54,4 @@ pub use error::{BlockError, DecodeError, GenesisError, StoreError, TxError};
 pub use genesis::Genesis;
 pub use state::LedgerState;
 pub use tx::{SignedTransaction, Transaction, TxPayload};
+pub use units::{MicroCredits, Price, WattHours};

@@ -54,6 +54,7 @@ mod tests {
     use super::*;
     use crate::crypto::{deterministic_key, Hash32, MemberKey};
     use crate::tx::{Transaction, TxPayload};
+    use crate::units::MicroCredits;
 
     fn transfers(n: u64) -> Vec<SignedTransaction> {
         let sk = deterministic_key(1, 1);
@@ -64,8 +65,11 @@ mod tests {
                     chain_id: Hash32([7; 32]),
                     sender: MemberKey::from_secret(&sk),
                     nonce,
-                    fee: 1,
-                    payload: TxPayload::Transfer { to, amount: 1 },
+                    fee: MicroCredits::new(1),
+                    payload: TxPayload::Transfer {
+                        to,
+                        amount: MicroCredits::new(1),
+                    },
                 }
                 .sign(&sk)
             })

@@ -5,6 +5,7 @@
 //! separately ([`Rules::verify_signature`]) so that a block's signatures can be verified in
 //! parallel before its transactions are applied in order.
 
+use crate::units::MicroCredits;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub struct Rules {
     /// The genesis hash.
     pub chain_id: Hash32,
     /// The flat fee.
-    pub tx_fee: u64,
+    pub tx_fee: MicroCredits,
     /// Most transactions per block.
     pub max_block_txs: u32,
     /// Finality depth.
@@ -91,8 +92,8 @@ impl Rules {
 /// A member's account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Account {
-    /// Micro-credits.
-    pub balance: u64,
+    /// The balance.
+    pub balance: MicroCredits,
     /// The next nonce this member must use.
     pub nonce: u64,
 }
@@ -180,8 +181,8 @@ impl LedgerState {
     /// Total micro-credits: member balances, the community account and escrow.
     pub fn total_credits(&self) -> u128 {
         let total = self.accounts.values().fold(
-            i128::from(self.community_balance).saturating_add(i128::from(self.market.escrow)),
-            |acc, a| acc.saturating_add(i128::from(a.balance)),
+            i128::from(self.community_balance).saturating_add(i128::from(self.market.escrow.get())),
+            |acc, a| acc.saturating_add(i128::from(a.balance.get())),
         );
         u128::try_from(total).unwrap_or(0)
     }
@@ -217,7 +218,8 @@ impl LedgerState {
             .nonce
             .checked_add(1)
             .ok_or(TxError::Overflow { account: tx.sender })?;
-        let fee = i64::try_from(tx.fee).map_err(|_| TxError::Overflow { account: tx.sender })?;
+        let fee =
+            i64::try_from(tx.fee.get()).map_err(|_| TxError::Overflow { account: tx.sender })?;
         self.community_balance
             .checked_add(fee)
             .ok_or(TxError::Overflow { account: tx.sender })?;
@@ -238,12 +240,20 @@ impl LedgerState {
                 self.apply_market(rules, stx, available)?;
             }
         }
-        // The rule applied; both kinds leave the fee in the sender's balance.
+        // The rule applied; both kinds leave the fee in the sender's balance. Neither step
+        // can fail after the checks above (the rules check amount plus fee), but if one did
+        // the block is refused rather than a balance bent.
+        let overflow = TxError::Overflow { account: tx.sender };
         let account = self.accounts.entry(tx.sender).or_default();
-        account.balance = account.balance.saturating_sub(tx.fee);
+        let balance = account
+            .balance
+            .checked_sub(tx.fee)
+            .ok_or(overflow.clone())?;
+        let community = self.community_balance.checked_add(fee).ok_or(overflow)?;
+        let account = self.accounts.entry(tx.sender).or_default();
+        account.balance = balance;
         account.nonce = next_nonce;
-        // Checked above; a day's billing in between moves it by at most what it checked.
-        self.community_balance = self.community_balance.saturating_add(fee);
+        self.community_balance = community;
         Ok(())
     }
 
@@ -252,12 +262,12 @@ impl LedgerState {
     fn apply_transfer(
         &mut self,
         from: MemberKey,
-        balance: u64,
+        balance: MicroCredits,
         to: MemberKey,
-        amount: u64,
-        fee: u64,
+        amount: MicroCredits,
+        fee: MicroCredits,
     ) -> Result<(), TxError> {
-        if amount == 0 {
+        if amount.is_zero() {
             return Err(TxError::ZeroAmount);
         }
         if to == from {
@@ -282,8 +292,11 @@ impl LedgerState {
             .balance
             .checked_add(amount)
             .ok_or(TxError::Overflow { account: to })?;
+        let debited = balance
+            .checked_sub(amount)
+            .ok_or(TxError::Overflow { account: from })?;
         if let Some(a) = self.accounts.get_mut(&from) {
-            a.balance = balance.saturating_sub(amount);
+            a.balance = debited;
         }
         if let Some(a) = self.accounts.get_mut(&to) {
             a.balance = credited;
@@ -371,7 +384,7 @@ impl LedgerState {
             .i64(self.community_balance);
         w.u32(u32::try_from(self.accounts.len()).unwrap_or(u32::MAX));
         for (k, a) in &self.accounts {
-            w.fixed(&k.0).u64(a.balance).u64(a.nonce);
+            w.fixed(&k.0).u64(a.balance.get()).u64(a.nonce);
         }
         w.u32(u32::try_from(self.last_produced.len()).unwrap_or(u32::MAX));
         for (k, h) in &self.last_produced {

@@ -5,6 +5,7 @@
 //! `SHA-256("gridlet/tx/v1" || encoding)`; a signed transaction is the encoding followed by the
 //! 64-byte signature, and its id is `SHA-256("gridlet/txid/v1" || signed bytes)`.
 
+use crate::units::MicroCredits;
 use secp256k1::SecretKey;
 use serde::Serialize;
 
@@ -248,7 +249,7 @@ pub enum TxPayload {
         /// The recipient.
         to: MemberKey,
         /// Micro-credits moved (the fee is paid on top).
-        amount: u64,
+        amount: MicroCredits,
     },
     /// Record the sender home's attested generation (the broadcast path).
     Attest(Attestation),
@@ -269,7 +270,7 @@ pub enum TxPayload {
         /// The sale contract (its transaction id).
         contract: Hash32,
         /// Exactly `energy_wh × price / 1000`, rounded down.
-        payment: u64,
+        payment: MicroCredits,
     },
     /// The seller's battery reports what it delivered for a released trade.
     Deliver {
@@ -342,7 +343,7 @@ impl TxPayload {
         w.u8(self.kind());
         match self {
             TxPayload::Transfer { to, amount } => {
-                w.fixed(&to.0).u64(*amount);
+                w.fixed(&to.0).u64(amount.get());
             }
             TxPayload::Attest(a) => a.encode_into(w),
             TxPayload::Sale {
@@ -355,7 +356,7 @@ impl TxPayload {
                 encode_optional_attestation(attestation, w);
             }
             TxPayload::Purchase { contract, payment } => {
-                w.fixed(&contract.0).u64(*payment);
+                w.fixed(&contract.0).u64(payment.get());
             }
             TxPayload::Deliver {
                 trade,
@@ -395,7 +396,7 @@ impl TxPayload {
         match r.u8()? {
             KIND_TRANSFER => Ok(TxPayload::Transfer {
                 to: MemberKey::from_bytes(r.array()?)?,
-                amount: r.u64()?,
+                amount: MicroCredits::new(r.u64()?),
             }),
             KIND_ATTEST => Ok(TxPayload::Attest(Attestation::decode_from(r)?)),
             KIND_SALE => Ok(TxPayload::Sale {
@@ -406,7 +407,7 @@ impl TxPayload {
             }),
             KIND_PURCHASE => Ok(TxPayload::Purchase {
                 contract: Hash32(r.array()?),
-                payment: r.u64()?,
+                payment: MicroCredits::new(r.u64()?),
             }),
             KIND_DELIVER => Ok(TxPayload::Deliver {
                 trade: Hash32(r.array()?),
@@ -450,7 +451,7 @@ pub struct Transaction {
     /// The sender's next nonce: each nonce is accepted once, in order.
     pub nonce: u64,
     /// Micro-credits paid to the community account; must equal the genesis fee.
-    pub fee: u64,
+    pub fee: MicroCredits,
     /// What the transaction does.
     pub payload: TxPayload,
 }
@@ -468,7 +469,7 @@ impl Transaction {
             .fixed(&self.chain_id.0)
             .fixed(&self.sender.0)
             .u64(self.nonce)
-            .u64(self.fee);
+            .u64(self.fee.get());
         self.payload.encode_into(w);
     }
 
@@ -485,7 +486,7 @@ impl Transaction {
             chain_id: Hash32(r.array()?),
             sender: MemberKey::from_bytes(r.array()?)?,
             nonce: r.u64()?,
-            fee: r.u64()?,
+            fee: MicroCredits::new(r.u64()?),
             payload: TxPayload::decode_from(r)?,
         })
     }
@@ -582,8 +583,11 @@ mod tests {
             chain_id: Hash32::sha256(b"chain"),
             sender: MemberKey::from_secret(&sk),
             nonce: 3,
-            fee: 10,
-            payload: TxPayload::Transfer { to, amount: 500 },
+            fee: MicroCredits::new(10),
+            payload: TxPayload::Transfer {
+                to,
+                amount: MicroCredits::new(500),
+            },
         };
         (tx.sign(&sk), sk)
     }

@@ -5,6 +5,7 @@ mod common;
 use common::Community;
 use gridlet_ledger::chain::Checks;
 use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Block, BlockError, Chain, Hash32, TxError};
 
 fn chain(c: &Community) -> Chain {
@@ -31,7 +32,7 @@ fn blocks_replay_identically_on_an_independent_node() {
     }
     assert_eq!(a.head_hash(), b.head_hash());
     assert_eq!(a.head_state().hash(), b.head_state().hash());
-    let fees = 30 * c.genesis.tx_fee;
+    let fees = 30 * c.genesis.tx_fee.get();
     assert_eq!(a.head_state().community_balance(), fees as i64);
     assert_eq!(a.head_state().total_credits(), 4 * 1_000_000);
 }
@@ -66,8 +67,8 @@ fn replayed_nonce_wrong_fee_and_overspend_are_rejected_with_reasons() {
         produced.rejected[1].1,
         TxError::BalanceInsufficient {
             account: c.member(0),
-            needed: 2_000_000 + c.genesis.tx_fee,
-            available: 1_000_000 - 500 - c.genesis.tx_fee,
+            needed: MicroCredits::new(2_000_000 + c.genesis.tx_fee.get()),
+            available: MicroCredits::new(1_000_000 - 500 - c.genesis.tx_fee.get()),
         }
     );
 
@@ -80,10 +81,10 @@ fn replayed_nonce_wrong_fee_and_overspend_are_rejected_with_reasons() {
         chain_id: c.genesis.hash(),
         sender: c.member(1),
         nonce: 0,
-        fee: 1,
+        fee: MicroCredits::new(1),
         payload: gridlet_ledger::TxPayload::Transfer {
             to: c.member(2),
-            amount: 5,
+            amount: MicroCredits::new(5),
         },
     };
     let signed = wrong_fee.clone().sign(&c.keys[1]);
@@ -91,7 +92,7 @@ fn replayed_nonce_wrong_fee_and_overspend_are_rejected_with_reasons() {
         state.apply_tx(ch.rules(), &signed),
         Err(TxError::WrongFee {
             expected: c.genesis.tx_fee,
-            found: 1
+            found: MicroCredits::new(1)
         })
     );
     wrong_fee.chain_id = Hash32::sha256(b"another community");

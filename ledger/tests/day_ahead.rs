@@ -14,6 +14,7 @@ use gridlet_ledger::market::dispatch::{proposal_digest, DispatchError};
 use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::tx::{ScheduleCommit, SignedProposal};
+use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Chain, MemberKey, SignedTransaction, Transaction, TxError, TxPayload};
 
 const DAY: u64 = 20_000;
@@ -43,7 +44,7 @@ impl Net {
         let mut c = Community::new(3, SelectionRule::Paper);
         c.genesis.schedule = Some(params());
         for m in &mut c.genesis.members {
-            m.balance = 100_000_000;
+            m.balance = MicroCredits::new(100_000_000);
         }
         let chain = Chain::new(c.genesis.clone()).unwrap();
         Net {
@@ -148,6 +149,7 @@ impl Net {
             .head_state()
             .account(&self.c.member(home))
             .balance
+            .get()
     }
 }
 
@@ -380,13 +382,13 @@ fn readings_bill_the_day_when_every_home_sent_them_and_credits_are_conserved() {
         let paid = bills[&n.c.member(h)];
         assert_eq!(
             i128::from(n.balance(h)),
-            i128::from(before[h]) - i128::from(fee) - i128::from(paid)
+            i128::from(before[h]) - i128::from(fee.get()) - i128::from(paid)
         );
     }
     let paid: i64 = bills.values().sum();
     assert_eq!(
         n.chain.head_state().community_balance(),
-        community_before + paid + 3 * fee as i64
+        community_before + paid + 3 * fee.get() as i64
     );
     assert_eq!(n.chain.head_state().total_credits(), total);
     assert!(n

@@ -13,6 +13,7 @@ use gridlet_ledger::market::{
 };
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::tx::Attestation;
+use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Chain, Hash32, SignedTransaction, Transaction, TxError, TxPayload};
 
 struct Market {
@@ -96,6 +97,7 @@ impl Market {
             .head_state()
             .account(&self.c.member(home))
             .balance
+            .get()
     }
 
     fn total(&self) -> u128 {
@@ -135,13 +137,13 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         1,
         TxPayload::Purchase {
             contract,
-            payment: 500_000,
+            payment: MicroCredits::new(500_000),
         },
     );
     let trade = purchase.id();
     assert!(m.block(&[purchase]).is_empty());
     assert_eq!(m.balance(1), buyer_before - 500_000 - 100);
-    assert_eq!(m.chain.head_state().market().escrow, 500_000);
+    assert_eq!(m.chain.head_state().market().escrow.get(), 500_000);
     assert!(matches!(
         m.chain.head_state().market().contracts[&contract].status,
         ContractStatus::Sold { .. }
@@ -189,7 +191,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     );
     assert!(m.block(&[deliver]).is_empty());
     assert_eq!(m.balance(0), seller_before + 500_000 - 100);
-    assert_eq!(m.chain.head_state().market().escrow, 0);
+    assert_eq!(m.chain.head_state().market().escrow.get(), 0);
     let t = &m.chain.head_state().market().trades[&trade];
     assert!(t.settled);
     assert_eq!(
@@ -200,10 +202,13 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         vec![(7, 2_000)]
     );
     assert_eq!(m.total(), TOTAL);
-    assert!(m
-        .events
-        .iter()
-        .any(|e| matches!(e, MarketEvent::Settled { refunded: 0, .. })));
+    assert!(m.events.iter().any(|e| matches!(
+        e,
+        MarketEvent::Settled {
+            refunded: MicroCredits::ZERO,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -236,14 +241,14 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
         1,
         TxPayload::Purchase {
             contract: c1,
-            payment: 100_000,
+            payment: MicroCredits::new(100_000),
         },
     );
     let p2 = m.tx(
         3,
         TxPayload::Purchase {
             contract: c2,
-            payment: 100_000,
+            payment: MicroCredits::new(100_000),
         },
     );
     let (t1, t2) = (p1.id(), p2.id());
@@ -265,7 +270,7 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     assert_eq!(m.balance(3), buyer3 + 100_000);
     assert_eq!(m.balance(0), seller0);
     let market = m.chain.head_state().market();
-    assert_eq!(market.escrow, 0);
+    assert_eq!(market.escrow.get(), 0);
     assert_eq!(
         market.sellable_wh(&m.c.member(0)),
         400,
@@ -383,21 +388,21 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         0,
         TxPayload::Purchase {
             contract,
-            payment: 100_000,
+            payment: MicroCredits::new(100_000),
         },
     );
     let wrong = m.tx(
         1,
         TxPayload::Purchase {
             contract,
-            payment: 99_999,
+            payment: MicroCredits::new(99_999),
         },
     );
     let unknown = m.tx(
         2,
         TxPayload::Purchase {
             contract: Hash32::sha256(b"nope"),
-            payment: 1,
+            payment: MicroCredits::new(1),
         },
     );
     let rejected = m.block(&[own, wrong, unknown]);
@@ -405,8 +410,8 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     assert_eq!(
         rejected[1].1,
         TxError::WrongPayment {
-            expected: 100_000,
-            found: 99_999
+            expected: MicroCredits::new(100_000),
+            found: MicroCredits::new(99_999)
         }
     );
     assert!(matches!(rejected[2].1, TxError::UnknownContract { .. }));
@@ -414,14 +419,14 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         1,
         TxPayload::Purchase {
             contract,
-            payment: 100_000,
+            payment: MicroCredits::new(100_000),
         },
     );
     let second = m.tx(
         2,
         TxPayload::Purchase {
             contract,
-            payment: 100_000,
+            payment: MicroCredits::new(100_000),
         },
     );
     let trade = first.id();
@@ -492,7 +497,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         1,
         TxPayload::Purchase {
             contract: c3,
-            payment: 800,
+            payment: MicroCredits::new(800),
         },
     );
     assert_eq!(
@@ -714,11 +719,11 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
         trades
             .iter()
             .find(|t| t.seller == m.c.member(home))
-            .map(|t| (t.energy_wh, t.payment))
+            .map(|t| (t.energy_wh, t.payment.get()))
     };
     assert_eq!(share(0), Some((1_000, 225_000)));
     assert_eq!(share(1), Some((2_000, 450_000)));
-    assert_eq!(market.escrow, 675_000);
+    assert_eq!(market.escrow.get(), 675_000);
     // Buyers paid their fills and got the unused escrow back: home 4 bid for 2 000 Wh at
     // 200 000 (400 000 escrowed), was filled 500 Wh (100 000) and got 300 000 back.
     assert_eq!(m.balance(4), balances_before[4] - 100 - 100_000);

@@ -5,6 +5,7 @@
 
 mod common;
 
+use gridlet_ledger::MicroCredits;
 use std::collections::BTreeMap;
 
 use common::Community;
@@ -140,9 +141,9 @@ fn check_invariants(w: &World) -> Result<(), TestCaseError> {
         .trades
         .values()
         .filter(|t| !t.settled)
-        .map(|t| t.payment - t.paid_out)
+        .map(|t| t.payment.get() - t.paid_out.get())
         .sum();
-    prop_assert_eq!(m.escrow, escrow);
+    prop_assert_eq!(m.escrow.get(), escrow);
     let mut sold: BTreeMap<Hash32, usize> = BTreeMap::new();
     for t in m.trades.values() {
         if let TradeSource::Sale { contract } = t.source {
@@ -191,9 +192,9 @@ proptest! {
                     let price = contract.energy_wh * contract.price / 1000;
                     let pay = if exact { price } else { price + 1 };
                     let height = w.state.height + 1;
-                    let t = w.tx(buyer, TxPayload::Purchase { contract: id, payment: pay });
+                    let t = w.tx(buyer, TxPayload::Purchase { contract: id, payment: MicroCredits::new(pay) });
                     let trade = t.id();
-                    let can_pay = w.state.account(&w.c.member(buyer)).balance >= pay + 100;
+                    let can_pay = w.state.account(&w.c.member(buyer)).balance.get() >= pay + 100;
                     let open = contract.status == ContractStatus::Open && height <= contract.expiry_height;
                     let ok = w.submit(buyer, t);
                     prop_assert_eq!(ok, open && exact && can_pay && contract.seller != w.c.member(buyer));
@@ -221,7 +222,7 @@ proptest! {
                     prop_assert_eq!(ok, expected);
                 }
                 Op::Transfer { from, to, amount } => {
-                    let t = w.tx(from, TxPayload::Transfer { to: w.c.member(to), amount });
+                    let t = w.tx(from, TxPayload::Transfer { to: w.c.member(to), amount: MicroCredits::new(amount) });
                     w.submit(from, t);
                 }
                 Op::Replay { pick } => {

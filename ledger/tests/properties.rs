@@ -3,6 +3,7 @@
 
 mod common;
 
+use gridlet_ledger::MicroCredits;
 use std::collections::BTreeMap;
 
 use common::Community;
@@ -22,8 +23,8 @@ proptest! {
             chain_id: c.genesis.hash(),
             sender: c.member(from),
             nonce,
-            fee,
-            payload: TxPayload::Transfer { to: c.member(to), amount },
+            fee: MicroCredits::new(fee),
+            payload: TxPayload::Transfer { to: c.member(to), amount: MicroCredits::new(amount) },
         }
         .sign(&c.keys[from]);
         let back = SignedTransaction::decode(tx.bytes()).unwrap();
@@ -68,7 +69,7 @@ proptest! {
         let c = Community::new(4, SelectionRule::Paper);
         let rules = Rules::from_genesis(&c.genesis).unwrap();
         let mut state = LedgerState::genesis(&c.genesis);
-        let fee = c.genesis.tx_fee;
+        let fee = c.genesis.tx_fee.get();
         let mut balances: BTreeMap<usize, u64> = (0..4).map(|i| (i, 1_000_000)).collect();
         let mut nonces = [0u64; 4];
         let mut community = 0u64;
@@ -88,7 +89,7 @@ proptest! {
             prop_assert_eq!(state.total_credits(), 4_000_000u128);
         }
         for i in 0..4 {
-            prop_assert_eq!(state.account(&c.member(i)).balance, balances[&i]);
+            prop_assert_eq!(state.account(&c.member(i)).balance.get(), balances[&i]);
             prop_assert_eq!(state.account(&c.member(i)).nonce, nonces[i]);
         }
         prop_assert_eq!(state.community_balance(), community as i64);

@@ -80,10 +80,12 @@ fn a_store_of_another_chain_is_refused() {
     drop(open_sled(dir.path(), c.genesis.clone(), 0).unwrap());
     let mut other: Genesis = c.genesis.clone();
     other.chain_id = "another".into();
-    assert!(matches!(
-        open_sled(dir.path(), other, 0),
-        Err(StoreError::WrongChain { .. })
-    ));
+    let reopened = open_sled(dir.path(), other, 0);
+    assert!(
+        matches!(reopened, Err(StoreError::WrongChain { .. })),
+        "{:?}",
+        reopened.map(|_| ())
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! stop producing, the orchestrator waits for them to agree on one tip, stops them with
 //! SIGTERM, re-verifies every data dir and writes `report.json` and `chart.png`.
 
+use gridlet_ledger::MicroCredits;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,7 +111,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&deterministic_key(o.seed, i)),
             attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i)),
-            balance: 100_000_000,
+            balance: MicroCredits::new(100_000_000),
         })
         .collect();
     let mut genesis = Genesis::with_defaults(
@@ -125,7 +126,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         genesis.schedule = Some(schedule_params(o.homes));
     }
     genesis.validate().context("simulation genesis")?;
-    let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance)).sum();
+    let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance.get())).sum();
     std::fs::write(o.report.join("genesis.json"), genesis.to_json())?;
 
     let (broker_host, broker_port) = match &o.broker {

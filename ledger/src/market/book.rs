@@ -1,6 +1,7 @@
 //! The market's part of the ledger state: attestations, sale contracts, trades in escrow and
 //! auction rounds, with their canonical encoding for the state hash.
 
+use crate::units::MicroCredits;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -84,10 +85,10 @@ pub struct Trade {
     pub seller: MemberKey,
     /// Energy sold, Wh.
     pub energy_wh: u64,
-    /// Micro-credits escrowed for the seller.
-    pub payment: u64,
+    /// Escrowed for the seller.
+    pub payment: MicroCredits,
     /// Who paid into escrow, and how much (refunds go back in these proportions).
-    pub payers: Vec<(MemberKey, u64)>,
+    pub payers: Vec<(MemberKey, MicroCredits)>,
     /// Height of the purchase (or clearing).
     pub traded_height: u64,
     /// Height at which the trade is final and the release order goes out.
@@ -100,8 +101,8 @@ pub struct Trade {
     pub released: bool,
     /// Metered delivery reported by the seller's battery.
     pub delivered_wh: Option<u64>,
-    /// Micro-credits paid out to the seller so far.
-    pub paid_out: u64,
+    /// Paid out to the seller so far.
+    pub paid_out: MicroCredits,
     /// Escrow fully paid out or refunded.
     pub settled: bool,
 }
@@ -126,8 +127,8 @@ pub struct RevealedBid {
     pub price: u64,
     /// Order of commitment.
     pub seq: u64,
-    /// Micro-credits held in escrow for it (its maximum payment).
-    pub escrowed: u64,
+    /// Held in escrow for it (its maximum payment).
+    pub escrowed: MicroCredits,
 }
 
 /// An auction round in progress.
@@ -163,9 +164,9 @@ pub enum MarketEvent {
         /// Energy delivered, Wh.
         delivered_wh: u64,
         /// Paid to the seller.
-        paid_to_seller: u64,
+        paid_to_seller: MicroCredits,
         /// Refunded to the payers.
-        refunded: u64,
+        refunded: MicroCredits,
     },
     /// An auction round cleared.
     RoundCleared {
@@ -206,8 +207,8 @@ pub struct MarketState {
     pub trades: BTreeMap<Hash32, Trade>,
     /// Auction rounds not yet cleared.
     pub rounds: BTreeMap<u64, AuctionRound>,
-    /// Micro-credits held in escrow.
-    pub escrow: u64,
+    /// Held in escrow.
+    pub escrow: MicroCredits,
     /// Day-ahead schedules by day.
     pub days: BTreeMap<u64, DayRecord>,
 }
@@ -271,7 +272,7 @@ impl MarketState {
 
     /// Appends the canonical encoding (see `docs/protocol.md` §7).
     pub fn encode_into(&self, w: &mut Writer) {
-        w.u64(self.escrow);
+        w.u64(self.escrow.get());
         len(w, self.attestations.len());
         for ((home, interval), r) in &self.attestations {
             w.fixed(&home.0)
@@ -310,10 +311,10 @@ impl MarketState {
                     w.u8(1).u64(round);
                 }
             }
-            w.fixed(&t.seller.0).u64(t.energy_wh).u64(t.payment);
+            w.fixed(&t.seller.0).u64(t.energy_wh).u64(t.payment.get());
             len(w, t.payers.len());
             for (k, v) in &t.payers {
-                w.fixed(&k.0).u64(*v);
+                w.fixed(&k.0).u64(v.get());
             }
             w.u64(t.traded_height)
                 .u64(t.release_height)
@@ -328,7 +329,7 @@ impl MarketState {
                     w.u8(1).u64(d);
                 }
             }
-            w.u64(t.paid_out).u8(u8::from(t.settled));
+            w.u64(t.paid_out.get()).u8(u8::from(t.settled));
         }
         len(w, self.rounds.len());
         for (round, r) in &self.rounds {
@@ -348,7 +349,7 @@ impl MarketState {
                     .u64(b.energy_wh)
                     .u64(b.price)
                     .u64(b.seq)
-                    .u64(b.escrowed);
+                    .u64(b.escrowed.get());
             }
         }
         len(w, self.days.len());

@@ -23,6 +23,7 @@ use crate::crypto::MemberKey;
 use crate::error::TxError;
 use crate::state::{LedgerState, Rules};
 use crate::tx::{Attestation, SignedTransaction, TxPayload};
+use crate::units::MicroCredits;
 
 pub(super) fn overflow(account: MemberKey) -> TxError {
     TxError::Overflow { account }
@@ -153,13 +154,13 @@ impl LedgerState {
         }
     }
 
-    pub(super) fn credit(&mut self, who: MemberKey, amount: u64) -> Result<(), TxError> {
+    pub(super) fn credit(&mut self, who: MemberKey, amount: MicroCredits) -> Result<(), TxError> {
         let account = self.accounts.entry(who).or_default();
         account.balance = account.balance.checked_add(amount).ok_or(overflow(who))?;
         Ok(())
     }
 
-    pub(super) fn debit(&mut self, who: MemberKey, amount: u64) -> Result<(), TxError> {
+    pub(super) fn debit(&mut self, who: MemberKey, amount: MicroCredits) -> Result<(), TxError> {
         let account = self.accounts.entry(who).or_default();
         account.balance =
             account
@@ -173,7 +174,11 @@ impl LedgerState {
         Ok(())
     }
 
-    pub(super) fn escrow_from(&mut self, from: MemberKey, amount: u64) -> Result<(), TxError> {
+    pub(super) fn escrow_from(
+        &mut self,
+        from: MemberKey,
+        amount: MicroCredits,
+    ) -> Result<(), TxError> {
         let escrow = self
             .market
             .escrow
@@ -184,7 +189,11 @@ impl LedgerState {
         Ok(())
     }
 
-    pub(super) fn escrow_pay(&mut self, to: MemberKey, amount: u64) -> Result<(), TxError> {
+    pub(super) fn escrow_pay(
+        &mut self,
+        to: MemberKey,
+        amount: MicroCredits,
+    ) -> Result<(), TxError> {
         let escrow = self.market.escrow.checked_sub(amount).ok_or(overflow(to))?;
         self.credit(to, amount)?;
         self.market.escrow = escrow;
@@ -197,7 +206,7 @@ impl LedgerState {
         &mut self,
         rules: &Rules,
         stx: &SignedTransaction,
-        available: u64,
+        available: MicroCredits,
     ) -> Result<(), TxError> {
         let tx = stx.tx();
         let me = tx.sender;
@@ -278,7 +287,9 @@ impl LedgerState {
                 if c.seller == me {
                     return Err(TxError::OwnContract);
                 }
-                let expected = payment(c.energy_wh, c.price).map_err(|_| overflow(me))?;
+                let expected = payment(c.energy_wh, c.price)
+                    .map(MicroCredits::new)
+                    .map_err(|_| overflow(me))?;
                 if *offered != expected {
                     return Err(TxError::WrongPayment {
                         expected,
@@ -288,8 +299,8 @@ impl LedgerState {
                 if *offered > available {
                     return Err(TxError::BalanceInsufficient {
                         account: me,
-                        needed: offered.saturating_add(rules.tx_fee),
-                        available: available.saturating_add(rules.tx_fee),
+                        needed: offered.checked_add(rules.tx_fee).ok_or(overflow(me))?,
+                        available: available.checked_add(rules.tx_fee).ok_or(overflow(me))?,
                     });
                 }
                 let release = height
@@ -312,7 +323,7 @@ impl LedgerState {
                     allocation: c.allocation.clone(),
                     released: false,
                     delivered_wh: None,
-                    paid_out: 0,
+                    paid_out: MicroCredits::ZERO,
                     settled: false,
                 };
                 let (seller, energy) = (c.seller, c.energy_wh);
@@ -363,11 +374,11 @@ impl LedgerState {
                 if !receipt.verify(&receipt_digest(&rules.chain_id, trade, *delivered_wh), key) {
                     return Err(TxError::BadReceipt { trade: *trade });
                 }
-                let pay = u128::from(t.payment)
-                    .saturating_mul(u128::from(*delivered_wh))
-                    .checked_div(u128::from(t.energy_wh))
-                    .and_then(|p| u64::try_from(p).ok())
-                    .unwrap_or(0);
+                // Delivered ≤ sold (checked above), so the share fits.
+                let pay = t
+                    .payment
+                    .prorate(*delivered_wh, t.energy_wh)
+                    .unwrap_or(MicroCredits::ZERO);
                 let full = *delivered_wh == t.energy_wh;
                 self.escrow_pay(me, pay)?;
                 if let Some(t) = self.market.trades.get_mut(trade) {
@@ -465,15 +476,17 @@ impl LedgerState {
                 let valid =
                     *energy_wh > 0 && *price <= rules.grid_tariff && *price >= rules.floor_price;
                 let escrowed = if valid {
-                    payment(*energy_wh, *price).map_err(|_| overflow(me))?
+                    payment(*energy_wh, *price)
+                        .map(MicroCredits::new)
+                        .map_err(|_| overflow(me))?
                 } else {
-                    0
+                    MicroCredits::ZERO
                 };
                 if escrowed > available {
                     return Err(TxError::BalanceInsufficient {
                         account: me,
-                        needed: escrowed.saturating_add(rules.tx_fee),
-                        available: available.saturating_add(rules.tx_fee),
+                        needed: escrowed.checked_add(rules.tx_fee).ok_or(overflow(me))?,
+                        available: available.checked_add(rules.tx_fee).ok_or(overflow(me))?,
                     });
                 }
                 self.escrow_from(me, escrowed)?;

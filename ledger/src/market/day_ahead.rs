@@ -2,6 +2,7 @@
 //! step over the signed proposals it carries) and the meter readings that bill the day once
 //! every home's are in (docs/scheduling.md, docs/protocol.md).
 
+use crate::units::MicroCredits;
 use std::collections::BTreeMap;
 
 use super::billing::{amount_owed, verify_readings, DayPrices, Reading};
@@ -159,7 +160,7 @@ impl LedgerState {
         home: MemberKey,
         day: u64,
         readings: &[Reading],
-        available: u64,
+        available: MicroCredits,
     ) -> Result<Option<MarketEvent>, TxError> {
         let p = schedule_params(rules)?;
         let record = self
@@ -217,13 +218,15 @@ impl LedgerState {
             } else {
                 self.account(member).balance
             };
-            let after = i128::from(balance)
+            let after = i128::from(balance.get())
                 .checked_sub(i128::from(owed))
                 .ok_or_else(overflow)?;
-            let after = u64::try_from(after).map_err(|_| TxError::BalanceInsufficient {
-                account: *member,
-                needed: u64::try_from(owed).unwrap_or(0),
-                available: balance,
+            let after = u64::try_from(after).map(MicroCredits::new).map_err(|_| {
+                TxError::BalanceInsufficient {
+                    account: *member,
+                    needed: MicroCredits::new(u64::try_from(owed).unwrap_or(0)),
+                    available: balance,
+                }
             })?;
             // The sender's fee is taken from its balance afterwards.
             let stored = if *member == home {

@@ -10,6 +10,7 @@ use super::clearing::{clear, split_largest_remainder, Bid, ClearingInput, Seller
 use crate::crypto::{Hash32, MemberKey};
 use crate::error::TxError;
 use crate::state::{LedgerState, Rules};
+use crate::units::MicroCredits;
 
 pub(super) use super::contracts::round_phase;
 
@@ -21,13 +22,13 @@ impl LedgerState {
             return Err(TxError::UnknownTrade { trade: id });
         };
         let refund = t.payment.saturating_sub(t.paid_out);
-        let weights: Vec<u64> = t.payers.iter().map(|(_, v)| *v).collect();
+        let weights: Vec<u64> = t.payers.iter().map(|(_, v)| v.get()).collect();
         for ((payer, _), part) in t
             .payers
             .iter()
-            .zip(split_largest_remainder(refund, &weights))
+            .zip(split_largest_remainder(refund.get(), &weights))
         {
-            self.escrow_pay(*payer, part)?;
+            self.escrow_pay(*payer, MicroCredits::new(part))?;
         }
         let delivered = t.delivered_wh.unwrap_or(0);
         self.give_back(
@@ -85,12 +86,14 @@ impl LedgerState {
                 .collect(),
         };
         let out = clear(&input).ok();
-        let mut payers: Vec<(MemberKey, u64)> = Vec::new();
+        let mut payers: Vec<(MemberKey, MicroCredits)> = Vec::new();
         for (buyer, bid) in &bids {
             let fill = out
                 .as_ref()
                 .and_then(|o| o.fills.iter().find(|f| f.bid == buyer.to_hex()));
-            let paid = fill.map_or(0, |f| f.paid.min(bid.escrowed));
+            let paid = fill.map_or(MicroCredits::ZERO, |f| {
+                MicroCredits::new(f.paid).min(bid.escrowed)
+            });
             self.escrow_pay(*buyer, bid.escrowed.saturating_sub(paid))?;
             if let Some(f) = fill {
                 payers.push((*buyer, paid));
@@ -124,7 +127,7 @@ impl LedgerState {
                         source: TradeSource::Auction { round },
                         seller: s.seller,
                         energy_wh: sold,
-                        payment: revenue,
+                        payment: MicroCredits::new(revenue),
                         payers: payers.clone(),
                         traded_height: height,
                         release_height: release,
@@ -132,7 +135,7 @@ impl LedgerState {
                         allocation: kept,
                         released: false,
                         delivered_wh: None,
-                        paid_out: 0,
+                        paid_out: MicroCredits::ZERO,
                         settled: false,
                     },
                 );

@@ -7,6 +7,7 @@ use gridlet_ledger::chain::Checks;
 use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::selection::SelectionRule;
+use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Block, Chain, Genesis, MemberKey, SignedTransaction, Transaction, TxPayload};
 use secp256k1::SecretKey;
 
@@ -27,7 +28,7 @@ impl Community {
                 name: format!("home-{i}"),
                 key: MemberKey::from_secret(k),
                 attestor: MemberKey::from_secret(&deterministic_key(43, i as u64)),
-                balance: 1_000_000,
+                balance: MicroCredits::new(1_000_000),
             })
             .collect();
         let genesis = Genesis::with_defaults("test-community", 0, list, rule);
@@ -53,7 +54,7 @@ impl Community {
             fee: self.genesis.tx_fee,
             payload: TxPayload::Transfer {
                 to: self.member(to),
-                amount,
+                amount: MicroCredits::new(amount),
             },
         }
         .sign(&self.keys[from])
