@@ -66,15 +66,15 @@ pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()
 mod tests {
     use super::*;
     use gridlet_ledger::crypto::deterministic_key;
-    use gridlet_ledger::{Hash32, MemberKey, TxPayload};
+    use gridlet_ledger::{Hash32, MemberKey, Price, TxPayload, WattHours};
 
     #[test]
     fn a_second_bid_waits_for_the_next_round_and_the_book_survives_a_restart() {
         let chain = Hash32([9; 32]);
         let me = MemberKey::from_secret(&deterministic_key(1, 1));
         let mut book = BidBook::default();
-        book.add(1_000, 200_000, Hash32([5; 32]));
-        book.add(500, 100_000, Hash32([6; 32]));
+        book.add(WattHours::new(1_000), Price::new(200_000), Hash32([5; 32]));
+        book.add(WattHours::new(500), Price::new(100_000), Hash32([6; 32]));
         assert_eq!(book.step(&chain, &me, 20, 1).len(), 1);
         let dir = tempfile::tempdir().unwrap();
         save_bids(&book, dir.path()).unwrap();

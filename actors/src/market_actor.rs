@@ -10,7 +10,7 @@ use actix::prelude::*;
 use gridlet_ledger::crypto::Signature;
 use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
 use gridlet_ledger::tx::Attestation;
-use gridlet_ledger::{Hash32, MemberKey, TxPayload};
+use gridlet_ledger::{Hash32, MemberKey, Price, TxPayload, WattHours};
 use secp256k1::SecretKey;
 
 use std::path::PathBuf;
@@ -68,10 +68,10 @@ pub enum BidError {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), BidError>")]
 pub struct PlaceBid {
-    /// Energy wanted, Wh.
-    pub energy_wh: u64,
-    /// Price, micro-credits per kWh.
-    pub price: u64,
+    /// Energy wanted.
+    pub energy_wh: WattHours,
+    /// Price.
+    pub price: Price,
 }
 
 /// This home's bids and how far they got.
@@ -108,10 +108,10 @@ pub struct MarketStatus {
 pub struct Offer {
     /// Market interval of the attested generation.
     pub interval: u64,
-    /// Energy attested and offered, Wh.
-    pub energy_wh: u64,
-    /// Price, micro-credits per kWh.
-    pub price: u64,
+    /// Energy attested and offered.
+    pub energy_wh: WattHours,
+    /// Price.
+    pub price: Price,
     /// Last height the offer can be bought at.
     pub expiry_height: u64,
 }
@@ -242,12 +242,12 @@ impl MarketActor {
             let traded = market
                 .trades
                 .values()
-                .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
+                .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh.get()));
             metrics::counter!(m::MARKET_TRADED_WH).absolute(traded);
             if let Some(t) = market.trades.values().max_by_key(|t| t.traded_height) {
-                if t.energy_wh > 0 {
+                if !t.energy_wh.is_zero() {
                     // Payment per Wh × 1000: the price per kWh the trade settled at.
-                    let price = u128::from(t.payment.get()) * 1000 / u128::from(t.energy_wh);
+                    let price = u128::from(t.payment.get()) * 1000 / u128::from(t.energy_wh.get());
                     metrics::gauge!(m::MARKET_LAST_PRICE).set(price as f64);
                 }
             }
@@ -258,7 +258,7 @@ impl MarketActor {
                 .trades
                 .values()
                 .filter(|t| t.seller == self.me || t.payers.iter().any(|(p, _)| *p == self.me))
-                .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
+                .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh.get()));
             if let Ok(mut s) = self.status.lock() {
                 s.traded_wh = mine;
                 s.balance = Some(balance.get());
@@ -315,7 +315,7 @@ impl MarketActor {
                     price,
                     expiry_height,
                 } => {
-                    tracing::info!(energy_wh, price, "offering stored energy");
+                    tracing::info!(%energy_wh, %price, "offering stored energy");
                     self.offer(Offer {
                         interval,
                         energy_wh,
@@ -333,7 +333,7 @@ impl MarketActor {
                     };
                     tracing::info!(
                         round,
-                        energy_wh,
+                        %energy_wh,
                         "pooling stored energy in an auction round"
                     );
                     self.count(|s| s.offers += 1);
@@ -344,7 +344,9 @@ impl MarketActor {
                     }));
                 }
                 Decision::Bid { energy_wh, price } => match self.place_bid(energy_wh, price) {
-                    Ok(()) => tracing::info!(energy_wh, price, "bidding in the next auction round"),
+                    Ok(()) => {
+                        tracing::info!(%energy_wh, %price, "bidding in the next auction round")
+                    }
                     Err(e) => tracing::error!(%e, "not bidding"),
                 },
                 Decision::Buy { contract, payment } => {
@@ -358,7 +360,7 @@ impl MarketActor {
     }
 
     /// The battery's attestation of `energy_wh` stored in `interval`; none without a battery key.
-    fn attest(&self, interval: u64, energy_wh: u64) -> Option<Attestation> {
+    fn attest(&self, interval: u64, energy_wh: WattHours) -> Option<Attestation> {
         let Some(attestor) = &self.attestor else {
             tracing::warn!("no battery key configured: only a battery can attest energy to offer");
             return None;
@@ -372,7 +374,7 @@ impl MarketActor {
     }
 
     /// Adds a sealed bid and writes the book (with its salt) to disk before anything is sent.
-    fn place_bid(&mut self, energy_wh: u64, price: u64) -> Result<(), BidError> {
+    fn place_bid(&mut self, energy_wh: WattHours, price: Price) -> Result<(), BidError> {
         let Some(home) = &self.home else {
             return Err(BidError::NotSetUp);
         };
@@ -433,7 +435,7 @@ impl Handler<PlaceBid> for MarketActor {
         if home.auction_round_blocks == 0 {
             return Err(BidError::NoAuctions);
         }
-        if msg.energy_wh == 0 {
+        if msg.energy_wh.is_zero() {
             return Err(BidError::ZeroEnergy);
         }
         self.place_bid(msg.energy_wh, msg.price)
@@ -466,7 +468,7 @@ impl Handler<ChainEvents> for MarketActor {
                 let blocks_left = deadline_height.saturating_sub(msg.height);
                 let order = ReleaseOrder {
                     trade,
-                    energy_wh,
+                    energy_wh: energy_wh.get(),
                     deadline_ms: self
                         .clock
                         .now_ms()
@@ -474,8 +476,8 @@ impl Handler<ChainEvents> for MarketActor {
                 };
                 match &self.battery {
                     Some(b) => {
-                        tracing::info!(%trade, energy_wh, "trade final: releasing");
-                        self.ordered.insert(trade, energy_wh);
+                        tracing::info!(%trade, %energy_wh, "trade final: releasing");
+                        self.ordered.insert(trade, energy_wh.get());
                         self.count(|s| s.releases += 1);
                         b.do_send(Release(order));
                     }
@@ -495,7 +497,7 @@ impl Handler<Delivered> for MarketActor {
             return;
         };
         let receipt = Signature::sign(
-            &receipt_digest(&self.chain_id, &msg.trade, msg.delivered_wh),
+            &receipt_digest(&self.chain_id, &msg.trade, WattHours::new(msg.delivered_wh)),
             attestor,
         );
         tracing::info!(trade = %msg.trade, delivered_wh = msg.delivered_wh, "reporting delivery");
@@ -511,7 +513,7 @@ impl Handler<Delivered> for MarketActor {
         });
         self.ledger.do_send(SignAndSubmit(TxPayload::Deliver {
             trade: msg.trade,
-            delivered_wh: msg.delivered_wh,
+            delivered_wh: WattHours::new(msg.delivered_wh),
             receipt,
         }));
     }

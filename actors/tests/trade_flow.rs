@@ -3,7 +3,7 @@
 //! (the HIL simulator over Modbus) releases exactly the traded Wh, A's battery signs the
 //! receipt, and escrow pays A.
 
-use gridlet_ledger::MicroCredits;
+use gridlet_ledger::{MicroCredits, Price, WattHours};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -218,8 +218,8 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     market_a
         .send(Offer {
             interval: 1,
-            energy_wh: 400,
-            price: 200_000,
+            energy_wh: WattHours::new(400),
+            price: Price::new(200_000),
             expiry_height: 10_000,
         })
         .await
@@ -243,7 +243,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
         .map(|(id, c)| (*id, c.clone()))
         .unwrap();
     assert_eq!(c.seller, me_a);
-    let payment = MicroCredits::new(c.energy_wh * c.price / 1000);
+    let payment = c.price.cost_of(c.energy_wh).unwrap();
     let a_before = state.account(&me_a).balance;
     market_b.send(Buy { contract, payment }).await.unwrap();
     // Final, released, delivered by the battery, reported with the battery's receipt, settled.
@@ -254,7 +254,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     )
     .await;
     let trade = state.market().trades.values().next().unwrap();
-    assert_eq!(trade.delivered_wh, Some(400));
+    assert_eq!(trade.delivered_wh, Some(WattHours::new(400)));
     assert_eq!(trade.paid_out, payment);
     assert_eq!(
         state.account(&me_a).balance.get(),

@@ -7,16 +7,16 @@
 //! actor persists the book before it sends anything.
 
 use gridlet_ledger::market::{auction_phase, bid_commitment};
-use gridlet_ledger::{Hash32, MemberKey, TxPayload};
+use gridlet_ledger::{Hash32, MemberKey, Price, TxPayload, WattHours};
 use serde::{Deserialize, Serialize};
 
 /// One sealed bid and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedBid {
-    /// Energy wanted, Wh.
-    pub energy_wh: u64,
-    /// Price, micro-credits per kWh.
-    pub price: u64,
+    /// Energy wanted.
+    pub energy_wh: WattHours,
+    /// Price.
+    pub price: Price,
     /// The secret that hides the bid until the reveal.
     pub salt: Hash32,
     /// The round it was committed to.
@@ -50,7 +50,7 @@ const MARGIN: u64 = 2;
 
 impl BidBook {
     /// Adds a bid; it is committed in the next commit phase with enough blocks left.
-    pub fn add(&mut self, energy_wh: u64, price: u64, salt: Hash32) {
+    pub fn add(&mut self, energy_wh: WattHours, price: Price, salt: Hash32) {
         self.bids.push(SealedBid {
             energy_wh,
             price,
@@ -139,7 +139,7 @@ mod tests {
         let chain = Hash32([9; 32]);
         let me = MemberKey::from_secret(&deterministic_key(1, 1));
         let mut book = BidBook::default();
-        book.add(1_000, 200_000, Hash32([5; 32]));
+        book.add(WattHours::new(1_000), Price::new(200_000), Hash32([5; 32]));
         // Rounds of 20 blocks: round 0 is heights 1–20, commit 1–10, reveal 11–20.
         assert!(
             book.step(&chain, &me, 20, 9).is_empty(),
@@ -151,7 +151,14 @@ mod tests {
             c,
             vec![TxPayload::BidCommit {
                 round: 1,
-                commitment: bid_commitment(&chain, 1, &me, 1_000, 200_000, &Hash32([5; 32])),
+                commitment: bid_commitment(
+                    &chain,
+                    1,
+                    &me,
+                    WattHours::new(1_000),
+                    Price::new(200_000),
+                    &Hash32([5; 32])
+                ),
             }]
         );
         assert!(book.step(&chain, &me, 20, 22).is_empty(), "committed once");
@@ -160,8 +167,8 @@ mod tests {
             r,
             vec![TxPayload::BidReveal {
                 round: 1,
-                energy_wh: 1_000,
-                price: 200_000,
+                energy_wh: WattHours::new(1_000),
+                price: Price::new(200_000),
                 salt: Hash32([5; 32]),
             }]
         );

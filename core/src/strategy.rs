@@ -13,8 +13,8 @@
 
 use gridlet_ledger::market::book::{ContractStatus, MarketState};
 use gridlet_ledger::market::clearing::payment;
-use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Hash32, MemberKey};
+use gridlet_ledger::{MicroCredits, Price, WattHours};
 use serde::{Deserialize, Serialize};
 
 /// Strategy settings (the `[strategy]` section of the gateway config).
@@ -28,22 +28,22 @@ pub struct StrategyConfig {
     /// State of charge kept for the home itself, %.
     pub reserve_soc_pct: u8,
     /// Smallest offer worth a transaction, Wh.
-    pub min_offer_wh: u64,
+    pub min_offer_wh: WattHours,
     /// Largest single offer, Wh.
-    pub max_offer_wh: u64,
+    pub max_offer_wh: WattHours,
     /// Asking price, micro-credits per kWh.
-    pub offer_price: u64,
+    pub offer_price: Price,
     /// How many blocks an offer stays open.
     pub offer_blocks: u64,
     /// Highest price paid, micro-credits per kWh.
-    pub max_buy_price: u64,
+    pub max_buy_price: Price,
     /// Buy only while the battery is below this state of charge, %.
     pub buy_below_soc_pct: u8,
     /// Buy only while the home's deficit (grid import plus what its battery discharges to
     /// cover it) is at least this much, W.
     pub buy_above_import_w: u32,
     /// Largest single purchase, Wh.
-    pub max_buy_wh: u64,
+    pub max_buy_wh: WattHours,
     /// Sell by joining auction rounds and buy by sealed bids (at `max_buy_price`) instead of
     /// sale contracts, where the community runs auctions.
     pub auctions: bool,
@@ -55,14 +55,14 @@ impl Default for StrategyConfig {
             enabled: true,
             period_ms: 15 * 60 * 1000,
             reserve_soc_pct: 30,
-            min_offer_wh: 200,
-            max_offer_wh: 2_000,
-            offer_price: 200_000,
+            min_offer_wh: WattHours::new(200),
+            max_offer_wh: WattHours::new(2_000),
+            offer_price: Price::new(200_000),
             offer_blocks: 30,
-            max_buy_price: 250_000,
+            max_buy_price: Price::new(250_000),
             buy_below_soc_pct: 20,
             buy_above_import_w: 300,
-            max_buy_wh: 2_000,
+            max_buy_wh: WattHours::new(2_000),
             auctions: false,
         }
     }
@@ -80,7 +80,7 @@ pub struct StrategyConfigError {
 
 impl StrategyConfig {
     /// Checks the settings against the community's price band.
-    pub fn check(&self, floor_price: u64, grid_tariff: u64) -> Result<(), StrategyConfigError> {
+    pub fn check(&self, floor_price: Price, grid_tariff: Price) -> Result<(), StrategyConfigError> {
         let err = |field, reason: String| Err(StrategyConfigError { field, reason });
         if self.period_ms < 1_000 {
             return err("period_ms", format!("{} is below 1000", self.period_ms));
@@ -88,7 +88,7 @@ impl StrategyConfig {
         if self.reserve_soc_pct > 100 || self.buy_below_soc_pct > 100 {
             return err("reserve_soc_pct", "percentages are 0–100".into());
         }
-        if self.min_offer_wh == 0 || self.min_offer_wh > self.max_offer_wh {
+        if self.min_offer_wh.is_zero() || self.min_offer_wh > self.max_offer_wh {
             return err(
                 "min_offer_wh",
                 format!(
@@ -101,8 +101,10 @@ impl StrategyConfig {
             return err(
                 "offer_price",
                 format!(
-                    "{} is outside the community's band {floor_price}–{grid_tariff}",
-                    self.offer_price
+                    "{} is outside the community's band {}–{}",
+                    self.offer_price.get(),
+                    floor_price.get(),
+                    grid_tariff.get()
                 ),
             );
         }
@@ -110,8 +112,9 @@ impl StrategyConfig {
             return err(
                 "max_buy_price",
                 format!(
-                    "{} is above the grid tariff {grid_tariff}",
-                    self.max_buy_price
+                    "{} is above the grid tariff {}",
+                    self.max_buy_price.get(),
+                    grid_tariff.get()
                 ),
             );
         }
@@ -143,9 +146,9 @@ pub enum Decision {
         /// Attestation interval (one per period).
         interval: u64,
         /// Energy, Wh.
-        energy_wh: u64,
+        energy_wh: WattHours,
         /// Price, micro-credits per kWh.
-        price: u64,
+        price: Price,
         /// Last height it can be bought at.
         expiry_height: u64,
     },
@@ -156,14 +159,14 @@ pub enum Decision {
         /// Attestation interval.
         interval: u64,
         /// Energy, Wh.
-        energy_wh: u64,
+        energy_wh: WattHours,
     },
     /// Place a sealed bid in the next auction round.
     Bid {
         /// Energy wanted, Wh.
-        energy_wh: u64,
+        energy_wh: WattHours,
         /// Price, micro-credits per kWh.
-        price: u64,
+        price: Price,
     },
     /// Buy a contract.
     Buy {
@@ -191,24 +194,24 @@ pub struct ChainView<'a> {
 
 /// Energy this home has promised and not yet delivered: open contracts, energy pooled in
 /// auction rounds not yet cleared, and unreported trades.
-pub fn promised_wh(market: &MarketState, me: &MemberKey) -> u64 {
+pub fn promised_wh(market: &MarketState, me: &MemberKey) -> WattHours {
     let open = market
         .contracts
         .values()
         .filter(|c| c.seller == *me && c.status == ContractStatus::Open)
-        .fold(0u64, |acc, c| acc.saturating_add(c.energy_wh));
+        .fold(0u64, |acc, c| acc.saturating_add(c.energy_wh.get()));
     let trading = market
         .trades
         .values()
         .filter(|t| t.seller == *me && t.delivered_wh.is_none() && !t.settled)
-        .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh));
+        .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh.get()));
     let pooled = market
         .rounds
         .values()
         .flat_map(|r| r.sellers.iter())
         .filter(|s| s.seller == *me)
-        .fold(0u64, |acc, s| acc.saturating_add(s.energy_wh));
-    open.saturating_add(trading).saturating_add(pooled)
+        .fold(0u64, |acc, s| acc.saturating_add(s.energy_wh.get()));
+    WattHours::new(open.saturating_add(trading).saturating_add(pooled))
 }
 
 /// The auction round whose commit phase covers the next block and the one after it.
@@ -246,7 +249,7 @@ pub fn decide(
         if !has_open_offer && !attested_this_interval && soc > 0.0 {
             let capacity = stored / (soc / 100.0);
             let reserve = capacity * f64::from(cfg.reserve_soc_pct) / 100.0;
-            let free = (stored - reserve).max(0.0) as u64;
+            let free = WattHours::new((stored - reserve).max(0.0) as u64);
             let offer = free
                 .saturating_sub(promised_wh(market, me))
                 .min(cfg.max_offer_wh);
@@ -287,8 +290,7 @@ pub fn decide(
         .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
     if auctions {
         if battery_low && importing && !waiting && !chain.bid_pending {
-            let max_pay = payment(cfg.max_buy_wh, cfg.max_buy_price)
-                .map_or(MicroCredits::MAX, MicroCredits::new);
+            let max_pay = payment(cfg.max_buy_wh, cfg.max_buy_price).unwrap_or(MicroCredits::MAX);
             if max_pay <= balance {
                 out.push(Decision::Bid {
                     energy_wh: cfg.max_buy_wh,
@@ -311,7 +313,7 @@ pub fn decide(
             })
             .min_by_key(|(id, c)| (c.price, std::cmp::Reverse(c.energy_wh), **id));
         if let Some((id, c)) = best {
-            if let Ok(pay) = payment(c.energy_wh, c.price).map(MicroCredits::new) {
+            if let Ok(pay) = payment(c.energy_wh, c.price) {
                 if pay <= balance {
                     out.push(Decision::Buy {
                         contract: *id,
@@ -361,12 +363,12 @@ mod tests {
     fn contract(seller: MemberKey, energy_wh: u64, price: u64) -> SaleContract {
         SaleContract {
             seller,
-            energy_wh,
-            price,
+            energy_wh: WattHours::new(energy_wh),
+            price: Price::new(price),
             expiry_height: 100,
             allocation: vec![Allocation {
                 interval: 1,
-                wh: energy_wh,
+                wh: WattHours::new(energy_wh),
             }],
             status: ContractStatus::Open,
         }
@@ -385,7 +387,7 @@ mod tests {
     #[test]
     fn offers_what_is_stored_above_the_reserve_up_to_the_cap() {
         let cfg = StrategyConfig {
-            max_offer_wh: 10_000,
+            max_offer_wh: WattHours::new(10_000),
             ..StrategyConfig::default()
         };
         let d = decide_plain(
@@ -402,7 +404,7 @@ mod tests {
             d,
             vec![Decision::Offer {
                 interval: 3,
-                energy_wh: 5_000,
+                energy_wh: WattHours::new(5_000),
                 price: cfg.offer_price,
                 expiry_height: 10 + cfg.offer_blocks,
             }]
@@ -418,17 +420,14 @@ mod tests {
         );
         assert!(matches!(
             capped[..],
-            [Decision::Offer {
-                energy_wh: 2_000,
-                ..
-            }]
+            [Decision::Offer { energy_wh, .. }] if energy_wh == WattHours::new(2_000)
         ));
     }
 
     #[test]
     fn promised_energy_is_not_offered_twice_and_one_offer_stays_open() {
         let cfg = StrategyConfig {
-            max_offer_wh: 10_000,
+            max_offer_wh: WattHours::new(10_000),
             ..StrategyConfig::default()
         };
         let me = key(0);
@@ -440,7 +439,7 @@ mod tests {
                     contract: Hash32([2; 32]),
                 },
                 seller: me,
-                energy_wh: 4_500,
+                energy_wh: WattHours::new(4_500),
                 payment: MicroCredits::new(1),
                 payers: vec![(key(1), MicroCredits::new(1))],
                 traded_height: 1,
@@ -454,7 +453,9 @@ mod tests {
             },
         );
         let d = decide_plain(&cfg, &me, 0, 10, &full_battery(), &m, 0);
-        assert!(matches!(d[..], [Decision::Offer { energy_wh: 500, .. }]));
+        assert!(
+            matches!(d[..], [Decision::Offer { energy_wh, .. }] if energy_wh == WattHours::new(500))
+        );
         m.contracts
             .insert(Hash32([3; 32]), contract(me, 500, 200_000));
         assert!(decide_plain(&cfg, &me, 0, 10, &full_battery(), &m, 0).is_empty());
@@ -534,26 +535,35 @@ mod tests {
     #[test]
     fn settings_outside_the_price_band_are_refused_by_field() {
         let cfg = StrategyConfig {
-            offer_price: 400_000,
-            ..StrategyConfig::default()
-        };
-        assert_eq!(cfg.check(50_000, 300_000).unwrap_err().field, "offer_price");
-        let cfg = StrategyConfig {
-            max_buy_price: 301_000,
+            offer_price: Price::new(400_000),
             ..StrategyConfig::default()
         };
         assert_eq!(
-            cfg.check(50_000, 300_000).unwrap_err().field,
+            cfg.check(Price::new(50_000), Price::new(300_000))
+                .unwrap_err()
+                .field,
+            "offer_price"
+        );
+        let cfg = StrategyConfig {
+            max_buy_price: Price::new(301_000),
+            ..StrategyConfig::default()
+        };
+        assert_eq!(
+            cfg.check(Price::new(50_000), Price::new(300_000))
+                .unwrap_err()
+                .field,
             "max_buy_price"
         );
-        assert!(StrategyConfig::default().check(50_000, 300_000).is_ok());
+        assert!(StrategyConfig::default()
+            .check(Price::new(50_000), Price::new(300_000))
+            .is_ok());
     }
 
     #[test]
     fn with_auctions_a_seller_joins_the_round_in_its_commit_phase_and_a_buyer_bids() {
         let cfg = StrategyConfig {
             auctions: true,
-            max_offer_wh: 10_000,
+            max_offer_wh: WattHours::new(10_000),
             ..StrategyConfig::default()
         };
         let me = key(0);
@@ -572,7 +582,7 @@ mod tests {
             vec![Decision::Join {
                 round: 1,
                 interval: 0,
-                energy_wh: 5_000
+                energy_wh: WattHours::new(5_000)
             }]
         );
         // Too late in the commit phase, or in the reveal phase: wait for the next round.

@@ -195,8 +195,8 @@ async fn offers(state: web::Data<ApiState>) -> impl Responder {
 #[serde(deny_unknown_fields)]
 struct OfferBody {
     interval: u64,
-    energy_wh: u64,
-    price: u64,
+    energy_wh: gridlet_ledger::WattHours,
+    price: gridlet_ledger::Price,
     expiry_height: u64,
 }
 
@@ -210,7 +210,7 @@ async fn post_offer(
         return *r;
     }
     let b = body.into_inner();
-    if b.energy_wh == 0 {
+    if b.energy_wh.is_zero() {
         return HttpResponse::BadRequest().json(json!({"error": "energy_wh must be positive"}));
     }
     state.market.do_send(Offer {
@@ -252,8 +252,8 @@ async fn post_purchase(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BidBody {
-    energy_wh: u64,
-    price: u64,
+    energy_wh: gridlet_ledger::WattHours,
+    price: gridlet_ledger::Price,
 }
 
 #[post("/api/bids")]

@@ -350,6 +350,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
     use gridlet_ledger::market::{attestation_digest, MarketEvent};
     use gridlet_ledger::tx::Attestation;
     use gridlet_ledger::{Hash32, SignedTransaction, TxPayload};
+    use gridlet_ledger::{Price, WattHours};
 
     const HOMES: usize = 5;
     let keys: Vec<SecretKey> = (0..HOMES as u64)
@@ -373,7 +374,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
     // Each home attests generation and offers `per_seller` small contracts.
     for (i, att) in attestors.iter().enumerate() {
         let me = MemberKey::from_secret(&keys[i]);
-        let wh = 10 * per_seller as u64;
+        let wh = WattHours::new(10 * per_seller as u64);
         let digest = attestation_digest(&chain_id, &me, 0, wh);
         let a = Attestation {
             interval: 0,
@@ -385,8 +386,8 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
             net.input(
                 i,
                 Input::Sign(Box::new(TxPayload::Sale {
-                    energy_wh: 10,
-                    price: 100_000,
+                    energy_wh: WattHours::new(10),
+                    price: Price::new(100_000),
                     expiry_height: 1_000_000,
                     attestation: None,
                 })),

@@ -231,7 +231,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                     gridlet_actors::day_ahead::DayAheadConfig {
                         chain_id,
                         params: params.clone(),
-                        grid_tariff: genesis.grid_tariff,
+                        grid_tariff: genesis.grid_tariff.get(),
                         members: genesis.member_public_keys()?,
                         me,
                         key: sk,

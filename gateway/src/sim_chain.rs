@@ -6,7 +6,7 @@
 //! reports what it delivered. Devices over Modbus/DSMR/MQTT and the bus join this loop with the
 //! gateway issue; the decisions here stand in for the market actor's strategy.
 
-use gridlet_ledger::MicroCredits;
+use gridlet_ledger::{MicroCredits, Price, WattHours};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -178,7 +178,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                 energy
             };
             let receipt = Signature::sign(
-                &receipt_digest(&chain_id, &trade, delivered),
+                &receipt_digest(&chain_id, &trade, WattHours::new(delivered)),
                 &homes[seller].attestor,
             );
             let tx = sign(
@@ -186,7 +186,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                 seller,
                 TxPayload::Deliver {
                     trade,
-                    delivered_wh: delivered,
+                    delivered_wh: WattHours::new(delivered),
                     receipt,
                 },
             );
@@ -198,8 +198,8 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             for i in 0..homes.len() {
                 let mid = time_ms.saturating_sub(1_800_000);
                 let pv = gridlet_hil::devices::solar_profile_w(homes[i].nameplate_w, mid);
-                let surplus_wh = u64::from(pv.saturating_sub(homes[i].load_w));
-                if surplus_wh > 0 {
+                let surplus_wh = WattHours::new(u64::from(pv.saturating_sub(homes[i].load_w)));
+                if !surplus_wh.is_zero() {
                     let digest = attestation_digest(&chain_id, &homes[i].member, hour, surplus_wh);
                     let a = Attestation {
                         interval: hour,
@@ -213,11 +213,11 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         }
         // Homes with attested energy offer part of it below the grid tariff.
         for i in 0..homes.len() {
-            let sellable = state.market().sellable_wh(&homes[i].member);
+            let sellable = state.market().sellable_wh(&homes[i].member).get();
             if o.market && sellable >= 200 && rng.below(3) == 0 {
-                let wh = sellable.min(200 + rng.below(1_800));
-                let price =
-                    genesis.floor_price + rng.below(genesis.grid_tariff - genesis.floor_price);
+                let wh = WattHours::new(sellable.min(200 + rng.below(1_800)));
+                let (floor, tariff) = (genesis.floor_price.get(), genesis.grid_tariff.get());
+                let price = Price::new(floor + rng.below(tariff - floor));
                 let tx = sign(
                     &mut homes,
                     i,
@@ -236,7 +236,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             .iter()
             .map(|h| gridlet_hil::devices::solar_profile_w(h.nameplate_w, time_ms))
             .collect();
-        let mut open: Vec<(u64, gridlet_ledger::Hash32, MemberKey, u64)> = state
+        let mut open: Vec<(Price, gridlet_ledger::Hash32, MemberKey, MicroCredits)> = state
             .market()
             .contracts
             .iter()
@@ -255,7 +255,9 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             let balance = state.account(&homes[i].member).balance;
             if let Some(pos) = open.iter().position(|(_, _, seller, pay)| {
                 *seller != homes[i].member
-                    && pay.saturating_add(genesis.tx_fee.get()) <= balance.get()
+                    && pay
+                        .checked_add(genesis.tx_fee)
+                        .is_some_and(|p| p <= balance)
             }) {
                 let (_, contract, _, pay) = open.remove(pos);
                 let tx = sign(
@@ -263,7 +265,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                     i,
                     TxPayload::Purchase {
                         contract,
-                        payment: MicroCredits::new(pay),
+                        payment: pay,
                     },
                 );
                 mempool.push(tx);
@@ -328,7 +330,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                 } => {
                     releases.push(trade);
                     if let Some(i) = homes.iter().position(|h| h.member == seller) {
-                        to_deliver.push((i, trade, energy_wh));
+                        to_deliver.push((i, trade, energy_wh.get()));
                     }
                 }
                 MarketEvent::Settled { .. } => settled += 1,
@@ -381,10 +383,14 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                 .trades
                 .values()
                 .filter(|t| t.seller == h.member)
-                .all(|t| t.allocation.iter().map(|a| a.wh).sum::<u64>() == t.energy_wh)
+                .all(|t| t.allocation.iter().map(|a| a.wh.get()).sum::<u64>() == t.energy_wh.get())
     });
-    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
-    let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
+    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh.get()).sum();
+    let wh_delivered: u64 = market
+        .trades
+        .values()
+        .filter_map(|t| t.delivered_wh.map(WattHours::get))
+        .sum();
     let credits_to_sellers: u64 = market.trades.values().map(|t| t.paid_out.get()).sum();
     let summary = json!({
         "homes": o.homes,
@@ -400,7 +406,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         "transactions_rejected": rejected_txs,
         "fees_to_community": state.community_balance(),
         "market": {
-            "attested_wh": homes.iter().map(|h| market.attested_wh(&h.member)).sum::<u64>(),
+            "attested_wh": homes.iter().map(|h| market.attested_wh(&h.member).get()).sum::<u64>(),
             "contracts": market.contracts.len(),
             "trades": market.trades.len(),
             "wh_traded": wh_traded,

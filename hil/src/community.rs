@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use gridlet_ledger::market::book::TradeSource;
-use gridlet_ledger::{Genesis, Hash32, LedgerState, MemberKey};
+use gridlet_ledger::{Genesis, Hash32, LedgerState, MemberKey, WattHours};
 use serde_json::json;
 
 use crate::home::{Counters, HomeProfile, SimHome};
@@ -194,7 +194,7 @@ pub fn community_report(
                 .trades
                 .values()
                 .filter(|t| t.seller == s.member)
-                .all(|t| t.allocation.iter().map(|a| a.wh).sum::<u64>() == t.energy_wh)
+                .all(|t| t.allocation.iter().map(|a| a.wh.get()).sum::<u64>() == t.energy_wh.get())
     });
     let credits_conserved = state.total_credits() == facts.initial_credits;
     let auction_trades = market
@@ -210,15 +210,19 @@ pub fn community_report(
             TradeSource::Sale { .. } => None,
         })
         .collect();
-    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh).sum();
-    let wh_delivered: u64 = market.trades.values().filter_map(|t| t.delivered_wh).sum();
+    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh.get()).sum();
+    let wh_delivered: u64 = market
+        .trades
+        .values()
+        .filter_map(|t| t.delivered_wh.map(WattHours::get))
+        .sum();
     let credits_moved: u64 = market.trades.values().map(|t| t.paid_out.get()).sum();
     let mut prices: Vec<(f64, u64)> = Vec::new();
     for t in market.trades.values() {
         if let TradeSource::Sale { contract } = t.source {
             if let Some(c) = market.contracts.get(&contract) {
                 let hour = (t.traded_height as f64 * genesis.slot_ms as f64) / 3_600_000.0;
-                prices.push((hour, c.price));
+                prices.push((hour, c.price.get()));
             }
         }
     }
@@ -272,8 +276,8 @@ pub fn community_report(
                 "bills_microcredits": bills,
                 "bills_total": d.bills.iter().flatten().map(|(_, v)| *v).sum::<i64>(),
                 "community_account": state.community_balance(),
-                "community_grid_cost_with_schedule": grid_cost(p, genesis.grid_tariff, &exchange.grid_wms),
-                "community_grid_cost_self_consumption_only": grid_cost(p, genesis.grid_tariff, &exchange.self_consumption_wms),
+                "community_grid_cost_with_schedule": grid_cost(p, genesis.grid_tariff.get(), &exchange.grid_wms),
+                "community_grid_cost_self_consumption_only": grid_cost(p, genesis.grid_tariff.get(), &exchange.self_consumption_wms),
                 // What the batteries hold at midnight differs between the two: the schedule
                 // ends the day at least as full as it began, self-consumption need not.
                 "home_0_api": exchange.home_0_api,

@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 use crate::crypto::{Hash32, MemberKey};
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, Price, WattHours};
 
 /// Bytes that are not the canonical encoding of any value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -169,9 +169,9 @@ pub enum TxError {
     #[error("price {price} is above the grid tariff {tariff}")]
     PriceAboveTariff {
         /// The price.
-        price: u64,
+        price: Price,
         /// The tariff.
-        tariff: u64,
+        tariff: Price,
     },
     /// The expiry lies before the block.
     #[error("expiry height {expiry} is before height {height}")]
@@ -182,14 +182,14 @@ pub enum TxError {
         height: u64,
     },
     /// The home cannot back the offer with attested, uncommitted energy.
-    #[error("{home} offers {needed} Wh, has {available} Wh attested and uncommitted")]
+    #[error("{home} offers {needed}, has {available} attested and uncommitted")]
     EnergyInsufficient {
         /// The home.
         home: MemberKey,
         /// Energy offered.
-        needed: u64,
+        needed: WattHours,
         /// Sellable energy.
-        available: u64,
+        available: WattHours,
     },
     /// No sale contract with this id.
     #[error("unknown contract {contract}")]
@@ -247,12 +247,12 @@ pub enum TxError {
         height: u64,
     },
     /// More delivered than sold.
-    #[error("{delivered} Wh delivered for a trade of {sold} Wh")]
+    #[error("{delivered} delivered for a trade of {sold}")]
     OverDelivery {
         /// Reported.
-        delivered: u64,
+        delivered: WattHours,
         /// Sold.
-        sold: u64,
+        sold: WattHours,
     },
     /// The delivery receipt is not signed by the seller's battery.
     #[error("delivery receipt for {trade} is not signed by the seller's battery")]

@@ -4,7 +4,7 @@
 //! JSON text), so reformatting the file does not change the chain it names. Every transaction
 //! and block carries that hash as its chain id.
 
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, Price};
 use std::collections::{BTreeMap, BTreeSet};
 
 use secp256k1::PublicKey;
@@ -143,9 +143,9 @@ pub struct Genesis {
     /// Flat fee every transaction pays to the community account, micro-credits.
     pub tx_fee: MicroCredits,
     /// Main-grid import tariff, micro-credits per kWh: no sale may ask more.
-    pub grid_tariff: u64,
+    pub grid_tariff: Price,
     /// Lowest price a bid may carry, micro-credits per kWh.
-    pub floor_price: u64,
+    pub floor_price: Price,
     /// Most transactions in one block.
     pub max_block_txs: u32,
     /// Producer selection.
@@ -245,7 +245,7 @@ impl Genesis {
                 .iter()
                 .copied()
                 .min()
-                .unwrap_or(self.grid_tariff);
+                .unwrap_or(self.grid_tariff.get());
             if p.feed_in_price >= lowest_import {
                 return Err(invalid(
                     "schedule.feed_in_price",
@@ -307,8 +307,8 @@ impl Genesis {
             .u64(self.slot_ms)
             .u64(self.finality_depth)
             .u64(self.tx_fee.get())
-            .u64(self.grid_tariff)
-            .u64(self.floor_price)
+            .u64(self.grid_tariff.get())
+            .u64(self.floor_price.get())
             .u32(self.max_block_txs)
             .u8(rule)
             .u64(self.selection.alpha)
@@ -414,8 +414,8 @@ impl Genesis {
             slot_ms: 1_000,
             finality_depth: 3,
             tx_fee: MicroCredits::new(100),
-            grid_tariff: 300_000,
-            floor_price: 50_000,
+            grid_tariff: Price::new(300_000),
+            floor_price: Price::new(50_000),
             max_block_txs: 5_000,
             selection: SelectionParams {
                 rule,

@@ -5,7 +5,7 @@
 //! separately ([`Rules::verify_signature`]) so that a block's signatures can be verified in
 //! parallel before its transactions are applied in order.
 
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, Price};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -40,9 +40,9 @@ pub struct Rules {
     /// Each member's battery attestor key, parsed.
     pub attestors: Arc<BTreeMap<MemberKey, PublicKey>>,
     /// Main-grid tariff, micro-credits per kWh.
-    pub grid_tariff: u64,
+    pub grid_tariff: Price,
     /// Lowest bid price, micro-credits per kWh.
-    pub floor_price: u64,
+    pub floor_price: Price,
     /// Market rules.
     pub market: crate::genesis::MarketParams,
     /// Day-ahead scheduling, if the community uses it.

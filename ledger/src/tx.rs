@@ -5,7 +5,7 @@
 //! `SHA-256("gridlet/tx/v1" || encoding)`; a signed transaction is the encoding followed by the
 //! 64-byte signature, and its id is `SHA-256("gridlet/txid/v1" || signed bytes)`.
 
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, Price, WattHours};
 use secp256k1::SecretKey;
 use serde::Serialize;
 
@@ -192,8 +192,8 @@ fn decode_readings(r: &mut Reader<'_>) -> Result<Vec<Reading>, DecodeError> {
 pub struct Attestation {
     /// Market interval index.
     pub interval: u64,
-    /// Energy stored, Wh.
-    pub energy_wh: u64,
+    /// Energy stored.
+    pub energy_wh: WattHours,
     /// The attestor's signature.
     #[serde(serialize_with = "sig_hex")]
     pub signature: Signature,
@@ -206,14 +206,14 @@ fn sig_hex<S: serde::Serializer>(sig: &Signature, s: S) -> Result<S::Ok, S::Erro
 impl Attestation {
     fn encode_into(&self, w: &mut Writer) {
         w.u64(self.interval)
-            .u64(self.energy_wh)
+            .u64(self.energy_wh.get())
             .fixed(&self.signature.0);
     }
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Attestation, DecodeError> {
         Ok(Attestation {
             interval: r.u64()?,
-            energy_wh: r.u64()?,
+            energy_wh: WattHours::new(r.u64()?),
             signature: Signature::from_bytes(r.array()?)?,
         })
     }
@@ -256,10 +256,10 @@ pub enum TxPayload {
     /// Offer energy at a price; the contract id is this transaction's id. An attestation may
     /// ride along (the request/response path) and is recorded first.
     Sale {
-        /// Energy offered, Wh.
-        energy_wh: u64,
-        /// Price, micro-credits per kWh (at most the grid tariff).
-        price: u64,
+        /// Energy offered.
+        energy_wh: WattHours,
+        /// Price (at most the grid tariff).
+        price: Price,
         /// Last height at which the contract can be bought.
         expiry_height: u64,
         /// Attestation obtained from the seller's battery, if not broadcast before.
@@ -276,8 +276,8 @@ pub enum TxPayload {
     Deliver {
         /// The trade id.
         trade: Hash32,
-        /// Metered energy delivered, Wh.
-        delivered_wh: u64,
+        /// Metered energy delivered.
+        delivered_wh: WattHours,
         /// The seller's attestor signature over [`crate::market::receipt_digest`].
         #[serde(serialize_with = "sig_hex")]
         receipt: Signature,
@@ -286,8 +286,8 @@ pub enum TxPayload {
     AuctionJoin {
         /// The round.
         round: u64,
-        /// Energy pooled, Wh.
-        energy_wh: u64,
+        /// Energy pooled.
+        energy_wh: WattHours,
         /// Attestation obtained from the seller's battery, if not broadcast before.
         attestation: Option<Attestation>,
     },
@@ -302,10 +302,10 @@ pub enum TxPayload {
     BidReveal {
         /// The round.
         round: u64,
-        /// Energy wanted, Wh.
-        energy_wh: u64,
-        /// Price, micro-credits per kWh.
-        price: u64,
+        /// Energy wanted.
+        energy_wh: WattHours,
+        /// Price.
+        price: Price,
         /// The salt the commitment hid the bid with.
         salt: Hash32,
     },
@@ -352,7 +352,7 @@ impl TxPayload {
                 expiry_height,
                 attestation,
             } => {
-                w.u64(*energy_wh).u64(*price).u64(*expiry_height);
+                w.u64(energy_wh.get()).u64(price.get()).u64(*expiry_height);
                 encode_optional_attestation(attestation, w);
             }
             TxPayload::Purchase { contract, payment } => {
@@ -363,14 +363,14 @@ impl TxPayload {
                 delivered_wh,
                 receipt,
             } => {
-                w.fixed(&trade.0).u64(*delivered_wh).fixed(&receipt.0);
+                w.fixed(&trade.0).u64(delivered_wh.get()).fixed(&receipt.0);
             }
             TxPayload::AuctionJoin {
                 round,
                 energy_wh,
                 attestation,
             } => {
-                w.u64(*round).u64(*energy_wh);
+                w.u64(*round).u64(energy_wh.get());
                 encode_optional_attestation(attestation, w);
             }
             TxPayload::BidCommit { round, commitment } => {
@@ -382,7 +382,10 @@ impl TxPayload {
                 price,
                 salt,
             } => {
-                w.u64(*round).u64(*energy_wh).u64(*price).fixed(&salt.0);
+                w.u64(*round)
+                    .u64(energy_wh.get())
+                    .u64(price.get())
+                    .fixed(&salt.0);
             }
             TxPayload::ScheduleCommit(c) => c.encode_into(w),
             TxPayload::MeterReadings { day, readings } => {
@@ -400,8 +403,8 @@ impl TxPayload {
             }),
             KIND_ATTEST => Ok(TxPayload::Attest(Attestation::decode_from(r)?)),
             KIND_SALE => Ok(TxPayload::Sale {
-                energy_wh: r.u64()?,
-                price: r.u64()?,
+                energy_wh: WattHours::new(r.u64()?),
+                price: Price::new(r.u64()?),
                 expiry_height: r.u64()?,
                 attestation: decode_optional_attestation(r)?,
             }),
@@ -411,12 +414,12 @@ impl TxPayload {
             }),
             KIND_DELIVER => Ok(TxPayload::Deliver {
                 trade: Hash32(r.array()?),
-                delivered_wh: r.u64()?,
+                delivered_wh: WattHours::new(r.u64()?),
                 receipt: Signature::from_bytes(r.array()?)?,
             }),
             KIND_AUCTION_JOIN => Ok(TxPayload::AuctionJoin {
                 round: r.u64()?,
-                energy_wh: r.u64()?,
+                energy_wh: WattHours::new(r.u64()?),
                 attestation: decode_optional_attestation(r)?,
             }),
             KIND_BID_COMMIT => Ok(TxPayload::BidCommit {
@@ -425,8 +428,8 @@ impl TxPayload {
             }),
             KIND_BID_REVEAL => Ok(TxPayload::BidReveal {
                 round: r.u64()?,
-                energy_wh: r.u64()?,
-                price: r.u64()?,
+                energy_wh: WattHours::new(r.u64()?),
+                price: Price::new(r.u64()?),
                 salt: Hash32(r.array()?),
             }),
             KIND_SCHEDULE_COMMIT => Ok(TxPayload::ScheduleCommit(Box::new(

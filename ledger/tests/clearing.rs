@@ -2,6 +2,7 @@
 
 use gridlet_ledger::market::clearing::{payment, Bid, RejectReason, SellerOffer};
 use gridlet_ledger::market::{clear, ClearingInput, Pricing};
+use gridlet_ledger::{Price, WattHours};
 use proptest::prelude::*;
 
 fn model(input: &ClearingInput) -> (Vec<(String, u64, u64)>, u64, u64) {
@@ -92,7 +93,7 @@ proptest! {
         for (f, (_, e, bid_price)) in out.fills.iter().zip(&fills) {
             let price = match input.pricing { Pricing::PayAsBid => *bid_price, Pricing::Uniform => lowest.unwrap() };
             prop_assert_eq!(f.price, price);
-            prop_assert_eq!(f.paid, payment(*e, price).unwrap());
+            prop_assert_eq!(f.paid, payment(WattHours::new(*e), Price::new(price)).unwrap().get());
         }
         // Every bid is either valid or rejected with the first reason that applies.
         for b in &input.bids {

@@ -120,7 +120,12 @@ impl Net {
     }
 
     fn commit(&self) -> ScheduleCommit {
-        build_commit(&params(), self.c.genesis.grid_tariff, DAY, self.rounds())
+        build_commit(
+            &params(),
+            self.c.genesis.grid_tariff.get(),
+            DAY,
+            self.rounds(),
+        )
     }
 
     fn readings(&self, home: usize, day: u64, wh: &[i64]) -> Vec<Reading> {
@@ -203,7 +208,7 @@ fn a_commitment_is_accepted_only_if_the_replay_of_its_signed_proposals_agrees() 
     // Stopped early: two unconverged iterations of three allowed.
     let mut rounds = n.rounds();
     rounds.pop();
-    let short = build_commit(&params(), n.c.genesis.grid_tariff, DAY, rounds);
+    let short = build_commit(&params(), n.c.genesis.grid_tariff.get(), DAY, rounds);
     let e = n.submit(2, TxPayload::ScheduleCommit(Box::new(short)));
     assert_eq!(
         e,

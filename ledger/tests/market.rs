@@ -15,6 +15,7 @@ use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::tx::Attestation;
 use gridlet_ledger::MicroCredits;
 use gridlet_ledger::{Chain, Hash32, SignedTransaction, Transaction, TxError, TxPayload};
+use gridlet_ledger::{Price, WattHours};
 
 struct Market {
     c: Community,
@@ -36,6 +37,7 @@ impl Market {
     }
 
     fn attestation(&self, home: usize, interval: u64, wh: u64) -> Attestation {
+        let wh = WattHours::new(wh);
         let digest = attestation_digest(&self.c.genesis.hash(), &self.c.member(home), interval, wh);
         Attestation {
             interval,
@@ -46,7 +48,7 @@ impl Market {
 
     fn receipt(&self, home: usize, trade: &Hash32, wh: u64) -> Signature {
         Signature::sign(
-            &receipt_digest(&self.c.genesis.hash(), trade, wh),
+            &receipt_digest(&self.c.genesis.hash(), trade, WattHours::new(wh)),
             &deterministic_key(43, home as u64),
         )
     }
@@ -114,14 +116,18 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     let attest = m.tx(0, TxPayload::Attest(att));
     assert!(m.block(&[attest]).is_empty());
     assert_eq!(
-        m.chain.head_state().market().sellable_wh(&m.c.member(0)),
+        m.chain
+            .head_state()
+            .market()
+            .sellable_wh(&m.c.member(0))
+            .get(),
         3_000
     );
     let sale = m.tx(
         0,
         TxPayload::Sale {
-            energy_wh: 2_000,
-            price: 250_000,
+            energy_wh: WattHours::new(2_000),
+            price: Price::new(250_000),
             expiry_height: 10,
             attestation: None,
         },
@@ -129,7 +135,11 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     let contract = sale.id();
     assert!(m.block(&[sale]).is_empty());
     assert_eq!(
-        m.chain.head_state().market().sellable_wh(&m.c.member(0)),
+        m.chain
+            .head_state()
+            .market()
+            .sellable_wh(&m.c.member(0))
+            .get(),
         1_000
     );
     let buyer_before = m.balance(1);
@@ -157,7 +167,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         0,
         TxPayload::Deliver {
             trade,
-            delivered_wh: 2_000,
+            delivered_wh: WattHours::new(2_000),
             receipt: m.receipt(0, &trade, 2_000),
         },
     );
@@ -176,7 +186,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         MarketEvent::Release {
             trade,
             seller: m.c.member(0),
-            energy_wh: 2_000,
+            energy_wh: WattHours::new(2_000),
             deadline_height: purchase_height + f as u64 + m.c.genesis.market.delivery_blocks,
         }
     );
@@ -185,7 +195,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         0,
         TxPayload::Deliver {
             trade,
-            delivered_wh: 2_000,
+            delivered_wh: WattHours::new(2_000),
             receipt: m.receipt(0, &trade, 2_000),
         },
     );
@@ -197,7 +207,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     assert_eq!(
         t.allocation
             .iter()
-            .map(|a| (a.interval, a.wh))
+            .map(|a| (a.interval, a.wh.get()))
             .collect::<Vec<_>>(),
         vec![(7, 2_000)]
     );
@@ -220,8 +230,8 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let s1 = m.tx(
         0,
         TxPayload::Sale {
-            energy_wh: 1_000,
-            price: 100_000,
+            energy_wh: WattHours::new(1_000),
+            price: Price::new(100_000),
             expiry_height: 50,
             attestation: Some(a1),
         },
@@ -229,8 +239,8 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let s2 = m.tx(
         2,
         TxPayload::Sale {
-            energy_wh: 1_000,
-            price: 100_000,
+            energy_wh: WattHours::new(1_000),
+            price: Price::new(100_000),
             expiry_height: 50,
             attestation: Some(a2),
         },
@@ -258,7 +268,7 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
         0,
         TxPayload::Deliver {
             trade: t1,
-            delivered_wh: 600,
+            delivered_wh: WattHours::new(600),
             receipt: m.receipt(0, &t1, 600),
         },
     );
@@ -272,12 +282,12 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let market = m.chain.head_state().market();
     assert_eq!(market.escrow.get(), 0);
     assert_eq!(
-        market.sellable_wh(&m.c.member(0)),
+        market.sellable_wh(&m.c.member(0)).get(),
         400,
         "undelivered energy is sellable again"
     );
-    assert_eq!(market.sellable_wh(&m.c.member(2)), 1_000);
-    assert_eq!(market.delivered_wh(&m.c.member(0)), 600);
+    assert_eq!(market.sellable_wh(&m.c.member(2)).get(), 1_000);
+    assert_eq!(market.delivered_wh(&m.c.member(0)).get(), 600);
     assert!(market.trades[&t2].settled && market.trades[&t2].delivered_wh.is_none());
     assert_eq!(m.total(), TOTAL);
     // Too late now.
@@ -285,7 +295,7 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
         2,
         TxPayload::Deliver {
             trade: t2,
-            delivered_wh: 1_000,
+            delivered_wh: WattHours::new(1_000),
             receipt: m.receipt(2, &t2, 1_000),
         },
     );
@@ -302,9 +312,9 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     // A forged attestation: signed by home 1's battery for home 0.
     let forged = Attestation {
         interval: 1,
-        energy_wh: 500,
+        energy_wh: WattHours::new(500),
         signature: Signature::sign(
-            &attestation_digest(&genesis_hash, &m.c.member(0), 1, 500),
+            &attestation_digest(&genesis_hash, &m.c.member(0), 1, WattHours::new(500)),
             &deterministic_key(43, 1),
         ),
     };
@@ -330,8 +340,8 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let too_much = m.tx(
         0,
         TxPayload::Sale {
-            energy_wh: 501,
-            price: 1,
+            energy_wh: WattHours::new(501),
+            price: Price::new(1),
             expiry_height: 100,
             attestation: None,
         },
@@ -340,15 +350,15 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         m.block(&[too_much])[0].1,
         TxError::EnergyInsufficient {
             home: m.c.member(0),
-            needed: 501,
-            available: 500
+            needed: WattHours::new(501),
+            available: WattHours::new(500)
         }
     );
     let too_dear = m.tx(
         0,
         TxPayload::Sale {
-            energy_wh: 100,
-            price: 300_001,
+            energy_wh: WattHours::new(100),
+            price: Price::new(300_001),
             expiry_height: 100,
             attestation: None,
         },
@@ -356,15 +366,15 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     assert_eq!(
         m.block(&[too_dear])[0].1,
         TxError::PriceAboveTariff {
-            price: 300_001,
-            tariff: 300_000
+            price: Price::new(300_001),
+            tariff: Price::new(300_000)
         }
     );
     let expired = m.tx(
         0,
         TxPayload::Sale {
-            energy_wh: 100,
-            price: 1,
+            energy_wh: WattHours::new(100),
+            price: Price::new(1),
             expiry_height: 1,
             attestation: None,
         },
@@ -376,8 +386,8 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let sale = m.tx(
         0,
         TxPayload::Sale {
-            energy_wh: 500,
-            price: 200_000,
+            energy_wh: WattHours::new(500),
+            price: Price::new(200_000),
             expiry_height: 12,
             attestation: None,
         },
@@ -438,7 +448,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         2,
         TxPayload::Deliver {
             trade,
-            delivered_wh: 500,
+            delivered_wh: WattHours::new(500),
             receipt: m.receipt(2, &trade, 500),
         },
     );
@@ -447,7 +457,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         0,
         TxPayload::Deliver {
             trade,
-            delivered_wh: 500,
+            delivered_wh: WattHours::new(500),
             receipt: m.receipt(1, &trade, 500),
         },
     );
@@ -459,15 +469,15 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         0,
         TxPayload::Deliver {
             trade,
-            delivered_wh: 501,
+            delivered_wh: WattHours::new(501),
             receipt: m.receipt(0, &trade, 501),
         },
     );
     assert_eq!(
         m.block(&[over])[0].1,
         TxError::OverDelivery {
-            delivered: 501,
-            sold: 500
+            delivered: WattHours::new(501),
+            sold: WattHours::new(500)
         }
     );
     // An unbought contract expires and its energy becomes sellable again.
@@ -475,22 +485,33 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let s = m.tx(
         3,
         TxPayload::Sale {
-            energy_wh: 800,
-            price: 1_000,
+            energy_wh: WattHours::new(800),
+            price: Price::new(1_000),
             expiry_height: m.chain.head_height() + 2,
             attestation: Some(a),
         },
     );
     let c3 = s.id();
     m.block(&[s]);
-    assert_eq!(m.chain.head_state().market().sellable_wh(&m.c.member(3)), 0);
+    assert_eq!(
+        m.chain
+            .head_state()
+            .market()
+            .sellable_wh(&m.c.member(3))
+            .get(),
+        0
+    );
     m.empty_blocks(2);
     assert_eq!(
         m.chain.head_state().market().contracts[&c3].status,
         ContractStatus::Expired
     );
     assert_eq!(
-        m.chain.head_state().market().sellable_wh(&m.c.member(3)),
+        m.chain
+            .head_state()
+            .market()
+            .sellable_wh(&m.c.member(3))
+            .get(),
         800
     );
     let late = m.tx(
@@ -527,13 +548,18 @@ fn a_thousand_conflicting_sale_pairs_sell_no_watt_hour_twice() {
         let mut txs = Vec::new();
         for pair in 0..10u64 {
             let home = pair as usize;
-            let sellable = m.chain.head_state().market().sellable_wh(&m.c.member(home));
+            let sellable = m
+                .chain
+                .head_state()
+                .market()
+                .sellable_wh(&m.c.member(home))
+                .get();
             for _ in 0..2 {
                 txs.push(m.tx(
                     home,
                     TxPayload::Sale {
-                        energy_wh: sellable.min(1_000 * 2) / 2 + 1,
-                        price: 100_000,
+                        energy_wh: WattHours::new(sellable.min(1_000 * 2) / 2 + 1),
+                        price: Price::new(100_000),
                         expiry_height: 10_000,
                         attestation: None,
                     },
@@ -554,10 +580,10 @@ fn a_thousand_conflicting_sale_pairs_sell_no_watt_hour_twice() {
             .contracts
             .values()
             .filter(|c| c.seller == k)
-            .map(|c| c.energy_wh)
+            .map(|c| c.energy_wh.get())
             .sum();
         assert!(
-            offered <= market.attested_wh(&k),
+            offered <= market.attested_wh(&k).get(),
             "home {home} offered more than attested"
         );
     }
@@ -577,7 +603,7 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
             0,
             TxPayload::AuctionJoin {
                 round: 0,
-                energy_wh: 1_000,
+                energy_wh: WattHours::new(1_000),
                 attestation: Some(m.attestation(0, 1, 1_000)),
             },
         ),
@@ -585,7 +611,7 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
             1,
             TxPayload::AuctionJoin {
                 round: 0,
-                energy_wh: 2_000,
+                energy_wh: WattHours::new(2_000),
                 attestation: Some(m.attestation(1, 1, 2_500)),
             },
         ),
@@ -600,7 +626,14 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     let salts: Vec<Hash32> = (0..3u8).map(|i| Hash32::sha256(&[i, 7])).collect();
     let mut commits = Vec::new();
     for ((home, wh, price), salt) in bids.iter().zip(&salts) {
-        let commitment = bid_commitment(&chain_id, 0, &m.c.member(*home), *wh, *price, salt);
+        let commitment = bid_commitment(
+            &chain_id,
+            0,
+            &m.c.member(*home),
+            WattHours::new(*wh),
+            Price::new(*price),
+            salt,
+        );
         commits.push(m.tx(
             *home,
             TxPayload::BidCommit {
@@ -631,8 +664,8 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
         2,
         TxPayload::BidReveal {
             round: 0,
-            energy_wh: 1_500,
-            price: 250_000,
+            energy_wh: WattHours::new(1_500),
+            price: Price::new(250_000),
             salt: salts[0],
         },
     );
@@ -647,8 +680,8 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
             *home,
             TxPayload::BidReveal {
                 round: 0,
-                energy_wh: *wh,
-                price: *price,
+                energy_wh: WattHours::new(*wh),
+                price: Price::new(*price),
                 salt: *salt,
             },
         ));
@@ -658,8 +691,8 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
         0,
         TxPayload::BidReveal {
             round: 0,
-            energy_wh: 10,
-            price: 60_000,
+            energy_wh: WattHours::new(10),
+            price: Price::new(60_000),
             salt: salts[0],
         },
     );
@@ -710,7 +743,10 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
             .collect(),
     })
     .unwrap();
-    assert_eq!(cleared, Some((expected.sold_wh, expected.revenue)));
+    assert_eq!(
+        cleared.map(|(wh, pay)| (wh.get(), pay.get())),
+        Some((expected.sold_wh, expected.revenue))
+    );
     assert_eq!((expected.sold_wh, expected.revenue), (3_000, 675_000));
     let market = m.chain.head_state().market();
     let trades: Vec<_> = market.trades.values().collect();
@@ -719,7 +755,7 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
         trades
             .iter()
             .find(|t| t.seller == m.c.member(home))
-            .map(|t| (t.energy_wh, t.payment.get()))
+            .map(|t| (t.energy_wh.get(), t.payment.get()))
     };
     assert_eq!(share(0), Some((1_000, 225_000)));
     assert_eq!(share(1), Some((2_000, 450_000)));
@@ -731,6 +767,6 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     // Home 0's unrevealed commitment: nothing escrowed, nothing filled (it only paid fees).
     assert!(m.chain.head_state().market().rounds.is_empty());
     // Seller 1 pooled 2 000 of 2 500 attested and sold all of it: 500 remain sellable.
-    assert_eq!(market.sellable_wh(&m.c.member(1)), 500);
+    assert_eq!(market.sellable_wh(&m.c.member(1)).get(), 500);
     assert_eq!(m.total(), 5 * 1_000_000);
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use gridlet_ledger::MicroCredits;
+use gridlet_ledger::{MicroCredits, Price, WattHours};
 use std::collections::BTreeMap;
 
 use common::Community;
@@ -115,27 +115,27 @@ fn check_invariants(w: &World) -> Result<(), TestCaseError> {
             .contracts
             .values()
             .filter(|c| c.seller == k && c.status == ContractStatus::Open)
-            .map(|c| c.energy_wh)
+            .map(|c| c.energy_wh.get())
             .sum();
         let unsettled: u64 = m
             .trades
             .values()
             .filter(|t| t.seller == k && !t.settled)
-            .map(|t| t.energy_wh)
+            .map(|t| t.energy_wh.get())
             .sum();
         let settled_delivered: u64 = m
             .trades
             .values()
             .filter(|t| t.seller == k && t.settled)
-            .map(|t| t.delivered_wh.unwrap_or(0))
+            .map(|t| t.delivered_wh.map_or(0, WattHours::get))
             .sum();
         prop_assert_eq!(
-            m.attested_wh(&k),
-            m.sellable_wh(&k) + open + unsettled + settled_delivered,
+            m.attested_wh(&k).get(),
+            m.sellable_wh(&k).get() + open + unsettled + settled_delivered,
             "energy of home {}",
             home
         );
-        prop_assert!(m.delivered_wh(&k) <= m.attested_wh(&k));
+        prop_assert!(m.delivered_wh(&k).get() <= m.attested_wh(&k).get());
     }
     let escrow: u64 = m
         .trades
@@ -167,16 +167,16 @@ proptest! {
         for op in ops {
             match op {
                 Op::Attest { home, interval, wh } => {
-                    let digest = attestation_digest(&chain, &w.c.member(home), interval, wh);
-                    let a = Attestation { interval, energy_wh: wh, signature: Signature::sign(&digest, &deterministic_key(43, home as u64)) };
+                    let digest = attestation_digest(&chain, &w.c.member(home), interval, WattHours::new(wh));
+                    let a = Attestation { interval, energy_wh: WattHours::new(wh), signature: Signature::sign(&digest, &deterministic_key(43, home as u64)) };
                     let t = w.tx(home, TxPayload::Attest(a));
                     w.submit(home, t);
                 }
                 Op::Sale { home, wh, price, life } => {
                     let expiry = w.state.height + 1 + life;
-                    let t = w.tx(home, TxPayload::Sale { energy_wh: wh, price, expiry_height: expiry, attestation: None });
+                    let t = w.tx(home, TxPayload::Sale { energy_wh: WattHours::new(wh), price: Price::new(price), expiry_height: expiry, attestation: None });
                     let id = t.id();
-                    let sellable = w.state.market().sellable_wh(&w.c.member(home));
+                    let sellable = w.state.market().sellable_wh(&w.c.member(home)).get();
                     let ok = w.submit(home, t);
                     prop_assert_eq!(ok, wh > 0 && wh <= sellable && price <= 300_000);
                     if ok {
@@ -189,7 +189,7 @@ proptest! {
                     }
                     let id = w.contracts[pick % w.contracts.len()];
                     let contract = w.state.market().contracts[&id].clone();
-                    let price = contract.energy_wh * contract.price / 1000;
+                    let price = contract.energy_wh.get() * contract.price.get() / 1000;
                     let pay = if exact { price } else { price + 1 };
                     let height = w.state.height + 1;
                     let t = w.tx(buyer, TxPayload::Purchase { contract: id, payment: MicroCredits::new(pay) });
@@ -212,7 +212,7 @@ proptest! {
                     let id = w.trades[pick % w.trades.len()];
                     let t = w.state.market().trades[&id].clone();
                     let seller = (0..4).find(|h| w.c.member(*h) == t.seller).unwrap();
-                    let wh = t.energy_wh * share_pct / 100;
+                    let wh = WattHours::new(t.energy_wh.get() * share_pct / 100);
                     let signer = if honest { seller } else { (seller + 1) % 4 };
                     let receipt = Signature::sign(&receipt_digest(&chain, &id, wh), &deterministic_key(43, signer as u64));
                     let tx = w.tx(seller, TxPayload::Deliver { trade: id, delivered_wh: wh, receipt });

@@ -1,7 +1,7 @@
 //! The market's part of the ledger state: attestations, sale contracts, trades in escrow and
 //! auction rounds, with their canonical encoding for the state hash.
 
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, Price, WattHours};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -12,10 +12,10 @@ use crate::crypto::{Hash32, MemberKey};
 /// A home's attested generation for one interval, and how much of it is still uncommitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AttestationRecord {
-    /// Energy the battery attested, Wh.
-    pub energy_wh: u64,
-    /// Not yet offered, sold or delivered, Wh.
-    pub remaining_wh: u64,
+    /// Energy the battery attested.
+    pub energy_wh: WattHours,
+    /// Not yet offered, sold or delivered.
+    pub remaining_wh: WattHours,
 }
 
 /// Where (part of) a contract's or trade's energy comes from: an attested interval of the
@@ -24,8 +24,8 @@ pub struct AttestationRecord {
 pub struct Allocation {
     /// The attested interval.
     pub interval: u64,
-    /// Energy taken from it, Wh.
-    pub wh: u64,
+    /// Energy taken from it.
+    pub wh: WattHours,
 }
 
 /// The life of a sale contract.
@@ -48,10 +48,10 @@ pub enum ContractStatus {
 pub struct SaleContract {
     /// The seller.
     pub seller: MemberKey,
-    /// Energy, Wh.
-    pub energy_wh: u64,
-    /// Price, micro-credits per kWh.
-    pub price: u64,
+    /// Energy.
+    pub energy_wh: WattHours,
+    /// Price.
+    pub price: Price,
     /// Last height it can be bought at.
     pub expiry_height: u64,
     /// Where its energy comes from.
@@ -83,8 +83,8 @@ pub struct Trade {
     pub source: TradeSource,
     /// The seller home, whose battery releases the energy.
     pub seller: MemberKey,
-    /// Energy sold, Wh.
-    pub energy_wh: u64,
+    /// Energy sold.
+    pub energy_wh: WattHours,
     /// Escrowed for the seller.
     pub payment: MicroCredits,
     /// Who paid into escrow, and how much (refunds go back in these proportions).
@@ -100,7 +100,7 @@ pub struct Trade {
     /// Whether the release order went out.
     pub released: bool,
     /// Metered delivery reported by the seller's battery.
-    pub delivered_wh: Option<u64>,
+    pub delivered_wh: Option<WattHours>,
     /// Paid out to the seller so far.
     pub paid_out: MicroCredits,
     /// Escrow fully paid out or refunded.
@@ -112,8 +112,8 @@ pub struct Trade {
 pub struct RoundSeller {
     /// The seller.
     pub seller: MemberKey,
-    /// Energy pooled, Wh.
-    pub energy_wh: u64,
+    /// Energy pooled.
+    pub energy_wh: WattHours,
     /// Where it comes from.
     pub allocation: Vec<Allocation>,
 }
@@ -121,10 +121,10 @@ pub struct RoundSeller {
 /// A revealed bid of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RevealedBid {
-    /// Energy wanted, Wh.
-    pub energy_wh: u64,
-    /// Price, micro-credits per kWh.
-    pub price: u64,
+    /// Energy wanted.
+    pub energy_wh: WattHours,
+    /// Price.
+    pub price: Price,
     /// Order of commitment.
     pub seq: u64,
     /// Held in escrow for it (its maximum payment).
@@ -152,8 +152,8 @@ pub enum MarketEvent {
         trade: Hash32,
         /// The seller home.
         seller: MemberKey,
-        /// Energy to release, Wh.
-        energy_wh: u64,
+        /// Energy to release.
+        energy_wh: WattHours,
         /// Last height for the delivery report.
         deadline_height: u64,
     },
@@ -161,8 +161,8 @@ pub enum MarketEvent {
     Settled {
         /// Trade id.
         trade: Hash32,
-        /// Energy delivered, Wh.
-        delivered_wh: u64,
+        /// Energy delivered.
+        delivered_wh: WattHours,
         /// Paid to the seller.
         paid_to_seller: MicroCredits,
         /// Refunded to the payers.
@@ -173,9 +173,9 @@ pub enum MarketEvent {
         /// The round.
         round: u64,
         /// Energy sold.
-        sold_wh: u64,
-        /// Micro-credits paid.
-        revenue: u64,
+        sold_wh: WattHours,
+        /// Paid by the buyers.
+        revenue: MicroCredits,
     },
     /// A sale contract expired unsold.
     ContractExpired {
@@ -241,33 +241,39 @@ fn len(w: &mut Writer, n: usize) {
 fn allocations(w: &mut Writer, a: &[Allocation]) {
     len(w, a.len());
     for x in a {
-        w.u64(x.interval).u64(x.wh);
+        w.u64(x.interval).u64(x.wh.get());
     }
 }
 
 impl MarketState {
     /// Sellable energy of a home: attested and not yet committed to any offer or trade.
-    pub fn sellable_wh(&self, home: &MemberKey) -> u64 {
-        self.attestations
+    pub fn sellable_wh(&self, home: &MemberKey) -> WattHours {
+        let total = self
+            .attestations
             .range((*home, 0)..=(*home, u64::MAX))
-            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.remaining_wh))
+            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.remaining_wh.get()));
+        WattHours::new(total)
     }
 
     /// Total attested energy of a home.
-    pub fn attested_wh(&self, home: &MemberKey) -> u64 {
-        self.attestations
+    pub fn attested_wh(&self, home: &MemberKey) -> WattHours {
+        let total = self
+            .attestations
             .range((*home, 0)..=(*home, u64::MAX))
-            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.energy_wh))
+            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.energy_wh.get()));
+        WattHours::new(total)
     }
 
     /// Total delivered energy of a home (as seller).
-    pub fn delivered_wh(&self, home: &MemberKey) -> u64 {
-        self.trades
+    pub fn delivered_wh(&self, home: &MemberKey) -> WattHours {
+        let total = self
+            .trades
             .values()
             .filter(|t| t.seller == *home)
             .fold(0u64, |acc, t| {
-                acc.saturating_add(t.delivered_wh.unwrap_or(0))
-            })
+                acc.saturating_add(t.delivered_wh.map_or(0, WattHours::get))
+            });
+        WattHours::new(total)
     }
 
     /// Appends the canonical encoding (see `docs/protocol.md` §7).
@@ -277,15 +283,15 @@ impl MarketState {
         for ((home, interval), r) in &self.attestations {
             w.fixed(&home.0)
                 .u64(*interval)
-                .u64(r.energy_wh)
-                .u64(r.remaining_wh);
+                .u64(r.energy_wh.get())
+                .u64(r.remaining_wh.get());
         }
         len(w, self.contracts.len());
         for (id, c) in &self.contracts {
             w.fixed(&id.0)
                 .fixed(&c.seller.0)
-                .u64(c.energy_wh)
-                .u64(c.price)
+                .u64(c.energy_wh.get())
+                .u64(c.price.get())
                 .u64(c.expiry_height);
             allocations(w, &c.allocation);
             match c.status {
@@ -311,7 +317,9 @@ impl MarketState {
                     w.u8(1).u64(round);
                 }
             }
-            w.fixed(&t.seller.0).u64(t.energy_wh).u64(t.payment.get());
+            w.fixed(&t.seller.0)
+                .u64(t.energy_wh.get())
+                .u64(t.payment.get());
             len(w, t.payers.len());
             for (k, v) in &t.payers {
                 w.fixed(&k.0).u64(v.get());
@@ -326,7 +334,7 @@ impl MarketState {
                     w.u8(0);
                 }
                 Some(d) => {
-                    w.u8(1).u64(d);
+                    w.u8(1).u64(d.get());
                 }
             }
             w.u64(t.paid_out.get()).u8(u8::from(t.settled));
@@ -336,7 +344,7 @@ impl MarketState {
             w.u64(*round);
             len(w, r.sellers.len());
             for s in &r.sellers {
-                w.fixed(&s.seller.0).u64(s.energy_wh);
+                w.fixed(&s.seller.0).u64(s.energy_wh.get());
                 allocations(w, &s.allocation);
             }
             len(w, r.commits.len());
@@ -346,8 +354,8 @@ impl MarketState {
             len(w, r.reveals.len());
             for (k, b) in &r.reveals {
                 w.fixed(&k.0)
-                    .u64(b.energy_wh)
-                    .u64(b.price)
+                    .u64(b.energy_wh.get())
+                    .u64(b.price.get())
                     .u64(b.seq)
                     .u64(b.escrowed.get());
             }

@@ -12,6 +12,7 @@
 //!   largest-remainder method (ties to the earlier seller), so the splits sum exactly;
 //! - `unsold_wh` = supply − sold; `unmet_wh` = Σ valid-bid energy − sold.
 
+use crate::units::{MicroCredits, Price, WattHours};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -154,12 +155,15 @@ pub enum ClearingError {
 }
 
 /// `energy × price / 1000`, rounded down.
-pub fn payment(energy_wh: u64, price: u64) -> Result<u64, ClearingError> {
-    u128::from(energy_wh)
-        .checked_mul(u128::from(price))
-        .and_then(|p| p.checked_div(1000))
-        .and_then(|p| u64::try_from(p).ok())
+pub fn payment(energy: WattHours, price: Price) -> Result<MicroCredits, ClearingError> {
+    price
+        .cost_of(energy)
         .ok_or(ClearingError::Overflow { what: "payment" })
+}
+
+/// [`payment`] on the clearing's raw integers.
+fn payment_raw(energy_wh: u64, price: u64) -> Result<u64, ClearingError> {
+    payment(WattHours::new(energy_wh), Price::new(price)).map(MicroCredits::get)
 }
 
 /// Splits `total` in proportion to `weights` by the largest-remainder method; ties go to the
@@ -264,7 +268,7 @@ pub fn clear(input: &ClearingInput) -> Result<ClearingOutput, ClearingError> {
             Pricing::PayAsBid => bid_price,
             Pricing::Uniform => uniform_price,
         };
-        let paid = payment(energy, price)?;
+        let paid = payment_raw(energy, price)?;
         revenue = revenue
             .checked_add(paid)
             .ok_or(ClearingError::Overflow { what: "revenue" })?;
@@ -441,7 +445,7 @@ mod tests {
             vec![1_235, 1_234, 1_234]
         );
         assert_eq!(split_largest_remainder(100, &[1, 1, 1]), vec![34, 33, 33]);
-        assert_eq!(payment(333, 123_457).unwrap(), 41_111);
+        assert_eq!(payment_raw(333, 123_457).unwrap(), 41_111);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::crypto::MemberKey;
 use crate::error::TxError;
 use crate::state::{LedgerState, Rules};
 use crate::tx::{Attestation, SignedTransaction, TxPayload};
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, WattHours};
 
 pub(super) fn overflow(account: MemberKey) -> TxError {
     TxError::Overflow { account }
@@ -60,7 +60,7 @@ impl LedgerState {
         home: &MemberKey,
         a: &Attestation,
     ) -> Result<(), TxError> {
-        if a.energy_wh == 0 {
+        if a.energy_wh.is_zero() {
             return Err(TxError::ZeroEnergy);
         }
         let key: &PublicKey = rules
@@ -95,16 +95,16 @@ impl LedgerState {
         &self,
         rules: &Rules,
         home: &MemberKey,
-        wh: u64,
+        wh: WattHours,
         attestation: &Option<Attestation>,
     ) -> Result<(), TxError> {
-        if wh == 0 {
+        if wh.is_zero() {
             return Err(TxError::ZeroEnergy);
         }
         let mut available = self.market.sellable_wh(home);
         if let Some(a) = attestation {
             self.verify_attestation(rules, home, a)?;
-            available = available.saturating_add(a.energy_wh);
+            available = available.checked_add(a.energy_wh).ok_or(overflow(*home))?;
         }
         if wh > available {
             return Err(TxError::EnergyInsufficient {
@@ -117,18 +117,18 @@ impl LedgerState {
     }
 
     /// Takes `wh` from the home's attested intervals, oldest first (checked beforehand).
-    pub(super) fn allocate(&mut self, home: MemberKey, mut wh: u64) -> Vec<Allocation> {
+    pub(super) fn allocate(&mut self, home: MemberKey, mut wh: WattHours) -> Vec<Allocation> {
         let mut out = Vec::new();
         for ((_, interval), record) in self
             .market
             .attestations
             .range_mut((home, 0)..=(home, u64::MAX))
         {
-            if wh == 0 {
+            if wh.is_zero() {
                 break;
             }
             let take = record.remaining_wh.min(wh);
-            if take > 0 {
+            if !take.is_zero() {
                 record.remaining_wh = record.remaining_wh.saturating_sub(take);
                 wh = wh.saturating_sub(take);
                 out.push(Allocation {
@@ -141,14 +141,23 @@ impl LedgerState {
     }
 
     /// Gives `wh` back to the home's intervals, from the end of the allocation.
-    pub(super) fn give_back(&mut self, home: MemberKey, allocation: &[Allocation], mut wh: u64) {
+    pub(super) fn give_back(
+        &mut self,
+        home: MemberKey,
+        allocation: &[Allocation],
+        mut wh: WattHours,
+    ) {
         for a in allocation.iter().rev() {
-            if wh == 0 {
+            if wh.is_zero() {
                 break;
             }
             let give = a.wh.min(wh);
             if let Some(r) = self.market.attestations.get_mut(&(home, a.interval)) {
-                r.remaining_wh = r.remaining_wh.saturating_add(give).min(r.energy_wh);
+                // Never more than was attested for the interval.
+                r.remaining_wh = r
+                    .remaining_wh
+                    .checked_add(give)
+                    .map_or(r.energy_wh, |back| back.min(r.energy_wh));
             }
             wh = wh.saturating_sub(give);
         }
@@ -287,9 +296,7 @@ impl LedgerState {
                 if c.seller == me {
                     return Err(TxError::OwnContract);
                 }
-                let expected = payment(c.energy_wh, c.price)
-                    .map(MicroCredits::new)
-                    .map_err(|_| overflow(me))?;
+                let expected = payment(c.energy_wh, c.price).map_err(|_| overflow(me))?;
                 if *offered != expected {
                     return Err(TxError::WrongPayment {
                         expected,
@@ -332,8 +339,8 @@ impl LedgerState {
                     c.status = ContractStatus::Sold { trade: stx.id() };
                 }
                 self.market.trades.insert(stx.id(), trade);
-                self.pending_traded.push((seller, energy));
-                self.pending_traded.push((me, energy));
+                self.pending_traded.push((seller, energy.get()));
+                self.pending_traded.push((me, energy.get()));
                 Ok(())
             }
             TxPayload::Deliver {
@@ -377,7 +384,7 @@ impl LedgerState {
                 // Delivered ≤ sold (checked above), so the share fits.
                 let pay = t
                     .payment
-                    .prorate(*delivered_wh, t.energy_wh)
+                    .prorate(delivered_wh.get(), t.energy_wh.get())
                     .unwrap_or(MicroCredits::ZERO);
                 let full = *delivered_wh == t.energy_wh;
                 self.escrow_pay(me, pay)?;
@@ -473,12 +480,11 @@ impl LedgerState {
                     return Err(TxError::CommitmentMismatch { member: me });
                 }
                 // Only a bid that can win needs money behind it.
-                let valid =
-                    *energy_wh > 0 && *price <= rules.grid_tariff && *price >= rules.floor_price;
+                let valid = !energy_wh.is_zero()
+                    && *price <= rules.grid_tariff
+                    && *price >= rules.floor_price;
                 let escrowed = if valid {
-                    payment(*energy_wh, *price)
-                        .map(MicroCredits::new)
-                        .map_err(|_| overflow(me))?
+                    payment(*energy_wh, *price).map_err(|_| overflow(me))?
                 } else {
                     MicroCredits::ZERO
                 };

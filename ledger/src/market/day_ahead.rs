@@ -108,7 +108,7 @@ impl LedgerState {
             }
             rounds.push(keyed);
         }
-        let params = DispatchParams::from_schedule(p, rules.grid_tariff);
+        let params = DispatchParams::from_schedule(p, rules.grid_tariff.get());
         let replayed = replay_checked(
             &params,
             &rounds,
@@ -191,7 +191,7 @@ impl LedgerState {
             return Ok(None);
         }
         // The last readings: bill everyone, checking every balance before moving anything.
-        let (tariff, feed_in) = day_tariffs(p, rules.grid_tariff);
+        let (tariff, feed_in) = day_tariffs(p, rules.grid_tariff.get());
         let prices = DayPrices {
             clearing: &record.prices,
             tariff: &tariff,

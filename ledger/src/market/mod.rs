@@ -20,13 +20,14 @@ pub use book::{DayRecord, MarketEvent, MarketState};
 pub use clearing::{clear, ClearingInput, ClearingOutput, Pricing};
 
 use crate::crypto::{Hash32, MemberKey};
+use crate::units::{Price, WattHours};
 
 /// The digest a home's battery signs to attest generation.
 pub fn attestation_digest(
     chain_id: &Hash32,
     home: &MemberKey,
     interval: u64,
-    energy_wh: u64,
+    energy_wh: WattHours,
 ) -> Hash32 {
     Hash32::tagged(
         b"gridlet/attest/v1",
@@ -34,16 +35,16 @@ pub fn attestation_digest(
             &chain_id.0,
             &home.0,
             &interval.to_be_bytes(),
-            &energy_wh.to_be_bytes(),
+            &energy_wh.get().to_be_bytes(),
         ],
     )
 }
 
 /// The digest a seller's battery signs to report delivery.
-pub fn receipt_digest(chain_id: &Hash32, trade: &Hash32, delivered_wh: u64) -> Hash32 {
+pub fn receipt_digest(chain_id: &Hash32, trade: &Hash32, delivered_wh: WattHours) -> Hash32 {
     Hash32::tagged(
         b"gridlet/receipt/v1",
-        &[&chain_id.0, &trade.0, &delivered_wh.to_be_bytes()],
+        &[&chain_id.0, &trade.0, &delivered_wh.get().to_be_bytes()],
     )
 }
 
@@ -78,8 +79,8 @@ pub fn bid_commitment(
     chain_id: &Hash32,
     round: u64,
     buyer: &MemberKey,
-    energy_wh: u64,
-    price: u64,
+    energy_wh: WattHours,
+    price: Price,
     salt: &Hash32,
 ) -> Hash32 {
     Hash32::tagged(
@@ -88,8 +89,8 @@ pub fn bid_commitment(
             &chain_id.0,
             &round.to_be_bytes(),
             &buyer.0,
-            &energy_wh.to_be_bytes(),
-            &price.to_be_bytes(),
+            &energy_wh.get().to_be_bytes(),
+            &price.get().to_be_bytes(),
             &salt.0,
         ],
     )

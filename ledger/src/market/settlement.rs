@@ -10,7 +10,7 @@ use super::clearing::{clear, split_largest_remainder, Bid, ClearingInput, Seller
 use crate::crypto::{Hash32, MemberKey};
 use crate::error::TxError;
 use crate::state::{LedgerState, Rules};
-use crate::units::MicroCredits;
+use crate::units::{MicroCredits, WattHours};
 
 pub(super) use super::contracts::round_phase;
 
@@ -30,7 +30,7 @@ impl LedgerState {
         {
             self.escrow_pay(*payer, MicroCredits::new(part))?;
         }
-        let delivered = t.delivered_wh.unwrap_or(0);
+        let delivered = t.delivered_wh.unwrap_or(WattHours::ZERO);
         self.give_back(
             t.seller,
             &t.allocation,
@@ -65,22 +65,22 @@ impl LedgerState {
         let mut bids: Vec<(MemberKey, RevealedBid)> = reveals.into_iter().collect();
         bids.sort_by_key(|(_, b)| b.seq);
         let input = ClearingInput {
-            grid_tariff: i64::try_from(rules.grid_tariff).unwrap_or(i64::MAX),
-            floor_price: i64::try_from(rules.floor_price).unwrap_or(i64::MAX),
+            grid_tariff: i64::try_from(rules.grid_tariff.get()).unwrap_or(i64::MAX),
+            floor_price: i64::try_from(rules.floor_price.get()).unwrap_or(i64::MAX),
             pricing: rules.market.pricing,
             sellers: sellers
                 .iter()
                 .map(|s| SellerOffer {
                     id: s.seller.to_hex(),
-                    energy_wh: s.energy_wh,
+                    energy_wh: s.energy_wh.get(),
                 })
                 .collect(),
             bids: bids
                 .iter()
                 .map(|(k, b)| Bid {
                     id: k.to_hex(),
-                    energy_wh: i64::try_from(b.energy_wh).unwrap_or(i64::MAX),
-                    price: i64::try_from(b.price).unwrap_or(i64::MAX),
+                    energy_wh: i64::try_from(b.energy_wh.get()).unwrap_or(i64::MAX),
+                    price: i64::try_from(b.price.get()).unwrap_or(i64::MAX),
                     seq: b.seq,
                 })
                 .collect(),
@@ -104,13 +104,15 @@ impl LedgerState {
         let deadline = release.saturating_add(rules.market.delivery_blocks);
         let shares = out.as_ref().map(|o| o.sellers.clone()).unwrap_or_default();
         for (i, s) in sellers.iter().enumerate() {
-            let (sold, revenue) = shares.get(i).map_or((0, 0), |x| (x.sold_wh, x.revenue));
+            let (sold, revenue) = shares.get(i).map_or((WattHours::ZERO, 0), |x| {
+                (WattHours::new(x.sold_wh), x.revenue)
+            });
             // Keep the first `sold` Wh of the allocation, give the rest back.
             let mut kept = Vec::new();
             let mut left = sold;
             for a in &s.allocation {
                 let take = a.wh.min(left);
-                if take > 0 {
+                if !take.is_zero() {
                     kept.push(Allocation {
                         interval: a.interval,
                         wh: take,
@@ -119,8 +121,8 @@ impl LedgerState {
                 left = left.saturating_sub(take);
             }
             self.give_back(s.seller, &s.allocation, s.energy_wh.saturating_sub(sold));
-            if sold > 0 {
-                self.pending_traded.push((s.seller, sold));
+            if !sold.is_zero() {
+                self.pending_traded.push((s.seller, sold.get()));
                 self.market.trades.insert(
                     auction_trade_id(&rules.chain_id, round, &s.seller),
                     Trade {
@@ -143,8 +145,8 @@ impl LedgerState {
         }
         Ok(vec![MarketEvent::RoundCleared {
             round,
-            sold_wh: out.as_ref().map_or(0, |o| o.sold_wh),
-            revenue: out.as_ref().map_or(0, |o| o.revenue),
+            sold_wh: WattHours::new(out.as_ref().map_or(0, |o| o.sold_wh)),
+            revenue: MicroCredits::new(out.as_ref().map_or(0, |o| o.revenue)),
         }])
     }
 
@@ -177,7 +179,7 @@ impl LedgerState {
                 events.push(e);
             }
         }
-        let expired: Vec<(Hash32, MemberKey, Vec<Allocation>, u64)> = self
+        let expired: Vec<(Hash32, MemberKey, Vec<Allocation>, WattHours)> = self
             .market
             .contracts
             .iter()
