@@ -3,13 +3,14 @@
 //! chain, every member must produce, and a node that joins late must catch up by asking for
 //! blocks by height.
 
-use gridlet_core::node::Input;
+use gridlet_core::node::{BusMessage, Effect, Input, SYNC_ANSWER_BYTES_PER_SLOT};
 use gridlet_hil::lockstep::LockstepNet;
 use gridlet_ledger::crypto::deterministic_key;
+use gridlet_ledger::crypto::Signature;
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::MicroCredits;
-use gridlet_ledger::{Genesis, MemberKey, Transaction, TxPayload};
+use gridlet_ledger::{Block, BlockHeader, Genesis, Hash32, MemberKey, Transaction, TxPayload};
 use secp256k1::SecretKey;
 
 fn community(n: usize) -> (Genesis, Vec<SecretKey>) {
@@ -153,4 +154,125 @@ fn a_transaction_in_an_abandoned_block_is_not_lost() {
         1_000_042
     );
     assert_eq!(state.account(&net.nodes[1].member()).nonce, 1);
+}
+
+/// A block signed by `key` with the given height, slot and parent, and no transactions.
+fn forged(genesis: &Genesis, key: &SecretKey, height: u64, slot: u64, parent: Hash32) -> String {
+    let header = BlockHeader {
+        chain_id: genesis.hash(),
+        height,
+        slot,
+        prev_hash: parent,
+        tx_root: Hash32([0; 32]),
+        tx_count: 0,
+        state_hash: Hash32([0; 32]),
+        producer: MemberKey::from_secret(key),
+    };
+    let block = Block {
+        signature: Signature::sign(&header.hash(), key),
+        header,
+        transactions: Vec::new(),
+    };
+    gridlet_ledger::codec::to_hex(&block.encode())
+}
+
+#[test]
+fn forged_blocks_neither_stall_production_nor_become_sync_targets() {
+    let (genesis, keys) = community(3);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 10_000);
+    let before = settled_heads(&mut net)[0].0;
+    // The field report's block: an unknown producer and an absurd height. Then a member's key
+    // far ahead of the clock, and a member's block whose parent nobody has (a byzantine home).
+    let outsider = deterministic_key(99, 1);
+    let now_slot = genesis.slot_at(net.now_ms);
+    let blocks = [
+        forged(
+            &genesis,
+            &outsider,
+            999_999_999,
+            999_999_999,
+            Hash32([7; 32]),
+        ),
+        forged(&genesis, &outsider, before + 1, now_slot, Hash32([7; 32])),
+        forged(
+            &genesis,
+            &keys[0],
+            999_999_999,
+            999_999_999,
+            Hash32([7; 32]),
+        ),
+        forged(&genesis, &keys[0], now_slot, now_slot, Hash32([8; 32])),
+    ];
+    let rejected_before = net.rejected;
+    for hex in &blocks {
+        for i in 0..3 {
+            net.input(i, Input::Bus(BusMessage::Block { hex: hex.clone() }))
+                .unwrap();
+        }
+    }
+    // The first three are dropped by every node; the last waits for a parent that never
+    // comes, holds production for at most a few slots, and is no sync target beyond its height.
+    assert_eq!(
+        net.rejected - rejected_before,
+        9,
+        "three forgeries refused by three nodes"
+    );
+    run(&mut net, 20_000);
+    let heads = settled_heads(&mut net);
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+    assert!(
+        heads[0].0 >= before + 12,
+        "production went on: {before} → {}",
+        heads[0].0
+    );
+    for n in &net.nodes {
+        assert!(
+            n.sync_lag() <= 60,
+            "sync lag {} after forged heights",
+            n.sync_lag()
+        );
+    }
+}
+
+#[test]
+fn sync_answers_share_one_budget_per_slot() {
+    let (genesis, keys) = community(3);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 120_000);
+    // Fifty small requests in one slot, under as many names: together they draw at most the
+    // per-slot budget, not fifty whole chains.
+    let mut answered = 0usize;
+    let mut asked = 0usize;
+    for i in 0..50 {
+        let request = BusMessage::SyncRequest {
+            node: format!("stranger-{i}"),
+            from_height: 1,
+            max: 1_000,
+        };
+        asked += serde_json::to_string(&request).unwrap().len();
+        for e in net.nodes[0].handle(Input::Bus(request)).unwrap() {
+            if let Effect::Publish(BusMessage::SyncResponse { blocks, .. }) = e {
+                answered += blocks.iter().map(String::len).sum::<usize>();
+            }
+        }
+    }
+    let one_chain: usize = (1..=net.nodes[0].chain().chain().head_height())
+        .map(|h| {
+            net.nodes[0]
+                .chain()
+                .block_at(h)
+                .unwrap()
+                .unwrap()
+                .encode()
+                .len()
+                * 2
+        })
+        .sum();
+    assert!(answered > 0, "requests are answered");
+    assert!(
+        answered <= SYNC_ANSWER_BYTES_PER_SLOT,
+        "{answered} bytes answered for {asked} bytes asked"
+    );
+    assert!(answered < 50 * one_chain, "budget shared, not per request");
 }

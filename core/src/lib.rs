@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
+//! - [`orphans`]: blocks waiting for their parent, bounded.
 //! - [`wire`]: the messages gateways exchange on the community bus.
 //! - [`strategy`]: when to offer and when to buy, from the device readings.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
@@ -34,6 +35,7 @@ pub mod bids;
 pub mod day_plan;
 pub mod dispatch_session;
 pub mod node;
+pub mod orphans;
 pub mod readings;
 pub mod release;
 pub mod schedule;

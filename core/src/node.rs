@@ -8,8 +8,9 @@
 //! unknown is kept as an orphan and the missing heights are requested from peers (a broker only
 //! queues so much); everything seen is deduplicated by hash.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
+use gridlet_ledger::block::check_header;
 use gridlet_ledger::chain::Checks;
 use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard};
@@ -18,6 +19,7 @@ use gridlet_ledger::{
 };
 use secp256k1::SecretKey;
 
+use crate::orphans::{Admission, OrphanPool};
 pub use crate::wire::BusMessage;
 
 /// How many transactions of recent blocks a node keeps to put back after a branch switch.
@@ -98,7 +100,10 @@ pub struct Node<S: BlockStore> {
     recent_txs: std::collections::VecDeque<SignedTransaction>,
     seen: HashSet<Hash32>,
     seen_order: VecDeque<Hash32>,
-    orphans: BTreeMap<u64, Vec<Block>>,
+    orphans: OrphanPool,
+    /// Sync answer bytes sent in the current slot (slot, bytes): every peer's requests share
+    /// one budget, so small requests cannot draw unbounded answers.
+    answered: (u64, usize),
     now_ms: u64,
     sync_asked_at: Option<(u64, u64)>,
     /// After a (re)start, production waits until peers answered a sync request or two slots
@@ -110,6 +115,12 @@ pub struct Node<S: BlockStore> {
 }
 
 const SEEN_LIMIT: usize = 100_000;
+/// Blocks kept waiting for a parent, at most.
+const MAX_ORPHANS: usize = 256;
+/// Bytes of blocks kept waiting for a parent, at most.
+const MAX_ORPHAN_BYTES: usize = 8 << 20;
+/// Sync answer bytes (hex) this node sends per slot, to all peers together.
+pub const SYNC_ANSWER_BYTES_PER_SLOT: usize = 1 << 20;
 
 /// The error's variant name in snake case (`UnknownParent { .. }` → `unknown_parent`): a
 /// bounded label, unlike the message, which carries heights and hashes.
@@ -155,7 +166,8 @@ impl<S: BlockStore> Node<S> {
             recent_txs: std::collections::VecDeque::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
-            orphans: BTreeMap::new(),
+            orphans: OrphanPool::new(MAX_ORPHANS, MAX_ORPHAN_BYTES),
+            answered: (0, 0),
             now_ms: 0,
             sync_asked_at: None,
             hold_until_ms: None,
@@ -293,12 +305,22 @@ impl<S: BlockStore> Node<S> {
                         .saturating_add(max.min(self.cfg.sync_batch))
                         .saturating_sub(1)
                         .min(top);
+                    let slot = self.current_slot();
+                    if self.answered.0 != slot {
+                        self.answered = (slot, 0);
+                    }
                     let mut blocks = Vec::new();
                     for h in from_height.max(1)..=last {
-                        match self.chain.block_at(h)? {
-                            Some(b) => blocks.push(gridlet_ledger::codec::to_hex(&b.encode())),
-                            None => break,
+                        let Some(b) = self.chain.block_at(h)? else {
+                            break;
+                        };
+                        let hex = gridlet_ledger::codec::to_hex(&b.encode());
+                        let spent = self.answered.1.saturating_add(hex.len());
+                        if spent > SYNC_ANSWER_BYTES_PER_SLOT {
+                            break;
                         }
+                        self.answered.1 = spent;
+                        blocks.push(hex);
                     }
                     if !blocks.is_empty() {
                         out.push(Effect::Publish(BusMessage::SyncResponse { node, blocks }));
@@ -383,7 +405,6 @@ impl<S: BlockStore> Node<S> {
     }
 
     fn receive_block(&mut self, block: Block, out: &mut Vec<Effect>) -> Result<(), StoreError> {
-        self.best_seen = self.best_seen.max(block.header.height);
         let hash = block.hash();
         if self.chain.chain().contains(&hash)
             || self.chain.hash_at(block.header.height) == Some(hash)
@@ -391,6 +412,17 @@ impl<S: BlockStore> Node<S> {
             out.push(Effect::Duplicate);
             return Ok(());
         }
+        // A block no member could have made is never waited for, synced towards or kept.
+        let slot = self.current_slot();
+        if let Err(e) = check_header(self.chain.chain().rules(), &block, slot.saturating_add(1)) {
+            out.push(Effect::Rejected {
+                what: "block",
+                class: reason_class(&e),
+                reason: e.to_string(),
+            });
+            return Ok(());
+        }
+        self.best_seen = self.best_seen.max(block.header.height);
         let checks = Checks {
             signatures: true,
             current_slot: Some(self.current_slot().saturating_add(1)),
@@ -405,8 +437,17 @@ impl<S: BlockStore> Node<S> {
                 self.adopt_orphans(out)?;
                 Ok(())
             }
-            Err(StoreError::Block(BlockError::UnknownParent { height, .. })) => {
-                self.orphans.entry(height).or_default().push(block);
+            Err(StoreError::Block(BlockError::UnknownParent { .. })) => {
+                let bytes = block.encode().len();
+                if self.orphans.insert(block, bytes, slot) == Admission::Refused {
+                    out.push(Effect::Rejected {
+                        what: "block",
+                        class: "orphan_pool_full".into(),
+                        reason: format!(
+                            "no room for a block waiting for its parent ({bytes} bytes)"
+                        ),
+                    });
+                }
                 self.request_sync(out);
                 Ok(())
             }
@@ -446,24 +487,12 @@ impl<S: BlockStore> Node<S> {
     }
 
     fn adopt_orphans(&mut self, out: &mut Vec<Effect>) -> Result<(), StoreError> {
-        // Orphans at or below the finalized height can never attach; drop them.
         let finalized = self.chain.chain().finalized().1;
-        self.orphans = self.orphans.split_off(&finalized.saturating_add(1));
-        let ready: Vec<u64> = self
-            .orphans
-            .iter()
-            .filter(|(_, list)| {
-                list.iter()
-                    .any(|b| self.chain.chain().contains(&b.header.prev_hash))
-            })
-            .map(|(h, _)| *h)
-            .collect();
-        for h in ready {
-            if let Some(list) = self.orphans.remove(&h) {
-                for b in list {
-                    self.receive_block(b, out)?;
-                }
-            }
+        self.orphans.prune(finalized, self.current_slot());
+        let chain = self.chain.chain();
+        let ready = self.orphans.take_ready(|parent| chain.contains(parent));
+        for b in ready {
+            self.receive_block(b, out)?;
         }
         Ok(())
     }
@@ -533,7 +562,8 @@ impl<S: BlockStore> Node<S> {
         }
         // Blocks are waiting for a missing parent: this node is behind, so building on its
         // head would only start a fork. Catch up first.
-        if !self.orphans.is_empty() || self.hold_until_ms.is_some_and(|t| self.now_ms < t) {
+        self.orphans.prune(self.chain.chain().finalized().1, slot);
+        if self.orphans.catching_up(slot) || self.hold_until_ms.is_some_and(|t| self.now_ms < t) {
             return Ok(());
         }
         let Some(rank) = self.chain.chain().rank_for(slot, &self.me) else {

@@ -159,3 +159,45 @@ impl Block {
         })
     }
 }
+
+/// What can be known of a block without its parent: it is for this chain, a member produced
+/// and signed it, its slot is not after `current_slot`, and its height is not above its slot
+/// (slots start at 1 and each block's slot is above its parent's). A block that fails this can
+/// never become valid, so a node drops it instead of waiting for its parent or syncing towards
+/// its height (docs/protocol.md §9.1); a block that passes may still be invalid.
+pub fn check_header(
+    rules: &crate::state::Rules,
+    block: &Block,
+    current_slot: u64,
+) -> Result<(), crate::error::BlockError> {
+    use crate::error::BlockError;
+    let h = &block.header;
+    if h.chain_id != rules.chain_id {
+        return Err(BlockError::WrongChain {
+            expected: rules.chain_id,
+            found: h.chain_id,
+        });
+    }
+    if h.slot > current_slot {
+        return Err(BlockError::SlotInFuture {
+            current: current_slot,
+            found: h.slot,
+        });
+    }
+    if h.height > h.slot {
+        return Err(BlockError::HeightAboveSlot {
+            height: h.height,
+            slot: h.slot,
+        });
+    }
+    let key = rules
+        .members
+        .get(&h.producer)
+        .ok_or(BlockError::UnknownProducer {
+            producer: h.producer,
+        })?;
+    if !block.signature.verify(&h.hash(), key) {
+        return Err(BlockError::BadProducerSignature { height: h.height });
+    }
+    Ok(())
+}

@@ -410,6 +410,20 @@ pub enum BlockError {
         /// The slot.
         slot: u64,
     },
+    /// The header claims more blocks than slots.
+    #[error("block height {height} is above its slot {slot} (at most one block per slot)")]
+    HeightAboveSlot {
+        /// The height claimed.
+        height: u64,
+        /// The slot claimed.
+        slot: u64,
+    },
+    /// The producer is not a member of the community.
+    #[error("producer {producer} is not a member")]
+    UnknownProducer {
+        /// The key in the header.
+        producer: MemberKey,
+    },
     /// The producer's signature does not verify.
     #[error("bad producer signature on block {height}")]
     BadProducerSignature {
