@@ -189,15 +189,7 @@ impl LedgerActor {
                 match fut.await {
                     Ok(Ok(effects)) => {
                         for e in effects {
-                            if let Effect::Committed { height, events, .. } = &e {
-                                for s in &subscribers {
-                                    s.do_send(ChainEvents {
-                                        height: *height,
-                                        events: events.clone(),
-                                    });
-                                }
-                            }
-                            apply_effect(e, &bus, &status).await;
+                            dispatch(e, &bus, &status, &subscribers).await;
                         }
                     }
                     Ok(Err(e)) => tracing::error!(%e, "ledger node failed: storage error"),
@@ -211,6 +203,24 @@ impl LedgerActor {
             .into_actor(self),
         );
     }
+}
+
+/// Carries out one effect of the node: market events to the subscribers, then the I/O.
+async fn dispatch(
+    e: Effect,
+    bus: &BusHandle,
+    status: &Arc<Mutex<LedgerStatus>>,
+    subscribers: &[Recipient<ChainEvents>],
+) {
+    if let Effect::Committed { height, events, .. } = &e {
+        for s in subscribers {
+            s.do_send(ChainEvents {
+                height: *height,
+                events: events.clone(),
+            });
+        }
+    }
+    apply_effect(e, bus, status).await;
 }
 
 async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatus>>) {
@@ -259,6 +269,7 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
                 s.rejected += 1;
             }
         }
+        Effect::Submitted { id } => tracing::debug!(%id, "transaction submitted"),
         Effect::Duplicate => {
             metrics::counter!(crate::metrics::BUS_DUPLICATES).increment(1);
             if let Ok(mut s) = status.lock() {
@@ -349,14 +360,55 @@ impl Handler<SubmitTx> for LedgerActor {
 
 /// Sign a payload as this member and submit it.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<Hash32, SubmitError>")]
 pub struct SignAndSubmit(pub gridlet_ledger::TxPayload);
 
-impl Handler<SignAndSubmit> for LedgerActor {
-    type Result = ();
+/// Why a transaction this home signed did not go out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The node refused it: the rule it breaks against the chain it would meet.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The node worker did not answer (stopped, or its store failed).
+    #[error("the ledger node is unavailable")]
+    Unavailable,
+}
 
-    fn handle(&mut self, msg: SignAndSubmit, ctx: &mut Context<Self>) {
-        self.run_step(Input::Sign(Box::new(msg.0)), None, ctx);
+impl Handler<SignAndSubmit> for LedgerActor {
+    type Result = ResponseFuture<Result<Hash32, SubmitError>>;
+
+    /// Signs, checks and submits; answers with the transaction id once it is in the mempool and
+    /// published, or with the reason it was refused (no nonce is spent on a refused payload).
+    fn handle(&mut self, msg: SignAndSubmit, _: &mut Context<Self>) -> Self::Result {
+        let fut = self.worker.send(Step(Input::Sign(Box::new(msg.0))));
+        let (bus, status, subscribers) = (
+            self.bus.clone(),
+            self.status.clone(),
+            self.subscribers.clone(),
+        );
+        Box::pin(async move {
+            let effects = match fut.await {
+                Ok(Ok(effects)) => effects,
+                Ok(Err(e)) => {
+                    tracing::error!(%e, "ledger node failed: storage error");
+                    return Err(SubmitError::Unavailable);
+                }
+                Err(_) => return Err(SubmitError::Unavailable),
+            };
+            let mut result = Err(SubmitError::Unavailable);
+            for e in effects {
+                match &e {
+                    Effect::Submitted { id } => result = Ok(*id),
+                    Effect::Rejected {
+                        what: "tx", reason, ..
+                    } if result.is_err() => result = Err(SubmitError::Refused(reason.clone())),
+                    _ => {}
+                }
+                dispatch(e, &bus, &status, &subscribers).await;
+            }
+            result
+        })
     }
 }
 

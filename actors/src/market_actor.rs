@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::battery::{BatteryFeed, BatteryStorage, Delivered, Release};
 use crate::devices::{fresh, MeterFeed};
-use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit};
+use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit, SubmitError};
 use gridlet_core::bids::{BidBook, BidProgress, SealedBid};
 use gridlet_core::release::ReleaseOrder;
 use gridlet_core::strategy::{decide, ChainView, Decision, HomeReadings, StrategyConfig};
@@ -103,8 +103,9 @@ pub struct MarketStatus {
 }
 
 /// Offer energy the battery stored: attests it (battery key) and offers it in one sale.
+/// Answers with the sale's transaction id, or why it was not offered.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<Hash32, SubmitError>")]
 pub struct Offer {
     /// Market interval of the attested generation.
     pub interval: u64,
@@ -116,9 +117,9 @@ pub struct Offer {
     pub expiry_height: u64,
 }
 
-/// Buy a sale contract.
+/// Buy a sale contract. Answers with the purchase's transaction id, or why it was refused.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<Hash32, SubmitError>")]
 pub struct Buy {
     /// The contract id.
     pub contract: Hash32,
@@ -387,17 +388,24 @@ impl MarketActor {
         Ok(())
     }
 
+    /// The strategy's offer (a refusal is logged and counted by the ledger actor).
     fn offer(&mut self, msg: Offer) {
-        let Some(attestation) = self.attest(msg.interval, msg.energy_wh) else {
+        let Some(payload) = self.sale(msg) else {
             return;
         };
         self.count(|s| s.offers += 1);
-        self.ledger.do_send(SignAndSubmit(TxPayload::Sale {
+        self.ledger.do_send(SignAndSubmit(payload));
+    }
+
+    /// A sale of `msg`'s energy with the battery's attestation; none without a battery key.
+    fn sale(&self, msg: Offer) -> Option<TxPayload> {
+        let attestation = self.attest(msg.interval, msg.energy_wh)?;
+        Some(TxPayload::Sale {
             energy_wh: msg.energy_wh,
             price: msg.price,
             expiry_height: msg.expiry_height,
             attestation: Some(attestation),
-        }));
+        })
     }
 
     /// Sets the battery that releases this home's energy.
@@ -520,21 +528,29 @@ impl Handler<Delivered> for MarketActor {
 }
 
 impl Handler<Offer> for MarketActor {
-    type Result = ();
+    type Result = ResponseFuture<Result<Hash32, SubmitError>>;
 
-    fn handle(&mut self, msg: Offer, _: &mut Context<Self>) {
-        self.offer(msg);
+    fn handle(&mut self, msg: Offer, _: &mut Context<Self>) -> Self::Result {
+        let Some(payload) = self.sale(msg) else {
+            return Box::pin(std::future::ready(Err(SubmitError::Refused(
+                "no battery key configured: only a battery can attest energy to offer".into(),
+            ))));
+        };
+        self.count(|s| s.offers += 1);
+        let sent = self.ledger.send(SignAndSubmit(payload));
+        Box::pin(async move { sent.await.unwrap_or(Err(SubmitError::Unavailable)) })
     }
 }
 
 impl Handler<Buy> for MarketActor {
-    type Result = ();
+    type Result = ResponseFuture<Result<Hash32, SubmitError>>;
 
-    fn handle(&mut self, msg: Buy, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Buy, _: &mut Context<Self>) -> Self::Result {
         self.count(|s| s.purchases += 1);
-        self.ledger.do_send(SignAndSubmit(TxPayload::Purchase {
+        let sent = self.ledger.send(SignAndSubmit(TxPayload::Purchase {
             contract: msg.contract,
             payment: msg.payment,
         }));
+        Box::pin(async move { sent.await.unwrap_or(Err(SubmitError::Unavailable)) })
     }
 }

@@ -276,3 +276,49 @@ fn sync_answers_share_one_budget_per_slot() {
     );
     assert!(answered < 50 * one_chain, "budget shared, not per request");
 }
+
+#[test]
+fn a_refused_payload_spends_no_nonce_and_the_next_one_lands() {
+    let (genesis, keys) = community(3);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 3_000);
+    let to = net.nodes[1].member();
+    let sign = |net: &mut LockstepNet, amount: u64| {
+        net.nodes[0]
+            .handle(Input::Sign(Box::new(TxPayload::Transfer {
+                to,
+                amount: MicroCredits::new(amount),
+            })))
+            .unwrap()
+    };
+    // Zero credits: refused at once, with the rule, and nothing signed.
+    let refused = sign(&mut net, 0);
+    assert!(
+        refused
+            .iter()
+            .any(|e| matches!(e, Effect::Rejected { class, .. } if class == "zero_amount")),
+        "{refused:?}"
+    );
+    assert!(!refused
+        .iter()
+        .any(|e| matches!(e, Effect::Submitted { .. })));
+    // More than the balance: refused too.
+    let refused = sign(&mut net, 10_000_000);
+    assert!(refused.iter().any(|e| matches!(e, Effect::Rejected { .. })));
+    // The next valid one gets the next nonce, is announced, and lands.
+    let accepted = sign(&mut net, 42);
+    assert!(accepted
+        .iter()
+        .any(|e| matches!(e, Effect::Submitted { .. })));
+    for e in accepted {
+        if let Effect::Publish(m) = e {
+            for i in 1..3 {
+                net.input(i, Input::Bus(m.clone())).unwrap();
+            }
+        }
+    }
+    run(&mut net, 10_000);
+    let state = net.nodes[2].chain().chain().head_state().clone();
+    assert_eq!(state.account(&to).balance.get(), 1_000_042);
+    assert_eq!(state.account(&net.nodes[0].member()).nonce, 1);
+}

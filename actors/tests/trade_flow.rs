@@ -223,7 +223,8 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             expiry_height: 10_000,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the offer is submitted");
     let state = state_until(
         &ledgers[1],
         |s| {
@@ -245,7 +246,11 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     assert_eq!(c.seller, me_a);
     let payment = c.price.cost_of(c.energy_wh).unwrap();
     let a_before = state.account(&me_a).balance;
-    market_b.send(Buy { contract, payment }).await.unwrap();
+    market_b
+        .send(Buy { contract, payment })
+        .await
+        .unwrap()
+        .expect("the purchase is submitted");
     // Final, released, delivered by the battery, reported with the battery's receipt, settled.
     let state = state_until(
         &ledgers[1],

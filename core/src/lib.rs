@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
+//! - [`local_tx`]: this home's own transactions, checked before they get a nonce.
 //! - [`orphans`]: blocks waiting for their parent, bounded.
 //! - [`wire`]: the messages gateways exchange on the community bus.
 //! - [`strategy`]: when to offer and when to buy, from the device readings.
@@ -34,6 +35,7 @@
 pub mod bids;
 pub mod day_plan;
 pub mod dispatch_session;
+pub mod local_tx;
 pub mod node;
 pub mod orphans;
 pub mod readings;

@@ -15,10 +15,11 @@ use gridlet_ledger::chain::Checks;
 use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard};
 use gridlet_ledger::{
-    Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError, Transaction, TxPayload,
+    Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError, TxPayload,
 };
 use secp256k1::SecretKey;
 
+use crate::local_tx::sign_checked;
 use crate::orphans::{Admission, OrphanPool};
 pub use crate::wire::BusMessage;
 
@@ -72,6 +73,11 @@ pub enum Effect {
     },
     /// A message seen before was dropped.
     Duplicate,
+    /// A transaction signed here (`Input::Sign`) was accepted into the mempool and published.
+    Submitted {
+        /// Its id.
+        id: Hash32,
+    },
 }
 
 /// Settings of a node.
@@ -242,31 +248,28 @@ impl<S: BlockStore> Node<S> {
             }
             Input::Reconnected => self.request_sync(&mut out),
             Input::Sign(payload) => {
-                let waiting = self
-                    .mempool
-                    .iter()
-                    .filter(|t| t.tx().sender == self.me)
-                    .count() as u64;
-                let nonce = self
-                    .chain
-                    .chain()
-                    .head_state()
-                    .account(&self.me)
-                    .nonce
-                    .saturating_add(waiting);
-                let genesis = self.chain.chain().genesis();
-                let tx = Transaction {
-                    chain_id: self.chain.chain().chain_id(),
-                    sender: self.me,
-                    nonce,
-                    fee: genesis.tx_fee,
-                    payload: *payload,
-                }
-                .sign(&self.key);
-                if self.accept_tx(tx.clone(), &mut out) {
-                    out.push(Effect::Publish(BusMessage::Tx {
-                        hex: gridlet_ledger::codec::to_hex(tx.bytes()),
-                    }));
+                let chain = self.chain.chain();
+                let signed = sign_checked(
+                    chain.head_state(),
+                    chain.rules(),
+                    &self.mempool,
+                    self.me,
+                    &self.key,
+                    *payload,
+                );
+                match signed {
+                    Ok(tx) if self.accept_tx(tx.clone(), &mut out) => {
+                        out.push(Effect::Submitted { id: tx.id() });
+                        out.push(Effect::Publish(BusMessage::Tx {
+                            hex: gridlet_ledger::codec::to_hex(tx.bytes()),
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => out.push(Effect::Rejected {
+                        what: "tx",
+                        class: reason_class(&e),
+                        reason: e.to_string(),
+                    }),
                 }
             }
             Input::Submit(tx) => {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::Addr;
 use actix_web::{get, post, web, HttpRequest, HttpResponse, Responder};
-use gridlet_actors::ledger_actor::{GetState, LedgerActor, LedgerStatus};
+use gridlet_actors::ledger_actor::{GetState, LedgerActor, LedgerStatus, SubmitError};
 use gridlet_actors::market_actor::{Buy, GetBids, MarketActor, Offer, PlaceBid};
 use gridlet_ledger::market::book::ContractStatus;
 use gridlet_ledger::market::clearing::payment;
@@ -213,13 +213,31 @@ async fn post_offer(
     if b.energy_wh.is_zero() {
         return HttpResponse::BadRequest().json(json!({"error": "energy_wh must be positive"}));
     }
-    state.market.do_send(Offer {
-        interval: b.interval,
-        energy_wh: b.energy_wh,
-        price: b.price,
-        expiry_height: b.expiry_height,
-    });
-    HttpResponse::Accepted().json(json!({"submitted": true}))
+    let sent = state
+        .market
+        .send(Offer {
+            interval: b.interval,
+            energy_wh: b.energy_wh,
+            price: b.price,
+            expiry_height: b.expiry_height,
+        })
+        .await;
+    submitted(sent)
+}
+
+/// The answer to a transaction this gateway signed: 202 with its id once it is in the mempool
+/// and on the bus, 400 with the rule it breaks, 503 if the node is not there.
+fn submitted(sent: Result<Result<Hash32, SubmitError>, actix::MailboxError>) -> HttpResponse {
+    match sent {
+        Ok(Ok(id)) => HttpResponse::Accepted().json(json!({"submitted": true, "tx": id.to_hex()})),
+        Ok(Err(SubmitError::Refused(reason))) => {
+            HttpResponse::BadRequest().json(json!({"submitted": false, "error": reason}))
+        }
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .json(json!({"submitted": false, "error": e.to_string()})),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(json!({"submitted": false, "error": "market unavailable"})),
+    }
 }
 
 /// `POST /api/purchases`.
@@ -240,11 +258,14 @@ async fn post_purchase(
         return *r;
     }
     let b = body.into_inner();
-    state.market.do_send(Buy {
-        contract: b.contract,
-        payment: b.payment,
-    });
-    HttpResponse::Accepted().json(json!({"submitted": true}))
+    let sent = state
+        .market
+        .send(Buy {
+            contract: b.contract,
+            payment: b.payment,
+        })
+        .await;
+    submitted(sent)
 }
 
 /// `POST /api/bids`: a sealed bid for the next auction round. The gateway keeps the salt (on

@@ -102,7 +102,7 @@ impl LockstepNet {
                     }
                 }
                 Effect::Rejected { .. } => self.rejected += 1,
-                Effect::Duplicate => {}
+                Effect::Duplicate | Effect::Submitted { .. } => {}
             }
         }
     }
