@@ -286,6 +286,8 @@ impl SimHome {
 pub enum MeterOutput {
     /// DSMR 5 telegrams on a serial line (one end of a socat pty pair).
     Dsmr(tokio_serial::SerialStream),
+    /// DSMR telegrams into the master side of a pseudo-terminal.
+    DsmrPty(tokio::fs::File),
     /// Tasmota JSON on an MQTT topic.
     Mqtt {
         /// The client.
@@ -303,6 +305,13 @@ impl MeterOutput {
         let port = tokio_serial::SerialStream::open(&tokio_serial::new(path, 115_200))
             .map_err(std::io::Error::other)?;
         Ok(MeterOutput::Dsmr(port))
+    }
+
+    /// A DSMR meter writing into a pseudo-terminal's master side (see [`crate::pty::NativePty`]).
+    pub fn dsmr_pty(pty: &crate::pty::NativePty) -> std::io::Result<MeterOutput> {
+        Ok(MeterOutput::DsmrPty(tokio::fs::File::from_std(
+            pty.master()?,
+        )))
     }
 
     /// An MQTT meter publishing on `topic` at `host:port`.
@@ -333,7 +342,7 @@ impl MeterOutput {
     ) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         match self {
-            MeterOutput::Dsmr(port) => {
+            MeterOutput::Dsmr(_) | MeterOutput::DsmrPty(_) => {
                 let readings = crate::dsmr_sim::MeterReadings {
                     import_wh: [meter.import_mwh / 1000, 0],
                     export_wh: [meter.export_mwh / 1000, 0],
@@ -349,12 +358,17 @@ impl MeterOutput {
                     gridlet_drivers::dsmr::CrcStyle::Padded,
                 );
                 // A reader that stopped reading must not stall the whole simulation.
-                match tokio::time::timeout(
-                    std::time::Duration::from_millis(200),
-                    port.write_all(&bytes),
-                )
-                .await
-                {
+                let write = async {
+                    match self {
+                        MeterOutput::Dsmr(port) => port.write_all(&bytes).await,
+                        MeterOutput::DsmrPty(master) => {
+                            master.write_all(&bytes).await?;
+                            master.flush().await
+                        }
+                        MeterOutput::Mqtt { .. } => Ok(()),
+                    }
+                };
+                match tokio::time::timeout(std::time::Duration::from_millis(200), write).await {
                     Ok(r) => r,
                     Err(_) => Err(std::io::Error::other("meter line blocked")),
                 }

@@ -20,7 +20,7 @@ use gridlet_hil::community::{
     forecast, schedule_params, DayObservations, BILLING_MS, DAY_MS, INTERVAL_MS,
 };
 use gridlet_hil::home::{Counters, Flows, HomeProfile, MeterOutput, SimHome};
-use gridlet_hil::pty::PtyPair;
+use gridlet_hil::pty::NativePty;
 use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::selection::SelectionRule;
@@ -202,14 +202,15 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
                 "[meter]\nkind = \"mqtt\"\ntopic = \"{topic}\"\nformat = \"tasmota\"\nmax_age_ms = 2000\n"
             )
         } else {
-            let pair =
-                PtyPair::start().context("socat (needed for the DSMR meters' serial lines)")?;
-            meters.push(MeterOutput::dsmr(&pair.a)?);
+            // The meter's serial line: a pseudo-terminal opened here (no socat needed).
+            let pty =
+                NativePty::open().context("cannot open a pseudo-terminal for a DSMR meter")?;
+            meters.push(MeterOutput::dsmr_pty(&pty)?);
             let cfg = format!(
                 "[meter]\nkind = \"dsmr\"\npath = \"{}\"\nversion = \"v5\"\nmax_age_ms = 2000\n",
-                pair.b
+                pty.path
             );
-            ptys.push(pair);
+            ptys.push(pty);
             cfg
         };
         std::fs::write(
