@@ -261,7 +261,8 @@ pub fn decide(
                         .get(&r)
                         .is_some_and(|x| x.sellers.iter().any(|s| s.seller == *me))
                 };
-                if let Some(round) = round.filter(|r| !joined(*r)) {
+                // A home is a seller or a buyer of a round, never both (protocol §12.5).
+                if let Some(round) = round.filter(|r| !joined(*r) && !chain.bid_pending) {
                     out.push(Decision::Join {
                         round,
                         interval,
@@ -289,7 +290,12 @@ pub fn decide(
         .values()
         .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
     if auctions {
-        if battery_low && importing && !waiting && !chain.bid_pending {
+        let selling = market
+            .rounds
+            .values()
+            .any(|r| r.sellers.iter().any(|s| s.seller == *me));
+        if battery_low && importing && !waiting && !chain.bid_pending && !selling && out.is_empty()
+        {
             let max_pay = payment(cfg.max_buy_wh, cfg.max_buy_price).unwrap_or(MicroCredits::MAX);
             if max_pay <= balance {
                 out.push(Decision::Bid {

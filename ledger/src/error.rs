@@ -278,6 +278,14 @@ pub enum TxError {
         /// The round.
         round: u64,
     },
+    /// A home on both sides of one auction round (it would be filled from its own pool).
+    #[error("{member} cannot both sell and bid in round {round}")]
+    BothSidesOfRound {
+        /// The member.
+        member: MemberKey,
+        /// The round.
+        round: u64,
+    },
     /// A reveal without a commitment, or already revealed.
     #[error("no open commitment from {member} in round {round}")]
     NoCommitment {

@@ -336,6 +336,15 @@ impl LedgerState {
         events
     }
 
+    /// Energy delivered to or by `member` in the selection window, Wh (what `E` counts).
+    pub fn traded_in_window(&self, member: &MemberKey) -> u64 {
+        self.recent
+            .iter()
+            .flat_map(|s| s.traded_wh.iter())
+            .filter(|(k, _)| k == member)
+            .fold(0u64, |acc, (_, wh)| acc.saturating_add(*wh))
+    }
+
     /// The election weights for the block at `self.height + 1`, one per member.
     ///
     /// `E` = kWh traded in the window (floor), `A` = blocks since the member last produced

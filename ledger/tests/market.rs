@@ -152,6 +152,10 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     );
     let trade = purchase.id();
     assert!(m.block(&[purchase]).is_empty());
+    // Contracted energy earns no election weight: only delivered energy counts for E.
+    for home in [0, 1] {
+        assert_eq!(m.chain.head_state().traded_in_window(&m.c.member(home)), 0);
+    }
     assert_eq!(m.balance(1), buyer_before - 500_000 - 100);
     assert_eq!(m.chain.head_state().market().escrow.get(), 500_000);
     assert!(matches!(
@@ -200,6 +204,13 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         },
     );
     assert!(m.block(&[deliver]).is_empty());
+    // Delivered between two homes: both sides count it for E.
+    for home in [0, 1] {
+        assert_eq!(
+            m.chain.head_state().traded_in_window(&m.c.member(home)),
+            2_000
+        );
+    }
     assert_eq!(m.balance(0), seller_before + 500_000 - 100);
     assert_eq!(m.chain.head_state().market().escrow.get(), 0);
     let t = &m.chain.head_state().market().trades[&trade];
@@ -594,7 +605,7 @@ fn a_thousand_conflicting_sale_pairs_sell_no_watt_hour_twice() {
 
 #[test]
 fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
-    let mut m = Market::new(5);
+    let mut m = Market::new(6);
     let round_len = m.c.genesis.market.auction_round_blocks;
     assert_eq!(round_len, 20);
     // Round 0: heights 1..=20, commits in 1..=10, reveals in 11..=20, clearing at 20.
@@ -642,15 +653,46 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
             },
         ));
     }
-    // Home 0 commits too but never reveals.
+    // Home 5 commits too but never reveals.
     commits.push(m.tx(
-        0,
+        5,
         TxPayload::BidCommit {
             round: 0,
             commitment: Hash32::sha256(b"sealed forever"),
         },
     ));
     assert!(m.block(&commits).is_empty());
+    // A seller of the round cannot bid in it (it would be filled from its own pool), and a
+    // bidder cannot join the coalition.
+    let own_pool = m.tx(
+        0,
+        TxPayload::BidCommit {
+            round: 0,
+            commitment: Hash32::sha256(b"my own energy"),
+        },
+    );
+    let both = m.tx(
+        2,
+        TxPayload::AuctionJoin {
+            round: 0,
+            energy_wh: WattHours::new(100),
+            attestation: Some(m.attestation(2, 1, 100)),
+        },
+    );
+    let refused = m.block(&[own_pool, both]);
+    assert_eq!(
+        refused.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        vec![
+            TxError::BothSidesOfRound {
+                member: m.c.member(0),
+                round: 0
+            },
+            TxError::BothSidesOfRound {
+                member: m.c.member(2),
+                round: 0
+            },
+        ]
+    );
     // Before the reveal, the chain holds only hashes: no price or amount is readable.
     for t in &commits {
         assert!(matches!(t.tx().payload, TxPayload::BidCommit { .. }));
@@ -688,7 +730,7 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     }
     // A reveal that does not match its commitment.
     let lie = m.tx(
-        0,
+        5,
         TxPayload::BidReveal {
             round: 0,
             energy_wh: WattHours::new(10),
@@ -702,7 +744,7 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     assert_eq!(
         rejected[0].1,
         TxError::CommitmentMismatch {
-            member: m.c.member(0)
+            member: m.c.member(5)
         }
     );
     while m.chain.head_height() < 20 {
@@ -764,9 +806,9 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     // 200 000 (400 000 escrowed), was filled 500 Wh (100 000) and got 300 000 back.
     assert_eq!(m.balance(4), balances_before[4] - 100 - 100_000);
     assert_eq!(m.balance(2), balances_before[2] - 100 - 375_000);
-    // Home 0's unrevealed commitment: nothing escrowed, nothing filled (it only paid fees).
+    // Home 5's unrevealed commitment: nothing escrowed, nothing filled (it only paid fees).
     assert!(m.chain.head_state().market().rounds.is_empty());
     // Seller 1 pooled 2 000 of 2 500 attested and sold all of it: 500 remain sellable.
     assert_eq!(market.sellable_wh(&m.c.member(1)).get(), 500);
-    assert_eq!(m.total(), 5 * 1_000_000);
+    assert_eq!(m.total(), 6 * 1_000_000);
 }

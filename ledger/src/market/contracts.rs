@@ -17,7 +17,7 @@ use super::book::{
     Allocation, AttestationRecord, ContractStatus, RevealedBid, RoundSeller, SaleContract, Trade,
     TradeSource,
 };
-use super::clearing::payment;
+use super::clearing::{payment, split_largest_remainder};
 use super::{attestation_digest, bid_commitment, receipt_digest};
 use crate::crypto::MemberKey;
 use crate::error::TxError;
@@ -333,14 +333,11 @@ impl LedgerState {
                     paid_out: MicroCredits::ZERO,
                     settled: false,
                 };
-                let (seller, energy) = (c.seller, c.energy_wh);
                 self.escrow_from(me, *offered)?;
                 if let Some(c) = self.market.contracts.get_mut(contract) {
                     c.status = ContractStatus::Sold { trade: stx.id() };
                 }
                 self.market.trades.insert(stx.id(), trade);
-                self.pending_traded.push((seller, energy.get()));
-                self.pending_traded.push((me, energy.get()));
                 Ok(())
             }
             TxPayload::Deliver {
@@ -387,7 +384,15 @@ impl LedgerState {
                     .prorate(delivered_wh.get(), t.energy_wh.get())
                     .unwrap_or(MicroCredits::ZERO);
                 let full = *delivered_wh == t.energy_wh;
+                // E counts energy delivered between homes, not energy contracted: the seller
+                // and the payers (in proportion to what each paid) are credited now.
+                let weights: Vec<u64> = t.payers.iter().map(|(_, v)| v.get()).collect();
+                let shares = split_largest_remainder(delivered_wh.get(), &weights);
+                let buyers: Vec<(MemberKey, u64)> =
+                    t.payers.iter().map(|(k, _)| *k).zip(shares).collect();
                 self.escrow_pay(me, pay)?;
+                self.pending_traded.push((me, delivered_wh.get()));
+                self.pending_traded.extend(buyers);
                 if let Some(t) = self.market.trades.get_mut(trade) {
                     t.delivered_wh = Some(*delivered_wh);
                     t.paid_out = pay;
@@ -404,13 +409,15 @@ impl LedgerState {
                 attestation,
             } => {
                 expect_phase(rules, height, *round, true)?;
-                let joined = self
-                    .market
-                    .rounds
-                    .get(round)
-                    .is_some_and(|r| r.sellers.iter().any(|s| s.seller == me));
-                if joined {
+                let round_now = self.market.rounds.get(round);
+                if round_now.is_some_and(|r| r.sellers.iter().any(|s| s.seller == me)) {
                     return Err(TxError::AlreadyInRound {
+                        member: me,
+                        round: *round,
+                    });
+                }
+                if round_now.is_some_and(|r| r.commits.iter().any(|(k, _)| *k == me)) {
+                    return Err(TxError::BothSidesOfRound {
                         member: me,
                         round: *round,
                     });
@@ -434,13 +441,15 @@ impl LedgerState {
             }
             TxPayload::BidCommit { round, commitment } => {
                 expect_phase(rules, height, *round, true)?;
-                let committed = self
-                    .market
-                    .rounds
-                    .get(round)
-                    .is_some_and(|r| r.commits.iter().any(|(k, _)| *k == me));
-                if committed {
+                let round_now = self.market.rounds.get(round);
+                if round_now.is_some_and(|r| r.commits.iter().any(|(k, _)| *k == me)) {
                     return Err(TxError::AlreadyInRound {
+                        member: me,
+                        round: *round,
+                    });
+                }
+                if round_now.is_some_and(|r| r.sellers.iter().any(|s| s.seller == me)) {
+                    return Err(TxError::BothSidesOfRound {
                         member: me,
                         round: *round,
                     });

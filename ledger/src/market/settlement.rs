@@ -95,9 +95,8 @@ impl LedgerState {
                 MicroCredits::new(f.paid).min(bid.escrowed)
             });
             self.escrow_pay(*buyer, bid.escrowed.saturating_sub(paid))?;
-            if let Some(f) = fill {
+            if fill.is_some() {
                 payers.push((*buyer, paid));
-                self.pending_traded.push((*buyer, f.energy_wh));
             }
         }
         let release = height.saturating_add(rules.finality_depth);
@@ -122,7 +121,6 @@ impl LedgerState {
             }
             self.give_back(s.seller, &s.allocation, s.energy_wh.saturating_sub(sold));
             if !sold.is_zero() {
-                self.pending_traded.push((s.seller, sold.get()));
                 self.market.trades.insert(
                     auction_trade_id(&rules.chain_id, round, &s.seller),
                     Trade {
