@@ -200,9 +200,25 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         .0,
         401
     );
+    // An expired offer is refused with its reason, and spends no nonce: the valid offer right
+    // behind it lands.
+    let expired = r#"{"interval": 7, "energy_wh": 150, "price": 200000, "expiry_height": 0}"#;
+    let (code, refused) = http(api_a, "POST", "/api/offers", Some(token), expired);
+    assert_eq!(code, 400, "{refused}");
+    assert_eq!(refused["submitted"], false);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("expiry height 0"),
+        "{refused}"
+    );
+    let (code, accepted) = http(api_a, "POST", "/api/offers", Some(token), offer);
+    assert_eq!(code, 202, "{accepted}");
     assert_eq!(
-        http(api_a, "POST", "/api/offers", Some(token), offer).0,
-        202
+        accepted["tx"].as_str().map(str::len),
+        Some(64),
+        "{accepted}"
     );
     let contract = wait_until(30, || {
         let (_, offers) = http(api_b, "GET", "/api/offers", None, "");

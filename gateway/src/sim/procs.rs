@@ -1,7 +1,7 @@
 //! The simulation's gateway processes: starting, watching and stopping them, their API ports
 //! and a small API client.
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -15,9 +15,13 @@ impl Gateways {
     pub(super) fn terminate(&mut self, grace: Duration) {
         let mut children = std::mem::take(&mut self.0);
         for c in &children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            // SIGTERM (a clean stop), sent directly: no `kill` binary needed.
+            if let Some(pid) = i32::try_from(c.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
         }
         let deadline = Instant::now() + grace;
         for c in &mut children {
