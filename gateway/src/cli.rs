@@ -58,6 +58,16 @@ pub enum Command {
         #[arg(long, hide = true)]
         stop_on_stdin_eof: bool,
     },
+    /// Check everything `run` needs: config fields, key files and modes, genesis and
+    /// membership, and whether the broker and devices answer; one line each, exit 1 on a FAIL.
+    Check {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Skip the network checks (broker, devices).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Write a new secp256k1 key file (mode 0600, never overwritten) and its `.pub`.
     Keygen {
         /// The key file to create.

@@ -8,6 +8,7 @@ mod api;
 mod bench;
 mod chain_cmd;
 mod chart;
+mod check_cmd;
 mod cli;
 mod config;
 mod device_cmd;
@@ -43,6 +44,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut cfg = config::GatewayConfig::load(&config)?;
             cfg.stop_on_stdin_eof = stop_on_stdin_eof;
             run::run(cfg)?
+        }
+        Command::Check { config, offline } => {
+            anyhow::ensure!(check_cmd::run(&config, offline), "a check failed");
         }
         Command::Keygen { out } => {
             let sk = secp256k1::SecretKey::new(&mut secp256k1::rand::rng());

@@ -211,3 +211,112 @@ fn a_simulated_day_trades_energy_and_every_trade_has_provenance() {
         }
     }
 }
+
+/// A home's files for `gridlet check`: keys, a genesis with this home, a config with `extra`.
+fn check_home(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    for k in ["home.key", "battery.key", "other.key"] {
+        let path = dir.join(k);
+        if !path.exists() {
+            assert!(gridlet(&["keygen", "--out", path.to_str().unwrap()]).0);
+        }
+    }
+    let genesis = dir.join("genesis.json");
+    if !genesis.exists() {
+        let member = format!(
+            "home-0,{},{}",
+            dir.join("home.key.pub").display(),
+            dir.join("battery.key.pub").display()
+        );
+        let (ok, _, err) = gridlet(&[
+            "genesis",
+            "--member",
+            &member,
+            "--out",
+            genesis.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\nkey_file = \"home.key\"\ngenesis = \"genesis.json\"\n\
+             attestor_key_file = \"battery.key\"\n{extra}\n[bus]\nembedded_port = 18830\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn check(config: &std::path::Path) -> (bool, String) {
+    let (ok, out, _) = gridlet(&["check", "--config", config.to_str().unwrap()]);
+    (ok, out)
+}
+
+#[test]
+fn check_passes_a_sound_home_and_names_what_is_wrong_in_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = check_home(d, "");
+    let (ok, out) = check(&config);
+    assert!(ok, "{out}");
+    assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
+    assert!(out.contains("member home-0 of 1"), "{out}");
+
+    // A field the gateway does not know: refused, naming it.
+    let (ok, out) = check(&check_home(d, "colour = \"blue\""));
+    assert!(!ok);
+    assert!(
+        out.starts_with("FAIL  config:") && out.contains("colour"),
+        "{out}"
+    );
+
+    // A device that does not answer (a loopback port nobody listens on).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pv = format!("[pv]\nhost = \"127.0.0.1\"\nport = {closed}\nunit = 1\n");
+    let (ok, out) = check(&check_home(d, &pv));
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  pv: 127.0.0.1:") && out.contains("does not answer"),
+        "{out}"
+    );
+
+    // A key others can read, and a key that is not a member.
+    let config = check_home(d, "");
+    std::fs::set_permissions(d.join("home.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  key_file: config field `key_file`") && out.contains("chmod 600"),
+        "{out}"
+    );
+    std::fs::set_permissions(d.join("home.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("key_file = \"home.key\"", "key_file = \"other.key\""),
+    )
+    .unwrap();
+    let (ok, out) = check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  genesis:") && out.contains("is not a member"),
+        "{out}"
+    );
+
+    // The shipped example: its key files and genesis are not there on this machine, and the
+    // check says so line by line.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/home.toml");
+    let (ok, out, _) = gridlet(&["check", "--offline", "--config", example]);
+    assert!(!ok);
+    assert!(out.starts_with("ok    config:"), "{out}");
+    assert!(
+        out.contains("FAIL  key_file:") && out.contains("FAIL  genesis:"),
+        "{out}"
+    );
+}
