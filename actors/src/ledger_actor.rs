@@ -235,8 +235,9 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
             events,
             head,
         } => {
+            // Every slot's block is a debug line: at INFO it would be 86 400 lines a day.
             if produced {
-                tracing::info!(height, %hash, "block produced");
+                tracing::debug!(height, %hash, "block produced");
             } else {
                 tracing::debug!(height, %hash, "block committed");
             }

@@ -245,9 +245,12 @@ fn main() -> ExitCode {
             filter = filter.add_directive(d);
         }
     }
+    // Colours only on a terminal: not into pipes, files or the journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,7 +34,13 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         .check(genesis.floor_price, genesis.grid_tariff)
         .map_err(|e| anyhow::anyhow!("config field `{e}`"))?;
     chain_cmd::install_genesis(&cfg.data_dir, &genesis)?;
-    let sk = keys::load_secret(&cfg.key_file)?;
+    let sk = keys::load_secret(&cfg.key_file).with_context(|| "config field `key_file`")?;
+    // Everything that can fail on a file is read before the actor system starts: an error
+    // inside it would leave actors to be dropped without their runtime.
+    let attestor = match &cfg.attestor_key_file {
+        Some(p) => Some(keys::load_secret(p).with_context(|| "config field `attestor_key_file`")?),
+        None => None,
+    };
     let me = MemberKey::from_secret(&sk);
     if !genesis.members.iter().any(|m| m.key == me) {
         bail!(
@@ -114,10 +120,6 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             status.clone(),
         ));
         forward_bus(events, actor.clone());
-        let attestor = match &cfg.attestor_key_file {
-            Some(p) => Some(keys::load_secret(p)?),
-            None => None,
-        };
         let mut statuses = Statuses::default();
         let mut meter_feed = None;
         if let Some(m) = &cfg.meter {

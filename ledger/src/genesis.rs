@@ -283,10 +283,18 @@ impl Genesis {
             return Err(invalid("members", "at least one member is needed"));
         }
         let mut keys = BTreeSet::new();
+        let mut names = BTreeSet::new();
         let mut total: u64 = 0;
         for m in &self.members {
             if !keys.insert(m.key) {
                 return Err(invalid("members", format!("duplicate key {}", m.key)));
+            }
+            // Homes are told apart by name in logs, reports and the API.
+            if m.name.is_empty() || !names.insert(m.name.as_str()) {
+                return Err(invalid(
+                    "members",
+                    format!("member name {:?} is empty or used twice", m.name),
+                ));
             }
             total = total
                 .checked_add(m.balance.get())
@@ -470,6 +478,15 @@ mod tests {
                 ..
             })
         ));
+        g.members.pop();
+        let mut twin = member(1);
+        twin.name = g.members[0].name.clone();
+        g.members.push(twin);
+        assert!(
+            matches!(g.validate(), Err(GenesisError::Invalid { field: "members", ref reason }) if reason.contains("used twice")),
+            "{:?}",
+            g.validate()
+        );
         g.members.pop();
         g.slot_ms = 0;
         assert!(matches!(
