@@ -60,9 +60,96 @@ pub struct PvStatus {
     pub last_error: Option<String>,
 }
 
+/// Where a SunSpec device is expected, for an actor that finds it itself (a gateway often
+/// boots before its inverter; it must run, and say the device is down, meanwhile).
+#[derive(Debug, Clone)]
+pub struct DeviceTarget {
+    /// What it is, for errors ("PV inverter").
+    pub what: String,
+    /// Host name or address.
+    pub host: String,
+    /// Modbus TCP port.
+    pub port: u16,
+    /// Device settings (unit id, word order, limits).
+    pub settings: gridlet_drivers::device::DeviceSettings,
+}
+
+/// A device found, or still being looked for.
+enum DeviceLink {
+    Found(Box<(ModbusLink, SunSpecDevice)>),
+    Searching {
+        target: DeviceTarget,
+        failures: u32,
+        next_try: Instant,
+    },
+}
+
+impl DeviceLink {
+    /// One discovery attempt when it is due: `Err(Some(reason))` names device and address,
+    /// `Err(None)` means the next attempt is not due yet.
+    async fn try_discover(&mut self) -> Result<(), Option<String>> {
+        let DeviceLink::Searching {
+            target,
+            failures,
+            next_try,
+        } = self
+        else {
+            return Ok(());
+        };
+        if Instant::now() < *next_try {
+            return Err(None);
+        }
+        let found = async {
+            let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
+                .await
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("no address")?;
+            let mut link = ModbusLink::new(
+                gridlet_drivers::modbus::LinkConfig::new(gridlet_drivers::modbus::Endpoint::Tcp(
+                    addr,
+                ))
+                .named("pv"),
+            );
+            match SunSpecDevice::discover(&mut link, target.settings.clone()).await {
+                Ok(Some(device)) => Ok((link, device)),
+                Ok(None) => Err(format!(
+                    "no SunSpec marker at unit {}",
+                    target.settings.unit
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        .await;
+        match found {
+            Ok((link, device)) => {
+                tracing::info!(what = %target.what, models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "device found");
+                *self = DeviceLink::Found(Box::new((link, device)));
+                Ok(())
+            }
+            Err(reason) => {
+                *failures = failures.saturating_add(1);
+                let delay = BackoffPolicy {
+                    initial: Duration::from_millis(500),
+                    max: Duration::from_secs(30),
+                }
+                .delay(*failures);
+                *next_try = Instant::now() + delay;
+                Err(Some(format!(
+                    "{} at {}:{}: {reason} (next try in {} ms)",
+                    target.what,
+                    target.host,
+                    target.port,
+                    delay.as_millis()
+                )))
+            }
+        }
+    }
+}
+
 /// The PV inverter actor.
 pub struct PvInverter {
-    io: Arc<tokio::sync::Mutex<(ModbusLink, SunSpecDevice)>>,
+    io: Arc<tokio::sync::Mutex<DeviceLink>>,
     poll: Duration,
     status: Arc<Mutex<PvStatus>>,
     polling: bool,
@@ -77,7 +164,24 @@ impl PvInverter {
         status: Arc<Mutex<PvStatus>>,
     ) -> Self {
         PvInverter {
-            io: Arc::new(tokio::sync::Mutex::new((link, device))),
+            io: Arc::new(tokio::sync::Mutex::new(DeviceLink::Found(Box::new((
+                link, device,
+            ))))),
+            poll,
+            status,
+            polling: false,
+        }
+    }
+
+    /// An inverter actor that finds its device itself, retrying with backoff; until then it
+    /// reports the inverter down (and why) while the rest of the gateway runs.
+    pub fn discovering(target: DeviceTarget, poll: Duration, status: Arc<Mutex<PvStatus>>) -> Self {
+        PvInverter {
+            io: Arc::new(tokio::sync::Mutex::new(DeviceLink::Searching {
+                target,
+                failures: 0,
+                next_try: Instant::now(),
+            })),
             poll,
             status,
             polling: false,
@@ -92,13 +196,32 @@ impl PvInverter {
         let io = self.io.clone();
         let fut = async move {
             let mut io = io.lock().await;
-            let (link, device) = &mut *io;
-            device.read_pv(link).await
+            io.try_discover().await?;
+            match &mut *io {
+                DeviceLink::Found(found) => {
+                    let (link, device) = &mut **found;
+                    Ok(device.read_pv(link).await)
+                }
+                DeviceLink::Searching { .. } => Err(None),
+            }
         };
         ctx.spawn(fut.into_actor(self).map(|r, act, _| {
             act.polling = false;
             let now = Instant::now();
             use crate::metrics as m;
+            let r = match r {
+                Ok(r) => r,
+                Err(failed) => {
+                    metrics::gauge!(m::DEVICE_UP, "device" => "pv").set(0.0);
+                    if let Some(reason) = failed {
+                        tracing::warn!(%reason, "PV inverter not available");
+                        if let Ok(mut s) = act.status.lock() {
+                            s.last_error = Some(reason);
+                        }
+                    }
+                    return;
+                }
+            };
             let ok = r.power_w.is_valid();
             metrics::counter!(m::DEVICE_POLLS, "device" => "pv", "result" => if ok { "ok" } else { "error" })
                 .increment(1);

@@ -124,6 +124,50 @@ async fn devices(state: web::Data<ApiState>) -> impl Responder {
     HttpResponse::Ok().json(json!({ "battery": battery, "pv": pv, "meter": meter }))
 }
 
+/// `GET /api/health`: whether the gateway runs and which of its devices answer. Always 200
+/// while the process serves (a device down is "degraded", not an outage of the gateway).
+#[get("/api/health")]
+async fn health(state: web::Data<ApiState>) -> impl Responder {
+    let d = &state.devices;
+    let fresh = |v: gridlet_actors::devices::Stamped| {
+        v.is_some_and(|(_, at)| at.elapsed() < std::time::Duration::from_secs(30))
+    };
+    let mut parts = serde_json::Map::new();
+    if let Some(p) = d.pv.as_ref().and_then(|p| p.lock().ok().map(|p| p.clone())) {
+        parts.insert(
+            "pv".into(),
+            json!({"up": fresh(p.power_w), "last_error": p.last_error}),
+        );
+    }
+    if let Some(m) = d
+        .meter
+        .as_ref()
+        .and_then(|m| m.lock().ok().map(|m| m.clone()))
+    {
+        parts.insert(
+            "meter".into(),
+            json!({"up": fresh(m.power_w), "last_error": m.last_error}),
+        );
+    }
+    if let Some(b) = d
+        .battery
+        .as_ref()
+        .and_then(|b| b.lock().ok().map(|b| b.clone()))
+    {
+        parts.insert(
+            "battery".into(),
+            json!({"up": b.available_wh.is_some(), "safe_state": b.safe_state}),
+        );
+    }
+    let all_up = parts.values().all(|v| v["up"] == true);
+    let height = state.status.lock().map(|s| s.height).unwrap_or_default();
+    HttpResponse::Ok().json(json!({
+        "status": if all_up { "ok" } else { "degraded" },
+        "height": height,
+        "devices": parts,
+    }))
+}
+
 #[get("/api/chain/head")]
 async fn head(state: web::Data<ApiState>) -> impl Responder {
     match state.ledger.send(GetState).await {
@@ -365,6 +409,7 @@ async fn schedule(state: web::Data<ApiState>) -> impl Responder {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(status)
+        .service(health)
         .service(schedule)
         .service(devices)
         .service(head)

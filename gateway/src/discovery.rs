@@ -93,21 +93,20 @@ pub async fn connect_battery(
     Ok((link, device, journal, settings))
 }
 
-/// Discovers the PV inverter.
-pub async fn connect_pv(
-    p: &RawPv,
-) -> Result<(
-    gridlet_drivers::modbus::ModbusLink,
-    gridlet_drivers::device::SunSpecDevice,
-)> {
-    let settings = gridlet_drivers::device::DeviceSettings {
-        unit: p.unit,
-        order: p.word_order,
-        invert: p.invert,
-        limits: gridlet_drivers::quality::Limits {
-            nameplate_w: p.nameplate_w,
+/// Where the PV inverter is expected (its actor finds it, retrying).
+pub fn pv_target(p: &RawPv) -> gridlet_actors::devices::DeviceTarget {
+    gridlet_actors::devices::DeviceTarget {
+        what: "PV inverter".into(),
+        host: p.host.clone(),
+        port: p.port,
+        settings: gridlet_drivers::device::DeviceSettings {
+            unit: p.unit,
+            order: p.word_order,
+            invert: p.invert,
+            limits: gridlet_drivers::quality::Limits {
+                nameplate_w: p.nameplate_w,
+            },
+            stale_after: Duration::from_millis(p.poll_ms.saturating_mul(5)),
         },
-        stale_after: Duration::from_millis(p.poll_ms.saturating_mul(5)),
-    };
-    discover("PV inverter", &p.host, p.port, settings).await
+    }
 }

@@ -23,7 +23,7 @@ use gridlet_ledger::MemberKey;
 use crate::{chain_cmd, keys};
 
 use crate::config::GatewayConfig;
-use crate::discovery::{connect_battery, connect_pv};
+use crate::discovery::{connect_battery, pv_target};
 use crate::status::{install_metrics, Statuses};
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -138,11 +138,11 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             statuses.meter = Some(status);
         }
         if let Some(p) = &cfg.pv {
-            let (link, device) = connect_pv(p).await?;
+            // The inverter is found in the background: a gateway that boots before it runs
+            // (API, metrics, ledger) and reports it down until it answers.
             let status = Arc::new(Mutex::new(PvStatus::default()));
-            let pv = PvInverter::new(
-                link,
-                device,
+            let pv = PvInverter::discovering(
+                pv_target(p),
                 Duration::from_millis(p.poll_ms),
                 status.clone(),
             );
