@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::devices::{fresh, MeterFeed};
 use crate::ledger_actor::{GetState, LedgerActor, SignAndSubmit};
 use crate::metrics as m;
-use gridlet_core::day_plan::{ChainDay, DayEffect, DayPolicy, DayView, IntervalReading};
+use gridlet_core::day_plan::{ChainDay, DayEffect, DayPlan, DayPolicy, DayView, IntervalReading};
 use gridlet_core::dispatch_session::{ProposalMessage, Session, SessionConfig, SessionEffect};
 use gridlet_core::node::BusMessage;
 use gridlet_core::readings::{IntervalMeter, OpenInterval};
@@ -67,16 +67,10 @@ pub struct DayAheadConfig {
     pub meter_max_age: Duration,
 }
 
-/// This home's plan of a day: battery set-points per interval, W (positive = discharge).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredPlan {
-    battery_w: Vec<i32>,
-}
-
 /// What survives a restart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct DayBook {
-    plans: BTreeMap<u64, StoredPlan>,
+    plans: BTreeMap<u64, DayPlan>,
     readings: BTreeMap<u64, Vec<IntervalReading>>,
     /// The interval being metered, so a restart within it still closes it.
     #[serde(default)]
@@ -285,7 +279,7 @@ impl DayAheadActor {
             .zip(&plan.charge_kw)
             .map(|(d, c)| ((d - c) * 1000.0).round() as i32)
             .collect();
-        self.book.plans.insert(day, StoredPlan { battery_w });
+        self.book.plans.insert(day, DayPlan { battery_w });
         if let Err(e) = self.save() {
             tracing::error!(%e, "day-ahead plan not stored; not following it");
             self.book.plans.remove(&day);
@@ -348,15 +342,9 @@ impl DayAheadActor {
 
     /// Asks the policy what the day needs now and does it.
     fn step_policy(&mut self, now_ms: u64, ctx: &mut Context<Self>) {
-        let plans: BTreeMap<u64, Vec<i32>> = self
-            .book
-            .plans
-            .iter()
-            .map(|(d, p)| (*d, p.battery_w.clone()))
-            .collect();
         let view = DayView {
             chain: &self.chain,
-            plans: &plans,
+            plans: &self.book.plans,
             readings: &self.book.readings,
             session_running: self.session.as_ref().is_some_and(|s| !s.is_done()),
             session_done_day: self

@@ -66,12 +66,41 @@ pub struct PvStatus {
 pub struct DeviceTarget {
     /// What it is, for errors ("PV inverter").
     pub what: String,
+    /// The Modbus link's name in metrics (`pv`, `battery`).
+    pub link: String,
     /// Host name or address.
     pub host: String,
     /// Modbus TCP port.
     pub port: u16,
     /// Device settings (unit id, word order, limits).
     pub settings: gridlet_drivers::device::DeviceSettings,
+}
+
+impl DeviceTarget {
+    /// One attempt to reach and scan the device; why it failed, naming device and address.
+    pub async fn connect(&self) -> Result<(ModbusLink, SunSpecDevice), String> {
+        let place = format!("{} at {}:{}", self.what, self.host, self.port);
+        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("{place}: cannot resolve: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{place}: no address"))?;
+        let mut link = ModbusLink::new(
+            gridlet_drivers::modbus::LinkConfig::new(gridlet_drivers::modbus::Endpoint::Tcp(addr))
+                .named(&self.link),
+        );
+        match SunSpecDevice::discover(&mut link, self.settings.clone()).await {
+            Ok(Some(device)) => {
+                tracing::info!(what = %self.what, models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "device found");
+                Ok((link, device))
+            }
+            Ok(None) => Err(format!(
+                "{place}: no SunSpec marker at unit {}",
+                self.settings.unit
+            )),
+            Err(e) => Err(format!("{place}: {e}")),
+        }
+    }
 }
 
 /// A device found, or still being looked for.
@@ -99,32 +128,10 @@ impl DeviceLink {
         if Instant::now() < *next_try {
             return Err(None);
         }
-        let found = async {
-            let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
-                .await
-                .map_err(|e| e.to_string())?
-                .next()
-                .ok_or("no address")?;
-            let mut link = ModbusLink::new(
-                gridlet_drivers::modbus::LinkConfig::new(gridlet_drivers::modbus::Endpoint::Tcp(
-                    addr,
-                ))
-                .named("pv"),
-            );
-            match SunSpecDevice::discover(&mut link, target.settings.clone()).await {
-                Ok(Some(device)) => Ok((link, device)),
-                Ok(None) => Err(format!(
-                    "no SunSpec marker at unit {}",
-                    target.settings.unit
-                )),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        .await;
+        let found = target.connect().await;
         match found {
-            Ok((link, device)) => {
-                tracing::info!(what = %target.what, models = ?device.models().iter().map(|m| m.id).collect::<Vec<_>>(), "device found");
-                *self = DeviceLink::Found(Box::new((link, device)));
+            Ok(found) => {
+                *self = DeviceLink::Found(Box::new(found));
                 Ok(())
             }
             Err(reason) => {
@@ -136,10 +143,7 @@ impl DeviceLink {
                 .delay(*failures);
                 *next_try = Instant::now() + delay;
                 Err(Some(format!(
-                    "{} at {}:{}: {reason} (next try in {} ms)",
-                    target.what,
-                    target.host,
-                    target.port,
+                    "{reason} (next try in {} ms)",
                     delay.as_millis()
                 )))
             }

@@ -29,6 +29,13 @@ pub struct ChainDay {
     pub billed: bool,
 }
 
+/// This home's plan of a day: battery set-points per interval, W (positive = discharge).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DayPlan {
+    /// Set-point per interval.
+    pub battery_w: Vec<i32>,
+}
+
 /// One stored interval reading (net Wh, the meter's signature as hex, so the actor's file is
 /// plain JSON).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,8 +53,8 @@ pub struct IntervalReading {
 pub struct DayView<'a> {
     /// Committed days on chain.
     pub chain: &'a BTreeMap<u64, ChainDay>,
-    /// This home's stored plans: battery set-points per interval, W, by day.
-    pub plans: &'a BTreeMap<u64, Vec<i32>>,
+    /// This home's stored plans, by day.
+    pub plans: &'a BTreeMap<u64, DayPlan>,
     /// This home's stored readings, by day.
     pub readings: &'a BTreeMap<u64, Vec<IntervalReading>>,
     /// A planning session is under way.
@@ -172,7 +179,9 @@ impl DayPolicy {
             .and_then(|i| usize::try_from(i).ok())
             .unwrap_or(usize::MAX);
         let want = if view.chain.contains_key(&today) {
-            view.plans.get(&today).and_then(|p| p.get(index).copied())
+            view.plans
+                .get(&today)
+                .and_then(|p| p.battery_w.get(index).copied())
         } else {
             None
         };
@@ -245,7 +254,7 @@ mod tests {
 
     fn view<'a>(
         chain: &'a BTreeMap<u64, ChainDay>,
-        plans: &'a BTreeMap<u64, Vec<i32>>,
+        plans: &'a BTreeMap<u64, DayPlan>,
         readings: &'a BTreeMap<u64, Vec<IntervalReading>>,
         session_running: bool,
     ) -> DayView<'a> {
@@ -273,7 +282,12 @@ mod tests {
                 .is_empty(),
             "one session at a time"
         );
-        plans.insert(1, vec![500; 96]);
+        plans.insert(
+            1,
+            DayPlan {
+                battery_w: vec![500; 96],
+            },
+        );
         assert!(
             p.tick(now, 20, view(&chain, &plans, &readings, false))
                 .is_empty(),
@@ -301,7 +315,12 @@ mod tests {
     fn a_commitment_is_sent_again_only_while_it_is_not_on_chain() {
         let mut p = DayPolicy::new(0, 15 * 60_000, 96);
         let (mut chain, mut plans, readings) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-        plans.insert(0, vec![0; 96]);
+        plans.insert(
+            0,
+            DayPlan {
+                battery_w: vec![0; 96],
+            },
+        );
         let payload = TxPayload::MeterReadings {
             day: 9,
             readings: vec![],

@@ -75,52 +75,48 @@ fn stamped(v: gridlet_actors::devices::Stamped) -> serde_json::Value {
     }
 }
 
+/// A copy of a device's status, if the device is configured.
+fn snapshot<T: Clone>(shared: &Option<std::sync::Arc<std::sync::Mutex<T>>>) -> Option<T> {
+    shared
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| s.clone()))
+}
+
 #[get("/api/devices")]
 async fn devices(state: web::Data<ApiState>) -> impl Responder {
     let d = &state.devices;
-    let battery = d
-        .battery
-        .as_ref()
-        .and_then(|b| b.lock().ok().map(|b| b.clone()))
-        .map(|b| {
-            json!({
-                "available_wh": b.available_wh,
-                "soc_pct": b.soc_pct,
-                "power_w": b.power_w,
-                "capacity_wh": b.capacity_wh,
-                "failed_polls": b.failed_polls,
-                "releases": b.releases,
-                "safe_state": b.safe_state,
-            })
-        });
-    let pv =
-        d.pv.as_ref()
-            .and_then(|p| p.lock().ok().map(|p| p.clone()))
-            .map(|p| {
-                json!({
-                    "power_w": stamped(p.power_w),
-                    "energy_wh": stamped(p.energy_wh),
-                    "polls": p.polls,
-                    "failed_polls": p.failed_polls,
-                    "last_error": p.last_error,
-                })
-            });
-    let meter = d
-        .meter
-        .as_ref()
-        .and_then(|m| m.lock().ok().map(|m| m.clone()))
-        .map(|m| {
-            json!({
-                "power_w": stamped(m.power_w),
-                "import_wh": stamped(m.import_wh),
-                "export_wh": stamped(m.export_wh),
-                "accepted": m.accepted,
-                "rejected": m.rejected,
-                "connects": m.connects,
-                "connected": m.connected,
-                "last_error": m.last_error,
-            })
-        });
+    let battery = snapshot(&d.battery).map(|b| {
+        json!({
+            "available_wh": b.available_wh,
+            "soc_pct": b.soc_pct,
+            "power_w": b.power_w,
+            "capacity_wh": b.capacity_wh,
+            "failed_polls": b.failed_polls,
+            "releases": b.releases,
+            "safe_state": b.safe_state,
+        })
+    });
+    let pv = snapshot(&d.pv).map(|p| {
+        json!({
+            "power_w": stamped(p.power_w),
+            "energy_wh": stamped(p.energy_wh),
+            "polls": p.polls,
+            "failed_polls": p.failed_polls,
+            "last_error": p.last_error,
+        })
+    });
+    let meter = snapshot(&d.meter).map(|m| {
+        json!({
+            "power_w": stamped(m.power_w),
+            "import_wh": stamped(m.import_wh),
+            "export_wh": stamped(m.export_wh),
+            "accepted": m.accepted,
+            "rejected": m.rejected,
+            "connects": m.connects,
+            "connected": m.connected,
+            "last_error": m.last_error,
+        })
+    });
     HttpResponse::Ok().json(json!({ "battery": battery, "pv": pv, "meter": meter }))
 }
 
@@ -133,27 +129,19 @@ async fn health(state: web::Data<ApiState>) -> impl Responder {
         v.is_some_and(|(_, at)| at.elapsed() < std::time::Duration::from_secs(30))
     };
     let mut parts = serde_json::Map::new();
-    if let Some(p) = d.pv.as_ref().and_then(|p| p.lock().ok().map(|p| p.clone())) {
+    if let Some(p) = snapshot(&d.pv) {
         parts.insert(
             "pv".into(),
             json!({"up": fresh(p.power_w), "last_error": p.last_error}),
         );
     }
-    if let Some(m) = d
-        .meter
-        .as_ref()
-        .and_then(|m| m.lock().ok().map(|m| m.clone()))
-    {
+    if let Some(m) = snapshot(&d.meter) {
         parts.insert(
             "meter".into(),
             json!({"up": fresh(m.power_w), "last_error": m.last_error}),
         );
     }
-    if let Some(b) = d
-        .battery
-        .as_ref()
-        .and_then(|b| b.lock().ok().map(|b| b.clone()))
-    {
+    if let Some(b) = snapshot(&d.battery) {
         parts.insert(
             "battery".into(),
             json!({"up": b.available_wh.is_some(), "safe_state": b.safe_state}),

@@ -377,21 +377,8 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     let releases_match_trades = unique.len() == releases.len()
         && releases.iter().all(|t| market.trades.contains_key(t))
         && market.trades.values().filter(|t| t.released).count() == releases.len();
-    let energy_traced = homes.iter().all(|h| {
-        market.delivered_wh(&h.member) <= market.attested_wh(&h.member)
-            && market
-                .trades
-                .values()
-                .filter(|t| t.seller == h.member)
-                .all(|t| t.allocation.iter().map(|a| a.wh.get()).sum::<u64>() == t.energy_wh.get())
-    });
-    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh.get()).sum();
-    let wh_delivered: u64 = market
-        .trades
-        .values()
-        .filter_map(|t| t.delivered_wh.map(WattHours::get))
-        .sum();
-    let credits_to_sellers: u64 = market.trades.values().map(|t| t.paid_out.get()).sum();
+    let energy_traced = homes.iter().all(|h| market.provenance_holds(&h.member));
+    let (wh_traded, wh_delivered, credits_to_sellers) = market.totals();
     let summary = json!({
         "homes": o.homes,
         "slots": o.slots,

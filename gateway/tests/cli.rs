@@ -1,5 +1,7 @@
 //! The command line as a user meets it: key files, genesis, verify, export and the sim.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -214,27 +216,10 @@ fn a_simulated_day_trades_energy_and_every_trade_has_provenance() {
 
 /// A home's files for `gridlet check`: keys, a genesis with this home, a config with `extra`.
 fn check_home(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
-    for k in ["home.key", "battery.key", "other.key"] {
-        let path = dir.join(k);
-        if !path.exists() {
-            assert!(gridlet(&["keygen", "--out", path.to_str().unwrap()]).0);
-        }
-    }
-    let genesis = dir.join("genesis.json");
-    if !genesis.exists() {
-        let member = format!(
-            "home-0,{},{}",
-            dir.join("home.key.pub").display(),
-            dir.join("battery.key.pub").display()
-        );
-        let (ok, _, err) = gridlet(&[
-            "genesis",
-            "--member",
-            &member,
-            "--out",
-            genesis.to_str().unwrap(),
-        ]);
-        assert!(ok, "{err}");
+    if !dir.join("genesis.json").exists() {
+        common::home_files(dir);
+        let other = dir.join("other.key");
+        assert!(gridlet(&["keygen", "--out", other.to_str().unwrap()]).0);
     }
     let config = dir.join("gateway.toml");
     std::fs::write(

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use gridlet_hil::{FaultPlan, ModbusSim, SimDevice};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gridlet");
-
 fn get(port: u16, path: &str) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -31,25 +29,7 @@ fn get(port: u16, path: &str) -> Option<serde_json::Value> {
 fn a_gateway_with_its_inverter_down_serves_health_and_picks_the_inverter_up_later() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for k in ["home.key", "battery.key"] {
-        let (ok, _, err) =
-            run(Command::new(BIN).args(["keygen", "--out", d.join(k).to_str().unwrap()]));
-        assert!(ok, "{err}");
-    }
-    let member = format!(
-        "home-0,{},{}",
-        d.join("home.key.pub").display(),
-        d.join("battery.key.pub").display()
-    );
-    let genesis = d.join("genesis.json");
-    let (ok, _, err) = run(Command::new(BIN).args([
-        "genesis",
-        "--member",
-        &member,
-        "--out",
-        genesis.to_str().unwrap(),
-    ]));
-    assert!(ok, "{err}");
+    home_files(d);
     let (broker, pv_port) = (free_port(), free_port());
     std::fs::write(
         d.join("gateway.toml"),

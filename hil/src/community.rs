@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use gridlet_ledger::market::book::TradeSource;
-use gridlet_ledger::{Genesis, Hash32, LedgerState, MemberKey, WattHours};
+use gridlet_ledger::{Genesis, Hash32, LedgerState, MemberKey};
 use serde_json::json;
 
 use crate::home::{Counters, HomeProfile, SimHome};
@@ -188,14 +188,7 @@ pub fn community_report(
             released_wh += delivered_wh.unwrap_or(0);
         }
     }
-    let energy_traced = homes.iter().all(|s| {
-        market.delivered_wh(&s.member) <= market.attested_wh(&s.member)
-            && market
-                .trades
-                .values()
-                .filter(|t| t.seller == s.member)
-                .all(|t| t.allocation.iter().map(|a| a.wh.get()).sum::<u64>() == t.energy_wh.get())
-    });
+    let energy_traced = homes.iter().all(|s| market.provenance_holds(&s.member));
     let credits_conserved = state.total_credits() == facts.initial_credits;
     let auction_trades = market
         .trades
@@ -210,13 +203,7 @@ pub fn community_report(
             TradeSource::Sale { .. } => None,
         })
         .collect();
-    let wh_traded: u64 = market.trades.values().map(|t| t.energy_wh.get()).sum();
-    let wh_delivered: u64 = market
-        .trades
-        .values()
-        .filter_map(|t| t.delivered_wh.map(WattHours::get))
-        .sum();
-    let credits_moved: u64 = market.trades.values().map(|t| t.paid_out.get()).sum();
+    let (wh_traded, wh_delivered, credits_moved) = market.totals();
     let mut prices: Vec<(f64, u64)> = Vec::new();
     for t in market.trades.values() {
         if let TradeSource::Sale { contract } = t.source {

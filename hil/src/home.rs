@@ -284,10 +284,8 @@ impl SimHome {
 /// How a home's meter reaches its gateway.
 #[derive(Debug)]
 pub enum MeterOutput {
-    /// DSMR 5 telegrams on a serial line (one end of a socat pty pair).
-    Dsmr(tokio_serial::SerialStream),
-    /// DSMR telegrams into the master side of a pseudo-terminal.
-    DsmrPty(tokio::fs::File),
+    /// DSMR 5 telegrams into the master side of a pseudo-terminal.
+    Dsmr(tokio::fs::File),
     /// Tasmota JSON on an MQTT topic.
     Mqtt {
         /// The client.
@@ -300,18 +298,9 @@ pub enum MeterOutput {
 }
 
 impl MeterOutput {
-    /// A DSMR meter writing to the serial device `path`.
-    pub fn dsmr(path: &str) -> std::io::Result<MeterOutput> {
-        let port = tokio_serial::SerialStream::open(&tokio_serial::new(path, 115_200))
-            .map_err(std::io::Error::other)?;
-        Ok(MeterOutput::Dsmr(port))
-    }
-
     /// A DSMR meter writing into a pseudo-terminal's master side (see [`crate::pty::NativePty`]).
-    pub fn dsmr_pty(pty: &crate::pty::NativePty) -> std::io::Result<MeterOutput> {
-        Ok(MeterOutput::DsmrPty(tokio::fs::File::from_std(
-            pty.master()?,
-        )))
+    pub fn dsmr(pty: &crate::pty::NativePty) -> std::io::Result<MeterOutput> {
+        Ok(MeterOutput::Dsmr(tokio::fs::File::from_std(pty.master()?)))
     }
 
     /// An MQTT meter publishing on `topic` at `host:port`.
@@ -342,7 +331,7 @@ impl MeterOutput {
     ) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         match self {
-            MeterOutput::Dsmr(_) | MeterOutput::DsmrPty(_) => {
+            MeterOutput::Dsmr(master) => {
                 let readings = crate::dsmr_sim::MeterReadings {
                     import_wh: [meter.import_mwh / 1000, 0],
                     export_wh: [meter.export_mwh / 1000, 0],
@@ -359,14 +348,8 @@ impl MeterOutput {
                 );
                 // A reader that stopped reading must not stall the whole simulation.
                 let write = async {
-                    match self {
-                        MeterOutput::Dsmr(port) => port.write_all(&bytes).await,
-                        MeterOutput::DsmrPty(master) => {
-                            master.write_all(&bytes).await?;
-                            master.flush().await
-                        }
-                        MeterOutput::Mqtt { .. } => Ok(()),
-                    }
+                    master.write_all(&bytes).await?;
+                    master.flush().await
                 };
                 match tokio::time::timeout(std::time::Duration::from_millis(200), write).await {
                     Ok(r) => r,

@@ -190,14 +190,17 @@ pub fn check_header(
             slot: h.slot,
         });
     }
-    let key = rules
-        .members
-        .get(&h.producer)
-        .ok_or(BlockError::UnknownProducer {
+    match producer_signed(rules, block) {
+        None => Err(BlockError::UnknownProducer {
             producer: h.producer,
-        })?;
-    if !block.signature.verify(&h.hash(), key) {
-        return Err(BlockError::BadProducerSignature { height: h.height });
+        }),
+        Some(false) => Err(BlockError::BadProducerSignature { height: h.height }),
+        Some(true) => Ok(()),
     }
-    Ok(())
+}
+
+/// Whether the header's producer signed the block: `None` if the producer is no member.
+pub(crate) fn producer_signed(rules: &crate::state::Rules, block: &Block) -> Option<bool> {
+    let key = rules.members.get(&block.header.producer)?;
+    Some(block.signature.verify(&block.header.hash(), key))
 }

@@ -124,16 +124,15 @@ pub fn validate_block(
         });
     }
     if checks.signatures {
-        let producer_key =
-            rules
-                .members
-                .get(&h.producer)
-                .ok_or(BlockError::ProducerNotElected {
+        match crate::block::producer_signed(rules, block) {
+            None => {
+                return Err(BlockError::ProducerNotElected {
                     producer: h.producer,
                     slot: h.slot,
-                })?;
-        if !block.signature.verify(&h.hash(), producer_key) {
-            return Err(BlockError::BadProducerSignature { height: h.height });
+                })
+            }
+            Some(false) => return Err(BlockError::BadProducerSignature { height: h.height }),
+            Some(true) => {}
         }
     }
     let computed = block.computed_tx_root();

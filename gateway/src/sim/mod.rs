@@ -205,7 +205,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             // The meter's serial line: a pseudo-terminal opened here (no socat needed).
             let pty =
                 NativePty::open().context("cannot open a pseudo-terminal for a DSMR meter")?;
-            meters.push(MeterOutput::dsmr_pty(&pty)?);
+            meters.push(MeterOutput::dsmr(&pty)?);
             let cfg = format!(
                 "[meter]\nkind = \"dsmr\"\npath = \"{}\"\nversion = \"v5\"\nmax_age_ms = 2000\n",
                 pty.path

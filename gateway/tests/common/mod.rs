@@ -119,3 +119,27 @@ pub fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: 
         (x, y) => out.push(format!("{path}: {x} vs {y}")),
     }
 }
+
+/// One home's files in `dir`: `home.key`, `battery.key` (with their `.pub`) and a
+/// `genesis.json` whose only member, `home-0`, they are.
+pub fn home_files(dir: &std::path::Path) {
+    for k in ["home.key", "battery.key"] {
+        let (ok, _, err) =
+            run(Command::new(BIN).args(["keygen", "--out", dir.join(k).to_str().unwrap()]));
+        assert!(ok, "{err}");
+    }
+    let member = format!(
+        "home-0,{},{}",
+        dir.join("home.key.pub").display(),
+        dir.join("battery.key.pub").display()
+    );
+    let genesis = dir.join("genesis.json");
+    let (ok, _, err) = run(Command::new(BIN).args([
+        "genesis",
+        "--member",
+        &member,
+        "--out",
+        genesis.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+}

@@ -264,6 +264,29 @@ impl MarketState {
         WattHours::new(total)
     }
 
+    /// Whether every Wh `home` sold traces to its attested generation: its trades' allocations
+    /// sum to what they sold, and it delivered no more than it attested.
+    pub fn provenance_holds(&self, home: &MemberKey) -> bool {
+        self.delivered_wh(home) <= self.attested_wh(home)
+            && self.trades.values().filter(|t| t.seller == *home).all(|t| {
+                WattHours::checked_sum(t.allocation.iter().map(|a| a.wh)) == Some(t.energy_wh)
+            })
+    }
+
+    /// The market's totals over all trades (for reports): Wh traded, Wh delivered, paid out
+    /// to sellers (saturating: figures, not state).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.trades
+            .values()
+            .fold((0u64, 0u64, 0u64), |(t, d, p), x| {
+                (
+                    t.saturating_add(x.energy_wh.get()),
+                    d.saturating_add(x.delivered_wh.map_or(0, WattHours::get)),
+                    p.saturating_add(x.paid_out.get()),
+                )
+            })
+    }
+
     /// Total delivered energy of a home (as seller).
     pub fn delivered_wh(&self, home: &MemberKey) -> WattHours {
         let total = self
