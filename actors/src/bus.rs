@@ -52,6 +52,7 @@ impl BusConfig {
             BusMessage::SyncRequest { .. } => format!("{base}/sync/request"),
             BusMessage::SyncResponse { node, .. } => format!("{base}/sync/response/{node}"),
             BusMessage::Proposal(_) => format!("{base}/dispatch"),
+            BusMessage::Consensus { .. } => format!("{base}/consensus"),
         }
     }
 
@@ -64,6 +65,7 @@ impl BusConfig {
             format!("{base}/sync/request"),
             format!("{base}/sync/response/{}", self.node),
             format!("{base}/dispatch"),
+            format!("{base}/consensus"),
         ]
     }
 }

@@ -24,6 +24,8 @@ pub struct LedgerStatus {
     pub height: u64,
     /// Head hash.
     pub head: Option<Hash32>,
+    /// Height of the last quorum-final block.
+    pub finalized: u64,
     /// Blocks this node produced.
     pub produced: u64,
     /// Blocks committed.
@@ -79,6 +81,9 @@ impl<S: BlockStore + Unpin + 'static> Handler<Step> for NodeWorker<S> {
         metrics::gauge!(m::LEDGER_SLOT).set(self.node.slot() as f64);
         metrics::gauge!(m::LEDGER_MEMPOOL).set(self.node.mempool_len() as f64);
         metrics::gauge!(m::LEDGER_SYNC_LAG).set(self.node.sync_lag() as f64);
+        let (checkpoint, round) = self.node.checkpoint();
+        metrics::gauge!(m::FINALITY_CHECKPOINT).set(checkpoint as f64);
+        metrics::gauge!(m::FINALITY_ROUND).set(f64::from(round.unwrap_or(0)));
         out
     }
 }
@@ -212,7 +217,8 @@ async fn dispatch(
     status: &Arc<Mutex<LedgerStatus>>,
     subscribers: &[Recipient<ChainEvents>],
 ) {
-    if let Effect::Committed { height, events, .. } = &e {
+    // Only final blocks' events are acted on: releases, settlements, the strategy's view.
+    if let Effect::Finalized { height, events, .. } = &e {
         for s in subscribers {
             s.do_send(ChainEvents {
                 height: *height,
@@ -232,7 +238,6 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
             height,
             hash,
             produced,
-            events,
             head,
         } => {
             // Every slot's block is a debug line: at INFO it would be 86 400 lines a day.
@@ -240,9 +245,6 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
                 tracing::debug!(height, %hash, "block produced");
             } else {
                 tracing::debug!(height, %hash, "block committed");
-            }
-            for ev in &events {
-                tracing::info!(?ev, "market event");
             }
             if produced {
                 metrics::counter!(crate::metrics::LEDGER_PRODUCED).increment(1);
@@ -256,6 +258,20 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
                 }
                 s.height = head.0;
                 s.head = Some(head.1);
+            }
+        }
+        Effect::Finalized {
+            height,
+            hash,
+            events,
+        } => {
+            tracing::debug!(height, %hash, "block final");
+            for ev in &events {
+                tracing::info!(?ev, "market event");
+            }
+            metrics::counter!(crate::metrics::LEDGER_FINALIZED_BLOCKS).increment(1);
+            if let Ok(mut s) = status.lock() {
+                s.finalized = s.finalized.max(height);
             }
         }
         Effect::Rejected {

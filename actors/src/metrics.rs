@@ -39,6 +39,12 @@ pub const GRID_EXPORT: &str = "gridlet_grid_export_energy_wh";
 pub const LEDGER_HEIGHT: &str = "gridlet_ledger_height";
 /// Finalized height.
 pub const LEDGER_FINALIZED: &str = "gridlet_ledger_finalized_height";
+/// Blocks that became quorum-final.
+pub const LEDGER_FINALIZED_BLOCKS: &str = "gridlet_ledger_blocks_finalized_total";
+/// The checkpoint the finality gadget decides.
+pub const FINALITY_CHECKPOINT: &str = "gridlet_finality_checkpoint";
+/// The round of the current checkpoint (above 0: a proposer or quorum was missing).
+pub const FINALITY_ROUND: &str = "gridlet_finality_round";
 /// Current slot.
 pub const LEDGER_SLOT: &str = "gridlet_ledger_slot";
 /// Blocks this node produced.
@@ -107,6 +113,7 @@ pub fn bus_kind(m: &BusMessage) -> &'static str {
         BusMessage::SyncRequest { .. } => "sync_request",
         BusMessage::SyncResponse { .. } => "sync_response",
         BusMessage::Proposal(_) => "proposal",
+        BusMessage::Consensus { .. } => "consensus",
     }
 }
 
@@ -214,7 +221,16 @@ pub fn describe() {
         "Energy exported to the grid (meter counter), Wh."
     );
     describe_gauge!(LEDGER_HEIGHT, "Height of this node's head block.");
-    describe_gauge!(LEDGER_FINALIZED, "Height of this node's finalized block.");
+    describe_gauge!(LEDGER_FINALIZED, "Height of the last quorum-final block.");
+    describe_counter!(LEDGER_FINALIZED_BLOCKS, "Blocks that became quorum-final.");
+    describe_gauge!(
+        FINALITY_CHECKPOINT,
+        "The checkpoint the finality gadget is deciding."
+    );
+    describe_gauge!(
+        FINALITY_ROUND,
+        "The round of the checkpoint being decided (0 when all is well)."
+    );
     describe_gauge!(LEDGER_SLOT, "Current slot on the community clock.");
     describe_counter!(LEDGER_PRODUCED, "Blocks this node produced.");
     describe_counter!(LEDGER_RECEIVED, "Blocks received from peers and committed.");

@@ -101,14 +101,16 @@ async fn exchange(port: u16, persistent: bool) {
     assert!(
         a.publish(BusMessage::SyncResponse {
             node: "b".into(),
-            blocks: vec!["00".into()]
+            blocks: vec!["00".into()],
+            certificates: vec![],
         })
         .await
     );
     assert!(
         a.publish(BusMessage::SyncResponse {
             node: "c".into(),
-            blocks: vec!["11".into()]
+            blocks: vec!["11".into()],
+            certificates: vec![],
         })
         .await
     );
@@ -127,7 +129,8 @@ async fn exchange(port: u16, persistent: bool) {
         got[1],
         BusMessage::SyncResponse {
             node: "b".into(),
-            blocks: vec!["00".into()]
+            blocks: vec!["00".into()],
+            certificates: vec![],
         }
     );
     // Garbage on a bus topic from some other client.

@@ -94,6 +94,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     for i in 0..2 {
         let (chain, _) = open_sled(dirs[i].path(), genesis.clone(), u64::MAX).unwrap();
         let guard = SignerGuard::open(dirs[i].path()).unwrap();
+        let votes = gridlet_ledger::store::VoteGuard::open(dirs[i].path()).unwrap();
         let node = Node::new(
             NodeConfig {
                 name: format!("home-{i}"),
@@ -104,6 +105,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             keys[i],
             chain,
             guard,
+            votes,
         );
         let cell = std::sync::Mutex::new(Some(node));
         let worker = SyncArbiter::start(1, move || {

@@ -2,11 +2,13 @@
 //!
 //! Nothing here reads a clock, an RNG, a socket or a file: time arrives as `now_ms` or a slot,
 //! randomness as an argument, and state machines return effects that the actors (`gridlet-actors`)
-//! carry out. This crate never depends on actix, tokio, metrics or tracing; the store behind the
-//! node is the ledger's [`gridlet_ledger::store::BlockStore`] trait.
+//! carry out. Our code here never uses actix, tokio, metrics or tracing (the Malachite engine
+//! behind [`finality`] pulls tokio without features and tracing in transitively; it does no I/O
+//! either); the store behind the node is the ledger's [`gridlet_ledger::store::BlockStore`] trait.
 //!
 //! # Layout
 //! - [`node`]: the community node (mempool, production, validation, sync) as a state machine.
+//! - [`finality`]: quorum finality, the adapter over the Malachite Tendermint engine.
 //! - [`local_tx`]: this home's own transactions, checked before they get a nonce.
 //! - [`orphans`]: blocks waiting for their parent, bounded.
 //! - [`wire`]: the messages gateways exchange on the community bus.
@@ -35,6 +37,7 @@
 pub mod bids;
 pub mod day_plan;
 pub mod dispatch_session;
+pub mod finality;
 pub mod local_tx;
 pub mod node;
 pub mod orphans;

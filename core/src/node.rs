@@ -12,13 +12,17 @@ use std::collections::{HashSet, VecDeque};
 
 use gridlet_ledger::block::check_header;
 use gridlet_ledger::chain::Checks;
+use gridlet_ledger::finality::{BlockRef, Certificate, ConsensusMessage};
 use gridlet_ledger::market::MarketEvent;
-use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard};
+use gridlet_ledger::selection::rank_producers;
+use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard, VoteGuard};
 use gridlet_ledger::{
     Block, BlockError, Hash32, MemberKey, SignedTransaction, StoreError, TxPayload,
 };
 use secp256k1::SecretKey;
 
+use crate::finality::context::Voters;
+use crate::finality::{ChainView, Finality, Out, Signer};
 use crate::local_tx::sign_checked;
 use crate::orphans::{Admission, OrphanPool};
 pub use crate::wire::BusMessage;
@@ -49,7 +53,7 @@ pub enum Input {
 pub enum Effect {
     /// Publish on the bus.
     Publish(BusMessage),
-    /// A block became part of this node's chain.
+    /// A block became part of this node's chain (not final yet: nothing may act on it).
     Committed {
         /// Its height.
         height: u64,
@@ -57,10 +61,19 @@ pub enum Effect {
         hash: Hash32,
         /// Whether this node produced it.
         produced: bool,
-        /// The market events of the block.
-        events: Vec<MarketEvent>,
         /// The head after it (the block may sit on a side branch).
         head: (u64, Hash32),
+    },
+    /// A block became final (a quorum certified it or a descendant): its market events are
+    /// facts every member agrees on, to be acted on (releases, settlements). Reported once per
+    /// block, in height order.
+    Finalized {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash32,
+        /// The market events of the block.
+        events: Vec<MarketEvent>,
     },
     /// Something received was refused (for metrics and logs).
     Rejected {
@@ -118,6 +131,75 @@ pub struct Node<S: BlockStore> {
     started: bool,
     /// The highest block height seen from peers.
     best_seen: u64,
+    finality: Finality,
+    finality_started: bool,
+    signer: GuardedSigner,
+    /// A certificate for a block this node does not hold yet (applied once it arrives).
+    pending_certificate: Option<Certificate>,
+}
+
+/// Signs consensus messages through the fsync'd vote guard.
+#[derive(Debug)]
+struct GuardedSigner {
+    guard: VoteGuard,
+    key: SecretKey,
+    chain_id: Hash32,
+}
+
+impl Signer for GuardedSigner {
+    fn sign_vote(
+        &mut self,
+        vote: gridlet_ledger::finality::Vote,
+    ) -> Result<gridlet_ledger::finality::SignedVote, String> {
+        self.guard
+            .sign_vote(&self.chain_id, vote, &self.key)
+            .map_err(|e| e.to_string())
+    }
+    fn sign_proposal(
+        &mut self,
+        proposal: gridlet_ledger::finality::Proposal,
+    ) -> Result<gridlet_ledger::finality::SignedProposal, String> {
+        self.guard
+            .sign_proposal(&self.chain_id, proposal, &self.key)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The chain as the finality gadget sees it.
+struct View<'a, S: BlockStore>(&'a PersistentChain<S>);
+
+impl<S: BlockStore> ChainView for View<'_, S> {
+    fn head(&self) -> BlockRef {
+        let c = self.0.chain();
+        BlockRef {
+            height: c.head_height(),
+            hash: c.head_hash(),
+        }
+    }
+    fn final_block(&self) -> BlockRef {
+        let (hash, height) = self.0.chain().finalized();
+        BlockRef { height, hash }
+    }
+    fn holds(&self, block: &BlockRef) -> bool {
+        block.height > self.0.chain().finalized().1
+            && self.0.chain().height_of(&block.hash) == Some(block.height)
+    }
+}
+
+/// The voters of `checkpoint`: every member, proposing in the paper's PoS order on the final
+/// block (its state, its hash as the draw seed, the checkpoint as the draw's slot).
+fn voters_for<S: BlockStore>(chain: &PersistentChain<S>, checkpoint: u64) -> Voters {
+    let c = chain.chain();
+    let rules = c.rules();
+    let members: Vec<MemberKey> = rules.members.keys().copied().collect();
+    let ranking = rank_producers(
+        rules.selection.rule,
+        &c.finalized_state().candidates(rules),
+        &c.finalized().0,
+        checkpoint,
+        members.len(),
+    );
+    Voters::new(&members, &ranking)
 }
 
 const SEEN_LIMIT: usize = 100_000;
@@ -155,15 +237,39 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 impl<S: BlockStore> Node<S> {
-    /// A node over an opened chain and signer guard.
+    /// A node over an opened chain, its block signer guard and its vote guard.
     pub fn new(
         cfg: NodeConfig,
         key: SecretKey,
         chain: PersistentChain<S>,
         guard: SignerGuard,
+        votes: VoteGuard,
     ) -> Node<S> {
+        let me = MemberKey::from_secret(&key);
+        let checkpoint = chain
+            .last_certificate()
+            .map_or(1, |c| c.checkpoint.saturating_add(1));
+        let rules = chain.chain().rules();
+        let finality = Finality::new(
+            rules.chain_id,
+            rules.members.clone(),
+            rules.finality.clone(),
+            me,
+            checkpoint,
+            voters_for(&chain, checkpoint),
+            chain.chain().genesis().slot_ms,
+        );
+        let signer = GuardedSigner {
+            guard: votes,
+            key,
+            chain_id: rules.chain_id,
+        };
         Node {
-            me: MemberKey::from_secret(&key),
+            finality,
+            finality_started: false,
+            signer,
+            pending_certificate: None,
+            me,
             cfg,
             key,
             chain,
@@ -180,6 +286,11 @@ impl<S: BlockStore> Node<S> {
             started: false,
             best_seen: 0,
         }
+    }
+
+    /// The checkpoint the finality gadget is deciding, and its round.
+    pub fn checkpoint(&self) -> (u64, Option<u32>) {
+        (self.finality.checkpoint(), self.finality.round())
     }
 
     /// The chain.
@@ -237,7 +348,24 @@ impl<S: BlockStore> Node<S> {
                         self.request_sync(&mut out);
                     }
                 }
+                if !self.finality_started {
+                    self.finality_started = true;
+                    let k = self.finality.checkpoint();
+                    let voters = voters_for(&self.chain, k);
+                    let outs = self.finality.start(
+                        k,
+                        voters,
+                        self.now_ms,
+                        &View(&self.chain),
+                        &mut self.signer,
+                    );
+                    self.finality_outs(outs, &mut out)?;
+                }
                 self.maybe_produce(&mut out)?;
+                let outs = self
+                    .finality
+                    .tick(self.now_ms, &View(&self.chain), &mut self.signer);
+                self.finality_outs(outs, &mut out)?;
                 // A community produces every slot: three silent slots mean this node missed
                 // blocks (a dropped connection, a broker that did not queue) or all are quiet.
                 let genesis = self.chain.chain().genesis();
@@ -313,6 +441,7 @@ impl<S: BlockStore> Node<S> {
                         self.answered = (slot, 0);
                     }
                     let mut blocks = Vec::new();
+                    let mut answered_to = from_height;
                     for h in from_height.max(1)..=last {
                         let Some(b) = self.chain.block_at(h)? else {
                             break;
@@ -324,13 +453,40 @@ impl<S: BlockStore> Node<S> {
                         }
                         self.answered.1 = spent;
                         blocks.push(hex);
+                        answered_to = h;
                     }
-                    if !blocks.is_empty() {
-                        out.push(Effect::Publish(BusMessage::SyncResponse { node, blocks }));
+                    // The certificates of the blocks sent, and the newest one: it finalizes
+                    // everything below it, so a home behind only in finality catches up too.
+                    let mut certs = self.chain.certificates(from_height, answered_to)?;
+                    if let Some(last) = self.chain.last_certificate() {
+                        if last.block.height >= from_height
+                            && !certs.iter().any(|c| c.checkpoint == last.checkpoint)
+                        {
+                            certs.push(last.clone());
+                        }
+                    }
+                    let certificates: Vec<String> = certs
+                        .iter()
+                        .map(|c| gridlet_ledger::codec::to_hex(&c.encode()))
+                        .collect();
+                    self.answered.1 = self
+                        .answered
+                        .1
+                        .saturating_add(certificates.iter().map(String::len).sum::<usize>());
+                    if !blocks.is_empty() || !certificates.is_empty() {
+                        out.push(Effect::Publish(BusMessage::SyncResponse {
+                            node,
+                            blocks,
+                            certificates,
+                        }));
                     }
                 }
             }
-            Input::Bus(BusMessage::SyncResponse { node, blocks }) => {
+            Input::Bus(BusMessage::SyncResponse {
+                node,
+                blocks,
+                certificates,
+            }) => {
                 // Not reset here: every peer answers a request, and letting each answer trigger
                 // a new request would multiply the traffic with every round.
                 if node == self.cfg.name {
@@ -338,6 +494,36 @@ impl<S: BlockStore> Node<S> {
                     for hex in blocks {
                         self.receive_block_hex(&hex, &mut out)?;
                     }
+                    for hex in certificates {
+                        self.receive_certificate_hex(&hex, &mut out)?;
+                    }
+                }
+            }
+            Input::Bus(BusMessage::Consensus { hex }) => {
+                match hex_decode(&hex).map(|b| ConsensusMessage::decode(&b)) {
+                    Some(Ok(msg)) => {
+                        // A peer deciding a later checkpoint means this node missed a decision.
+                        if message_checkpoint(&msg) > self.finality.checkpoint() {
+                            self.request_sync(&mut out);
+                        }
+                        let outs = self.finality.receive(
+                            msg,
+                            self.now_ms,
+                            &View(&self.chain),
+                            &mut self.signer,
+                        );
+                        self.finality_outs(outs, &mut out)?;
+                    }
+                    Some(Err(e)) => out.push(Effect::Rejected {
+                        what: "consensus",
+                        class: reason_class(&e),
+                        reason: e.to_string(),
+                    }),
+                    None => out.push(Effect::Rejected {
+                        what: "consensus",
+                        class: "not_hex".into(),
+                        reason: "not hex".into(),
+                    }),
                 }
             }
             // The schedule actor's; the ledger actor routes them there.
@@ -436,7 +622,7 @@ impl<S: BlockStore> Node<S> {
                 if ins.head_changed && ins.fork_height < old_head {
                     self.resurrect_abandoned();
                 }
-                self.after_commit(&block, ins.events, false, out);
+                self.after_commit(&block, false, out)?;
                 self.adopt_orphans(out)?;
                 Ok(())
             }
@@ -526,10 +712,9 @@ impl<S: BlockStore> Node<S> {
     fn after_commit(
         &mut self,
         block: &Block,
-        events: Vec<MarketEvent>,
         produced: bool,
         out: &mut Vec<Effect>,
-    ) {
+    ) -> Result<(), StoreError> {
         let included: HashSet<Hash32> = block.transactions.iter().map(|t| t.id()).collect();
         for t in &block.transactions {
             self.recent_txs.push_back(t.clone());
@@ -545,18 +730,157 @@ impl<S: BlockStore> Node<S> {
             height: block.header.height,
             hash: block.hash(),
             produced,
-            events,
             head: (
                 self.chain.chain().head_height(),
                 self.chain.chain().head_hash(),
             ),
         });
+        if let Some(cert) = self.pending_certificate.take() {
+            self.apply_certificate(cert, out)?;
+        }
+        let outs = self
+            .finality
+            .block_added(self.now_ms, &View(&self.chain), &mut self.signer);
+        self.finality_outs(outs, out)
+    }
+
+    fn receive_certificate_hex(
+        &mut self,
+        hex: &str,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), StoreError> {
+        let decoded = hex_decode(hex).map(|b| Certificate::decode(&b));
+        match decoded {
+            Some(Ok(cert)) => {
+                let rules = self.chain.chain().rules();
+                match cert.verify(&rules.chain_id, &rules.members, &rules.finality) {
+                    Ok(()) => self.apply_certificate(cert, out),
+                    Err(e) => {
+                        out.push(Effect::Rejected {
+                            what: "certificate",
+                            class: reason_class(&e),
+                            reason: e.to_string(),
+                        });
+                        Ok(())
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                out.push(Effect::Rejected {
+                    what: "certificate",
+                    class: reason_class(&e),
+                    reason: e.to_string(),
+                });
+                Ok(())
+            }
+            None => {
+                out.push(Effect::Rejected {
+                    what: "certificate",
+                    class: "not_hex".into(),
+                    reason: "not hex".into(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Carries out what the finality gadget asked for.
+    fn finality_outs(&mut self, outs: Vec<Out>, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        for o in outs {
+            match o {
+                Out::Publish(m) => out.push(Effect::Publish(BusMessage::Consensus {
+                    hex: gridlet_ledger::codec::to_hex(&m.encode()),
+                })),
+                Out::Decided(cert) => self.apply_certificate(cert, out)?,
+                Out::Refused { class, reason } => out.push(Effect::Rejected {
+                    what: "consensus",
+                    class: class.into(),
+                    reason,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// A verified certificate (decided here or by peers): finalizes its block if held, or
+    /// keeps it until the block arrives; then decides the next checkpoint.
+    fn apply_certificate(
+        &mut self,
+        cert: Certificate,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), StoreError> {
+        let chain = self.chain.chain();
+        if cert.block.height <= chain.finalized().1 {
+            return Ok(());
+        }
+        if chain.height_of(&cert.block.hash) != Some(cert.block.height) {
+            let higher = self
+                .pending_certificate
+                .as_ref()
+                .is_none_or(|p| p.block.height < cert.block.height);
+            if higher {
+                self.pending_certificate = Some(cert);
+            }
+            self.request_sync(out);
+            return Ok(());
+        }
+        let checkpoint = cert.checkpoint;
+        let finalized = match self.chain.finalize(cert) {
+            Ok(f) => f,
+            Err(StoreError::Block(e)) => {
+                out.push(Effect::Rejected {
+                    what: "certificate",
+                    class: reason_class(&e),
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if finalized.head_switch.is_some() {
+            self.resurrect_abandoned();
+        }
+        for (block, events) in finalized.blocks {
+            out.push(Effect::Finalized {
+                height: block.header.height,
+                hash: block.hash(),
+                events,
+            });
+        }
+        if self
+            .pending_certificate
+            .as_ref()
+            .is_some_and(|p| p.block.height <= self.chain.chain().finalized().1)
+        {
+            self.pending_certificate = None;
+        }
+        let next = checkpoint.saturating_add(1);
+        // Only forward: restarting the checkpoint in progress would throw its votes away.
+        if next > self.finality.checkpoint() {
+            let voters = voters_for(&self.chain, next);
+            self.finality_started = true;
+            let outs = self.finality.start(
+                next,
+                voters,
+                self.now_ms,
+                &View(&self.chain),
+                &mut self.signer,
+            );
+            self.finality_outs(outs, out)?;
+        }
+        Ok(())
     }
 
     fn maybe_produce(&mut self, out: &mut Vec<Effect>) -> Result<(), StoreError> {
         let genesis = self.chain.chain().genesis().clone();
         let slot = genesis.slot_at(self.now_ms);
         let head_slot = self.chain.chain().head_state().slot;
+        let chain = self.chain.chain();
+        // Without a quorum nothing becomes final: stop growing a tree nobody can finalize.
+        let unfinal = chain.head_height().saturating_sub(chain.finalized().1);
+        if unfinal >= chain.rules().finality.max_unfinal_blocks {
+            return Ok(());
+        }
         if slot <= head_slot
             || slot > self.cfg.last_slot
             || self.guard.last_signed().is_some_and(|(s, _)| s >= slot)
@@ -600,8 +924,17 @@ impl<S: BlockStore> Node<S> {
         out.push(Effect::Publish(BusMessage::Block {
             hex: gridlet_ledger::codec::to_hex(&block.encode()),
         }));
-        self.after_commit(&block, ins.events, true, out);
+        let _ = ins;
+        self.after_commit(&block, true, out)?;
         Ok(())
+    }
+}
+
+fn message_checkpoint(msg: &ConsensusMessage) -> u64 {
+    match msg {
+        ConsensusMessage::Vote(v) => v.vote.checkpoint,
+        ConsensusMessage::Proposal(p) => p.proposal.checkpoint,
+        ConsensusMessage::Votes(v) => v.iter().map(|v| v.vote.checkpoint).max().unwrap_or(0),
     }
 }
 

@@ -32,6 +32,14 @@ pub enum BusMessage {
         node: String,
         /// Hex of the blocks, ascending.
         blocks: Vec<String>,
+        /// Hex of the certificates of final blocks among them, and of the newest final block.
+        #[serde(default)]
+        certificates: Vec<String>,
+    },
+    /// A checkpoint vote, proposal or vote bundle (protocol.md §9, canonical bytes as hex).
+    Consensus {
+        /// Hex of the consensus message.
+        hex: String,
     },
     /// A home's proposal in a day-ahead ADMM iteration (for the schedule actor, not the node).
     Proposal(crate::dispatch_session::ProposalMessage),

@@ -476,7 +476,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
         "p50_slots": (percentile(&slots, 0.5) * 10.0).round() / 10.0,
         "p99_slots": (percentile(&slots, 0.99) * 10.0).round() / 10.0,
         "max_slots": (slots.last().copied().unwrap_or(0.0) * 10.0).round() / 10.0,
-        "finality_depth": genesis.finality_depth,
+        "quorum": genesis.finality.quorum(genesis.members.len()),
         "homes": HOMES,
         "slot_ms": slot_ms,
     }))

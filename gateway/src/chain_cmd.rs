@@ -77,8 +77,8 @@ pub struct GenesisOptions {
     pub genesis_time_ms: u64,
     /// Slot length.
     pub slot_ms: Option<u64>,
-    /// Finality depth.
-    pub finality_depth: Option<u64>,
+    /// Most blocks above the last final one a member builds on.
+    pub max_unfinal_blocks: Option<u64>,
     /// Fee.
     pub tx_fee: Option<u64>,
     /// Fallback ranks.
@@ -91,8 +91,8 @@ pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
     if let Some(v) = o.slot_ms {
         g.slot_ms = v;
     }
-    if let Some(v) = o.finality_depth {
-        g.finality_depth = v;
+    if let Some(v) = o.max_unfinal_blocks {
+        g.finality.max_unfinal_blocks = v;
     }
     if let Some(v) = o.tx_fee {
         g.tx_fee = gridlet_ledger::MicroCredits::new(v);
@@ -112,6 +112,8 @@ pub(crate) struct Verified {
     pub txs: u64,
     /// The producer of each block, by height from 1.
     pub producers: Vec<gridlet_ledger::MemberKey>,
+    /// Certificates checked.
+    pub certificates: u64,
 }
 
 /// Re-verifies a stored chain from genesis without changing it.
@@ -142,16 +144,49 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
             .insert(block, Checks::FULL)
             .with_context(|| format!("block {height} does not verify"))?;
     }
+    // Every stored certificate must prove its block, in checkpoint order; the newest one
+    // finalizes the chain below it.
+    let mut certificates = 0u64;
+    let mut last: Option<gridlet_ledger::finality::Certificate> = None;
+    for (height, bytes) in store.certificates(1, tip)? {
+        let cert = gridlet_ledger::finality::Certificate::decode(&bytes)
+            .with_context(|| format!("the certificate of block {height} is corrupt"))?;
+        let rules = chain.rules();
+        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+            .with_context(|| format!("the certificate of block {height} does not verify"))?;
+        if cert.block.height != height || chain.block(&cert.block.hash).is_none() {
+            bail!("the certificate stored for block {height} names another block");
+        }
+        if last
+            .as_ref()
+            .is_some_and(|l| l.checkpoint >= cert.checkpoint)
+        {
+            bail!("certificate checkpoints do not increase at block {height}");
+        }
+        certificates += 1;
+        last = Some(cert);
+    }
+    if let Some(cert) = &last {
+        chain
+            .finalize(&cert.block.hash)
+            .with_context(|| format!("block {} cannot be finalized", cert.block.height))?;
+    }
     Ok(Verified {
         chain,
         txs,
         producers,
+        certificates,
     })
 }
 
 /// Re-verifies a stored chain from genesis without changing it.
 pub fn verify(data: &Path) -> Result<serde_json::Value> {
-    let Verified { chain, txs, .. } = load_verified(data)?;
+    let Verified {
+        chain,
+        txs,
+        certificates,
+        ..
+    } = load_verified(data)?;
     let state = chain.head_state();
     Ok(json!({
         "chain_id": chain.chain_id().to_hex(),
@@ -159,13 +194,15 @@ pub fn verify(data: &Path) -> Result<serde_json::Value> {
         "tip_hash": chain.head_hash().to_hex(),
         "state_hash": state.hash().to_hex(),
         "finalized_height": chain.finalized().1,
+        "certificates": certificates,
         "transactions": txs,
         "total_credits": state.total_credits().to_string(),
     }))
 }
 
-/// One block as a JSON line: header fields, and each transaction decoded and as hex.
-pub fn block_json(block: &Block) -> serde_json::Value {
+/// One block as a JSON line: header fields, its certificate (hex) if one finalized it, and
+/// each transaction decoded and as hex.
+pub fn block_json(block: &Block, certificate: Option<&[u8]>) -> serde_json::Value {
     let h = &block.header;
     let txs: Vec<serde_json::Value> = block
         .transactions
@@ -189,6 +226,7 @@ pub fn block_json(block: &Block) -> serde_json::Value {
         "state_hash": h.state_hash.to_hex(),
         "producer": h.producer.to_hex(),
         "signature": block.signature.to_hex(),
+        "certificate": certificate.map(to_hex),
         "header_hex": to_hex(&h.encode()),
         "transactions": txs,
     })
@@ -198,12 +236,15 @@ pub fn block_json(block: &Block) -> serde_json::Value {
 pub fn export(data: &Path, out: &mut impl Write) -> Result<u64> {
     let store = SledStore::open(data).context("cannot open the block store")?;
     let tip = store.tip_height()?;
+    let certificates: std::collections::BTreeMap<u64, Vec<u8>> =
+        store.certificates(1, tip)?.into_iter().collect();
     for height in 1..=tip {
         let bytes = store
             .get(height)?
             .with_context(|| format!("block {height} is missing"))?;
         let block = Block::decode(&bytes).with_context(|| format!("block {height} is corrupt"))?;
-        writeln!(out, "{}", block_json(&block))?;
+        let cert = certificates.get(&height).map(Vec::as_slice);
+        writeln!(out, "{}", block_json(&block, cert))?;
     }
     Ok(tip)
 }

@@ -94,9 +94,9 @@ pub enum Command {
         /// Slot length, ms.
         #[arg(long)]
         slot_ms: Option<u64>,
-        /// Finality depth F.
+        /// Most blocks above the last quorum-final one a member builds on (default 120).
         #[arg(long)]
-        finality_depth: Option<u64>,
+        max_unfinal_blocks: Option<u64>,
         /// Flat transaction fee, micro-credits.
         #[arg(long)]
         tx_fee: Option<u64>,

@@ -63,7 +63,7 @@ fn run(cli: Cli) -> Result<()> {
             rule,
             genesis_time_ms,
             slot_ms,
-            finality_depth,
+            max_unfinal_blocks,
             tx_fee,
             fallback_ranks,
             out,
@@ -79,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
                 rule: rule.into(),
                 genesis_time_ms: genesis_time_ms.unwrap_or_else(now_ms),
                 slot_ms,
-                finality_depth,
+                max_unfinal_blocks,
                 tx_fee,
                 fallback_ranks,
             })?;
@@ -239,7 +239,12 @@ fn main() -> ExitCode {
     // rumqttd logs ordinary client disconnects at ERROR: its router and server stay quiet
     // whatever RUST_LOG says.
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+        // Malachite logs every checkpoint ("Starting new height") at INFO: one line per slot.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,rumqttd=warn,arc_malachitebft_core_consensus=warn",
+            )
+        });
     for quiet in ["rumqttd::router=off", "rumqttd::server=off"] {
         if let Ok(d) = quiet.parse() {
             filter = filter.add_directive(d);

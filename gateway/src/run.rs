@@ -17,7 +17,7 @@ use gridlet_actors::market_actor::HomeLink;
 use gridlet_actors::market_actor::MarketActor;
 use gridlet_core::node::{Node, NodeConfig};
 use gridlet_drivers::backoff::BackoffPolicy;
-use gridlet_ledger::store::{open_sled, SignerGuard};
+use gridlet_ledger::store::{open_sled, SignerGuard, VoteGuard};
 use gridlet_ledger::MemberKey;
 
 use crate::{chain_cmd, keys};
@@ -60,6 +60,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
     }
     tracing::info!(height = chain.chain().head_height(), %name, "chain opened");
     let guard = SignerGuard::open(&cfg.data_dir)?;
+    let votes = VoteGuard::open(&cfg.data_dir)?;
     let node = Node::new(
         NodeConfig {
             name: name.clone(),
@@ -70,6 +71,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         sk,
         chain,
         guard,
+        votes,
     );
     if cfg.embedded {
         bus::start_embedded_broker(cfg.broker.1, 8 * 1024 * 1024)

@@ -78,6 +78,35 @@ struct Home {
 }
 
 /// Runs the scenario and returns the summary (also written to `report.json`).
+/// The certificate a quorum of every home would sign for `block` at checkpoint `checkpoint`.
+fn certify(
+    homes: &[Home],
+    chain_id: &gridlet_ledger::Hash32,
+    checkpoint: u64,
+    block: &gridlet_ledger::Block,
+) -> gridlet_ledger::finality::Certificate {
+    use gridlet_ledger::finality::{BlockRef, Certificate};
+    let mut cert = Certificate {
+        checkpoint,
+        round: 0,
+        block: BlockRef {
+            height: block.header.height,
+            hash: block.hash(),
+        },
+        signatures: Vec::new(),
+    };
+    let mut signatures: Vec<_> = homes
+        .iter()
+        .map(|h| {
+            let digest = cert.precommit(h.member).digest(chain_id);
+            (h.member, gridlet_ledger::Signature::sign(&digest, &h.key))
+        })
+        .collect();
+    signatures.sort_by_key(|a| a.0);
+    cert.signatures = signatures;
+    cert
+}
+
 pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     ensure!(o.homes >= 2, "--homes must be at least 2");
     let homes_dir = o.report.join("homes");
@@ -304,10 +333,8 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             .produce(&homes[p].key, slot, &mempool)?;
         let block = out.block;
         homes[p].guard.authorize(slot, block.hash())?;
-        let mut events = Vec::new();
-        for (n, h) in homes.iter_mut().enumerate() {
-            let ins = h
-                .chain
+        for h in homes.iter_mut() {
+            h.chain
                 .commit(
                     block.clone(),
                     Checks {
@@ -316,8 +343,22 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                     },
                 )
                 .with_context(|| format!("{} rejected block {}", h.name, block.header.height))?;
+        }
+        // A perfect bus: every home precommits the new block in round 0 of its checkpoint, and
+        // each home finalizes it with the certificate (what the Tendermint rounds produce).
+        let cert = certify(&homes, &chain_id, block.header.height, &block);
+        let mut events = Vec::new();
+        for (n, h) in homes.iter_mut().enumerate() {
+            let finalized = h
+                .chain
+                .finalize(cert.clone())
+                .with_context(|| format!("{} refused certificate {}", h.name, cert.checkpoint))?;
             if n == 0 {
-                events = ins.events;
+                events = finalized
+                    .blocks
+                    .into_iter()
+                    .flat_map(|(_, ev)| ev)
+                    .collect();
             }
         }
         for e in events {

@@ -24,7 +24,7 @@ fn bench_commands_print_one_json_line_with_their_figures() {
         ("market", &["clear_ms", "sort_ms", "ratio"][..]),
         (
             "trades",
-            &["p50_slots", "p99_slots", "finality_depth", "trades"][..],
+            &["p50_slots", "p99_slots", "quorum", "trades"][..],
         ),
         (
             "modbus",

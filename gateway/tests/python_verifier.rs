@@ -52,6 +52,10 @@ fn python_reimplementation_agrees_and_rejects_tampering() {
     assert_eq!(py["height"], verified["height"]);
     assert_eq!(py["tip_hash"], verified["tip_hash"]);
     assert_eq!(py["state_hash"], verified["state_hash"]);
+    // Finality too: every certificate checked from the document alone.
+    assert_eq!(py["finalized_height"], verified["finalized_height"]);
+    assert_eq!(py["certificates"], verified["certificates"]);
+    assert!(py["certificates"].as_u64().unwrap() > 0, "{py}");
 
     // Raise one transfer's amount in the export: the Python side must refuse it.
     let mut lines: Vec<serde_json::Value> = export
@@ -87,4 +91,35 @@ fn python_reimplementation_agrees_and_rejects_tampering() {
     ]));
     assert!(!ok);
     assert!(err.contains("INVALID"), "{err}");
+
+    // A certificate with one signature byte changed: refused too.
+    let mut lines: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let block = lines
+        .iter_mut()
+        .rev()
+        .find(|b| b["certificate"].is_string())
+        .unwrap();
+    let mut cert = block["certificate"].as_str().unwrap().to_owned();
+    let at = cert.len() - 2;
+    let flipped = if &cert[at..] == "00" { "01" } else { "00" };
+    cert.replace_range(at.., flipped);
+    block["certificate"] = serde_json::Value::String(cert);
+    std::fs::write(
+        &tampered_path,
+        lines
+            .iter()
+            .map(|l| l.to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let (ok, _, err) = run(Command::new(python()).args([
+        script.to_str().unwrap(),
+        genesis.to_str().unwrap(),
+        tampered_path.to_str().unwrap(),
+    ]));
+    assert!(!ok);
+    assert!(err.contains("certificate"), "{err}");
 }

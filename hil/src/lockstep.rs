@@ -4,7 +4,7 @@
 
 use gridlet_core::node::{BusMessage, Effect, Input, Node, NodeConfig};
 use gridlet_ledger::market::MarketEvent;
-use gridlet_ledger::store::{MemStore, PersistentChain, SignerGuard};
+use gridlet_ledger::store::{MemStore, PersistentChain, SignerGuard, VoteGuard};
 use gridlet_ledger::Genesis;
 use secp256k1::SecretKey;
 
@@ -21,10 +21,14 @@ pub struct LockstepNet {
     pub drop_every: Option<u64>,
     /// Nodes that keep running (and producing) but neither send nor receive: a partition.
     pub isolated: Vec<bool>,
+    /// Each node's side of a partition: messages pass only between nodes of one side.
+    pub side: Vec<u8>,
     sent: u64,
     /// Refusals seen (stale blocks after lost messages, bad transactions).
     pub rejected: u64,
-    /// Market events of blocks committed by node 0, with the time they were committed.
+    /// Each refusal: what, its class and the reason.
+    pub refusals: Vec<(String, String, String)>,
+    /// Market events of blocks final on node 0, with the time they became final.
     pub events: Vec<(u64, MarketEvent)>,
     /// Transactions each node published (hex), in order, by node.
     pub published_txs: Vec<Vec<String>>,
@@ -41,25 +45,28 @@ impl LockstepNet {
             let (chain, _) = PersistentChain::open(MemStore::default(), genesis.clone(), u64::MAX)
                 .map_err(std::io::Error::other)?;
             let guard = SignerGuard::open(dir.path()).map_err(std::io::Error::other)?;
+            let votes = VoteGuard::open(dir.path()).map_err(std::io::Error::other)?;
             let cfg = NodeConfig {
                 name: format!("node-{i}"),
                 max_mempool: 100_000,
                 sync_batch: 50,
                 last_slot: u64::MAX,
             };
-            nodes.push(Node::new(cfg, *k, chain, guard));
+            nodes.push(Node::new(cfg, *k, chain, guard, votes));
             dirs.push(dir);
         }
         let n = nodes.len();
         Ok(LockstepNet {
             online: vec![true; n],
             isolated: vec![false; n],
+            side: vec![0; n],
             inbox: vec![Vec::new(); n],
             nodes,
             now_ms: genesis.genesis_time_ms,
             drop_every: None,
             sent: 0,
             rejected: 0,
+            refusals: Vec::new(),
             events: Vec::new(),
             published_txs: vec![Vec::new(); n],
             _dirs: dirs,
@@ -85,6 +92,7 @@ impl LockstepNet {
                             || !self.online[to]
                             || self.isolated[to]
                             || self.isolated[from]
+                            || self.side[to] != self.side[from]
                         {
                             continue;
                         }
@@ -95,14 +103,21 @@ impl LockstepNet {
                         self.inbox[to].push(m.clone());
                     }
                 }
-                Effect::Committed { events, .. } => {
+                Effect::Finalized { events, .. } => {
                     if from == 0 {
                         let now = self.now_ms;
                         self.events.extend(events.into_iter().map(|e| (now, e)));
                     }
                 }
-                Effect::Rejected { .. } => self.rejected += 1,
-                Effect::Duplicate | Effect::Submitted { .. } => {}
+                Effect::Rejected {
+                    what,
+                    class,
+                    reason,
+                } => {
+                    self.rejected += 1;
+                    self.refusals.push((what.to_string(), class, reason));
+                }
+                Effect::Duplicate | Effect::Submitted { .. } | Effect::Committed { .. } => {}
             }
         }
     }
@@ -125,6 +140,30 @@ impl LockstepNet {
             self.deliver(i, effects);
         }
         Ok(())
+    }
+
+    /// Final heights of all nodes.
+    pub fn final_heights(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| n.chain().chain().finalized().1)
+            .collect()
+    }
+
+    /// Pairs of nodes whose final chains differ at some height both consider final (safety:
+    /// always empty), as `(a, b, height)`.
+    pub fn conflicting_final_blocks(&self) -> Vec<(usize, usize, u64)> {
+        let mut out = Vec::new();
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                let (ca, cb) = (self.nodes[a].chain(), self.nodes[b].chain());
+                let both = ca.chain().finalized().1.min(cb.chain().finalized().1);
+                if let Some(h) = (1..=both).find(|h| ca.hash_at(*h) != cb.hash_at(*h)) {
+                    out.push((a, b, h));
+                }
+            }
+        }
+        out
     }
 
     /// Heights and head hashes of all nodes.

@@ -6,9 +6,10 @@
 //!
 //! Fork choice: each block scores `fallback_ranks + 1 − rank` (an elected producer's block
 //! outweighs a fallback's); the head is the block with the greatest cumulative score from
-//! genesis, ties going to the lower block hash. Finality: once the head is at height `h`, the
-//! head's ancestor at height `h − F` is final; every block not descending from it is dropped
-//! and no block at or below it is accepted again, so a final block is never reverted.
+//! genesis, ties going to the lower block hash. Finality comes from outside: a quorum
+//! certificate (see [`crate::finality`]) names a block, [`Chain::finalize`] makes it the root;
+//! every block not descending from it is dropped and no block at or below it is accepted
+//! again, so a final block is never reverted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -203,6 +204,16 @@ pub struct Inserted {
     pub new_branch: Vec<Arc<Block>>,
 }
 
+/// What [`Chain::finalize`] changed.
+#[derive(Debug, Clone, Default)]
+pub struct Finalized {
+    /// The blocks that became final, ascending, each with its market events.
+    pub blocks: Vec<(Arc<Block>, Vec<crate::market::MarketEvent>)>,
+    /// When the head was on a branch the certificate dropped: the height of the previous final
+    /// block and the new head's blocks above it, ascending (for the store to replace).
+    pub head_switch: Option<(u64, Vec<Arc<Block>>)>,
+}
+
 /// A block built by [`Chain::produce`], not yet inserted.
 #[derive(Debug, Clone)]
 pub struct Produced {
@@ -304,6 +315,17 @@ impl Chain {
             self.finalized,
             self.node(&self.finalized).map_or(0, |n| n.height),
         )
+    }
+
+    /// The state after the finalized block (the same on every member that finalized it).
+    pub fn finalized_state(&self) -> &LedgerState {
+        self.node(&self.finalized)
+            .map_or(&self.genesis_state, |n| &n.state)
+    }
+
+    /// The height of a block in the tree (the finalized block included).
+    pub fn height_of(&self, hash: &Hash32) -> Option<u64> {
+        self.node(hash).map(|n| n.height)
     }
 
     /// A non-final (or the finalized) block by hash.
@@ -425,7 +447,6 @@ impl Chain {
                 }
             }
             self.head = hash;
-            self.advance_finality();
         }
         Ok(Inserted {
             hash,
@@ -491,20 +512,39 @@ impl Chain {
         }
     }
 
-    fn advance_finality(&mut self) {
-        let target = self.head_height().saturating_sub(self.rules.finality_depth);
-        if target <= self.finalized().1 {
-            return;
+    /// Makes the known block `hash` final (a quorum certified it): it becomes the root, every
+    /// block not descending from it is dropped, and the head moves onto its branch if it was
+    /// elsewhere. Returns the blocks that became final, ascending, with their market events.
+    pub fn finalize(&mut self, hash: &Hash32) -> Result<Finalized, BlockError> {
+        let (old_final, old_height) = self.finalized();
+        if *hash == old_final {
+            return Ok(Finalized::default());
         }
-        let Some(new_final) = self.ancestor_at(self.head, target) else {
-            return;
+        let Some(target) = self.node(hash).map(|n| n.height) else {
+            return Err(BlockError::FinalizeUnknown { hash: *hash });
         };
-        self.finalized = new_final;
+        if target <= old_height {
+            return Err(BlockError::ConflictsWithFinalized {
+                height: target,
+                finalized: old_height,
+            });
+        }
+        let mut newly = Vec::new();
+        let mut cursor = *hash;
+        while cursor != old_final {
+            let Some(n) = self.node(&cursor) else { break };
+            if let Some(b) = &n.block {
+                newly.push((b.clone(), n.events.clone()));
+            }
+            cursor = n.parent;
+        }
+        newly.reverse();
+        let old_head = self.head;
         let keep: Vec<Hash32> = self
             .nodes
             .iter()
             .filter(|(_, n)| n.height >= target)
-            .filter(|(h, _)| self.ancestor_at(**h, target) == Some(new_final))
+            .filter(|(h, _)| self.ancestor_at(**h, target) == Some(*hash))
             .map(|(h, _)| *h)
             .collect();
         let mut kept = HashMap::with_capacity(keep.len());
@@ -514,6 +554,26 @@ impl Chain {
             }
         }
         self.nodes = kept;
+        self.finalized = *hash;
+        let mut switch = None;
+        if !self.nodes.contains_key(&old_head) {
+            let best = self
+                .nodes
+                .iter()
+                .max_by(|(ha, a), (hb, b)| a.score.cmp(&b.score).then(hb.cmp(ha)))
+                .map(|(h, _)| *h)
+                .unwrap_or(*hash);
+            self.head = best;
+            // The new branch from the old root: the blocks just finalized, then the head's.
+            let (_, above) = self.branch_to_head(|_, _| false);
+            let mut branch: Vec<Arc<Block>> = newly.iter().map(|(b, _)| b.clone()).collect();
+            branch.extend(above);
+            switch = Some((old_height, branch));
+        }
+        Ok(Finalized {
+            blocks: newly,
+            head_switch: switch,
+        })
     }
 
     /// Builds and signs a block for `slot` on top of the head, taking the candidates that are

@@ -52,6 +52,12 @@ pub enum DecodeError {
         /// The kind byte.
         kind: u8,
     },
+    /// A consensus message kind or vote step this node does not know.
+    #[error("unknown consensus message kind or vote step {kind}")]
+    UnknownConsensusKind {
+        /// The byte.
+        kind: u8,
+    },
     /// A key whose first byte is not 0x02 or 0x03.
     #[error("public key prefix {prefix:#04x} is not a compressed point")]
     InvalidKeyPrefix {
@@ -370,6 +376,15 @@ pub enum BlockError {
     /// The block does not decode.
     #[error("block does not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// A certificate that does not prove finality.
+    #[error("bad certificate: {0}")]
+    BadCertificate(crate::finality::CertificateError),
+    /// A certificate names a block this node does not have above its final block.
+    #[error("cannot finalize unknown block {hash}")]
+    FinalizeUnknown {
+        /// The block.
+        hash: Hash32,
+    },
     /// Built for another chain.
     #[error("block is for chain {found}, this chain is {expected}")]
     WrongChain {
@@ -567,6 +582,14 @@ pub enum StoreError {
         slot: u64,
         /// The last slot signed.
         last_signed: u64,
+    },
+    /// Signing for a checkpoint below the one this node already votes in.
+    #[error("refusing to vote in checkpoint {checkpoint}: already voting in {current}")]
+    CheckpointPassed {
+        /// The checkpoint requested.
+        checkpoint: u64,
+        /// The checkpoint of the guard's records.
+        current: u64,
     },
 }
 

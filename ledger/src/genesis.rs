@@ -128,6 +128,44 @@ impl ScheduleParams {
     }
 }
 
+/// Quorum finality: a block is final once more than `quorum_num / quorum_den` of the members
+/// signed precommits for it (protocol.md §9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinalityParams {
+    /// Numerator of the quorum fraction (at least 2/3).
+    pub quorum_num: u32,
+    /// Denominator of the quorum fraction.
+    pub quorum_den: u32,
+    /// A member produces only while its head is at most this many blocks above the last final
+    /// block: without a quorum the community stops trading instead of growing an unbounded
+    /// tree of blocks nothing can finalize.
+    pub max_unfinal_blocks: u64,
+}
+
+impl Default for FinalityParams {
+    fn default() -> Self {
+        FinalityParams {
+            quorum_num: 2,
+            quorum_den: 3,
+            max_unfinal_blocks: 120,
+        }
+    }
+}
+
+impl FinalityParams {
+    /// Signatures needed out of `members`: the least count above `quorum_num / quorum_den`.
+    pub fn quorum(&self, members: usize) -> usize {
+        let n = u64::try_from(members).unwrap_or(u64::MAX);
+        let q = n
+            .saturating_mul(u64::from(self.quorum_num))
+            .checked_div(u64::from(self.quorum_den))
+            .unwrap_or(n)
+            .saturating_add(1);
+        usize::try_from(q).unwrap_or(usize::MAX)
+    }
+}
+
 /// The genesis of a community chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,8 +176,9 @@ pub struct Genesis {
     pub genesis_time_ms: u64,
     /// Slot length in ms.
     pub slot_ms: u64,
-    /// A block this many blocks below the head is final and never reverted.
-    pub finality_depth: u64,
+    /// Quorum finality (protocol.md §9).
+    #[serde(default)]
+    pub finality: FinalityParams,
     /// Flat fee every transaction pays to the community account, micro-credits.
     pub tx_fee: MicroCredits,
     /// Main-grid import tariff, micro-credits per kWh: no sale may ask more.
@@ -199,6 +238,24 @@ impl Genesis {
                     self.floor_price, self.grid_tariff
                 ),
             ));
+        }
+        let f = &self.finality;
+        // A quorum above 2/3 of the members: any two quorums share more than a third, so
+        // conflicting blocks cannot both be final while at most ⌊(n−1)/3⌋ members misbehave.
+        if f.quorum_den == 0
+            || f.quorum_num >= f.quorum_den
+            || u64::from(f.quorum_num).saturating_mul(3) < u64::from(f.quorum_den).saturating_mul(2)
+        {
+            return Err(invalid(
+                "finality.quorum_num",
+                format!(
+                    "{}/{} must be at least 2/3 and below 1",
+                    f.quorum_num, f.quorum_den
+                ),
+            ));
+        }
+        if f.max_unfinal_blocks == 0 {
+            return Err(invalid("finality.max_unfinal_blocks", "must be positive"));
         }
         let s = &self.selection;
         if s.fallback_ranks == 0 {
@@ -313,7 +370,9 @@ impl Genesis {
         w.var(self.chain_id.as_bytes())
             .u64(self.genesis_time_ms)
             .u64(self.slot_ms)
-            .u64(self.finality_depth)
+            .u32(self.finality.quorum_num)
+            .u32(self.finality.quorum_den)
+            .u64(self.finality.max_unfinal_blocks)
             .u64(self.tx_fee.get())
             .u64(self.grid_tariff.get())
             .u64(self.floor_price.get())
@@ -420,7 +479,7 @@ impl Genesis {
             chain_id: chain_id.to_owned(),
             genesis_time_ms,
             slot_ms: 1_000,
-            finality_depth: 3,
+            finality: FinalityParams::default(),
             tx_fee: MicroCredits::new(100),
             grid_tariff: Price::new(300_000),
             floor_price: Price::new(50_000),

@@ -15,7 +15,8 @@
 //! - [`state`]: balances, nonces and producer statistics; transaction rules.
 //! - [`selection`]: Proof-of-Stake producer selection (`paper` and `proportional` rules).
 //! - [`block`]: block headers and blocks.
-//! - [`chain`]: block validation, fork choice, finality and block production.
+//! - [`chain`]: block validation, fork choice, finalization and block production.
+//! - [`finality`]: checkpoint votes, proposals and the quorum certificates that make blocks final.
 //! - [`store`]: the block store trait, its sled backend, the persistent chain and the signer guard.
 //!
 //! The byte-level protocol is specified in `docs/protocol.md`.
@@ -37,6 +38,7 @@ pub mod chain;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod finality;
 pub mod genesis;
 pub mod market;
 pub mod merkle;

@@ -31,8 +31,8 @@ pub struct Rules {
     pub tx_fee: MicroCredits,
     /// Most transactions per block.
     pub max_block_txs: u32,
-    /// Finality depth.
-    pub finality_depth: u64,
+    /// Quorum finality.
+    pub finality: crate::genesis::FinalityParams,
     /// Producer selection parameters.
     pub selection: SelectionParams,
     /// Members and their parsed keys.
@@ -57,7 +57,7 @@ impl Rules {
             chain_id: genesis.hash(),
             tx_fee: genesis.tx_fee,
             max_block_txs: genesis.max_block_txs,
-            finality_depth: genesis.finality_depth,
+            finality: genesis.finality.clone(),
             selection: genesis.selection.clone(),
             members: Arc::new(genesis.member_public_keys()?),
             attestors: Arc::new(genesis.attestor_public_keys()?),

@@ -251,17 +251,50 @@ fn final_blocks_are_never_reverted() {
     let base = ch.clone();
     let competitor = c.produce_ranked(&base, 1, 2, &[]);
     let blocks = c.extend(&mut ch, 6);
-    let depth = c.genesis.finality_depth;
-    assert_eq!(ch.finalized().1, 6 - depth);
+    // Nothing is final until a certificate names a block.
+    assert_eq!(ch.finalized().1, 0);
+    let done = ch.finalize(&blocks[3].hash()).unwrap();
+    let heights: Vec<u64> = done.blocks.iter().map(|(b, _)| b.header.height).collect();
+    assert_eq!(
+        heights,
+        vec![1, 2, 3, 4],
+        "the block and its ancestors become final"
+    );
+    assert_eq!(ch.finalized().1, 4);
     // A competing block at height 1 is below finality: refused outright.
     assert_eq!(
         ch.insert(competitor, Checks::FULL),
         Err(BlockError::ConflictsWithFinalized {
             height: 1,
-            finalized: 6 - depth
+            finalized: 4
         })
     );
     assert_eq!(ch.head_hash(), blocks.last().unwrap().hash());
+    // Finalizing an ancestor again, or an unknown block, changes nothing.
+    assert!(ch.finalize(&blocks[1].hash()).is_err());
+    assert!(matches!(
+        ch.finalize(&gridlet_ledger::Hash32::sha256(b"nowhere")),
+        Err(BlockError::FinalizeUnknown { .. })
+    ));
+}
+
+#[test]
+fn finalizing_a_side_branch_moves_the_head_onto_it() {
+    let c = Community::new(4, SelectionRule::Paper);
+    let mut ch = chain(&c);
+    let base = ch.clone();
+    // A fallback's block at height 1 loses fork choice to the elected one...
+    let side = c.produce_ranked(&base, 1, 2, &[]);
+    let main = c.extend(&mut ch, 3);
+    ch.insert(side.clone(), Checks::FULL).unwrap();
+    assert_eq!(ch.head_hash(), main[2].hash());
+    // ...until a quorum certifies it: then the other branch is gone.
+    let done = ch.finalize(&side.hash()).unwrap();
+    assert_eq!(ch.head_hash(), side.hash());
+    let (from, branch) = done.head_switch.expect("the head switched");
+    assert_eq!(from, 0);
+    assert_eq!(branch.last().unwrap().hash(), side.hash());
+    assert!(!ch.contains(&main[0].hash()));
 }
 
 #[test]

@@ -162,27 +162,14 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         m.chain.head_state().market().contracts[&contract].status,
         ContractStatus::Sold { .. }
     ));
-    // Not final yet: no release order, and a delivery report is refused.
-    assert!(!m
-        .events
-        .iter()
-        .any(|e| matches!(e, MarketEvent::Release { .. })));
-    let early = m.tx(
-        0,
-        TxPayload::Deliver {
-            trade,
-            delivered_wh: WattHours::new(2_000),
-            receipt: m.receipt(0, &trade, 2_000),
-        },
-    );
-    assert_eq!(m.block(&[early])[0].1, TxError::NotReleased { trade });
-    let f = m.c.genesis.finality_depth as usize;
-    m.empty_blocks(f);
+    // The release order comes with the purchase's own block: nodes act on it once that block
+    // is quorum-final (the node's business, not the ledger's).
+    let f = 0usize;
     let release = m
         .events
         .iter()
         .find(|e| matches!(e, MarketEvent::Release { .. }))
-        .expect("release order once final")
+        .expect("release order in the purchase's block")
         .clone();
     let purchase_height = 3;
     assert_eq!(
@@ -274,7 +261,6 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     );
     let (t1, t2) = (p1.id(), p2.id());
     assert!(m.block(&[p1, p2]).is_empty());
-    m.empty_blocks(m.c.genesis.finality_depth as usize);
     let d1 = m.tx(
         0,
         TxPayload::Deliver {
@@ -454,7 +440,6 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let rejected = m.block(&[first, second]);
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].1, TxError::ContractNotOpen { contract });
-    m.empty_blocks(m.c.genesis.finality_depth as usize);
     let stranger = m.tx(
         2,
         TxPayload::Deliver {

@@ -89,40 +89,47 @@ fn a_store_of_another_chain_is_refused() {
 }
 
 #[test]
-fn a_branch_switch_that_also_finalizes_rewrites_every_block_from_the_fork() {
-    // The stored branch a: two elected blocks (score 6). Branch b, built elsewhere: fallback
-    // blocks, then an elected one that outweighs a at height 5 — and moves finality (F = 3) to
-    // height 2, above the fork at 0. Every b block must replace what is on disk.
+fn a_certificate_for_another_branch_rewrites_every_block_from_the_fork() {
+    // The stored branch a: elected blocks at heights 1..=3. Branch b, built elsewhere: fallback
+    // blocks (a lower score, so the head stays on a) — until a quorum certifies b's block 2.
+    // Every b block must then replace what is on disk, and survive a reopen.
     let c = Community::new(4, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
     let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
-    for slot in 1..=2 {
+    for slot in 1..=3 {
         let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
         pc.commit(b, Checks::FULL).unwrap();
     }
+    let a_head = pc.chain().head_hash();
     let mut other = gridlet_ledger::chain::Chain::new(c.genesis.clone()).unwrap();
     let mut branch = Vec::new();
-    for (slot, rank) in [(1, 3), (2, 3), (3, 3), (4, 2), (5, 1)] {
+    for (slot, rank) in [(1, 3), (2, 3)] {
         let b = c.produce_ranked(&other, slot, rank, &[]);
         other.insert(b.clone(), Checks::FULL).unwrap();
         branch.push(b);
     }
-    let mut switched = false;
     for b in &branch {
         let ins = pc.commit(b.clone(), Checks::FULL).unwrap();
-        switched |= ins.head_changed;
+        assert!(!ins.head_changed);
     }
-    assert!(switched);
-    assert_eq!(pc.chain().head_hash(), branch[4].hash());
+    assert_eq!(pc.chain().head_hash(), a_head);
+    // Three of four signatures are a quorum (⌊8/3⌋ + 1 = 3); two are not.
+    assert!(pc.finalize(c.certify(1, &branch[1], 2)).is_err());
+    let done = pc.finalize(c.certify(1, &branch[1], 3)).unwrap();
+    assert_eq!(done.blocks.len(), 2);
     assert_eq!(pc.chain().finalized().1, 2);
+    assert_eq!(pc.chain().head_hash(), branch[1].hash());
     for (i, b) in branch.iter().enumerate() {
         let h = i as u64 + 1;
         assert_eq!(pc.block_at(h).unwrap().as_ref(), Some(b), "height {h}");
         assert_eq!(pc.hash_at(h), Some(b.hash()));
     }
-    // Reopened, the store verifies from genesis to the same head.
+    assert_eq!(pc.block_at(3).unwrap(), None, "a's block 3 is gone");
+    // Reopened, the store verifies from genesis and the certificate finalizes again.
     drop(pc);
     let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.dropped, None);
-    assert_eq!(pc.chain().head_hash(), branch[4].hash());
+    assert_eq!(pc.chain().head_hash(), branch[1].hash());
+    assert_eq!(pc.chain().finalized().1, 2);
+    assert_eq!(pc.last_certificate().map(|c| c.checkpoint), Some(1));
 }

@@ -35,11 +35,47 @@ def fail(msg):
     sys.exit(1)
 
 
+def finality(g):
+    f = g.get("finality", {"quorum_num": 2, "quorum_den": 3, "max_unfinal_blocks": 120})
+    return u32(f["quorum_num"]) + u32(f["quorum_den"]) + u64(f["max_unfinal_blocks"])
+
+
+def quorum(g):
+    f = g.get("finality", {"quorum_num": 2, "quorum_den": 3})
+    return len(g["members"]) * f["quorum_num"] // f["quorum_den"] + 1
+
+
+def verify_certificate(raw, chain_id, members, q, height, bhash, last_checkpoint):
+    """protocol.md §9: precommits from q members, ascending keys, on this block."""
+    if raw[0] != 1:
+        fail(f"block {height}: certificate version")
+    checkpoint, rnd = struct.unpack(">QI", raw[1:13])
+    c_height, c_hash = struct.unpack(">Q", raw[13:21])[0], raw[21:53]
+    count = struct.unpack(">I", raw[53:57])[0]
+    if len(raw) != 57 + count * 97:
+        fail(f"block {height}: certificate length")
+    if c_height != height or c_hash != bhash or checkpoint <= last_checkpoint:
+        fail(f"block {height}: certificate names another block or checkpoint")
+    digest = H(b"gridlet/vote/v1", chain_id, u64(checkpoint), u32(rnd), u8(2), u8(1),
+               u64(c_height), c_hash)
+    prev = None
+    for i in range(count):
+        key, sig = raw[57 + i * 97: 57 + i * 97 + 33], raw[57 + i * 97 + 33: 57 + (i + 1) * 97]
+        if key not in members or (prev is not None and key <= prev):
+            fail(f"block {height}: certificate signer")
+        if not verify_sig(key, digest, sig):
+            fail(f"block {height}: certificate signature")
+        prev = key
+    if count < q:
+        fail(f"block {height}: certificate without a quorum")
+    return checkpoint
+
+
 def genesis_hash(g):
     s = g["selection"]
     rule = {"paper": 0, "proportional": 1}[s["rule"]]
     out = var(g["chain_id"].encode()) + u64(g["genesis_time_ms"]) + u64(g["slot_ms"]) \
-        + u64(g["finality_depth"]) + u64(g["tx_fee"]) + u64(g["grid_tariff"]) \
+        + finality(g) + u64(g["tx_fee"]) + u64(g["grid_tariff"]) \
         + u64(g["floor_price"]) + u32(g["max_block_txs"]) + u8(rule) \
         + u64(s["alpha"]) + u64(s["beta"]) + u64(s["gamma"]) + u64(s["window_blocks"]) \
         + u64(s["age_cap"]) + u64(s["reputation_cap"]) + u32(s["fallback_ranks"]) \
@@ -99,6 +135,7 @@ def main():
     recent = []  # (height, producer, [(key, wh)])
     prev_hash, height, slot = chain_id, 0, 0
     state_hash = None
+    q, checkpoint, finalized, certificates = quorum(genesis), 0, 0, 0
 
     for line in open(sys.argv[2]):
         b = json.loads(line)
@@ -118,6 +155,10 @@ def main():
             fail(f"block {f_height}: link (height/prev/slot)")
         if not verify_sig(f_producer, bhash, bytes.fromhex(b["signature"])):
             fail(f"block {f_height}: producer signature")
+        if b.get("certificate"):
+            checkpoint = verify_certificate(bytes.fromhex(b["certificate"]), chain_id, members, q,
+                                            f_height, bhash, checkpoint)
+            finalized, certificates = f_height, certificates + 1
 
         # Election: the producer must be within the first fallback_ranks under the paper rule.
         nxt = height + 1
@@ -200,7 +241,8 @@ def main():
         prev_hash = bhash
 
     print(json.dumps({"height": height, "tip_hash": prev_hash.hex(),
-                      "state_hash": state_hash.hex() if state_hash else None}))
+                      "state_hash": state_hash.hex() if state_hash else None,
+                      "finalized_height": finalized, "certificates": certificates}))
 
 
 if __name__ == "__main__":

@@ -310,9 +310,8 @@ impl LedgerState {
                         available: available.checked_add(rules.tx_fee).ok_or(overflow(me))?,
                     });
                 }
-                let release = height
-                    .checked_add(rules.finality_depth)
-                    .ok_or(overflow(me))?;
+                // Released once this block is quorum-final (the node acts on final blocks only).
+                let release = height;
                 let deadline = release
                     .checked_add(rules.market.delivery_blocks)
                     .ok_or(overflow(me))?;

@@ -99,7 +99,7 @@ impl LedgerState {
                 payers.push((*buyer, paid));
             }
         }
-        let release = height.saturating_add(rules.finality_depth);
+        let release = height;
         let deadline = release.saturating_add(rules.market.delivery_blocks);
         let shares = out.as_ref().map(|o| o.sellers.clone()).unwrap_or_default();
         for (i, s) in sellers.iter().enumerate() {

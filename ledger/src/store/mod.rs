@@ -8,17 +8,21 @@
 //! give back — the last slot signed — lives in [`signer`] with a real fsync.
 
 pub mod signer;
+pub mod vote_guard;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::block::Block;
-use crate::chain::{Chain, Checks, Inserted};
+use crate::chain::{Chain, Checks, Finalized, Inserted};
 use crate::crypto::Hash32;
-use crate::error::StoreError;
+use crate::error::{BlockError, StoreError};
+use crate::finality::Certificate;
 use crate::genesis::Genesis;
 
 pub use signer::SignerGuard;
+pub use vote_guard::VoteGuard;
 
 /// Where blocks of the canonical chain are kept, by height (1-based, contiguous).
 pub trait BlockStore {
@@ -36,6 +40,12 @@ pub trait BlockStore {
     fn truncate_above(&mut self, height: u64) -> Result<(), StoreError>;
     /// Makes every earlier write durable (as far as the backend can).
     fn flush(&mut self) -> Result<(), StoreError>;
+    /// Stores the encoded certificate that finalized the block at `height`.
+    fn put_certificate(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The encoded certificates of final blocks at heights `from..=to`, ascending.
+    fn certificates(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The certificate of the highest final block, if any.
+    fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// A store in memory, for tests and benchmarks.
@@ -43,6 +53,7 @@ pub trait BlockStore {
 pub struct MemStore {
     chain_id: Option<Hash32>,
     blocks: BTreeMap<u64, Vec<u8>>,
+    certificates: BTreeMap<u64, Vec<u8>>,
 }
 
 impl BlockStore for MemStore {
@@ -70,6 +81,23 @@ impl BlockStore for MemStore {
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    fn put_certificate(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.certificates.insert(height, bytes.to_vec());
+        Ok(())
+    }
+    fn certificates(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .certificates
+            .range(from..=to)
+            .map(|(h, b)| (*h, b.clone()))
+            .collect())
+    }
+    fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.certificates.values().next_back().cloned())
+    }
 }
 
 /// Blocks in a sled database (`DIR/blocks.sled`).
@@ -77,6 +105,7 @@ impl BlockStore for MemStore {
 pub struct SledStore {
     db: sled::Db,
     blocks: sled::Tree,
+    certificates: sled::Tree,
 }
 
 const META_CHAIN_ID: &[u8] = b"chain_id";
@@ -86,7 +115,12 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         let db = sled::open(dir.join("blocks.sled"))?;
         let blocks = db.open_tree("blocks")?;
-        Ok(SledStore { db, blocks })
+        let certificates = db.open_tree("certificates")?;
+        Ok(SledStore {
+            db,
+            blocks,
+            certificates,
+        })
     }
 }
 
@@ -142,6 +176,31 @@ impl BlockStore for SledStore {
         self.db.flush()?;
         Ok(())
     }
+    fn put_certificate(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.certificates.insert(height.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+    fn certificates(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self
+            .certificates
+            .range(from.to_be_bytes()..=to.to_be_bytes())
+        {
+            let (k, v) = item?;
+            let key: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                height: 0,
+                reason: "certificate key is not 8 bytes".into(),
+            })?;
+            out.push((u64::from_be_bytes(key), v.to_vec()));
+        }
+        Ok(out)
+    }
+    fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.certificates.last()?.map(|(_, v)| v.to_vec()))
+    }
 }
 
 /// What opening a store found.
@@ -160,6 +219,8 @@ pub struct PersistentChain<S: BlockStore> {
     store: S,
     /// Hashes of the stored canonical blocks; index = height (index 0 = the genesis hash).
     canonical: Vec<Hash32>,
+    /// The certificate of the final block (none while genesis is the final block).
+    last_certificate: Option<Certificate>,
 }
 
 impl<S: BlockStore> PersistentChain<S> {
@@ -224,14 +285,24 @@ impl<S: BlockStore> PersistentChain<S> {
             }
         }
         let loaded = u64::try_from(canonical.len().saturating_sub(1)).unwrap_or(u64::MAX);
-        Ok((
-            PersistentChain {
-                chain,
-                store,
-                canonical,
-            },
-            OpenReport { loaded, dropped },
-        ))
+        let mut pc = PersistentChain {
+            chain,
+            store,
+            canonical,
+            last_certificate: None,
+        };
+        // The stored certificate re-finalizes its block, if the block survived the re-check
+        // (a certificate above a truncated chain waits until peers supply the blocks again).
+        if let Some(bytes) = pc.store.last_certificate()? {
+            let cert = Certificate::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                height: 0,
+                reason: format!("stored certificate does not decode: {e}"),
+            })?;
+            if pc.hash_at(cert.block.height) == Some(cert.block.hash) {
+                pc.finalize(cert)?;
+            }
+        }
+        Ok((pc, OpenReport { loaded, dropped }))
     }
 
     /// The in-memory chain.
@@ -270,27 +341,76 @@ impl<S: BlockStore> PersistentChain<S> {
             .copied()
     }
 
+    /// The certificate of the final block, if a quorum finalized any block yet.
+    pub fn last_certificate(&self) -> Option<&Certificate> {
+        self.last_certificate.as_ref()
+    }
+
+    /// Stored certificates of final blocks at heights `from..=to`.
+    pub fn certificates(&self, from: u64, to: u64) -> Result<Vec<Certificate>, StoreError> {
+        self.store
+            .certificates(from, to)?
+            .into_iter()
+            .map(|(height, bytes)| {
+                Certificate::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                    height,
+                    reason: format!("certificate does not decode: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the certified block final: checks the certificate against the members and the
+    /// quorum, stores it (flushed) and moves the chain's root. A certificate at or below the
+    /// final height is a no-op.
+    pub fn finalize(&mut self, cert: Certificate) -> Result<Finalized, StoreError> {
+        if cert.block.height <= self.chain.finalized().1 {
+            return Ok(Finalized::default());
+        }
+        let rules = self.chain.rules();
+        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+            .map_err(BlockError::BadCertificate)?;
+        match self.chain.block(&cert.block.hash) {
+            Some(b) if b.header.height == cert.block.height => {}
+            _ => {
+                return Err(StoreError::Block(BlockError::FinalizeUnknown {
+                    hash: cert.block.hash,
+                }))
+            }
+        }
+        let finalized = self.chain.finalize(&cert.block.hash)?;
+        if let Some((from, branch)) = &finalized.head_switch {
+            self.replace_above(*from, branch)?;
+        }
+        self.store
+            .put_certificate(cert.block.height, &cert.encode())?;
+        self.store.flush()?;
+        self.last_certificate = Some(cert);
+        Ok(finalized)
+    }
+
+    fn replace_above(&mut self, ancestor: u64, branch: &[Arc<Block>]) -> Result<(), StoreError> {
+        if self.store.tip_height()? > ancestor {
+            self.store.truncate_above(ancestor)?;
+        }
+        self.canonical.truncate(
+            usize::try_from(ancestor)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
+        for b in branch {
+            self.store.put(b.header.height, &b.encode())?;
+            self.canonical.push(b.hash());
+        }
+        Ok(())
+    }
+
     /// Validates and inserts `block`; if the head moved, writes the new canonical branch and
     /// flushes. When this returns `Ok`, the block is committed.
     pub fn commit(&mut self, block: Block, checks: Checks) -> Result<Inserted, StoreError> {
         let inserted = self.chain.insert(block, checks)?;
         if inserted.head_changed {
-            // The chain reports the replaced branch from the fork, taken before finality moved:
-            // a branch switch that also finalizes must still replace the stored blocks between
-            // the fork and the new finalized block.
-            let ancestor = inserted.fork_height;
-            if self.store.tip_height()? > ancestor {
-                self.store.truncate_above(ancestor)?;
-            }
-            self.canonical.truncate(
-                usize::try_from(ancestor)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1),
-            );
-            for b in &inserted.new_branch {
-                self.store.put(b.header.height, &b.encode())?;
-                self.canonical.push(b.hash());
-            }
+            self.replace_above(inserted.fork_height, &inserted.new_branch)?;
             self.store.flush()?;
         }
         Ok(inserted)
