@@ -189,3 +189,63 @@ fn a_restarted_home_resumes_from_its_stored_certificate() {
     assert_eq!(node.checkpoint().0, cert.checkpoint + 1);
     let _ = Input::Reconnected;
 }
+
+#[test]
+fn twenty_double_votes_become_twenty_evidence_records_and_nothing_conflicts() {
+    use gridlet_core::node::BusMessage;
+    use gridlet_ledger::finality::{BlockRef, ConsensusMessage, SignedVote, Vote, VoteStep};
+    use gridlet_ledger::{Hash32, Signature};
+    let (genesis, keys) = community(5);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 5_000);
+    // Home 4 turns byzantine: for 20 (checkpoint, round) pairs it signs precommits for two
+    // different blocks and publishes both.
+    let chain_id = genesis.hash();
+    let offender = MemberKey::from_secret(&keys[4]);
+    let vote = |checkpoint: u64, round: u32, tag: u8| {
+        let vote = Vote {
+            checkpoint,
+            round,
+            step: VoteStep::Precommit,
+            value: Some(BlockRef {
+                height: checkpoint,
+                hash: Hash32([tag; 32]),
+            }),
+            voter: offender,
+        };
+        SignedVote {
+            vote,
+            signature: Signature::sign(&vote.digest(&chain_id), &keys[4]),
+        }
+    };
+    for i in 0..20u64 {
+        for tag in [1u8, 2u8] {
+            let msg = ConsensusMessage::Vote(vote(1 + i / 2, (i % 2) as u32, tag));
+            let hex = gridlet_ledger::codec::to_hex(&msg.encode());
+            for to in 0..4 {
+                net.input(to, Input::Bus(BusMessage::Consensus { hex: hex.clone() }))
+                    .unwrap();
+            }
+        }
+        run(&mut net, 200);
+    }
+    run(&mut net, 5_000);
+    for (i, node) in net.nodes.iter().enumerate().take(4) {
+        let state = node.chain().chain().finalized_state();
+        let offences: Vec<_> = state
+            .offences()
+            .iter()
+            .filter(|(k, ..)| *k == offender)
+            .collect();
+        assert_eq!(
+            offences.len(),
+            20,
+            "home {i}: {} evidence records",
+            offences.len()
+        );
+        assert!(state.excluded().contains_key(&offender));
+        let ranked = node.chain().chain().ranked_producers(state.slot + 1);
+        assert!(!ranked.contains(&offender), "the offender still produces");
+    }
+    assert!(net.conflicting_final_blocks().is_empty());
+}

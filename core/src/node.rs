@@ -12,7 +12,7 @@ use std::collections::{HashSet, VecDeque};
 
 use gridlet_ledger::block::check_header;
 use gridlet_ledger::chain::Checks;
-use gridlet_ledger::finality::{BlockRef, Certificate, ConsensusMessage};
+use gridlet_ledger::finality::{BlockRef, Certificate, ConsensusMessage, SignedVote};
 use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::selection::rank_producers;
 use gridlet_ledger::store::{BlockStore, PersistentChain, SignerGuard, VoteGuard};
@@ -136,7 +136,16 @@ pub struct Node<S: BlockStore> {
     signer: GuardedSigner,
     /// A certificate for a block this node does not hold yet (applied once it arrives).
     pending_certificate: Option<Certificate>,
+    /// Verified votes seen, by (voter, checkpoint, round, step): a second one is a double vote.
+    seen_votes: std::collections::BTreeMap<(MemberKey, u64, u32, u8), SignedVote>,
+    /// Double votes this node submitted evidence for.
+    reported: HashSet<(MemberKey, u64, u32, u8)>,
 }
+
+/// Votes remembered to catch double votes, at most.
+const MAX_SEEN_VOTES: usize = 100_000;
+/// Checkpoints below the current one whose votes are still remembered.
+const VOTE_MEMORY_CHECKPOINTS: u64 = 64;
 
 /// Signs consensus messages through the fsync'd vote guard.
 #[derive(Debug)]
@@ -269,6 +278,8 @@ impl<S: BlockStore> Node<S> {
             finality_started: false,
             signer,
             pending_certificate: None,
+            seen_votes: std::collections::BTreeMap::new(),
+            reported: HashSet::new(),
             me,
             cfg,
             key,
@@ -375,31 +386,7 @@ impl<S: BlockStore> Node<S> {
                 }
             }
             Input::Reconnected => self.request_sync(&mut out),
-            Input::Sign(payload) => {
-                let chain = self.chain.chain();
-                let signed = sign_checked(
-                    chain.head_state(),
-                    chain.rules(),
-                    &self.mempool,
-                    self.me,
-                    &self.key,
-                    *payload,
-                );
-                match signed {
-                    Ok(tx) if self.accept_tx(tx.clone(), &mut out) => {
-                        out.push(Effect::Submitted { id: tx.id() });
-                        out.push(Effect::Publish(BusMessage::Tx {
-                            hex: gridlet_ledger::codec::to_hex(tx.bytes()),
-                        }));
-                    }
-                    Ok(_) => {}
-                    Err(e) => out.push(Effect::Rejected {
-                        what: "tx",
-                        class: reason_class(&e),
-                        reason: e.to_string(),
-                    }),
-                }
-            }
+            Input::Sign(payload) => self.sign_and_submit(*payload, &mut out),
             Input::Submit(tx) => {
                 if self.accept_tx((*tx).clone(), &mut out) {
                     out.push(Effect::Publish(BusMessage::Tx {
@@ -502,6 +489,7 @@ impl<S: BlockStore> Node<S> {
             Input::Bus(BusMessage::Consensus { hex }) => {
                 match hex_decode(&hex).map(|b| ConsensusMessage::decode(&b)) {
                     Some(Ok(msg)) => {
+                        self.watch_votes(&msg, &mut out);
                         // A peer deciding a later checkpoint means this node missed a decision.
                         if message_checkpoint(&msg) > self.finality.checkpoint() {
                             self.request_sync(&mut out);
@@ -530,6 +518,82 @@ impl<S: BlockStore> Node<S> {
             Input::Bus(BusMessage::Proposal(_)) => {}
         }
         Ok(out)
+    }
+
+    /// Signs a payload as this member (next nonce after those already waiting), checked against
+    /// the head first so that a refused payload spends no nonce, and publishes it.
+    fn sign_and_submit(&mut self, payload: TxPayload, out: &mut Vec<Effect>) {
+        let chain = self.chain.chain();
+        let signed = sign_checked(
+            chain.head_state(),
+            chain.rules(),
+            &self.mempool,
+            self.me,
+            &self.key,
+            payload,
+        );
+        match signed {
+            Ok(tx) if self.accept_tx(tx.clone(), out) => {
+                out.push(Effect::Submitted { id: tx.id() });
+                out.push(Effect::Publish(BusMessage::Tx {
+                    hex: gridlet_ledger::codec::to_hex(tx.bytes()),
+                }));
+            }
+            Ok(_) => {}
+            Err(e) => out.push(Effect::Rejected {
+                what: "tx",
+                class: reason_class(&e),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Remembers every member's signed votes; a second, different vote for the same
+    /// (checkpoint, round, step) is a double vote. The member with the lowest key other than
+    /// the offender submits the evidence (one submitter, so no two homes spend a nonce on it).
+    fn watch_votes(&mut self, msg: &ConsensusMessage, out: &mut Vec<Effect>) {
+        let votes: Vec<SignedVote> = match msg {
+            ConsensusMessage::Vote(v) => vec![*v],
+            ConsensusMessage::Votes(v) => v.clone(),
+            ConsensusMessage::Proposal(_) => return,
+        };
+        let current = self.finality.checkpoint();
+        for v in votes {
+            let rules = self.chain.chain().rules();
+            let Some(key) = rules.members.get(&v.vote.voter) else {
+                continue;
+            };
+            if !v.verifies(&rules.chain_id, key) {
+                continue;
+            }
+            let slot = (
+                v.vote.voter,
+                v.vote.checkpoint,
+                v.vote.round,
+                v.vote.step.code(),
+            );
+            match self.seen_votes.get(&slot) {
+                None => {
+                    if self.seen_votes.len() < MAX_SEEN_VOTES {
+                        self.seen_votes.insert(slot, v);
+                    }
+                }
+                Some(first) if first.conflicts_with(&v) => {
+                    let first = *first;
+                    let submitter = rules.members.keys().find(|k| **k != v.vote.voter).copied();
+                    let known = self.chain.chain().head_state().offences().contains(&slot);
+                    if submitter == Some(self.me) && !known && self.reported.insert(slot) {
+                        self.sign_and_submit(TxPayload::Evidence { first, second: v }, out);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        // Votes of long-decided checkpoints are no longer needed to catch a double vote.
+        let keep_from = current.saturating_sub(VOTE_MEMORY_CHECKPOINTS);
+        if self.seen_votes.len() >= MAX_SEEN_VOTES / 2 {
+            self.seen_votes.retain(|(_, k, _, _), _| *k >= keep_from);
+        }
     }
 
     fn accept_tx(&mut self, tx: SignedTransaction, out: &mut Vec<Effect>) -> bool {

@@ -217,6 +217,20 @@ pub enum TxError {
         /// The payment offered.
         found: MicroCredits,
     },
+    /// Evidence that proves no double vote.
+    #[error("invalid evidence: {reason}")]
+    EvidenceInvalid {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// This double vote was already recorded.
+    #[error("the double vote of {offender} in checkpoint {checkpoint} is already recorded")]
+    EvidenceKnown {
+        /// The offender.
+        offender: MemberKey,
+        /// The checkpoint.
+        checkpoint: u64,
+    },
     /// A seller buying its own contract.
     #[error("a seller cannot buy its own contract")]
     OwnContract,

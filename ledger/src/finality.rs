@@ -18,7 +18,7 @@ pub const PROPOSAL_TAG: &[u8] = b"gridlet/checkpoint/v1";
 const CERT_VERSION: u8 = 1;
 
 /// A block named by height and hash: the value a checkpoint decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct BlockRef {
     /// Height.
     pub height: u64,
@@ -39,7 +39,8 @@ impl BlockRef {
 }
 
 /// The two voting steps of a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VoteStep {
     /// First step: the block looks valid to the voter.
     Prevote,
@@ -48,7 +49,8 @@ pub enum VoteStep {
 }
 
 impl VoteStep {
-    fn code(self) -> u8 {
+    /// The step's byte (1 prevote, 2 precommit).
+    pub fn code(self) -> u8 {
         match self {
             VoteStep::Prevote => 1,
             VoteStep::Precommit => 2,
@@ -64,7 +66,7 @@ impl VoteStep {
 }
 
 /// A member's vote in round `round` of checkpoint `checkpoint`, for a block or for nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Vote {
     /// The checkpoint (consensus height), counted from 1.
     pub checkpoint: u64,
@@ -99,7 +101,7 @@ impl Vote {
         Hash32::sha256(&w.finish())
     }
 
-    fn write(&self, w: &mut Writer) {
+    pub(crate) fn write(&self, w: &mut Writer) {
         w.u64(self.checkpoint).u32(self.round).u8(self.step.code());
         match &self.value {
             None => {
@@ -113,7 +115,7 @@ impl Vote {
         w.fixed(&self.voter.0);
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Vote, DecodeError> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Vote, DecodeError> {
         let checkpoint = r.u64()?;
         let round = r.u32()?;
         let step = VoteStep::from_code(r.u8()?)?;
@@ -134,7 +136,7 @@ impl Vote {
 }
 
 /// A vote with its signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SignedVote {
     /// The vote.
     pub vote: Vote,
@@ -143,6 +145,33 @@ pub struct SignedVote {
 }
 
 impl SignedVote {
+    /// Whether the signature is the voter's on the vote.
+    pub fn verifies(&self, chain_id: &Hash32, voter: &secp256k1::PublicKey) -> bool {
+        self.signature.verify(&self.vote.digest(chain_id), voter)
+    }
+
+    /// Whether the two votes are a double vote: one voter, one (checkpoint, round, step), two
+    /// different values.
+    pub fn conflicts_with(&self, other: &SignedVote) -> bool {
+        let (a, b) = (&self.vote, &other.vote);
+        a.voter == b.voter
+            && a.checkpoint == b.checkpoint
+            && a.round == b.round
+            && a.step == b.step
+            && a.value != b.value
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        self.vote.write(w);
+        w.fixed(&self.signature.0);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<SignedVote, DecodeError> {
+        let vote = Vote::read(r)?;
+        let signature = Signature::from_bytes(r.array()?)?;
+        Ok(SignedVote { vote, signature })
+    }
+
     /// `u8 1 (vote) || u64 checkpoint || u32 round || u8 step || u8 present [|| ref] || [33] voter
     /// || [64] signature`.
     pub fn encode(&self) -> Vec<u8> {

@@ -6,7 +6,7 @@
 //! parallel before its transactions are applied in order.
 
 use crate::units::{MicroCredits, Price};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use secp256k1::PublicKey;
@@ -121,6 +121,10 @@ pub struct LedgerState {
     last_produced: BTreeMap<MemberKey, u64>,
     recent: VecDeque<BlockSummary>,
     pub(crate) market: MarketState,
+    /// Double votes already punished: (offender, checkpoint, round, step).
+    offences: BTreeSet<(MemberKey, u64, u32, u8)>,
+    /// Members out of the producer ranking until this height (exclusive), for a double vote.
+    excluded: BTreeMap<MemberKey, u64>,
     /// Energy traded by each member in the block being applied (for E); not part of the state.
     #[serde(skip)]
     pub(crate) pending_traded: Vec<(MemberKey, u64)>,
@@ -152,6 +156,8 @@ impl LedgerState {
             last_produced: BTreeMap::new(),
             recent: VecDeque::new(),
             market: MarketState::default(),
+            offences: BTreeSet::new(),
+            excluded: BTreeMap::new(),
             pending_traded: Vec::new(),
             pending_events: Vec::new(),
         }
@@ -226,6 +232,16 @@ impl LedgerState {
         match &tx.payload {
             TxPayload::Transfer { to, amount } => {
                 self.apply_transfer(tx.sender, sender.balance, *to, *amount, tx.fee)?
+            }
+            TxPayload::Evidence { first, second } => {
+                if sender.balance < tx.fee {
+                    return Err(TxError::BalanceInsufficient {
+                        account: tx.sender,
+                        needed: tx.fee,
+                        available: sender.balance,
+                    });
+                }
+                self.apply_evidence(rules, first, second)?;
             }
             _ => {
                 let available =
@@ -323,6 +339,8 @@ impl LedgerState {
         let traded_wh: Vec<(MemberKey, u64)> = traded.into_iter().collect();
         self.height = height;
         self.slot = slot;
+        self.excluded
+            .retain(|_, until| *until > height.saturating_add(1));
         self.last_produced.insert(producer, height);
         self.recent.push_back(BlockSummary {
             height,
@@ -366,6 +384,7 @@ impl LedgerState {
         rules
             .members
             .keys()
+            .filter(|key| self.excluded.get(key).is_none_or(|until| *until <= next))
             .map(|key| {
                 let e = traded.get(key).copied().unwrap_or(0) / 1000;
                 let last = self.last_produced.get(key).copied().unwrap_or(0);
@@ -383,6 +402,53 @@ impl LedgerState {
                 Candidate { key: *key, weight }
             })
             .collect()
+    }
+
+    /// Records a double vote: the offender leaves the producer ranking for `window_blocks`.
+    fn apply_evidence(
+        &mut self,
+        rules: &Rules,
+        first: &crate::finality::SignedVote,
+        second: &crate::finality::SignedVote,
+    ) -> Result<(), TxError> {
+        let invalid = |reason: &'static str| TxError::EvidenceInvalid { reason };
+        if !first.conflicts_with(second) {
+            return Err(invalid("the votes do not conflict"));
+        }
+        let offender = first.vote.voter;
+        let key = rules
+            .members
+            .get(&offender)
+            .ok_or(invalid("the voter is not a member"))?;
+        if !first.verifies(&rules.chain_id, key) || !second.verifies(&rules.chain_id, key) {
+            return Err(invalid("a vote's signature does not verify"));
+        }
+        let v = &first.vote;
+        let offence = (offender, v.checkpoint, v.round, v.step.code());
+        if self.offences.contains(&offence) {
+            return Err(TxError::EvidenceKnown {
+                offender,
+                checkpoint: v.checkpoint,
+            });
+        }
+        self.offences.insert(offence);
+        let until = self
+            .height
+            .saturating_add(1)
+            .saturating_add(rules.selection.window_blocks);
+        let entry = self.excluded.entry(offender).or_insert(0);
+        *entry = (*entry).max(until);
+        Ok(())
+    }
+
+    /// Members out of the producer ranking for a double vote, with the height they return at.
+    pub fn excluded(&self) -> &BTreeMap<MemberKey, u64> {
+        &self.excluded
+    }
+
+    /// Double votes recorded: (offender, checkpoint, round, step byte).
+    pub fn offences(&self) -> &BTreeSet<(MemberKey, u64, u32, u8)> {
+        &self.offences
     }
 
     /// The canonical encoding of the state.
@@ -408,6 +474,14 @@ impl LedgerState {
             }
         }
         self.market.encode_into(&mut w);
+        w.u32(u32::try_from(self.offences.len()).unwrap_or(u32::MAX));
+        for (k, checkpoint, round, step) in &self.offences {
+            w.fixed(&k.0).u64(*checkpoint).u32(*round).u8(*step);
+        }
+        w.u32(u32::try_from(self.excluded.len()).unwrap_or(u32::MAX));
+        for (k, until) in &self.excluded {
+            w.fixed(&k.0).u64(*until);
+        }
         w.finish()
     }
 

@@ -40,6 +40,8 @@ pub const KIND_BID_REVEAL: u8 = 8;
 pub const KIND_SCHEDULE_COMMIT: u8 = 9;
 /// Kind byte of [`TxPayload::MeterReadings`].
 pub const KIND_METER_READINGS: u8 = 10;
+/// Kind byte of [`TxPayload::Evidence`].
+pub const KIND_EVIDENCE: u8 = 11;
 
 /// A home's proposal in one iteration of the day-ahead ADMM, signed with its member key over
 /// [`crate::market::dispatch::proposal_digest`].
@@ -320,6 +322,14 @@ pub enum TxPayload {
         /// Net energy per interval.
         readings: Vec<Reading>,
     },
+    /// Two conflicting signed votes of one member (a double vote): on chain, the offender
+    /// leaves the producer ranking for `window_blocks`. Any member may send it.
+    Evidence {
+        /// One vote.
+        first: crate::finality::SignedVote,
+        /// The other vote, for the same checkpoint, round and step, another value.
+        second: crate::finality::SignedVote,
+    },
 }
 
 impl TxPayload {
@@ -336,6 +346,7 @@ impl TxPayload {
             TxPayload::BidReveal { .. } => KIND_BID_REVEAL,
             TxPayload::ScheduleCommit(_) => KIND_SCHEDULE_COMMIT,
             TxPayload::MeterReadings { .. } => KIND_METER_READINGS,
+            TxPayload::Evidence { .. } => KIND_EVIDENCE,
         }
     }
 
@@ -392,6 +403,10 @@ impl TxPayload {
                 w.u64(*day);
                 encode_readings(readings, w);
             }
+            TxPayload::Evidence { first, second } => {
+                first.write(w);
+                second.write(w);
+            }
         }
     }
 
@@ -438,6 +453,10 @@ impl TxPayload {
             KIND_METER_READINGS => Ok(TxPayload::MeterReadings {
                 day: r.u64()?,
                 readings: decode_readings(r)?,
+            }),
+            KIND_EVIDENCE => Ok(TxPayload::Evidence {
+                first: crate::finality::SignedVote::read(r)?,
+                second: crate::finality::SignedVote::read(r)?,
             }),
             kind => Err(DecodeError::UnknownKind { kind }),
         }

@@ -221,8 +221,8 @@ impl LedgerState {
         let me = tx.sender;
         let height = self.height.saturating_add(1);
         match &tx.payload {
-            // Credit transfers are not market rules: `LedgerState::apply_transfer` has them.
-            TxPayload::Transfer { .. } => Ok(()),
+            // Credit transfers and evidence are not market rules: `LedgerState` has them.
+            TxPayload::Transfer { .. } | TxPayload::Evidence { .. } => Ok(()),
             TxPayload::ScheduleCommit(commit) => {
                 let event = self.apply_schedule_commit(rules, commit)?;
                 self.pending_events.push(event);

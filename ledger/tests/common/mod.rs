@@ -78,6 +78,18 @@ impl Community {
         MemberKey::from_secret(&self.keys[i])
     }
 
+    /// Any payload, signed by member `from` with `nonce`.
+    pub fn sign(&self, from: usize, nonce: u64, payload: TxPayload) -> SignedTransaction {
+        Transaction {
+            chain_id: self.genesis.hash(),
+            sender: self.member(from),
+            nonce,
+            fee: self.genesis.tx_fee,
+            payload,
+        }
+        .sign(&self.keys[from])
+    }
+
     pub fn transfer(&self, from: usize, to: usize, amount: u64, nonce: u64) -> SignedTransaction {
         Transaction {
             chain_id: self.genesis.hash(),
