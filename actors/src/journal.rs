@@ -4,7 +4,7 @@
 //! Rule: a trade's energy is released at most once, ever. `begin` is durable before the command
 //! goes to the battery; after a restart, a trade with a `begin` and no `end` is *not* commanded
 //! again — its delivery is reported from what the battery metered instead. Only trades the
-//! ledger released (final, F blocks deep) are ever begun.
+//! ledger released in quorum-final blocks are ever begun.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

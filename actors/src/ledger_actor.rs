@@ -26,6 +26,8 @@ pub struct LedgerStatus {
     pub head: Option<Hash32>,
     /// Height of the last quorum-final block.
     pub finalized: u64,
+    /// The last final blocks (height, hash), oldest first, at most [`RECENT_FINAL`].
+    pub recent_final: std::collections::VecDeque<(u64, Hash32)>,
     /// Blocks this node produced.
     pub produced: u64,
     /// Blocks committed.
@@ -37,6 +39,9 @@ pub struct LedgerStatus {
     /// Malformed bus payloads.
     pub malformed: u64,
 }
+
+/// Final blocks the status keeps (for the API: peers and tools compare final chains).
+pub const RECENT_FINAL: usize = 64;
 
 /// One step of the node, run on the sync arbiter.
 #[derive(Message)]
@@ -272,6 +277,10 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
             metrics::counter!(crate::metrics::LEDGER_FINALIZED_BLOCKS).increment(1);
             if let Ok(mut s) = status.lock() {
                 s.finalized = s.finalized.max(height);
+                s.recent_final.push_back((height, hash));
+                while s.recent_final.len() > RECENT_FINAL {
+                    s.recent_final.pop_front();
+                }
             }
         }
         Effect::Rejected {

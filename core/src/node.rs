@@ -583,7 +583,13 @@ impl<S: BlockStore> Node<S> {
                     let submitter = rules.members.keys().find(|k| **k != v.vote.voter).copied();
                     let known = self.chain.chain().head_state().offences().contains(&slot);
                     if submitter == Some(self.me) && !known && self.reported.insert(slot) {
-                        self.sign_and_submit(TxPayload::Evidence { first, second: v }, out);
+                        self.sign_and_submit(
+                            TxPayload::Evidence(Box::new(gridlet_ledger::finality::DoubleVote {
+                                first,
+                                second: v,
+                            })),
+                            out,
+                        );
                     }
                 }
                 Some(_) => {}

@@ -169,6 +169,24 @@ async fn head(state: web::Data<ApiState>) -> impl Responder {
     }
 }
 
+/// The last quorum-final block and the ones before it (height, hash), newest last.
+#[get("/api/chain/final")]
+async fn chain_final(state: web::Data<ApiState>) -> impl Responder {
+    let Ok(st) = state.status.lock() else {
+        return HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"}));
+    };
+    let recent: Vec<_> = st
+        .recent_final
+        .iter()
+        .map(|(h, hash)| json!([h, hash.to_hex()]))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "height": st.finalized,
+        "hash": st.recent_final.back().map(|(_, h)| h.to_hex()),
+        "recent": recent,
+    }))
+}
+
 #[get("/api/trades")]
 async fn trades(state: web::Data<ApiState>) -> impl Responder {
     match state.ledger.send(GetState).await {
@@ -401,6 +419,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(schedule)
         .service(devices)
         .service(head)
+        .service(chain_final)
         .service(trades)
         .service(offers)
         .service(post_offer)

@@ -340,7 +340,7 @@ pub fn market(seconds: f64) -> Result<serde_json::Value> {
 }
 
 /// `gridlet bench trades`: slots from a purchase being submitted to its release order, over
-/// 1 000 trades in a 5-home community on the virtual clock (1 s slots, F = 3).
+/// 1 000 trades in a 5-home community on the virtual clock (1 s slots, quorum finality).
 pub fn trades(count: usize) -> Result<serde_json::Value> {
     use std::collections::BTreeMap;
 

@@ -152,6 +152,36 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = MarketMode::Live)]
         market: MarketMode,
     },
+    /// The consensus fault suite: a simulated community of real gateways, each behind its own
+    /// TCP relay, with partitions (2 | 3, 1 | 4), disconnects, SIGSTOP and SIGKILL while trades
+    /// flow; prints one JSON line (conflicting final blocks, splits after heals, releases of
+    /// trades not final everywhere, rejoin times).
+    Faults {
+        /// Number of homes.
+        #[arg(long, default_value_t = 5)]
+        homes: usize,
+        /// Cycles (each: two partitions and three process or link faults).
+        #[arg(long, default_value_t = 1)]
+        cycles: u32,
+        /// Seconds a partition lasts.
+        #[arg(long, default_value_t = 30)]
+        partition_s: u64,
+        /// Seconds a home stays disconnected.
+        #[arg(long, default_value_t = 15)]
+        disconnect_s: u64,
+        /// Seconds a home stays stopped (SIGSTOP).
+        #[arg(long, default_value_t = 10)]
+        stop_s: u64,
+        /// Seconds to watch the homes rejoin after each heal.
+        #[arg(long, default_value_t = 15)]
+        settle_s: u64,
+        /// Seed for keys and homes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report directory.
+        #[arg(long, default_value = "faults-report")]
+        report: PathBuf,
+    },
     /// Day-ahead schedule of a generated community: ADMM (local QPs + aggregator) beside the
     /// centralized optimum; one JSON line.
     Schedule(crate::schedule_cmd::ScheduleArgs),

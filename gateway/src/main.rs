@@ -149,8 +149,52 @@ fn run(cli: Cli) -> Result<()> {
                 auctions,
                 schedule,
                 progress: std::io::stderr().is_terminal(),
+                faults: None,
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Faults {
+            homes,
+            cycles,
+            partition_s,
+            disconnect_s,
+            stop_s,
+            settle_s,
+            seed,
+            report,
+        } => {
+            let plan = sim::faults::FaultOptions {
+                cycles,
+                partition_s,
+                disconnect_s,
+                stop_s,
+                settle_s,
+            };
+            // Slots of 1 s of wall time, around noon (PV surplus), with the devices' day at 30×
+            // so that market intervals close and trades flow while the faults play out; the day
+            // lasts as long as the plan, plus the gateways' start.
+            const SPEEDUP: f64 = 30.0;
+            let hours = (plan.duration_ms() + 10_000) as f64 * SPEEDUP / 3_600_000.0;
+            let summary = sim::run(&sim::SimOptions {
+                homes,
+                hours,
+                speedup: SPEEDUP,
+                seed,
+                report,
+                broker: None,
+                slot_ms: 30_000,
+                start_hour: 11.0,
+                auctions: false,
+                schedule: false,
+                progress: false,
+                faults: Some(plan),
+            })?;
+            anyhow::ensure!(
+                summary["faults"]["conflicting_final_blocks"] == 0
+                    && summary["faults"]["releases_not_final_on_every_home"] == 0,
+                "the fault suite found a safety violation: {}",
+                summary["faults"]
+            );
         }
         Command::Schedule(args) => schedule_cmd::run(args)?,
         Command::SimChain {

@@ -59,6 +59,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify; peers will resend them");
     }
     tracing::info!(height = chain.chain().head_height(), %name, "chain opened");
+    let final_at_start = chain.chain().finalized();
     let guard = SignerGuard::open(&cfg.data_dir)?;
     let votes = VoteGuard::open(&cfg.data_dir)?;
     let node = Node::new(
@@ -113,7 +114,11 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                     .expect("the node worker is started exactly once"),
             )
         });
-        let status = Arc::new(Mutex::new(LedgerStatus::default()));
+        let status = Arc::new(Mutex::new(LedgerStatus {
+            finalized: final_at_start.1,
+            recent_final: std::iter::once((final_at_start.1, final_at_start.0)).collect(),
+            ..LedgerStatus::default()
+        }));
         let actor = actix::Actor::start(LedgerActor::new(
             worker,
             bus.clone(),

@@ -183,6 +183,15 @@ impl SignedVote {
     }
 }
 
+/// Two conflicting signed votes of one member: the evidence of a double vote (§9.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DoubleVote {
+    /// One vote.
+    pub first: SignedVote,
+    /// The other vote, for the same checkpoint, round and step, another value.
+    pub second: SignedVote,
+}
+
 /// A proposer's suggestion for what a checkpoint decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proposal {

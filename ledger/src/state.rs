@@ -233,7 +233,7 @@ impl LedgerState {
             TxPayload::Transfer { to, amount } => {
                 self.apply_transfer(tx.sender, sender.balance, *to, *amount, tx.fee)?
             }
-            TxPayload::Evidence { first, second } => {
+            TxPayload::Evidence(e) => {
                 if sender.balance < tx.fee {
                     return Err(TxError::BalanceInsufficient {
                         account: tx.sender,
@@ -241,7 +241,7 @@ impl LedgerState {
                         available: sender.balance,
                     });
                 }
-                self.apply_evidence(rules, first, second)?;
+                self.apply_evidence(rules, &e.first, &e.second)?;
             }
             _ => {
                 let available =

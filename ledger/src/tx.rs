@@ -324,12 +324,7 @@ pub enum TxPayload {
     },
     /// Two conflicting signed votes of one member (a double vote): on chain, the offender
     /// leaves the producer ranking for `window_blocks`. Any member may send it.
-    Evidence {
-        /// One vote.
-        first: crate::finality::SignedVote,
-        /// The other vote, for the same checkpoint, round and step, another value.
-        second: crate::finality::SignedVote,
-    },
+    Evidence(Box<crate::finality::DoubleVote>),
 }
 
 impl TxPayload {
@@ -346,7 +341,7 @@ impl TxPayload {
             TxPayload::BidReveal { .. } => KIND_BID_REVEAL,
             TxPayload::ScheduleCommit(_) => KIND_SCHEDULE_COMMIT,
             TxPayload::MeterReadings { .. } => KIND_METER_READINGS,
-            TxPayload::Evidence { .. } => KIND_EVIDENCE,
+            TxPayload::Evidence(_) => KIND_EVIDENCE,
         }
     }
 
@@ -403,9 +398,9 @@ impl TxPayload {
                 w.u64(*day);
                 encode_readings(readings, w);
             }
-            TxPayload::Evidence { first, second } => {
-                first.write(w);
-                second.write(w);
+            TxPayload::Evidence(e) => {
+                e.first.write(w);
+                e.second.write(w);
             }
         }
     }
@@ -454,10 +449,10 @@ impl TxPayload {
                 day: r.u64()?,
                 readings: decode_readings(r)?,
             }),
-            KIND_EVIDENCE => Ok(TxPayload::Evidence {
+            KIND_EVIDENCE => Ok(TxPayload::Evidence(Box::new(crate::finality::DoubleVote {
                 first: crate::finality::SignedVote::read(r)?,
                 second: crate::finality::SignedVote::read(r)?,
-            }),
+            }))),
             kind => Err(DecodeError::UnknownKind { kind }),
         }
     }

@@ -100,7 +100,14 @@ fn a_double_vote_excludes_its_member_once() {
     c.extend(&mut ch, 1);
     let (a, b) = (signed(&c, 3, 2, Some(1)), signed(&c, 3, 2, Some(2)));
     let evidence = |nonce: u64, first: SignedVote, second: SignedVote| {
-        c.sign(0, nonce, TxPayload::Evidence { first, second })
+        c.sign(
+            0,
+            nonce,
+            TxPayload::Evidence(Box::new(gridlet_ledger::finality::DoubleVote {
+                first,
+                second,
+            })),
+        )
     };
     // Not a double vote: the same vote twice, or votes of two members.
     let mut state = ch.head_state().clone();

@@ -93,6 +93,7 @@ enabled = {trading}
 {schedule_section}
 [api]
 listen = "127.0.0.1:0"
+token = "{token}"
 
 [clock]
 anchor_unix_ms = {anchor}
@@ -101,6 +102,7 @@ speedup = {speedup}
 end_ms = {end}
 "#,
         name = h.name,
+        token = super::procs::SIM_API_TOKEN,
         tick = tick_ms,
         auctions = auctions,
         trading = !schedule,

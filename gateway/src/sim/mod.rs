@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::chart::ChartSample;
 
+pub mod faults;
 mod home_config;
 mod procs;
 mod report;
@@ -64,6 +65,8 @@ pub struct SimOptions {
     pub schedule: bool,
     /// Show a progress line.
     pub progress: bool,
+    /// Run the consensus fault suite (`gridlet faults`): relays, two brokers, perturbations.
+    pub faults: Option<faults::FaultOptions>,
 }
 
 /// Runs the simulated community and returns the summary (also in `report.json`).
@@ -129,7 +132,17 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance.get())).sum();
     std::fs::write(o.report.join("genesis.json"), genesis.to_json())?;
 
+    // The fault suite's second broker: a partition's minority talks on it.
+    let broker_b = if o.faults.is_some() {
+        let port = os_port()?;
+        gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
+            .map_err(|e| anyhow::anyhow!("second embedded broker: {e}"))?;
+        Some(port)
+    } else {
+        None
+    };
     let (broker_host, broker_port) = match &o.broker {
+        Some(_) if o.faults.is_some() => bail!("the fault suite runs its own brokers"),
         Some(b) => {
             let (h, p) = b
                 .rsplit_once(':')
@@ -149,6 +162,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let mut meters = Vec::new();
     let mut ptys = Vec::new();
     let mut setups = Vec::new();
+    let mut relays = Vec::new();
     let start_ms = (o.start_hour * 3_600_000.0) as u64;
     // Schedule mode runs into the next day until its first half hour is over: the meters
     // close the last interval there, and the readings reach the chain to be billed.
@@ -189,7 +203,19 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             member: member.key,
             name: format!("home-{i}"),
         };
-        let mqtt = i + 1 == o.homes;
+        // The suite moves homes between brokers: every meter is a serial one there.
+        let mqtt = i + 1 == o.homes && o.faults.is_none();
+        let gateway_broker = if o.faults.is_some() {
+            let relay = gridlet_hil::relay::Relay::start(gridlet_hil::relay::Upstream::To(
+                std::net::SocketAddr::from(([127, 0, 0, 1], broker_port)),
+            ))
+            .await?;
+            let port = relay.addr().port();
+            relays.push(relay);
+            ("127.0.0.1".to_owned(), port)
+        } else {
+            (broker_host.clone(), broker_port)
+        };
         let meter_cfg = if mqtt {
             let topic = format!("sim/home-{i}/tele/SENSOR");
             meters.push(MeterOutput::mqtt(
@@ -220,7 +246,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
                 &profile,
                 home.addr().port(),
                 &meter_cfg,
-                (&broker_host, broker_port),
+                (&gateway_broker.0, gateway_broker.1),
                 &Knobs {
                     clock: (anchor, start_ms, o.speedup, end_ms),
                     tick_ms,
@@ -237,22 +263,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let exe = std::env::current_exe()?;
     let mut gateways = Gateways(Vec::new());
     for s in &setups {
-        let log = std::fs::File::create(s.dir.join("gateway.log"))?;
-        let child = Command::new(&exe)
-            .args(["run", "--stop-on-stdin-eof", "--config"])
-            .arg(s.dir.join("gateway.toml"))
-            .env(
-                "RUST_LOG",
-                std::env::var("GRIDLET_SIM_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
-            )
-            // A pipe nobody writes to: it closes when this process dies, however it dies, and
-            // the gateway stops with it.
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start a gateway")?;
-        gateways.0.push(child);
+        gateways.0.push(spawn_gateway(&exe, s)?);
     }
 
     tokio::task::block_in_place(|| await_api_ports(&mut setups, &mut gateways))?;
@@ -271,6 +282,26 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         o.report.join("prometheus-targets.json"),
         serde_json::to_string_pretty(&targets)?,
     )?;
+
+    // The fault suite, if asked for.
+    let mut suite = o.faults.as_ref().map(|f| {
+        faults::FaultRun::new(
+            f,
+            o.homes,
+            std::net::SocketAddr::from(([127, 0, 0, 1], broker_port)),
+            std::net::SocketAddr::from(([127, 0, 0, 1], broker_b.unwrap_or(broker_port))),
+            (o.slot_ms as f64 / o.speedup) as u64,
+        )
+    });
+    let mut targets: Vec<faults::Target> = relays
+        .into_iter()
+        .zip(&setups)
+        .map(|(relay, s)| faults::Target {
+            relay,
+            api_port: s.api_port,
+        })
+        .collect();
+    let mut down = vec![false; o.homes];
 
     // The day.
     let clock = Clock::anchored(anchor, start_ms, o.speedup);
@@ -304,7 +335,34 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             _ = term.recv() => bail!("simulation stopped by SIGTERM"),
             _ = interrupt.recv() => bail!("simulation interrupted"),
         }
+        if let Some(suite) = &mut suite {
+            for op in suite.tick(&targets).await {
+                apply_fault(
+                    op,
+                    &exe,
+                    &mut gateways,
+                    &mut setups,
+                    &mut targets,
+                    &mut down,
+                )?;
+            }
+            // A restarted gateway writes its new API port when it is up.
+            for (i, t) in targets.iter_mut().enumerate() {
+                if down[i] {
+                    let text =
+                        std::fs::read_to_string(setups[i].dir.join("api.addr")).unwrap_or_default();
+                    if let Ok(addr) = text.trim().parse::<std::net::SocketAddr>() {
+                        setups[i].api_port = addr.port();
+                        t.api_port = addr.port();
+                        down[i] = false;
+                    }
+                }
+            }
+        }
         for (i, g) in gateways.0.iter_mut().enumerate() {
+            if down[i] {
+                continue;
+            }
             if let Some(status) = g.try_wait()? {
                 bail!(
                     "gateway {i} exited ({status}) during the simulation; see {}",
@@ -416,6 +474,16 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     tokio::task::block_in_place(|| gateways.terminate(Duration::from_secs(20)));
     drop(meters);
     drop(ptys);
+    let fault_summary = match &suite {
+        Some(suite) => {
+            let end = faults::end_check(&setups, genesis.slot_ms)?;
+            let line = suite.summary(&end);
+            std::fs::write(o.report.join("faults.json"), line.to_string())?;
+            println!("{line}");
+            Some(line)
+        }
+        None => None,
+    };
 
     let exchange = DayObservations {
         grid_wms: interval_grid,
@@ -423,7 +491,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         stored_at_midnight,
         home_0_api: api_schedule,
     };
-    report(
+    let mut summary = report(
         o,
         &genesis,
         &setups,
@@ -434,5 +502,66 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         agreed,
         meter_errors,
         &exchange,
-    )
+    )?;
+    if let Some(f) = fault_summary {
+        summary["faults"] = f;
+    }
+    Ok(summary)
+}
+
+/// Starts one home's `gridlet run`.
+fn spawn_gateway(exe: &Path, s: &HomeSetup) -> Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.dir.join("gateway.log"))?;
+    Command::new(exe)
+        .args(["run", "--stop-on-stdin-eof", "--config"])
+        .arg(s.dir.join("gateway.toml"))
+        .env(
+            "RUST_LOG",
+            std::env::var("GRIDLET_SIM_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
+        )
+        // A pipe nobody writes to: it closes when this process dies, however it dies, and
+        // the gateway stops with it.
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start a gateway")
+}
+
+/// Carries out what the fault suite asks of a gateway process.
+fn apply_fault(
+    op: faults::ProcessOp,
+    exe: &Path,
+    gateways: &mut Gateways,
+    setups: &mut [HomeSetup],
+    targets: &mut [faults::Target],
+    down: &mut [bool],
+) -> Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let signal = |g: &std::process::Child, sig: Signal| {
+        if let Some(pid) = i32::try_from(g.id()).ok().and_then(Pid::from_raw) {
+            let _ = kill_process(pid, sig);
+        }
+    };
+    match op {
+        faults::ProcessOp::Stop(i) => signal(&gateways.0[i], Signal::STOP),
+        faults::ProcessOp::Continue(i) => signal(&gateways.0[i], Signal::CONT),
+        faults::ProcessOp::Kill(i) => {
+            gateways.0[i].kill()?;
+            gateways.0[i].wait()?;
+            // Its API port is gone with it; the restarted gateway writes a new one.
+            let _ = std::fs::remove_file(setups[i].dir.join("api.addr"));
+            down[i] = true;
+        }
+        faults::ProcessOp::Restart(i) => {
+            let _ = std::fs::remove_file(setups[i].dir.join("api.addr"));
+            gateways.0[i] = spawn_gateway(exe, &setups[i])?;
+            down[i] = true;
+            targets[i].api_port = 0;
+        }
+    }
+    Ok(())
 }

@@ -222,7 +222,7 @@ impl LedgerState {
         let height = self.height.saturating_add(1);
         match &tx.payload {
             // Credit transfers and evidence are not market rules: `LedgerState` has them.
-            TxPayload::Transfer { .. } | TxPayload::Evidence { .. } => Ok(()),
+            TxPayload::Transfer { .. } | TxPayload::Evidence(_) => Ok(()),
             TxPayload::ScheduleCommit(commit) => {
                 let event = self.apply_schedule_commit(rules, commit)?;
                 self.pending_events.push(event);
