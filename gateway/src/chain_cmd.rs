@@ -249,6 +249,52 @@ pub fn export(data: &Path, out: &mut impl Write) -> Result<u64> {
     Ok(tip)
 }
 
+/// Signs a prevote and a precommit in round 0 of `count` checkpoints through the vote guard
+/// (from the guard's checkpoint on), each for a block drawn from `salt`; prints each signature
+/// after the guard released it.
+pub fn sign_votes(data: &Path, key_file: &Path, count: u64, salt: u64) -> Result<()> {
+    use gridlet_ledger::finality::{BlockRef, Vote, VoteStep};
+    let genesis = load_genesis(&genesis_path(data))?;
+    let sk = keys::load_secret(key_file)?;
+    let me = MemberKey::from_secret(&sk);
+    let chain_id = genesis.hash();
+    let mut guard = gridlet_ledger::store::VoteGuard::open(data)?;
+    let first = guard.checkpoint().max(1);
+    let stdout = std::io::stdout();
+    for checkpoint in first..first + count {
+        for step in [VoteStep::Prevote, VoteStep::Precommit] {
+            let value = BlockRef {
+                height: checkpoint,
+                hash: gridlet_ledger::Hash32::sha256(
+                    &[
+                        salt.to_be_bytes(),
+                        checkpoint.to_be_bytes(),
+                        [step.code(); 8],
+                    ]
+                    .concat(),
+                ),
+            };
+            let vote = Vote {
+                checkpoint,
+                round: 0,
+                step,
+                value: Some(value),
+                voter: me,
+            };
+            let signed = guard.sign_vote(&chain_id, vote, &sk)?;
+            let mut out = stdout.lock();
+            writeln!(
+                out,
+                "signed {checkpoint} 0 {} {}",
+                step.code(),
+                signed.signature.to_hex()
+            )?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
 /// Produces `blocks` blocks as the key holder, in the next slots where it is ranked, each
 /// with up to `txs_per_block` transfers from its own account; prints `committed HEIGHT HASH
 /// SLOT` after each block is flushed (the acknowledgement crash tests record).

@@ -257,6 +257,7 @@ pub enum BenchName {
     Modbus,
     Market,
     Trades,
+    Consensus,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +356,23 @@ pub enum ChainCommand {
         /// Data directory.
         #[arg(long)]
         data: PathBuf,
+    },
+    /// Sign checkpoint votes through the vote guard, each for a value drawn from `--salt`, and
+    /// print `signed CHECKPOINT ROUND STEP SIGNATURE` once it is released (crash tests: a
+    /// restarted run with another salt must re-issue the votes signed before).
+    SignVotes {
+        /// Data directory (with genesis.json).
+        #[arg(long)]
+        data: PathBuf,
+        /// The member's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Checkpoints to vote in, from the guard's current one.
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+        /// Makes this run's values differ from another run's.
+        #[arg(long)]
+        salt: u64,
     },
     /// Produce blocks as this member whenever it is ranked (development and crash tests).
     Produce {

@@ -6,6 +6,7 @@
 
 mod api;
 mod bench;
+mod bench_consensus;
 mod chain_cmd;
 mod chart;
 mod check_cmd;
@@ -113,6 +114,12 @@ fn run(cli: Cli) -> Result<()> {
                 blocks,
                 txs_per_block,
             } => chain_cmd::produce(&data, &key, blocks, txs_per_block)?,
+            ChainCommand::SignVotes {
+                data,
+                key,
+                count,
+                salt,
+            } => chain_cmd::sign_votes(&data, &key, count, salt)?,
         },
         Command::Sim {
             homes,
@@ -270,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
             BenchName::Ledger => println!("{}", bench::ledger(seconds)?),
             BenchName::Market => println!("{}", bench::market(seconds)?),
             BenchName::Trades => println!("{}", bench::trades(1_000)?),
+            BenchName::Consensus => println!("{}", bench_consensus::consensus(seconds)?),
             BenchName::Modbus => println!(
                 "{}",
                 device_cmd::runtime()?.block_on(bench::modbus(seconds))?

@@ -55,6 +55,12 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         .unwrap_or_else(|| format!("home-{}", me.short()));
     let (chain, report) = open_sled(&cfg.data_dir, genesis.clone(), 1_000)
         .with_context(|| format!("cannot open the chain in {}", cfg.data_dir.display()))?;
+    if report.bad_certificates > 0 {
+        tracing::warn!(
+            count = report.bad_certificates,
+            "stored certificates did not verify; their blocks stay non-final until peers resend them"
+        );
+    }
     if let Some((from, count, reason)) = &report.dropped {
         tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify; peers will resend them");
     }

@@ -186,3 +186,75 @@ fn sigkill_at_random_moments_loses_no_acknowledged_block() {
         stored.len()
     );
 }
+
+/// Votes signed by a process killed at random moments, 100 times, each run asked for other
+/// values: every (checkpoint, round, step) only ever had one signature released.
+#[test]
+fn sigkill_between_signing_and_sending_never_yields_two_votes_for_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = setup(dir.path());
+    let key = dir.path().join("a.key");
+    let mut released: BTreeMap<(u64, u64, u64), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    let mut rng = 0xfeed_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for cycle in 0..100u64 {
+        let mut child = Command::new(BIN)
+            .args([
+                "chain",
+                "sign-votes",
+                "--data",
+                &data,
+                "--key",
+                key.to_str().unwrap(),
+                "--count",
+                "3",
+                "--salt",
+                &cycle.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let reader = {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(next() % 25));
+        let _ = child.kill();
+        let _ = child.wait();
+        reader.join().unwrap();
+        for l in lines.lock().unwrap().iter() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() == 5 && f[0] == "signed" {
+                let k = (
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                );
+                released.entry(k).or_default().insert(f[4].to_owned());
+            }
+        }
+    }
+    let equivocations: Vec<_> = released.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(
+        equivocations.is_empty(),
+        "two votes released for one step: {equivocations:?}"
+    );
+    assert!(
+        released.len() >= 10,
+        "only {} steps were signed",
+        released.len()
+    );
+}

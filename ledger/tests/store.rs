@@ -133,3 +133,35 @@ fn a_certificate_for_another_branch_rewrites_every_block_from_the_fork() {
     assert_eq!(pc.chain().finalized().1, 2);
     assert_eq!(pc.last_certificate().map(|c| c.checkpoint), Some(1));
 }
+
+#[test]
+fn reopening_refinalizes_as_it_replays_and_counts_a_bad_certificate() {
+    let c = Community::new(4, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        for slot in 1..=5 {
+            let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
+            pc.commit(b.clone(), Checks::FULL).unwrap();
+            pc.finalize(c.certify(slot, &b, 3)).unwrap();
+        }
+        assert_eq!(pc.chain().finalized().1, 5);
+    }
+    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(report.bad_certificates, 0);
+    assert_eq!(pc.chain().finalized().1, 5);
+    assert_eq!(pc.last_certificate().map(|c| c.checkpoint), Some(5));
+    drop(pc);
+    // The newest certificate damaged on disk: block 5 stays non-final, and it is reported.
+    {
+        use gridlet_ledger::store::{BlockStore, SledStore};
+        let mut store = SledStore::open(dir.path()).unwrap();
+        store.put_certificate(5, b"\x01garbage").unwrap();
+        store.flush().unwrap();
+    }
+    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(report.bad_certificates, 1);
+    assert_eq!(report.dropped, None);
+    assert_eq!(pc.chain().finalized().1, 4);
+    assert_eq!(pc.chain().head_height(), 5);
+}

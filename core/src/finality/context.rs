@@ -304,6 +304,11 @@ impl Voters {
         self.voters.get(*index)
     }
 
+    /// The member proposing in `round`.
+    pub fn proposer_key(&self, round: u32) -> Option<MemberKey> {
+        self.proposer(mc::Round::new(round)).map(|v| v.key)
+    }
+
     /// Whether `key` votes.
     pub fn contains(&self, key: &MemberKey) -> bool {
         self.voters.iter().any(|v| v.key == *key)

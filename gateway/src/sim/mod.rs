@@ -520,7 +520,8 @@ fn spawn_gateway(exe: &Path, s: &HomeSetup) -> Result<std::process::Child> {
         .arg(s.dir.join("gateway.toml"))
         .env(
             "RUST_LOG",
-            std::env::var("GRIDLET_SIM_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
+            std::env::var("GRIDLET_SIM_LOG")
+                .unwrap_or_else(|_| "info,rumqttd=off,arc_malachitebft_core_consensus=warn".into()),
         )
         // A pipe nobody writes to: it closes when this process dies, however it dies, and
         // the gateway stops with it.

@@ -210,6 +210,8 @@ pub struct OpenReport {
     pub loaded: u64,
     /// Stored blocks dropped because they did not verify (`from_height`, count, reason).
     pub dropped: Option<(u64, u64, String)>,
+    /// Stored certificates that did not verify (their blocks stay non-final).
+    pub bad_certificates: u64,
 }
 
 /// A [`Chain`] whose canonical branch is kept in a [`BlockStore`].
@@ -253,6 +255,7 @@ impl<S: BlockStore> PersistentChain<S> {
         let sig_from = tip.saturating_sub(signature_depth);
         let mut canonical = vec![id];
         let mut dropped = None;
+        let mut bad_certificates = 0u64;
         for height in 1..=tip {
             let failure = match store.get(height)? {
                 None => Some("missing".to_string()),
@@ -269,6 +272,16 @@ impl<S: BlockStore> PersistentChain<S> {
                         match chain.insert(block, checks) {
                             Ok(ins) => {
                                 canonical.push(ins.hash);
+                                // Finalize as the replay goes, or every replayed block would
+                                // stay in memory with its own state until the end.
+                                // A bad certificate leaves its block non-final (peers resend
+                                // certificates with sync answers); it is counted, not fatal.
+                                if let Some((_, bytes)) = store.certificates(height, height)?.pop()
+                                {
+                                    if refinalize(&mut chain, &bytes, &ins.hash, checks).is_err() {
+                                        bad_certificates = bad_certificates.saturating_add(1);
+                                    }
+                                }
                                 None
                             }
                             Err(e) => Some(e.to_string()),
@@ -285,24 +298,32 @@ impl<S: BlockStore> PersistentChain<S> {
             }
         }
         let loaded = u64::try_from(canonical.len().saturating_sub(1)).unwrap_or(u64::MAX);
-        let mut pc = PersistentChain {
+        // The newest certificate that finalized a replayed block (one above a truncated chain
+        // waits until peers supply the blocks again).
+        let final_height = chain.finalized().1;
+        let last_certificate = match store.certificates(final_height, final_height)?.pop() {
+            Some((_, bytes)) if final_height > 0 => Some(Certificate::decode(&bytes).map_err(
+                |e| StoreError::Corrupt {
+                    height: final_height,
+                    reason: format!("stored certificate does not decode: {e}"),
+                },
+            )?),
+            _ => None,
+        };
+        let pc = PersistentChain {
             chain,
             store,
             canonical,
-            last_certificate: None,
+            last_certificate,
         };
-        // The stored certificate re-finalizes its block, if the block survived the re-check
-        // (a certificate above a truncated chain waits until peers supply the blocks again).
-        if let Some(bytes) = pc.store.last_certificate()? {
-            let cert = Certificate::decode(&bytes).map_err(|e| StoreError::Corrupt {
-                height: 0,
-                reason: format!("stored certificate does not decode: {e}"),
-            })?;
-            if pc.hash_at(cert.block.height) == Some(cert.block.hash) {
-                pc.finalize(cert)?;
-            }
-        }
-        Ok((pc, OpenReport { loaded, dropped }))
+        Ok((
+            pc,
+            OpenReport {
+                loaded,
+                dropped,
+                bad_certificates,
+            },
+        ))
     }
 
     /// The in-memory chain.
@@ -415,6 +436,29 @@ impl<S: BlockStore> PersistentChain<S> {
         }
         Ok(inserted)
     }
+}
+
+/// Re-finalizes a replayed block with its stored certificate (checked like the block: its
+/// signatures only within the re-verified window).
+fn refinalize(
+    chain: &mut Chain,
+    bytes: &[u8],
+    hash: &Hash32,
+    checks: Checks,
+) -> Result<(), BlockError> {
+    let cert = Certificate::decode(bytes)?;
+    if cert.block.hash != *hash {
+        return Err(BlockError::FinalizeUnknown {
+            hash: cert.block.hash,
+        });
+    }
+    if checks.signatures {
+        let rules = chain.rules();
+        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+            .map_err(BlockError::BadCertificate)?;
+    }
+    chain.finalize(hash)?;
+    Ok(())
 }
 
 /// Opens the sled store in `dir` and loads its chain.
