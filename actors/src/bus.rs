@@ -224,6 +224,17 @@ pub fn start_embedded_broker(
     port: u16,
     max_payload_bytes: usize,
 ) -> Result<std::thread::JoinHandle<()>, String> {
+    start_embedded_broker_on(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        max_payload_bytes,
+    )
+}
+
+/// Starts the embedded broker on `listen` (e.g. `0.0.0.0:1883`, for neighbours to reach it).
+pub fn start_embedded_broker_on(
+    listen: std::net::SocketAddr,
+    max_payload_bytes: usize,
+) -> Result<std::thread::JoinHandle<()>, String> {
     let config = format!(
         r#"
 id = 0
@@ -236,7 +247,7 @@ max_segment_count = 10
 
 [v4.1]
 name = "gridlet-v4"
-listen = "127.0.0.1:{port}"
+listen = "{listen}"
 next_connection_delay_ms = 1
     [v4.1.connections]
     connection_timeout_ms = 60000

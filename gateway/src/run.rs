@@ -81,9 +81,12 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         votes,
     );
     if cfg.embedded {
-        bus::start_embedded_broker(cfg.broker.1, 8 * 1024 * 1024)
-            .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))?;
-        tracing::info!(port = cfg.broker.1, "embedded MQTT broker started");
+        bus::start_embedded_broker_on(
+            std::net::SocketAddr::new(cfg.embedded_bind, cfg.broker.1),
+            8 * 1024 * 1024,
+        )
+        .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))?;
+        tracing::info!(bind = %cfg.embedded_bind, port = cfg.broker.1, "embedded MQTT broker started");
     }
     let system = actix::System::new();
     system.block_on(async move {

@@ -155,6 +155,8 @@ fn a_broken_config_is_refused_with_the_field_named() {
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[node]\ntick_ms = 1\n[bus]\nembedded_port = 1\n", "node.tick_ms"),
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\ncolour = \"blue\"\n[bus]\nembedded_port = 1\n", "colour"),
         ("data_dir = 3\n", "data_dir"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\nembedded_bind = \"everywhere\"\n", "bus.embedded_bind"),
+        ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nbroker = \"h:1\"\nembedded_bind = \"0.0.0.0\"\n", "bus.embedded_bind"),
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[meter]\nkind = \"smoke-signals\"\n", "meter.kind"),
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[meter]\nkind = \"dsmr\"\n", "meter.path"),
         ("data_dir = \"d\"\nkey_file = \"k\"\ngenesis = \"g\"\n[bus]\nembedded_port = 1\n[meter]\nkind = \"mqtt\"\ntopic = \"tele/#\"\n", "meter.topic"),

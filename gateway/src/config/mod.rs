@@ -105,6 +105,8 @@ pub struct GatewayConfig {
     pub broker: (String, u16),
     /// Whether to start the embedded broker.
     pub embedded: bool,
+    /// Where the embedded broker listens.
+    pub embedded_bind: std::net::IpAddr,
     /// Topic prefix.
     pub prefix: String,
     /// Persistent session.
@@ -223,6 +225,21 @@ impl GatewayConfig {
                 format!("{tick_ms} is outside 10–10000"),
             ));
         }
+        let embedded_bind: std::net::IpAddr = match &raw.bus.embedded_bind {
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+            Some(_) if raw.bus.embedded_port.is_none() => {
+                return Err(field(
+                    "bus.embedded_bind",
+                    "only with `embedded_port` (the embedded broker)",
+                ))
+            }
+            Some(a) => a.parse().map_err(|_| {
+                field(
+                    "bus.embedded_bind",
+                    format!("{a:?} is not an IP address (e.g. \"0.0.0.0\")"),
+                )
+            })?,
+        };
         let broker = match (&raw.bus.broker, raw.bus.embedded_port) {
             (Some(_), Some(_)) => {
                 return Err(field(
@@ -386,6 +403,7 @@ impl GatewayConfig {
             max_mempool: raw.node.max_mempool.unwrap_or(10_000),
             broker,
             embedded: raw.bus.embedded_port.is_some(),
+            embedded_bind,
             prefix: raw.bus.prefix,
             persistent_session: raw.bus.persistent_session,
         })

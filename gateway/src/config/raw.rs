@@ -243,8 +243,11 @@ pub struct RawNode {
 pub struct RawBus {
     /// External broker `host:port`.
     pub broker: Option<String>,
-    /// Start an embedded broker on this loopback port (when no broker is given).
+    /// Start an embedded broker on this port (when no broker is given).
     pub embedded_port: Option<u16>,
+    /// The address the embedded broker listens on (default 127.0.0.1; `0.0.0.0` lets the
+    /// neighbours' gateways connect — the bus has no TLS or passwords yet: a trusted LAN only).
+    pub embedded_bind: Option<String>,
     /// Topic prefix.
     #[serde(default = "default_prefix")]
     pub prefix: String,
