@@ -115,6 +115,28 @@ impl Handler<GetState> for LedgerActor {
     }
 }
 
+/// What became of a transaction (pending, included, final, refused, unknown).
+#[derive(Message)]
+#[rtype(result = "Option<gridlet_core::tx_status::TxStatus>")]
+pub struct GetTx(pub Hash32);
+
+impl<S: BlockStore + Unpin + 'static> Handler<GetTx> for NodeWorker<S> {
+    type Result = Option<gridlet_core::tx_status::TxStatus>;
+
+    fn handle(&mut self, msg: GetTx, _: &mut SyncContext<Self>) -> Self::Result {
+        Some(self.node.tx_status(&msg.0))
+    }
+}
+
+impl Handler<GetTx> for LedgerActor {
+    type Result = ResponseFuture<Option<gridlet_core::tx_status::TxStatus>>;
+
+    fn handle(&mut self, msg: GetTx, _: &mut Context<Self>) -> Self::Result {
+        let fut = self.worker.send(msg);
+        Box::pin(async move { fut.await.ok().flatten() })
+    }
+}
+
 /// A bus event for the ledger actor.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -11,6 +11,7 @@
 //! - [`finality`]: quorum finality, the adapter over the Malachite Tendermint engine.
 //! - [`local_tx`]: this home's own transactions, checked before they get a nonce.
 //! - [`orphans`]: blocks waiting for their parent, bounded.
+//! - [`tx_status`]: what became of a transaction (pending, included, final, refused).
 //! - [`wire`]: the messages gateways exchange on the community bus.
 //! - [`strategy`]: when to offer and when to buy, from the device readings.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
@@ -45,4 +46,5 @@ pub mod readings;
 pub mod release;
 pub mod schedule;
 pub mod strategy;
+pub mod tx_status;
 pub mod wire;

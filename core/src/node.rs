@@ -140,6 +140,8 @@ pub struct Node<S: BlockStore> {
     seen_votes: std::collections::BTreeMap<(MemberKey, u64, u32, u8), SignedVote>,
     /// Double votes this node submitted evidence for.
     reported: HashSet<(MemberKey, u64, u32, u8)>,
+    /// What became of the transactions seen here.
+    txs: crate::tx_status::TxTracker,
 }
 
 /// Votes remembered to catch double votes, at most.
@@ -280,6 +282,7 @@ impl<S: BlockStore> Node<S> {
             pending_certificate: None,
             seen_votes: std::collections::BTreeMap::new(),
             reported: HashSet::new(),
+            txs: crate::tx_status::TxTracker::default(),
             me,
             cfg,
             key,
@@ -297,6 +300,20 @@ impl<S: BlockStore> Node<S> {
             started: false,
             best_seen: 0,
         }
+    }
+
+    /// What became of transaction `id` (as far as this node knows).
+    pub fn tx_status(&self, id: &Hash32) -> crate::tx_status::TxStatus {
+        let pending = self.mempool.iter().any(|t| t.id() == *id);
+        let in_chain = |height: u64| {
+            self.chain
+                .block_at(height)
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.transactions.iter().any(|t| t.id() == *id))
+        };
+        self.txs
+            .status(id, pending, in_chain, self.chain.chain().finalized().1)
     }
 
     /// The checkpoint the finality gadget is deciding, and its round.
@@ -609,6 +626,7 @@ impl<S: BlockStore> Node<S> {
         }
         let rules = self.chain.chain().rules();
         if let Err(e) = rules.verify_signature(&tx) {
+            self.txs.refused(tx.id(), e.to_string());
             out.push(Effect::Rejected {
                 what: "tx",
                 class: reason_class(&e),
@@ -618,14 +636,17 @@ impl<S: BlockStore> Node<S> {
         }
         let account = self.chain.chain().head_state().account(&tx.tx().sender);
         if tx.tx().nonce < account.nonce {
+            let reason = format!("stale nonce {} < {}", tx.tx().nonce, account.nonce);
+            self.txs.refused(tx.id(), reason.clone());
             out.push(Effect::Rejected {
                 what: "tx",
                 class: "stale_nonce".into(),
-                reason: format!("stale nonce {} < {}", tx.tx().nonce, account.nonce),
+                reason,
             });
             return false;
         }
         if self.mempool.len() >= self.cfg.max_mempool {
+            self.txs.refused(tx.id(), "mempool full".into());
             out.push(Effect::Rejected {
                 what: "tx",
                 class: "mempool_full".into(),
@@ -786,6 +807,8 @@ impl<S: BlockStore> Node<S> {
         out: &mut Vec<Effect>,
     ) -> Result<(), StoreError> {
         let included: HashSet<Hash32> = block.transactions.iter().map(|t| t.id()).collect();
+        self.txs
+            .included(included.iter().copied(), block.header.height);
         for t in &block.transactions {
             self.recent_txs.push_back(t.clone());
         }
@@ -977,7 +1000,8 @@ impl<S: BlockStore> Node<S> {
             .chain()
             .produce(&self.key, slot, &self.mempool)
             .map_err(StoreError::Block)?;
-        for (_, e) in &produced.rejected {
+        for (id, e) in &produced.rejected {
+            self.txs.refused(*id, format!("left out of a block: {e}"));
             out.push(Effect::Rejected {
                 what: "tx",
                 class: reason_class(e),

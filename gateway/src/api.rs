@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::Addr;
 use actix_web::{get, post, web, HttpRequest, HttpResponse, Responder};
-use gridlet_actors::ledger_actor::{GetState, LedgerActor, LedgerStatus, SubmitError};
+use gridlet_actors::ledger_actor::{GetState, GetTx, LedgerActor, LedgerStatus, SubmitError};
 use gridlet_actors::market_actor::{Buy, GetBids, MarketActor, Offer, PlaceBid};
 use gridlet_ledger::market::book::ContractStatus;
 use gridlet_ledger::market::clearing::payment;
@@ -165,6 +165,24 @@ async fn head(state: web::Data<ApiState>) -> impl Responder {
             "state_hash": s.hash().to_hex(),
             "head": state.status.lock().ok().and_then(|st| st.head).map(|h| h.to_hex()),
         })),
+        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+    }
+}
+
+/// What became of a transaction: `pending`, `included` (height), `final` (height), `refused`
+/// (reason) or `unknown` — for the id a `POST` answered with.
+#[get("/api/tx/{id}")]
+async fn tx_status(state: web::Data<ApiState>, path: web::Path<String>) -> impl Responder {
+    let Some(id) = Hash32::from_hex(&path) else {
+        return HttpResponse::BadRequest()
+            .json(json!({"error": format!("{:?} is not a transaction id (64 hex digits)", path.as_str())}));
+    };
+    match state.ledger.send(GetTx(id)).await {
+        Ok(Some(found)) => {
+            let mut v = serde_json::to_value(found).unwrap_or_default();
+            v["id"] = json!(id.to_hex());
+            HttpResponse::Ok().json(v)
+        }
         _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
     }
 }
@@ -420,6 +438,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(devices)
         .service(head)
         .service(chain_final)
+        .service(tx_status)
         .service(trades)
         .service(offers)
         .service(post_offer)

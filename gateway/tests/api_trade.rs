@@ -220,6 +220,17 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         Some(64),
         "{accepted}"
     );
+    // The id the API answered with can be followed until its block is quorum-final.
+    let id = accepted["tx"].as_str().unwrap().to_owned();
+    let fate = wait_until(30, || {
+        let (_, v) = http(api_a, "GET", &format!("/api/tx/{id}"), None, "");
+        (v["status"] == "final").then_some(v)
+    });
+    assert!(fate["height"].as_u64().unwrap() > 0, "{fate}");
+    let (code, v) = http(api_a, "GET", "/api/tx/not-an-id", None, "");
+    assert_eq!(code, 400, "{v}");
+    let (_, v) = http(api_a, "GET", &format!("/api/tx/{}", "ab".repeat(32)), None, "");
+    assert_eq!(v["status"], "unknown", "{v}");
     let contract = wait_until(30, || {
         let (_, offers) = http(api_b, "GET", "/api/offers", None, "");
         offers.as_array().and_then(|a| a.first().cloned())
