@@ -44,7 +44,7 @@ struct Sensor {
     state_class: &'static str,
 }
 
-const SENSORS: [Sensor; 6] = [
+const SENSORS: [Sensor; 9] = [
     Sensor {
         object_id: "pv_power",
         name: "PV power",
@@ -72,6 +72,29 @@ const SENSORS: [Sensor; 6] = [
         unit: "W",
         device_class: Some("power"),
         state_class: "measurement",
+    },
+    // The three counters Home Assistant's Energy dashboard asks for: solar production, grid
+    // consumption and return to grid (Wh, never decreasing).
+    Sensor {
+        object_id: "pv_energy",
+        name: "PV energy",
+        unit: "Wh",
+        device_class: Some("energy"),
+        state_class: "total_increasing",
+    },
+    Sensor {
+        object_id: "grid_import_energy",
+        name: "Grid import",
+        unit: "Wh",
+        device_class: Some("energy"),
+        state_class: "total_increasing",
+    },
+    Sensor {
+        object_id: "grid_export_energy",
+        name: "Grid export",
+        unit: "Wh",
+        device_class: Some("energy"),
+        state_class: "total_increasing",
     },
     Sensor {
         object_id: "energy_traded",
@@ -140,6 +163,12 @@ pub struct HaState {
     pub battery_power: Option<f64>,
     /// Grid power, W (positive = import).
     pub grid_power: Option<f64>,
+    /// The inverter's lifetime PV energy, Wh.
+    pub pv_energy: Option<f64>,
+    /// The meter's import counter, Wh.
+    pub grid_import: Option<f64>,
+    /// The meter's export counter, Wh.
+    pub grid_export: Option<f64>,
     /// Energy this home sold and bought, Wh.
     pub energy_traded: Option<u64>,
     /// Balance, micro-credits.
@@ -161,6 +190,15 @@ pub fn state_payload(s: &HaState) -> Value {
     );
     put("battery_power", s.battery_power.map(|x| json!(x.round())));
     put("grid_power", s.grid_power.map(|x| json!(x.round())));
+    put("pv_energy", s.pv_energy.map(|x| json!(x.round())));
+    put(
+        "grid_import_energy",
+        s.grid_import.map(|x| json!(x.round())),
+    );
+    put(
+        "grid_export_energy",
+        s.grid_export.map(|x| json!(x.round())),
+    );
     put("energy_traded", s.energy_traded.map(|x| json!(x)));
     put(
         "credit_balance",
@@ -233,7 +271,7 @@ mod tests {
     #[test]
     fn discovery_payloads_carry_the_fields_home_assistant_documents() {
         let msgs = discovery(&cfg());
-        assert_eq!(msgs.len(), 6);
+        assert_eq!(msgs.len(), 9);
         let mut ids = std::collections::BTreeSet::new();
         for (topic, p) in &msgs {
             // <discovery_prefix>/<component>/<node_id>/<object_id>/config
@@ -265,6 +303,16 @@ mod tests {
         assert_eq!(by("/energy_traded/")["device_class"], "energy");
         assert_eq!(by("/energy_traded/")["state_class"], "total_increasing");
         assert!(by("/credit_balance/").get("device_class").is_none());
+        // What the Energy dashboard needs: energy counters that only grow.
+        for id in [
+            "/pv_energy/",
+            "/grid_import_energy/",
+            "/grid_export_energy/",
+        ] {
+            assert_eq!(by(id)["device_class"], "energy", "{id}");
+            assert_eq!(by(id)["state_class"], "total_increasing", "{id}");
+            assert_eq!(by(id)["unit_of_measurement"], "Wh", "{id}");
+        }
     }
 
     #[test]
@@ -272,12 +320,14 @@ mod tests {
         let v = state_payload(&HaState {
             pv_power: Some(1234.4),
             battery_soc: Some(55.55),
+            grid_import: Some(12_345.6),
             balance: Some(2_500_000),
             ..HaState::default()
         });
         assert_eq!(v["pv_power"], 1234.0);
         assert_eq!(v["battery_soc"], 55.6);
         assert_eq!(v["credit_balance"], 2.5);
+        assert_eq!(v["grid_import_energy"], 12_346.0);
         assert!(v.get("grid_power").is_none());
     }
 }

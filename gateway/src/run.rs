@@ -289,13 +289,13 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             let s = statuses.clone();
             let max_age = cfg.meter_max_age;
             gridlet_actors::home_assistant::spawn(ha, every, move || {
-                let pv =
-                    s.pv.as_ref()
-                        .and_then(|p| p.lock().ok().and_then(|p| fresh(p.power_w, max_age)));
-                let grid = s
+                let pv_status = s.pv.as_ref().and_then(|p| p.lock().ok().map(|p| p.clone()));
+                let meter = s
                     .meter
                     .as_ref()
-                    .and_then(|m| m.lock().ok().and_then(|m| fresh(m.power_w, max_age)));
+                    .and_then(|m| m.lock().ok().map(|m| m.clone()));
+                let pv = pv_status.as_ref().and_then(|p| fresh(p.power_w, max_age));
+                let grid = meter.as_ref().and_then(|m| fresh(m.power_w, max_age));
                 let (soc, bat) = s
                     .battery
                     .as_ref()
@@ -311,6 +311,9 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                     battery_soc: soc,
                     battery_power: bat,
                     grid_power: grid,
+                    pv_energy: pv_status.as_ref().and_then(|p| fresh(p.energy_wh, max_age)),
+                    grid_import: meter.as_ref().and_then(|m| fresh(m.import_wh, max_age)),
+                    grid_export: meter.as_ref().and_then(|m| fresh(m.export_wh, max_age)),
                     energy_traded: traded,
                     balance,
                 }

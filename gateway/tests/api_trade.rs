@@ -229,7 +229,13 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     assert!(fate["height"].as_u64().unwrap() > 0, "{fate}");
     let (code, v) = http(api_a, "GET", "/api/tx/not-an-id", None, "");
     assert_eq!(code, 400, "{v}");
-    let (_, v) = http(api_a, "GET", &format!("/api/tx/{}", "ab".repeat(32)), None, "");
+    let (_, v) = http(
+        api_a,
+        "GET",
+        &format!("/api/tx/{}", "ab".repeat(32)),
+        None,
+        "",
+    );
     assert_eq!(v["status"], "unknown", "{v}");
     let contract = wait_until(30, || {
         let (_, offers) = http(api_b, "GET", "/api/offers", None, "");

@@ -114,8 +114,17 @@ fn systemd_notify_watchdog_and_home_assistant_discovery() {
     assert!(got.contains(&"READY=1".to_owned()), "{got:?}");
 
     // Retained discovery configs, one per sensor, with the documented fields.
-    let configs = sub(port, "homeassistant/#", 6);
-    assert_eq!(configs.len(), 6, "{configs:?}");
+    let configs = sub(port, "homeassistant/#", 9);
+    assert_eq!(configs.len(), 9, "{configs:?}");
+    // The Energy dashboard's three counters are among them.
+    for id in ["pv_energy", "grid_import_energy", "grid_export_energy"] {
+        let (_, p) = configs
+            .iter()
+            .find(|(t, _)| t.contains(&format!("/{id}/")))
+            .unwrap_or_else(|| panic!("{id} is not announced"));
+        let v: serde_json::Value = serde_json::from_str(p).unwrap();
+        assert_eq!(v["state_class"], "total_increasing", "{v}");
+    }
     for (topic, payload) in &configs {
         assert!(topic.starts_with("homeassistant/sensor/home-7/") && topic.ends_with("/config"));
         let v: serde_json::Value = serde_json::from_str(payload).unwrap();
