@@ -214,11 +214,25 @@ async fn trades(state: web::Data<ApiState>) -> impl Responder {
                 .trades
                 .iter()
                 .map(|(id, t)| {
+                    // One word for where the trade is: a settled trade with nothing delivered
+                    // was refunded, not "settled" as if it had happened.
+                    let stage = match (t.settled, t.delivered_wh, t.released) {
+                        (true, Some(wh), _) if wh == t.energy_wh => "delivered",
+                        (true, Some(_), _) => "partly_delivered",
+                        (true, None, _) => "refunded",
+                        (false, Some(_), _) => "partly_delivered",
+                        (false, None, true) => "delivering",
+                        (false, None, false) => "pending",
+                    };
                     json!({
                         "trade": id.to_hex(),
                         "seller": t.seller.to_hex(),
+                        "buyers": t.payers.iter().map(|(k, paid)| json!({"buyer": k.to_hex(), "paid": paid})).collect::<Vec<_>>(),
                         "energy_wh": t.energy_wh,
                         "payment": t.payment,
+                        "traded_height": t.traded_height,
+                        "deadline_height": t.deadline_height,
+                        "stage": stage,
                         "released": t.released,
                         "delivered_wh": t.delivered_wh,
                         "settled": t.settled,
@@ -431,7 +445,15 @@ async fn schedule(state: web::Data<ApiState>) -> impl Responder {
     }
 }
 
+/// A body that does not parse is answered like every other refusal: JSON naming what is wrong.
+fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let body = json!({"submitted": false, "error": format!("bad request body: {err}")});
+    actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(body))
+        .into()
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().error_handler(json_error));
     cfg.service(status)
         .service(health)
         .service(schedule)

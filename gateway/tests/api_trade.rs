@@ -258,6 +258,12 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
             .and_then(|a| a.iter().find(|t| t["settled"] == true).cloned())
     });
     assert_eq!(trade["delivered_wh"], 150);
+    assert_eq!(trade["stage"], "delivered", "{trade}");
+    assert!(trade["buyers"][0]["buyer"].is_string(), "{trade}");
+    // A body that is not JSON is refused as JSON, naming the problem.
+    let (code, bad) = http(api_a, "POST", "/api/offers", Some(token), "{oops");
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("bad request body"), "{bad}");
     let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
     assert_eq!(devices["battery"]["releases"], 1);
     // Read back over Modbus: the battery gave exactly the traded energy (to the Wh, as the
