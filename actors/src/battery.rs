@@ -54,6 +54,8 @@ pub struct BatteryStatus {
     pub meter_stale_polls: u64,
     /// The day-ahead plan's last set-point, W (positive = discharge).
     pub plan_w: Option<i32>,
+    /// When the values above were last read valid.
+    pub read_at: Option<std::time::Instant>,
 }
 
 /// The battery's latest values, as the battery actor sends them to the market actor.
@@ -199,6 +201,9 @@ impl BatteryStorage {
                 s.available_wh = valid;
                 s.soc_pct = bat.soc_pct.valid().copied();
                 s.power_w = bat.power_w.valid().copied();
+                if valid.is_some() {
+                    s.read_at = Some(std::time::Instant::now());
+                }
                 if let (Some(wh), Some(soc)) = (valid, s.soc_pct) {
                     if soc > 0.5 {
                         s.capacity_wh = Some(wh / (soc / 100.0));

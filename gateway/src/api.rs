@@ -67,10 +67,18 @@ async fn status(state: web::Data<ApiState>) -> impl Responder {
     }))
 }
 
-/// A stamped value as JSON: the value and its age in ms (null if none was ever received).
+/// A reading older than this is `stale`.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A stamped value as JSON: the value, its age in ms and its quality (`good`, or `stale` after
+/// 30 s); null if no valid value is known (never read, or the device answered garbage).
 fn stamped(v: gridlet_actors::devices::Stamped) -> serde_json::Value {
     match v {
-        Some((x, at)) => json!({"value": x, "age_ms": at.elapsed().as_millis() as u64}),
+        Some((x, at)) => json!({
+            "value": x,
+            "age_ms": at.elapsed().as_millis() as u64,
+            "quality": if at.elapsed() > STALE_AFTER { "stale" } else { "good" },
+        }),
         None => serde_json::Value::Null,
     }
 }
@@ -86,10 +94,11 @@ fn snapshot<T: Clone>(shared: &Option<std::sync::Arc<std::sync::Mutex<T>>>) -> O
 async fn devices(state: web::Data<ApiState>) -> impl Responder {
     let d = &state.devices;
     let battery = snapshot(&d.battery).map(|b| {
+        let at = |v: Option<f64>| stamped(v.zip(b.read_at));
         json!({
-            "available_wh": b.available_wh,
-            "soc_pct": b.soc_pct,
-            "power_w": b.power_w,
+            "available_wh": at(b.available_wh),
+            "soc_pct": at(b.soc_pct),
+            "power_w": at(b.power_w),
             "capacity_wh": b.capacity_wh,
             "failed_polls": b.failed_polls,
             "releases": b.releases,

@@ -263,9 +263,21 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     // A body that is not JSON is refused as JSON, naming the problem.
     let (code, bad) = http(api_a, "POST", "/api/offers", Some(token), "{oops");
     assert_eq!(code, 400, "{bad}");
-    assert!(bad["error"].as_str().unwrap().contains("bad request body"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("bad request body"),
+        "{bad}"
+    );
     let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
     assert_eq!(devices["battery"]["releases"], 1);
+    // Every reading the same shape: value, age and quality.
+    assert_eq!(
+        devices["battery"]["soc_pct"]["quality"], "good",
+        "{devices}"
+    );
+    assert!(
+        devices["battery"]["soc_pct"]["age_ms"].as_u64().is_some(),
+        "{devices}"
+    );
     // Read back over Modbus: the battery gave exactly the traded energy (to the Wh, as the
     // device counts it).
     let after = wh_avail(&h.battery);
@@ -335,7 +347,9 @@ fn a_gateway_killed_mid_release_never_releases_twice() {
     // Wait until A's battery is discharging for the trade, then SIGKILL A.
     wait_until(60, || {
         let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
-        devices["battery"]["power_w"].as_f64().filter(|p| *p > 0.0)
+        devices["battery"]["power_w"]["value"]
+            .as_f64()
+            .filter(|p| *p > 0.0)
     });
     std::thread::sleep(Duration::from_millis(500));
     drop(h.a.take()); // SIGKILL

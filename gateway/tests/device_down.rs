@@ -107,4 +107,5 @@ fn a_gateway_with_its_inverter_down_serves_health_and_picks_the_inverter_up_late
         devices["pv"]["power_w"]["value"].as_f64().is_some(),
         "{devices}"
     );
+    assert_eq!(devices["pv"]["power_w"]["quality"], "good", "{devices}");
 }
