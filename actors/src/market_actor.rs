@@ -425,11 +425,11 @@ impl Actor for MarketActor {
     }
 }
 
-/// 32 random bytes from the operating system (a bid's salt must not be guessable).
+/// 32 random bytes from the operating system (a bid's salt must not be guessable), through
+/// `getrandom` (getrandom(2), no file to open).
 fn random_salt() -> std::io::Result<Hash32> {
-    use std::io::Read;
     let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
     Ok(Hash32(b))
 }
 

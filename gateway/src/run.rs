@@ -360,12 +360,12 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 loop {
                     tick.tick().await;
                     if status.lock().is_ok() {
-                        crate::notify::notify("WATCHDOG=1");
+                        crate::notify::notify(crate::notify::State::Watchdog);
                     }
                 }
             });
         }
-        crate::notify::notify("READY=1");
+        crate::notify::notify(crate::notify::State::Ready);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let supervisor_gone = async {
             if !cfg.stop_on_stdin_eof {
@@ -383,7 +383,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             _ = supervisor_gone => {}
         }
         tracing::info!("shutting down");
-        crate::notify::notify("STOPPING=1");
+        crate::notify::notify(crate::notify::State::Stopping);
         anyhow::Ok(())
     })?;
     Ok(())

@@ -93,8 +93,15 @@ fn systemd_notify_watchdog_and_home_assistant_discovery() {
     notify
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    let gateway = Command::new(BIN)
-        .args(["run", "--config", d.join("a.toml").to_str().unwrap()])
+    // As systemd starts a service: WATCHDOG_PID names the main process (the shell's PID, which
+    // `exec` hands to the gateway).
+    let gateway = Command::new("sh")
+        .args([
+            "-c",
+            "export WATCHDOG_PID=$$; exec \"$0\" run --config \"$1\"",
+            BIN,
+            d.join("a.toml").to_str().unwrap(),
+        ])
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "400000")
         .env("RUST_LOG", "warn")
@@ -109,7 +116,8 @@ fn systemd_notify_watchdog_and_home_assistant_discovery() {
         let n = notify
             .recv(&mut buf)
             .expect("the gateway notifies systemd in time");
-        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        // sd_notify(3) messages are newline-separated assignments; one per datagram here.
+        got.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
     }
     assert!(got.contains(&"READY=1".to_owned()), "{got:?}");
 

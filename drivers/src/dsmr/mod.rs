@@ -62,36 +62,19 @@ pub enum CrcKind {
     X25,
 }
 
+/// CRC-16/ARC (reflected 0x8005, initial 0, no final xor), from the `crc` crate's catalogue.
+const ARC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_ARC);
+/// CRC-16/X-25 (= IBM-SDLC: reflected 0x1021, initial and final xor 0xFFFF).
+const X25: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_SDLC);
+
 /// CRC-16/ARC: reflected polynomial 0xA001, initial value 0, no final xor.
 pub fn crc16_arc(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for b in bytes {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
+    ARC.checksum(bytes)
 }
 
 /// CRC-16/X25: reflected polynomial 0x8408, initial 0xFFFF, final xor 0xFFFF.
 pub fn crc16_x25(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for b in bytes {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x8408
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    X25.checksum(bytes)
 }
 
 /// One value group `(value*unit)`.
