@@ -10,6 +10,7 @@
 //! different final chains after a heal, releases of trades not final on every home, and the time
 //! to rejoin after each heal.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,9 @@ pub(super) struct Target {
 }
 
 struct Watch {
+    /// Which fault was healed (`partition_2_3`, `partition_1_4`, `disconnect`, `sigstop`,
+    /// `sigkill`).
+    kind: &'static str,
     homes: Vec<usize>,
     since: Instant,
     /// The majority's final height when the fault was healed.
@@ -97,6 +101,8 @@ pub(super) struct FaultRun {
     perturbations: u32,
     partition_cycles: u32,
     rejoin_ms: Vec<u64>,
+    /// The longest rejoin after each kind of fault, ms.
+    rejoin_max_by_kind: BTreeMap<&'static str, u64>,
     not_rejoined: u32,
     split_after_heal: u32,
     minority_finalized: u32,
@@ -180,6 +186,7 @@ impl FaultRun {
             perturbations: 0,
             partition_cycles: 0,
             rejoin_ms: Vec::new(),
+            rejoin_max_by_kind: BTreeMap::new(),
             not_rejoined: 0,
             split_after_heal: 0,
             minority_finalized: 0,
@@ -251,12 +258,26 @@ impl FaultRun {
             }
             Action::Heal(homes) => {
                 let previous = self.step.checked_sub(1).and_then(|s| self.plan.get(s));
-                match previous.map(|p| &p.0) {
-                    Some(Action::Partition { .. }) => self.close_partition(),
-                    Some(Action::Stop(i)) => ops.push(ProcessOp::Continue(*i)),
-                    Some(Action::Kill(i)) => ops.push(ProcessOp::Restart(*i)),
-                    _ => {}
-                }
+                let kind = match previous.map(|p| &p.0) {
+                    Some(Action::Partition { minority }) => {
+                        let kind = if minority.len() == 1 {
+                            "partition_1_4"
+                        } else {
+                            "partition_2_3"
+                        };
+                        self.close_partition();
+                        kind
+                    }
+                    Some(Action::Stop(i)) => {
+                        ops.push(ProcessOp::Continue(*i));
+                        "sigstop"
+                    }
+                    Some(Action::Kill(i)) => {
+                        ops.push(ProcessOp::Restart(*i));
+                        "sigkill"
+                    }
+                    _ => "disconnect",
+                };
                 for t in targets {
                     t.relay.set(Upstream::To(self.broker_a));
                 }
@@ -266,6 +287,7 @@ impl FaultRun {
                     .max()
                     .unwrap_or(0);
                 self.watch = Some(Watch {
+                    kind,
                     rejoined: vec![None; homes.len()],
                     homes,
                     since: now,
@@ -353,7 +375,12 @@ impl FaultRun {
         if let Some(w) = self.watch.take() {
             for r in &w.rejoined {
                 match r {
-                    Some(d) => self.rejoin_ms.push(d.as_millis() as u64),
+                    Some(d) => {
+                        let ms = d.as_millis() as u64;
+                        self.rejoin_ms.push(ms);
+                        let max = self.rejoin_max_by_kind.entry(w.kind).or_insert(0);
+                        *max = (*max).max(ms);
+                    }
                     None => self.not_rejoined += 1,
                 }
             }
@@ -436,6 +463,11 @@ impl FaultRun {
             "not_rejoined_within_settle": self.not_rejoined,
             "rejoin_p99_slots": slots(p99),
             "rejoin_max_slots": slots(r.last().copied().unwrap_or(0)),
+            "rejoin_max_slots_by_fault": self
+                .rejoin_max_by_kind
+                .iter()
+                .map(|(k, ms)| (k.to_string(), json!(slots(*ms))))
+                .collect::<serde_json::Map<_, _>>(),
             "final_height": end.final_height,
         })
     }
