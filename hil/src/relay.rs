@@ -47,9 +47,13 @@ impl Relay {
         self.addr
     }
 
-    /// Points the relay elsewhere: every open connection is dropped.
+    /// Points the relay elsewhere: every open connection is dropped. Pointing it where it
+    /// already points changes nothing (no connection is dropped).
     pub fn set(&self, upstream: Upstream) {
         if let Ok(mut c) = self.current.lock() {
+            if *c == upstream {
+                return;
+            }
             *c = upstream;
         }
         self.upstream.send_replace(upstream);
@@ -128,6 +132,11 @@ mod tests {
         let mut buf = [0u8; 2];
         c.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"hi");
+        // Pointing it where it points keeps the connection.
+        relay.set(Upstream::To(server));
+        c.write_all(b"yo").await.unwrap();
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"yo");
         relay.set(Upstream::Cut);
         let mut rest = Vec::new();
         let n = tokio::time::timeout(std::time::Duration::from_secs(2), c.read_to_end(&mut rest))

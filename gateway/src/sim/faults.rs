@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use gridlet_hil::relay::{Relay, Upstream};
 use serde_json::json;
 
-use super::procs::{api_get, api_post};
+use super::procs::{api_get_within, api_post};
 
 /// What the suite does.
 #[derive(Debug, Clone)]
@@ -112,6 +112,8 @@ pub(super) struct FaultRun {
     offers_made: u64,
     purchases: Vec<PendingPurchase>,
     purchases_submitted: u64,
+    /// The home stopped with SIGSTOP now (its API cannot answer: not asked).
+    stopped: Option<usize>,
 }
 
 struct PendingPurchase {
@@ -195,6 +197,7 @@ impl FaultRun {
             offers_made: 0,
             purchases: Vec::new(),
             purchases_submitted: 0,
+            stopped: None,
         }
     }
 
@@ -250,6 +253,7 @@ impl FaultRun {
             }
             Action::Stop(i) => {
                 self.perturbations += 1;
+                self.stopped = Some(i);
                 ops.push(ProcessOp::Stop(i));
             }
             Action::Kill(i) => {
@@ -270,6 +274,7 @@ impl FaultRun {
                     }
                     Some(Action::Stop(i)) => {
                         ops.push(ProcessOp::Continue(*i));
+                        self.stopped = None;
                         "sigstop"
                     }
                     Some(Action::Kill(i)) => {
@@ -290,7 +295,8 @@ impl FaultRun {
                     kind,
                     rejoined: vec![None; homes.len()],
                     homes,
-                    since: now,
+                    // Now, not when this tick began: a poll may have taken a while.
+                    since: Instant::now(),
                     target,
                 });
             }
@@ -315,7 +321,7 @@ impl FaultRun {
                 "expiry_height": self.last_final[seller].0 + 40,
             });
             let port = targets[seller].api_port;
-            if port != 0 {
+            if port != 0 && self.stopped != Some(seller) {
                 if let Some((202, v)) = api_post(port, "/api/offers", &body).await {
                     if let Some(contract) = v["tx"].as_str() {
                         self.purchases.push(PendingPurchase {
@@ -338,6 +344,7 @@ impl FaultRun {
             let port = targets[p.buyer].api_port;
             let body = json!({"contract": p.contract, "payment": p.payment});
             let done = port != 0
+                && self.stopped != Some(p.buyer)
                 && matches!(
                     api_post(port, "/api/purchases", &body).await,
                     Some((202, _))
@@ -401,8 +408,25 @@ impl FaultRun {
     }
 
     async fn poll(&mut self, targets: &[Target]) {
+        // All homes at once: a stopped home's API times out without holding up the others (or
+        // the suite's own clock).
+        let mut asks = tokio::task::JoinSet::new();
         for (i, t) in targets.iter().enumerate() {
-            if let Some(v) = api_get(t.api_port, "/api/chain/final").await {
+            if self.stopped == Some(i) {
+                continue;
+            }
+            let port = t.api_port;
+            asks.spawn(async move {
+                let within = Duration::from_millis(400);
+                (i, api_get_within(port, "/api/chain/final", within).await)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(Ok(a)) = asks.join_next().await {
+            answers.push(a);
+        }
+        for (i, answer) in answers {
+            if let Some(v) = answer {
                 let height = v["height"].as_u64().unwrap_or(0);
                 let recent: Vec<(u64, String)> = v["recent"]
                     .as_array()

@@ -137,6 +137,15 @@ pub(super) async fn api_post(
 /// `GET path` on a gateway's API (hyper's HTTP/1.1 client); the JSON body of a 2xx answer,
 /// none on any failure or after 2 s.
 pub(super) async fn api_get(port: u16, path: &str) -> Option<serde_json::Value> {
+    api_get_within(port, path, Duration::from_secs(2)).await
+}
+
+/// [`api_get`] giving up after `within`.
+pub(super) async fn api_get_within(
+    port: u16,
+    path: &str,
+    within: Duration,
+) -> Option<serde_json::Value> {
     use http_body_util::BodyExt;
     let fut = async {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -158,8 +167,5 @@ pub(super) async fn api_get(port: u16, path: &str) -> Option<serde_json::Value> 
         let body = response.into_body().collect().await.ok()?.to_bytes();
         serde_json::from_slice(&body).ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), fut)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(within, fut).await.ok().flatten()
 }
