@@ -2,7 +2,6 @@
 //! quorum's certificate, a cut-off minority finalizes nothing, a split without a quorum on
 //! either side finalizes nothing, and after every heal all homes share one final chain.
 
-use gridlet_core::node::Input;
 use gridlet_hil::lockstep::LockstepNet;
 use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;
@@ -187,7 +186,6 @@ fn a_restarted_home_resumes_from_its_stored_certificate() {
         VoteGuard::open(dir.path()).unwrap(),
     );
     assert_eq!(node.checkpoint().0, cert.checkpoint + 1);
-    let _ = Input::Reconnected;
 }
 
 #[test]
@@ -223,8 +221,11 @@ fn twenty_double_votes_become_twenty_evidence_records_and_nothing_conflicts() {
             let msg = ConsensusMessage::Vote(vote(1 + i / 2, (i % 2) as u32, tag));
             let hex = gridlet_ledger::codec::to_hex(&msg.encode());
             for to in 0..4 {
-                net.input(to, Input::Bus(BusMessage::Consensus { hex: hex.clone() }))
-                    .unwrap();
+                net.input(
+                    to,
+                    gridlet_core::node::Input::Bus(BusMessage::Consensus { hex: hex.clone() }),
+                )
+                .unwrap();
             }
         }
         run(&mut net, 200);

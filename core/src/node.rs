@@ -1013,12 +1013,11 @@ impl<S: BlockStore> Node<S> {
         let block = produced.block;
         // Persist the slot before the signed block leaves this node.
         self.guard.authorize(slot, block.hash())?;
-        let ins = self.chain.commit(block.clone(), Checks::FULL)?;
+        self.chain.commit(block.clone(), Checks::FULL)?;
         self.remember(block.hash());
         out.push(Effect::Publish(BusMessage::Block {
             hex: gridlet_ledger::codec::to_hex(&block.encode()),
         }));
-        let _ = ins;
         self.after_commit(&block, true, out)?;
         Ok(())
     }

@@ -78,33 +78,24 @@ struct Home {
 }
 
 /// Runs the scenario and returns the summary (also written to `report.json`).
-/// The certificate a quorum of every home would sign for `block` at checkpoint `checkpoint`.
+/// The certificate every home would sign for `block` at checkpoint `checkpoint`.
 fn certify(
     homes: &[Home],
     chain_id: &gridlet_ledger::Hash32,
     checkpoint: u64,
     block: &gridlet_ledger::Block,
 ) -> gridlet_ledger::finality::Certificate {
-    use gridlet_ledger::finality::{BlockRef, Certificate};
-    let mut cert = Certificate {
-        checkpoint,
-        round: 0,
-        block: BlockRef {
-            height: block.header.height,
-            hash: block.hash(),
-        },
-        signatures: Vec::new(),
+    let block = gridlet_ledger::finality::BlockRef {
+        height: block.header.height,
+        hash: block.hash(),
     };
-    let mut signatures: Vec<_> = homes
-        .iter()
-        .map(|h| {
-            let digest = cert.precommit(h.member).digest(chain_id);
-            (h.member, gridlet_ledger::Signature::sign(&digest, &h.key))
-        })
-        .collect();
-    signatures.sort_by_key(|a| a.0);
-    cert.signatures = signatures;
-    cert
+    gridlet_ledger::finality::Certificate::signed_by(
+        chain_id,
+        checkpoint,
+        0,
+        block,
+        homes.iter().map(|h| &h.key),
+    )
 }
 
 pub fn run(o: &SimOptions) -> Result<serde_json::Value> {

@@ -381,6 +381,34 @@ pub enum CertificateError {
 }
 
 impl Certificate {
+    /// The certificate `signers` make by precommitting `block` in `round` of `checkpoint`
+    /// (simulations and tests; a node's certificates come from the vote protocol).
+    pub fn signed_by<'a>(
+        chain_id: &Hash32,
+        checkpoint: u64,
+        round: u32,
+        block: BlockRef,
+        signers: impl IntoIterator<Item = &'a secp256k1::SecretKey>,
+    ) -> Certificate {
+        let mut cert = Certificate {
+            checkpoint,
+            round,
+            block,
+            signatures: Vec::new(),
+        };
+        let mut signatures: Vec<(MemberKey, Signature)> = signers
+            .into_iter()
+            .map(|k| {
+                let member = MemberKey::from_secret(k);
+                let digest = cert.precommit(member).digest(chain_id);
+                (member, Signature::sign(&digest, k))
+            })
+            .collect();
+        signatures.sort_by_key(|s| s.0);
+        cert.signatures = signatures;
+        cert
+    }
+
     /// The precommit each signer signed.
     pub fn precommit(&self, voter: MemberKey) -> Vote {
         Vote {

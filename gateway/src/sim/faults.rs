@@ -508,10 +508,7 @@ pub(super) struct EndCheck {
 
 /// Compares the stopped homes' stores (every final block, height by height) and checks each
 /// battery release against the final chain of every home.
-pub(super) fn end_check(
-    setups: &[super::home_config::HomeSetup],
-    _slot_ms: u64,
-) -> anyhow::Result<EndCheck> {
+pub(super) fn end_check(setups: &[super::home_config::HomeSetup]) -> anyhow::Result<EndCheck> {
     use gridlet_ledger::store::{BlockStore, SledStore};
     let mut finals = Vec::new();
     let mut hashes: Vec<Vec<gridlet_ledger::Hash32>> = Vec::new();

@@ -476,7 +476,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     drop(ptys);
     let fault_summary = match &suite {
         Some(suite) => {
-            let end = faults::end_check(&setups, genesis.slot_ms)?;
+            let end = faults::end_check(&setups)?;
             let line = suite.summary(&end);
             std::fs::write(o.report.join("faults.json"), line.to_string())?;
             println!("{line}");

@@ -95,12 +95,12 @@ pub(super) fn wall_ms() -> u64 {
 /// The bearer token of the simulated homes' APIs (trading through the API is on in the sim).
 pub(super) const SIM_API_TOKEN: &str = "gridlet-sim-api-token";
 
-/// `POST path` with a JSON body and the sim's bearer token; the status and JSON answer, none on
-/// a connection failure or after 2 s.
-pub(super) async fn api_post(
+/// One HTTP/1.1 request to a gateway's API (hyper's client): the status and the body parsed
+/// as JSON (null if it is not JSON); none on a connection failure or after `within`.
+async fn request(
     port: u16,
-    path: &str,
-    body: &serde_json::Value,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    within: Duration,
 ) -> Option<(u16, serde_json::Value)> {
     use http_body_util::BodyExt;
     let fut = async {
@@ -112,30 +112,37 @@ pub(super) async fn api_post(
                 .await
                 .ok()?;
         tokio::spawn(connection);
-        let request = hyper::Request::post(path)
-            .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {SIM_API_TOKEN}"),
-            )
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
-            .ok()?;
         let response = sender.send_request(request).await.ok()?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.ok()?.to_bytes();
         Some((status, serde_json::from_slice(&body).unwrap_or_default()))
     };
-    tokio::time::timeout(Duration::from_secs(2), fut)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(within, fut).await.ok().flatten()
 }
 
-/// `GET path` on a gateway's API (hyper's HTTP/1.1 client); the JSON body of a 2xx answer,
-/// none on any failure or after 2 s.
+/// `POST path` with a JSON body and the sim's bearer token; the status and JSON answer, none on
+/// a connection failure or after 2 s.
+pub(super) async fn api_post(
+    port: u16,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<(u16, serde_json::Value)> {
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {SIM_API_TOKEN}"),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .ok()?;
+    request(port, req, Duration::from_secs(2)).await
+}
+
+/// `GET path` on a gateway's API; the JSON body of a 2xx answer, none on any failure or after
+/// 2 s.
 pub(super) async fn api_get(port: u16, path: &str) -> Option<serde_json::Value> {
     api_get_within(port, path, Duration::from_secs(2)).await
 }
@@ -146,26 +153,12 @@ pub(super) async fn api_get_within(
     path: &str,
     within: Duration,
 ) -> Option<serde_json::Value> {
-    use http_body_util::BodyExt;
-    let fut = async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .ok()?;
-        let response = sender.send_request(request).await.ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice(&body).ok()
-    };
-    tokio::time::timeout(within, fut).await.ok().flatten()
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .ok()?;
+    match request(port, req, within).await? {
+        (200..=299, v) if !v.is_null() => Some(v),
+        _ => None,
+    }
 }

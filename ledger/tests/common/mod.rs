@@ -43,35 +43,23 @@ impl Community {
     }
 
     /// A certificate for `block` signed by the first `signers` members, in key order.
-    #[allow(dead_code)]
     pub fn certify(
         &self,
         checkpoint: u64,
         block: &Block,
         signers: usize,
     ) -> gridlet_ledger::finality::Certificate {
-        use gridlet_ledger::finality::{BlockRef, Certificate};
-        let mut cert = Certificate {
-            checkpoint,
-            round: 0,
-            block: BlockRef {
-                height: block.header.height,
-                hash: block.hash(),
-            },
-            signatures: Vec::new(),
+        let block = gridlet_ledger::finality::BlockRef {
+            height: block.header.height,
+            hash: block.hash(),
         };
-        let chain_id = self.genesis.hash();
-        let mut sigs: Vec<_> = self.keys[..signers]
-            .iter()
-            .map(|k| {
-                let m = MemberKey::from_secret(k);
-                let digest = cert.precommit(m).digest(&chain_id);
-                (m, gridlet_ledger::Signature::sign(&digest, k))
-            })
-            .collect();
-        sigs.sort_by_key(|a| a.0);
-        cert.signatures = sigs;
-        cert
+        gridlet_ledger::finality::Certificate::signed_by(
+            &self.genesis.hash(),
+            checkpoint,
+            0,
+            block,
+            &self.keys[..signers],
+        )
     }
 
     pub fn member(&self, i: usize) -> MemberKey {
