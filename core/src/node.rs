@@ -197,12 +197,14 @@ impl<S: BlockStore> ChainView for View<'_, S> {
     }
 }
 
-/// The voters of `checkpoint`: every member, proposing in the paper's PoS order on the final
-/// block (its state, its hash as the draw seed, the checkpoint as the draw's slot).
-fn voters_for<S: BlockStore>(chain: &PersistentChain<S>, checkpoint: u64) -> Voters {
+/// The voters of `checkpoint`: every member of the final block's state, proposing in the
+/// paper's PoS order on that block (its state, its hash as the draw seed, the checkpoint as
+/// the draw's slot); with their keys, which the votes of the checkpoint are checked against.
+fn voters_for<S: BlockStore>(chain: &PersistentChain<S>, checkpoint: u64) -> (Voters, MemberKeys) {
     let c = chain.chain();
     let rules = c.rules();
-    let members: Vec<MemberKey> = rules.members.keys().copied().collect();
+    let keys = c.finalized_state().members().clone();
+    let members: Vec<MemberKey> = keys.keys().copied().collect();
     let ranking = rank_producers(
         rules.selection.rule,
         &c.finalized_state().candidates(rules),
@@ -210,8 +212,10 @@ fn voters_for<S: BlockStore>(chain: &PersistentChain<S>, checkpoint: u64) -> Vot
         checkpoint,
         members.len(),
     );
-    Voters::new(&members, &ranking)
+    (Voters::new(&members, &ranking), keys)
 }
+
+type MemberKeys = std::sync::Arc<std::collections::BTreeMap<MemberKey, secp256k1::PublicKey>>;
 
 const SEEN_LIMIT: usize = 100_000;
 /// Blocks kept waiting for a parent, at most.
@@ -261,13 +265,14 @@ impl<S: BlockStore> Node<S> {
             .last_certificate()
             .map_or(1, |c| c.checkpoint.saturating_add(1));
         let rules = chain.chain().rules();
+        let (voters, keys) = voters_for(&chain, checkpoint);
         let finality = Finality::new(
             rules.chain_id,
-            rules.members.clone(),
+            keys,
             rules.finality.clone(),
             me,
             checkpoint,
-            voters_for(&chain, checkpoint),
+            voters,
             chain.chain().genesis().slot_ms,
         );
         let signer = GuardedSigner {
@@ -379,10 +384,11 @@ impl<S: BlockStore> Node<S> {
                 if !self.finality_started {
                     self.finality_started = true;
                     let k = self.finality.checkpoint();
-                    let voters = voters_for(&self.chain, k);
+                    let (voters, keys) = voters_for(&self.chain, k);
                     let outs = self.finality.start(
                         k,
                         voters,
+                        keys,
                         self.now_ms,
                         &View(&self.chain),
                         &mut self.signer,
@@ -577,7 +583,8 @@ impl<S: BlockStore> Node<S> {
         let current = self.finality.checkpoint();
         for v in votes {
             let rules = self.chain.chain().rules();
-            let Some(key) = rules.members.get(&v.vote.voter) else {
+            let voters = self.chain.chain().finalized_state().members();
+            let Some(key) = voters.get(&v.vote.voter) else {
                 continue;
             };
             if !v.verifies(&rules.chain_id, key) {
@@ -597,7 +604,9 @@ impl<S: BlockStore> Node<S> {
                 }
                 Some(first) if first.conflicts_with(&v) => {
                     let first = *first;
-                    let submitter = rules.members.keys().find(|k| **k != v.vote.voter).copied();
+                    let submitter = (self.chain.chain().head_state().members().keys())
+                        .find(|k| **k != v.vote.voter)
+                        .copied();
                     let known = self.chain.chain().head_state().offences().contains(&slot);
                     if submitter == Some(self.me) && !known && self.reported.insert(slot) {
                         self.sign_and_submit(
@@ -624,8 +633,11 @@ impl<S: BlockStore> Node<S> {
             out.push(Effect::Duplicate);
             return false;
         }
-        let rules = self.chain.chain().rules();
-        if let Err(e) = rules.verify_signature(&tx) {
+        let chain = self.chain.chain();
+        if let Err(e) = chain
+            .rules()
+            .verify_signature(chain.head_state().members(), &tx)
+        {
             self.txs.refused(tx.id(), e.to_string());
             out.push(Effect::Rejected {
                 what: "tx",
@@ -684,6 +696,23 @@ impl<S: BlockStore> Node<S> {
         self.chain.chain().genesis().slot_at(self.now_ms)
     }
 
+    /// A header's producer is checked against the head's members, then the final block's (a
+    /// head on a branch without a member's admission or departure must not drop its blocks).
+    fn check_header(&self, block: &Block, current_slot: u64) -> Result<(), BlockError> {
+        let c = self.chain.chain();
+        check_header(c.rules(), c.head_state().members(), block, current_slot).or_else(
+            |e| match e {
+                BlockError::UnknownProducer { .. } => check_header(
+                    c.rules(),
+                    c.finalized_state().members(),
+                    block,
+                    current_slot,
+                ),
+                e => Err(e),
+            },
+        )
+    }
+
     fn receive_block(&mut self, block: Block, out: &mut Vec<Effect>) -> Result<(), StoreError> {
         let hash = block.hash();
         if self.chain.chain().contains(&hash)
@@ -694,7 +723,7 @@ impl<S: BlockStore> Node<S> {
         }
         // A block no member could have made is never waited for, synced towards or kept.
         let slot = self.current_slot();
-        if let Err(e) = check_header(self.chain.chain().rules(), &block, slot.saturating_add(1)) {
+        if let Err(e) = self.check_header(&block, slot.saturating_add(1)) {
             out.push(Effect::Rejected {
                 what: "block",
                 class: reason_class(&e),
@@ -845,8 +874,9 @@ impl<S: BlockStore> Node<S> {
         let decoded = hex_decode(hex).map(|b| Certificate::decode(&b));
         match decoded {
             Some(Ok(cert)) => {
-                let rules = self.chain.chain().rules();
-                match cert.verify(&rules.chain_id, &rules.members, &rules.finality) {
+                let c = self.chain.chain();
+                let voters = c.finalized_state().members();
+                match cert.verify(&c.rules().chain_id, voters, &c.rules().finality) {
                     Ok(()) => self.apply_certificate(cert, out),
                     Err(e) => {
                         out.push(Effect::Rejected {
@@ -950,11 +980,12 @@ impl<S: BlockStore> Node<S> {
         let next = checkpoint.saturating_add(1);
         // Only forward: restarting the checkpoint in progress would throw its votes away.
         if next > self.finality.checkpoint() {
-            let voters = voters_for(&self.chain, next);
+            let (voters, keys) = voters_for(&self.chain, next);
             self.finality_started = true;
             let outs = self.finality.start(
                 next,
                 voters,
+                keys,
                 self.now_ms,
                 &View(&self.chain),
                 &mut self.signer,

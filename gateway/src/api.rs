@@ -29,11 +29,13 @@ pub struct ApiState {
     pub token: Option<String>,
     /// This home.
     pub member: MemberKey,
+    /// The community's quorum rule (for the approvals a member proposal needs).
+    pub quorum: gridlet_ledger::genesis::FinalityParams,
     /// The day-ahead actor's status, if scheduling is on.
     pub day_ahead: Option<Arc<Mutex<gridlet_actors::day_ahead::DayAheadStatus>>>,
 }
 
-fn authorized(req: &HttpRequest, state: &ApiState) -> Result<(), Box<HttpResponse>> {
+pub(crate) fn authorized(req: &HttpRequest, state: &ApiState) -> Result<(), Box<HttpResponse>> {
     let Some(token) = &state.token else {
         return Err(Box::new(HttpResponse::Forbidden().json(
             json!({"error": "trading through the API is off: no token configured"}),
@@ -318,7 +320,9 @@ async fn post_offer(
 
 /// The answer to a transaction this gateway signed: 202 with its id once it is in the mempool
 /// and on the bus, 400 with the rule it breaks, 503 if the node is not there.
-fn submitted(sent: Result<Result<Hash32, SubmitError>, actix::MailboxError>) -> HttpResponse {
+pub(crate) fn submitted(
+    sent: Result<Result<Hash32, SubmitError>, actix::MailboxError>,
+) -> HttpResponse {
     match sent {
         Ok(Ok(id)) => HttpResponse::Accepted().json(json!({"submitted": true, "tx": id.to_hex()})),
         Ok(Err(SubmitError::Refused(reason))) => {

@@ -165,7 +165,14 @@ fn measure(n: usize, min: Duration) -> Result<serde_json::Value> {
         for cp in &cps {
             let view = View(cp.block);
             let t = Instant::now();
-            let mut outs = engine.start(cp.block.height, voters.clone(), 0, &view, &mut signer);
+            let mut outs = engine.start(
+                cp.block.height,
+                voters.clone(),
+                c.members.clone(),
+                0,
+                &view,
+                &mut signer,
+            );
             for m in &cp.messages {
                 outs.extend(engine.receive(m.clone(), 0, &view, &mut signer));
             }

@@ -144,15 +144,16 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
             .insert(block, Checks::FULL)
             .with_context(|| format!("block {height} does not verify"))?;
     }
-    // Every stored certificate must prove its block, in checkpoint order; the newest one
-    // finalizes the chain below it.
+    // Every stored certificate must prove its block, in checkpoint order, by the members of the
+    // previous final block's state (protocol.md §9); each one finalizes the chain below it.
     let mut certificates = 0u64;
     let mut last: Option<gridlet_ledger::finality::Certificate> = None;
     for (height, bytes) in store.certificates(1, tip)? {
         let cert = gridlet_ledger::finality::Certificate::decode(&bytes)
             .with_context(|| format!("the certificate of block {height} is corrupt"))?;
+        let voters = chain.finalized_state().members();
         let rules = chain.rules();
-        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+        cert.verify(&rules.chain_id, voters, &rules.finality)
             .with_context(|| format!("the certificate of block {height} does not verify"))?;
         if cert.block.height != height || chain.block(&cert.block.hash).is_none() {
             bail!("the certificate stored for block {height} names another block");
@@ -163,13 +164,11 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
         {
             bail!("certificate checkpoints do not increase at block {height}");
         }
-        certificates += 1;
-        last = Some(cert);
-    }
-    if let Some(cert) = &last {
         chain
             .finalize(&cert.block.hash)
             .with_context(|| format!("block {} cannot be finalized", cert.block.height))?;
+        certificates += 1;
+        last = Some(cert);
     }
     Ok(Verified {
         chain,

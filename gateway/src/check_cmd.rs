@@ -119,11 +119,16 @@ fn membership(
             genesis.members.len()
         ));
     };
-    let m = genesis
-        .members
-        .iter()
-        .find(|m| m.key == me)
-        .with_context(|| format!("key {} is not a member of {}", me.short(), genesis.chain_id))?;
+    let Some(m) = genesis.members.iter().find(|m| m.key == me) else {
+        // Members who joined later are in the chain's state, not in the genesis.
+        return Ok(format!(
+            "community {}: key {} is not a genesis member; it takes part once the members \
+             admit it (`gridlet member propose --add NAME,{},ATTESTOR` on a member's gateway)",
+            genesis.chain_id,
+            me.short(),
+            me
+        ));
+    };
     if let Some(a) = attestor {
         anyhow::ensure!(
             m.attestor == a,

@@ -110,6 +110,16 @@ pub enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// The community's members: list them, propose adding or removing one, approve a
+    /// proposal — signed by this home's running gateway (through its API). A change takes
+    /// effect once a quorum of the members approved it on chain.
+    Member {
+        /// Config file of this home's gateway (for the API address and token).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
     /// Inspect or drive a stored chain.
     Chain {
         #[command(subcommand)]
@@ -334,6 +344,27 @@ pub enum SunspecCommand {
         /// Word order of multi-register values.
         #[arg(long, value_enum, default_value = "big-endian")]
         word_order: device_cmd::WordOrderArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Print the members and the open proposals (with the approvals each still needs).
+    List,
+    /// Propose a change of the member set (exactly one of --add and --remove).
+    Propose {
+        /// `NAME,KEY,ATTESTOR`: the new home's name, member key and battery key (hex, or key
+        /// files / their `.pub`).
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        add: Option<String>,
+        /// The member key (hex or key file) of a home that leaves.
+        #[arg(long)]
+        remove: Option<String>,
+    },
+    /// Approve an open proposal (its id, as `member list` prints it).
+    Approve {
+        /// The proposal id.
+        id: String,
     },
 }
 

@@ -5,6 +5,7 @@
 //! here; the libraries return typed errors.
 
 mod api;
+mod api_members;
 mod bench;
 mod bench_consensus;
 mod chain_cmd;
@@ -14,7 +15,9 @@ mod cli;
 mod config;
 mod device_cmd;
 mod discovery;
+mod http_client;
 mod keys;
+mod member_cmd;
 mod notify;
 mod run;
 mod schedule_cmd;
@@ -93,6 +96,19 @@ fn run(cli: Cli) -> Result<()> {
                 chain_cmd::install_genesis(dir, &genesis)?;
             }
             eprintln!("genesis hash {}", genesis.hash());
+        }
+        Command::Member { config, command } => {
+            use member_cmd::MemberAction;
+            let action = match command {
+                MemberCommand::List => MemberAction::List,
+                MemberCommand::Propose { add: Some(a), .. } => MemberAction::Add(a),
+                MemberCommand::Propose {
+                    remove: Some(r), ..
+                } => MemberAction::Remove(r),
+                MemberCommand::Propose { .. } => anyhow::bail!("give --add or --remove"),
+                MemberCommand::Approve { id } => MemberAction::Approve(id),
+            };
+            member_cmd::run(&config, action)?;
         }
         Command::Chain { command } => match command {
             ChainCommand::Verify { data } => {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gridlet_actors::battery::BatteryStorage;
 use gridlet_actors::bus::{self, BusConfig};
 use gridlet_actors::devices::{fresh, GridMeter, MeterStatus, PvInverter, PvStatus};
@@ -42,13 +42,6 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         None => None,
     };
     let me = MemberKey::from_secret(&sk);
-    if !genesis.members.iter().any(|m| m.key == me) {
-        bail!(
-            "key {} is not a member of community {}",
-            me,
-            genesis.chain_id
-        );
-    }
     let name = cfg
         .name
         .clone()
@@ -65,6 +58,15 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify; peers will resend them");
     }
     tracing::info!(height = chain.chain().head_height(), %name, "chain opened");
+    if !chain.chain().head_state().membership().contains(&me) {
+        // A joining home syncs and follows the chain; it produces and votes once a member
+        // proposal admitting it is final (`gridlet member propose --add` on a member's gateway).
+        tracing::warn!(
+            key = %me,
+            community = %genesis.chain_id,
+            "this key is not a member (yet): following the chain as an observer"
+        );
+    }
     let final_at_start = chain.chain().finalized();
     let guard = SignerGuard::open(&cfg.data_dir)?;
     let votes = VoteGuard::open(&cfg.data_dir)?;
@@ -329,12 +331,14 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 metrics: Some(metrics.clone()),
                 token: cfg.api_token.clone(),
                 member: me,
+                quorum: genesis.finality.clone(),
                 day_ahead: cfg.schedule.as_ref().map(|_| day_ahead_status.clone()),
             });
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(state.clone())
                     .configure(crate::api::routes)
+                    .configure(crate::api_members::routes)
             })
             .workers(1)
             .disable_signals()

@@ -167,6 +167,7 @@ impl Block {
 /// its height (docs/protocol.md §9.1); a block that passes may still be invalid.
 pub fn check_header(
     rules: &crate::state::Rules,
+    members: &std::collections::BTreeMap<MemberKey, secp256k1::PublicKey>,
     block: &Block,
     current_slot: u64,
 ) -> Result<(), crate::error::BlockError> {
@@ -190,7 +191,7 @@ pub fn check_header(
             slot: h.slot,
         });
     }
-    match producer_signed(rules, block) {
+    match producer_signed(members, block) {
         None => Err(BlockError::UnknownProducer {
             producer: h.producer,
         }),
@@ -200,7 +201,10 @@ pub fn check_header(
 }
 
 /// Whether the header's producer signed the block: `None` if the producer is no member.
-pub(crate) fn producer_signed(rules: &crate::state::Rules, block: &Block) -> Option<bool> {
-    let key = rules.members.get(&block.header.producer)?;
+pub(crate) fn producer_signed(
+    members: &std::collections::BTreeMap<MemberKey, secp256k1::PublicKey>,
+    block: &Block,
+) -> Option<bool> {
+    let key = members.get(&block.header.producer)?;
     Some(block.signature.verify(&block.header.hash(), key))
 }

@@ -125,7 +125,7 @@ pub fn validate_block(
         });
     }
     if checks.signatures {
-        match crate::block::producer_signed(rules, block) {
+        match crate::block::producer_signed(parent_state.members(), block) {
             None => {
                 return Err(BlockError::ProducerNotElected {
                     producer: h.producer,
@@ -144,7 +144,10 @@ pub fn validate_block(
         });
     }
     if checks.signatures {
-        crate::sigcheck::verify_all(&block.transactions, threads, |t| rules.verify_signature(t))?;
+        let members = parent_state.members();
+        crate::sigcheck::verify_all(&block.transactions, threads, |t| {
+            rules.verify_signature(members, t)
+        })?;
     }
     let mut state = parent_state.clone();
     for (index, t) in block.transactions.iter().enumerate() {
@@ -604,7 +607,7 @@ impl Chain {
             }
             match self
                 .rules
-                .verify_signature(t)
+                .verify_signature(state.members(), t)
                 .and_then(|()| next.apply_tx(&self.rules, t))
             {
                 Ok(()) => included.push(t.clone()),

@@ -82,6 +82,18 @@ pub enum DecodeError {
     /// A signature with `s` in the upper half: the malleable twin of a canonical one.
     #[error("signature has a high S value (non-canonical)")]
     HighS,
+    /// Text that is not UTF-8.
+    #[error("{what} is not UTF-8")]
+    NotUtf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// A member change kind other than 1 (add) and 2 (remove).
+    #[error("unknown member change kind {kind}")]
+    UnknownMemberChange {
+        /// The byte.
+        kind: u8,
+    },
 }
 
 /// Why a transaction is invalid against the chain or the current state.
@@ -216,6 +228,18 @@ pub enum TxError {
         expected: MicroCredits,
         /// The payment offered.
         found: MicroCredits,
+    },
+    /// A member proposal or approval that cannot apply.
+    #[error("member change refused: {reason}")]
+    MemberChangeInvalid {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An approval of a proposal that is not open.
+    #[error("no open member proposal {proposal}")]
+    UnknownProposal {
+        /// The proposal id.
+        proposal: Hash32,
     },
     /// Evidence that proves no double vote.
     #[error("invalid evidence: {reason}")]

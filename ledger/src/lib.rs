@@ -12,6 +12,7 @@
 //! - [`merkle`]: RFC 6962 Merkle tree with leaf/node domain separation and inclusion proofs.
 //! - [`genesis`]: the community file every transaction and block is bound to.
 //! - [`market`]: auction clearing and energy contracts.
+//! - [`membership`]: the member set in the state, and proposals that change it.
 //! - [`state`]: balances, nonces and producer statistics; transaction rules.
 //! - [`selection`]: Proof-of-Stake producer selection (`paper` and `proportional` rules).
 //! - [`block`]: block headers and blocks.
@@ -41,6 +42,7 @@ pub mod error;
 pub mod finality;
 pub mod genesis;
 pub mod market;
+pub mod membership;
 pub mod merkle;
 pub mod selection;
 mod sigcheck;

@@ -17,12 +17,13 @@ use crate::crypto::{Hash32, MemberKey};
 use crate::error::{GenesisError, TxError};
 use crate::genesis::{Genesis, SelectionParams};
 use crate::market::{MarketEvent, MarketState};
+use crate::membership::Membership;
 use crate::selection::Candidate;
 use crate::tx::{SignedTransaction, TxPayload};
 
 const STATE_TAG: &[u8] = b"gridlet/state/v1";
 
-/// The rules fixed by genesis, with member keys parsed once.
+/// The rules fixed by genesis. Who is a member is state ([`LedgerState::membership`]).
 #[derive(Debug, Clone)]
 pub struct Rules {
     /// The genesis hash.
@@ -35,10 +36,6 @@ pub struct Rules {
     pub finality: crate::genesis::FinalityParams,
     /// Producer selection parameters.
     pub selection: SelectionParams,
-    /// Members and their parsed keys.
-    pub members: Arc<BTreeMap<MemberKey, PublicKey>>,
-    /// Each member's battery attestor key, parsed.
-    pub attestors: Arc<BTreeMap<MemberKey, PublicKey>>,
     /// Main-grid tariff, micro-credits per kWh.
     pub grid_tariff: Price,
     /// Lowest bid price, micro-credits per kWh.
@@ -53,14 +50,15 @@ impl Rules {
     /// The rules of a genesis.
     pub fn from_genesis(genesis: &Genesis) -> Result<Rules, GenesisError> {
         genesis.validate()?;
+        // Refuse keys that are not points here, where a genesis is first read.
+        genesis.member_public_keys()?;
+        genesis.attestor_public_keys()?;
         Ok(Rules {
             chain_id: genesis.hash(),
             tx_fee: genesis.tx_fee,
             max_block_txs: genesis.max_block_txs,
             finality: genesis.finality.clone(),
             selection: genesis.selection.clone(),
-            members: Arc::new(genesis.member_public_keys()?),
-            attestors: Arc::new(genesis.attestor_public_keys()?),
             grid_tariff: genesis.grid_tariff,
             floor_price: genesis.floor_price,
             market: genesis.market.clone(),
@@ -68,8 +66,13 @@ impl Rules {
         })
     }
 
-    /// Checks the chain id, the sender's membership and the signature.
-    pub fn verify_signature(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+    /// Checks the chain id, the sender's membership in `members` (the set of the state the
+    /// transaction is checked against) and the signature.
+    pub fn verify_signature(
+        &self,
+        members: &BTreeMap<MemberKey, PublicKey>,
+        stx: &SignedTransaction,
+    ) -> Result<(), TxError> {
         let tx = stx.tx();
         if tx.chain_id != self.chain_id {
             return Err(TxError::WrongChain {
@@ -77,8 +80,7 @@ impl Rules {
                 found: tx.chain_id,
             });
         }
-        let key = self
-            .members
+        let key = members
             .get(&tx.sender)
             .ok_or(TxError::UnknownSender { sender: tx.sender })?;
         if stx.verify_signature(key) {
@@ -125,6 +127,8 @@ pub struct LedgerState {
     offences: BTreeSet<(MemberKey, u64, u32, u8)>,
     /// Members out of the producer ranking until this height (exclusive), for a double vote.
     excluded: BTreeMap<MemberKey, u64>,
+    /// Who is a member, and the open proposals to change that.
+    membership: Membership,
     /// Energy traded by each member in the block being applied (for E); not part of the state.
     #[serde(skip)]
     pub(crate) pending_traded: Vec<(MemberKey, u64)>,
@@ -158,9 +162,25 @@ impl LedgerState {
             market: MarketState::default(),
             offences: BTreeSet::new(),
             excluded: BTreeMap::new(),
+            membership: Membership::genesis(genesis),
             pending_traded: Vec::new(),
             pending_events: Vec::new(),
         }
+    }
+
+    /// Who is a member, with parsed keys, and the open member proposals.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The members' parsed keys (the set transactions, blocks and votes are checked against).
+    pub fn members(&self) -> &Arc<BTreeMap<MemberKey, PublicKey>> {
+        self.membership.keys()
+    }
+
+    /// Each member's parsed attestor key.
+    pub fn attestors(&self) -> &Arc<BTreeMap<MemberKey, PublicKey>> {
+        self.membership.attestors()
     }
 
     /// The market state (attestations, contracts, trades, rounds, escrow).
@@ -202,10 +222,12 @@ impl LedgerState {
                 found: tx.chain_id,
             });
         }
+        // A member who left keeps its account but sends nothing more.
         let sender = self
             .accounts
             .get(&tx.sender)
             .copied()
+            .filter(|_| self.membership.contains(&tx.sender))
             .ok_or(TxError::UnknownSender { sender: tx.sender })?;
         if tx.fee != rules.tx_fee {
             return Err(TxError::WrongFee {
@@ -234,14 +256,18 @@ impl LedgerState {
                 self.apply_transfer(tx.sender, sender.balance, *to, *amount, tx.fee)?
             }
             TxPayload::Evidence(e) => {
-                if sender.balance < tx.fee {
-                    return Err(TxError::BalanceInsufficient {
-                        account: tx.sender,
-                        needed: tx.fee,
-                        available: sender.balance,
-                    });
-                }
+                Self::can_pay_fee(tx.sender, sender.balance, tx.fee)?;
                 self.apply_evidence(rules, &e.first, &e.second)?;
+            }
+            TxPayload::MemberPropose(change) => {
+                Self::can_pay_fee(tx.sender, sender.balance, tx.fee)?;
+                let height = self.height.saturating_add(1);
+                self.membership
+                    .propose(stx.id(), tx.sender, change, height)?;
+            }
+            TxPayload::MemberApprove { proposal } => {
+                Self::can_pay_fee(tx.sender, sender.balance, tx.fee)?;
+                self.membership.approve(proposal, tx.sender)?;
             }
             _ => {
                 let available =
@@ -270,6 +296,21 @@ impl LedgerState {
         account.balance = balance;
         account.nonce = next_nonce;
         self.community_balance = community;
+        Ok(())
+    }
+
+    fn can_pay_fee(
+        account: MemberKey,
+        balance: MicroCredits,
+        fee: MicroCredits,
+    ) -> Result<(), TxError> {
+        if balance < fee {
+            return Err(TxError::BalanceInsufficient {
+                account,
+                needed: fee,
+                available: balance,
+            });
+        }
         Ok(())
     }
 
@@ -337,6 +378,13 @@ impl LedgerState {
             *t = t.saturating_add(wh);
         }
         let traded_wh: Vec<(MemberKey, u64)> = traded.into_iter().collect();
+        for change in self.membership.end_block(&rules.finality, height) {
+            // A new member has an account from its first block on; a leaving one keeps its own.
+            if let crate::membership::MemberChange::Add { key, .. } = &change.change {
+                self.accounts.entry(*key).or_default();
+            }
+            events.push(MarketEvent::MembershipChanged(change));
+        }
         self.height = height;
         self.slot = slot;
         self.excluded
@@ -381,8 +429,7 @@ impl LedgerState {
             }
         }
         let s = &rules.selection;
-        rules
-            .members
+        self.members()
             .keys()
             .filter(|key| self.excluded.get(key).is_none_or(|until| *until <= next))
             .map(|key| {
@@ -416,8 +463,8 @@ impl LedgerState {
             return Err(invalid("the votes do not conflict"));
         }
         let offender = first.vote.voter;
-        let key = rules
-            .members
+        let key = self
+            .members()
             .get(&offender)
             .ok_or(invalid("the voter is not a member"))?;
         if !first.verifies(&rules.chain_id, key) || !second.verifies(&rules.chain_id, key) {
@@ -482,6 +529,7 @@ impl LedgerState {
         for (k, until) in &self.excluded {
             w.fixed(&k.0).u64(*until);
         }
+        self.membership.encode_into(&mut w);
         w.finish()
     }
 

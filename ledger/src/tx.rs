@@ -42,6 +42,10 @@ pub const KIND_SCHEDULE_COMMIT: u8 = 9;
 pub const KIND_METER_READINGS: u8 = 10;
 /// Kind byte of [`TxPayload::Evidence`].
 pub const KIND_EVIDENCE: u8 = 11;
+/// Kind byte of [`TxPayload::MemberPropose`].
+pub const KIND_MEMBER_PROPOSE: u8 = 12;
+/// Kind byte of [`TxPayload::MemberApprove`].
+pub const KIND_MEMBER_APPROVE: u8 = 13;
 
 /// A home's proposal in one iteration of the day-ahead ADMM, signed with its member key over
 /// [`crate::market::dispatch::proposal_digest`].
@@ -325,6 +329,14 @@ pub enum TxPayload {
     /// Two conflicting signed votes of one member (a double vote): on chain, the offender
     /// leaves the producer ranking for `window_blocks`. Any member may send it.
     Evidence(Box<crate::finality::DoubleVote>),
+    /// Propose adding or removing a member; the proposal id is this transaction's id and the
+    /// sender's approval is counted.
+    MemberPropose(crate::membership::MemberChange),
+    /// Approve an open member proposal.
+    MemberApprove {
+        /// The proposal (its transaction id).
+        proposal: Hash32,
+    },
 }
 
 impl TxPayload {
@@ -342,6 +354,8 @@ impl TxPayload {
             TxPayload::ScheduleCommit(_) => KIND_SCHEDULE_COMMIT,
             TxPayload::MeterReadings { .. } => KIND_METER_READINGS,
             TxPayload::Evidence(_) => KIND_EVIDENCE,
+            TxPayload::MemberPropose(_) => KIND_MEMBER_PROPOSE,
+            TxPayload::MemberApprove { .. } => KIND_MEMBER_APPROVE,
         }
     }
 
@@ -402,6 +416,10 @@ impl TxPayload {
                 e.first.write(w);
                 e.second.write(w);
             }
+            TxPayload::MemberPropose(change) => change.encode_into(w),
+            TxPayload::MemberApprove { proposal } => {
+                w.fixed(&proposal.0);
+            }
         }
     }
 
@@ -453,6 +471,12 @@ impl TxPayload {
                 first: crate::finality::SignedVote::read(r)?,
                 second: crate::finality::SignedVote::read(r)?,
             }))),
+            KIND_MEMBER_PROPOSE => Ok(TxPayload::MemberPropose(
+                crate::membership::MemberChange::decode_from(r)?,
+            )),
+            KIND_MEMBER_APPROVE => Ok(TxPayload::MemberApprove {
+                proposal: Hash32(r.array()?),
+            }),
             kind => Err(DecodeError::UnknownKind { kind }),
         }
     }

@@ -99,7 +99,8 @@ fn replayed_nonce_wrong_fee_and_overspend_are_rejected_with_reasons() {
     wrong_fee.fee = c.genesis.tx_fee;
     let other_chain = wrong_fee.sign(&c.keys[1]);
     assert!(matches!(
-        ch.rules().verify_signature(&other_chain),
+        ch.rules()
+            .verify_signature(ch.head_state().members(), &other_chain),
         Err(TxError::WrongChain { .. })
     ));
 }
@@ -112,7 +113,8 @@ fn a_forged_signature_is_rejected() {
     // Member 2 signs a transaction that claims member 0 as sender.
     let forged = honest.tx().clone().sign(&c.keys[2]);
     assert_eq!(
-        ch.rules().verify_signature(&forged),
+        ch.rules()
+            .verify_signature(ch.head_state().members(), &forged),
         Err(TxError::BadSignature {
             sender: c.member(0)
         })

@@ -17,8 +17,9 @@ fn certificates_round_trip_and_need_a_quorum_of_ordered_member_signatures() {
     let mut ch = Chain::new(c.genesis.clone()).unwrap();
     let blocks = c.extend(&mut ch, 2);
     let rules = ch.rules().clone();
+    let members = ch.finalized_state().members().clone();
     let check = |cert: &gridlet_ledger::finality::Certificate| {
-        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+        cert.verify(&rules.chain_id, &members, &rules.finality)
     };
     let cert = c.certify(1, &blocks[1], 3);
     let bytes = cert.encode();

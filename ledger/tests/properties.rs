@@ -42,7 +42,8 @@ proptest! {
         let i = index % bytes.len();
         bytes[i] ^= flip;
         if let Ok(decoded) = SignedTransaction::decode(&bytes) {
-            prop_assert!(rules.verify_signature(&decoded).is_err());
+            let members = gridlet_ledger::LedgerState::genesis(&c.genesis).members().clone();
+            prop_assert!(rules.verify_signature(&members, &decoded).is_err());
         }
     }
 

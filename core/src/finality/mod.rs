@@ -165,16 +165,18 @@ impl Finality {
         self.state.round().as_u32()
     }
 
-    /// Starts deciding `checkpoint` among `voters` (after the previous one was decided, or
+    /// Starts deciding `checkpoint` among `voters`, whose keys are `members` (after the previous one was decided, or
     /// on start-up, or after a certificate from a peer skipped ahead).
     pub fn start(
         &mut self,
         checkpoint: u64,
         voters: Voters,
+        members: std::sync::Arc<BTreeMap<MemberKey, secp256k1::PublicKey>>,
         now_ms: u64,
         view: &dyn ChainView,
         signer: &mut dyn Signer,
     ) -> Vec<Out> {
+        self.shell.members = members;
         self.shell.awaiting_value = None;
         self.shell.unjudged.clear();
         let input = Input::StartHeight(

@@ -95,31 +95,6 @@ pub(super) fn wall_ms() -> u64 {
 /// The bearer token of the simulated homes' APIs (trading through the API is on in the sim).
 pub(super) const SIM_API_TOKEN: &str = "gridlet-sim-api-token";
 
-/// One HTTP/1.1 request to a gateway's API (hyper's client): the status and the body parsed
-/// as JSON (null if it is not JSON); none on a connection failure or after `within`.
-async fn request(
-    port: u16,
-    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
-    within: Duration,
-) -> Option<(u16, serde_json::Value)> {
-    use http_body_util::BodyExt;
-    let fut = async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(connection);
-        let response = sender.send_request(request).await.ok()?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        Some((status, serde_json::from_slice(&body).unwrap_or_default()))
-    };
-    tokio::time::timeout(within, fut).await.ok().flatten()
-}
-
 /// `POST path` with a JSON body and the sim's bearer token; the status and JSON answer, none on
 /// a connection failure or after 2 s.
 pub(super) async fn api_post(
@@ -127,18 +102,15 @@ pub(super) async fn api_post(
     path: &str,
     body: &serde_json::Value,
 ) -> Option<(u16, serde_json::Value)> {
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(
-            hyper::header::AUTHORIZATION,
-            format!("Bearer {SIM_API_TOKEN}"),
-        )
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .ok()?;
-    request(port, req, Duration::from_secs(2)).await
+    crate::http_client::send(
+        local(port),
+        hyper::Method::POST,
+        path,
+        Some(SIM_API_TOKEN),
+        Some(body),
+        Duration::from_secs(2),
+    )
+    .await
 }
 
 /// `GET path` on a gateway's API; the JSON body of a 2xx answer, none on any failure or after
@@ -153,12 +125,14 @@ pub(super) async fn api_get_within(
     path: &str,
     within: Duration,
 ) -> Option<serde_json::Value> {
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .ok()?;
-    match request(port, req, within).await? {
+    let answer =
+        crate::http_client::send(local(port), hyper::Method::GET, path, None, None, within).await;
+    match answer? {
         (200..=299, v) if !v.is_null() => Some(v),
         _ => None,
     }
+}
+
+fn local(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -130,6 +130,8 @@ def main():
     sel = genesis["selection"]
     members = sorted(bytes.fromhex(m["key"]) for m in genesis["members"])
     accounts = {bytes.fromhex(m["key"]): [m["balance"], 0] for m in genesis["members"]}
+    roster = {bytes.fromhex(m["key"]): (m["name"].encode(), bytes.fromhex(m["attestor"]))
+              for m in genesis["members"]}
     community = 0
     last_produced = {}
     recent = []  # (height, producer, [(key, wh)])
@@ -237,6 +239,12 @@ def main():
         enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0)
         # No double votes recorded, nobody excluded from the ranking.
         enc += u32(0) + u32(0)
+        # Membership (§7.1): genesis's members, since height 0; no open proposals.
+        enc += u32(len(roster))
+        for k in sorted(roster):
+            name, attestor = roster[k]
+            enc += k + var(name) + attestor + u64(0)
+        enc += u32(0)
         state_hash = H(b"gridlet/state/v1", enc)
         if state_hash != f_state:
             fail(f"block {f_height}: state hash")

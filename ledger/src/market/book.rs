@@ -194,6 +194,8 @@ pub enum MarketEvent {
         /// What each home paid (negative: received), µcredits.
         bills: Vec<(MemberKey, i64)>,
     },
+    /// A member joined or left, from the next block on.
+    MembershipChanged(crate::membership::MembershipChanged),
 }
 
 /// The market state.

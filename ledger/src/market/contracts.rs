@@ -63,8 +63,8 @@ impl LedgerState {
         if a.energy_wh.is_zero() {
             return Err(TxError::ZeroEnergy);
         }
-        let key: &PublicKey = rules
-            .attestors
+        let key: &PublicKey = self
+            .attestors()
             .get(home)
             .ok_or(TxError::BadAttestation { home: *home })?;
         let digest = attestation_digest(&rules.chain_id, home, a.interval, a.energy_wh);
@@ -221,8 +221,12 @@ impl LedgerState {
         let me = tx.sender;
         let height = self.height.saturating_add(1);
         match &tx.payload {
-            // Credit transfers and evidence are not market rules: `LedgerState` has them.
-            TxPayload::Transfer { .. } | TxPayload::Evidence(_) => Ok(()),
+            // Credit transfers, evidence and membership are not market rules: `LedgerState`
+            // has them.
+            TxPayload::Transfer { .. }
+            | TxPayload::Evidence(_)
+            | TxPayload::MemberPropose(_)
+            | TxPayload::MemberApprove { .. } => Ok(()),
             TxPayload::ScheduleCommit(commit) => {
                 let event = self.apply_schedule_commit(rules, commit)?;
                 self.pending_events.push(event);
@@ -370,8 +374,8 @@ impl LedgerState {
                         sold: t.energy_wh,
                     });
                 }
-                let key = rules
-                    .attestors
+                let key = self
+                    .attestors()
                     .get(&me)
                     .ok_or(TxError::BadReceipt { trade: *trade })?;
                 if !receipt.verify(&receipt_digest(&rules.chain_id, trade, *delivered_wh), key) {

@@ -77,19 +77,19 @@ impl LedgerState {
         let bad = |round: usize, reason: String| TxError::BadProposal { day, round, reason };
         let mut rounds: Vec<Vec<(MemberKey, ProposalMw)>> = Vec::with_capacity(commit.rounds.len());
         for (i, round) in commit.rounds.iter().enumerate() {
-            if round.len() != rules.members.len() {
+            if round.len() != self.members().len() {
                 return Err(bad(
                     i,
                     format!(
                         "{} proposals for {} members",
                         round.len(),
-                        rules.members.len()
+                        self.members().len()
                     ),
                 ));
             }
             let index = u32::try_from(i).map_err(|_| bad(i, "too many iterations".into()))?;
             let mut keyed = Vec::with_capacity(round.len());
-            for ((home, key), proposal) in rules.members.iter().zip(round) {
+            for ((home, key), proposal) in self.members().iter().zip(round) {
                 if proposal.values_mw.len() != intervals {
                     return Err(bad(
                         i,
@@ -174,14 +174,18 @@ impl LedgerState {
         if record.metered_wh.contains_key(&home) {
             return Err(TxError::ReadingsExist { day, home });
         }
-        let meter_key = rules
-            .attestors
+        // The day is billed among the homes it scheduled (the members of its commit).
+        if !record.schedule_wh.contains_key(&home) {
+            return Err(TxError::UnknownSender { sender: home });
+        }
+        let meter_key = self
+            .attestors()
             .get(&home)
             .ok_or(TxError::UnknownSender { sender: home })?;
         let intervals = usize::try_from(p.intervals).unwrap_or(0);
         let metered = verify_readings(&rules.chain_id, day, &home, meter_key, readings, intervals)?;
-        let complete = rules
-            .members
+        let complete = record
+            .schedule_wh
             .keys()
             .all(|k| *k == home || record.metered_wh.contains_key(k));
         if !complete {
@@ -199,9 +203,9 @@ impl LedgerState {
         };
         let overflow = || TxError::Overflow { account: home };
         let mut bills = BTreeMap::new();
-        let mut new_balances = Vec::with_capacity(rules.members.len());
+        let mut new_balances = Vec::with_capacity(record.schedule_wh.len());
         let mut community = i128::from(self.community_balance);
-        for member in rules.members.keys() {
+        for member in record.schedule_wh.keys() {
             let metered_wh = if *member == home {
                 &metered
             } else {

@@ -388,8 +388,10 @@ impl<S: BlockStore> PersistentChain<S> {
         if cert.block.height <= self.chain.finalized().1 {
             return Ok(Finalized::default());
         }
+        // The voters are the members of the previous final block's state (protocol.md §9).
         let rules = self.chain.rules();
-        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+        let voters = self.chain.finalized_state().members();
+        cert.verify(&rules.chain_id, voters, &rules.finality)
             .map_err(BlockError::BadCertificate)?;
         match self.chain.block(&cert.block.hash) {
             Some(b) if b.header.height == cert.block.height => {}
@@ -454,7 +456,8 @@ fn refinalize(
     }
     if checks.signatures {
         let rules = chain.rules();
-        cert.verify(&rules.chain_id, &rules.members, &rules.finality)
+        let voters = chain.finalized_state().members();
+        cert.verify(&rules.chain_id, voters, &rules.finality)
             .map_err(BlockError::BadCertificate)?;
     }
     chain.finalize(hash)?;

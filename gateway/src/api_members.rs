@@ -1,0 +1,140 @@
+//! The membership API: who is a member, the open proposals, and signing a proposal or an
+//! approval as this home (`gridlet member …` uses it). A change takes effect once a quorum of
+//! the current members approved it on chain (docs/protocol.md §7.1).
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse, Responder};
+use gridlet_actors::ledger_actor::{GetState, SignAndSubmit};
+use gridlet_ledger::membership::MemberChange;
+use gridlet_ledger::{Hash32, MemberKey, TxPayload};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{authorized, submitted, ApiState};
+
+/// `GET /api/members`: the members of the head's state, and the open proposals with the
+/// approvals each still needs.
+#[get("/api/members")]
+async fn members(state: web::Data<ApiState>) -> impl Responder {
+    let Ok(Some(s)) = state.ledger.send(GetState).await else {
+        return HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"}));
+    };
+    let m = s.membership();
+    let quorum = state.quorum.quorum(m.len());
+    let members: Vec<_> = m
+        .members()
+        .iter()
+        .map(|(key, info)| {
+            json!({
+                "key": key.to_hex(),
+                "name": info.name,
+                "attestor": info.attestor.to_hex(),
+                "since": info.since,
+                "me": *key == state.member,
+            })
+        })
+        .collect();
+    let proposals: Vec<_> = m
+        .proposals()
+        .iter()
+        .map(|(id, p)| {
+            let approvals = p.approvals.iter().filter(|k| m.contains(k)).count();
+            json!({
+                "id": id.to_hex(),
+                "change": p.change,
+                "proposer": p.proposer.to_hex(),
+                "proposed_at": p.proposed_at,
+                "approvals": p.approvals.iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+                "approved_by_me": p.approvals.contains(&state.member),
+                "needed": quorum.saturating_sub(approvals),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "height": s.height,
+        "quorum": quorum,
+        "member": m.contains(&state.member),
+        "members": members,
+        "proposals": proposals,
+    }))
+}
+
+/// A new member's name and keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    name: String,
+    key: MemberKey,
+    attestor: MemberKey,
+}
+
+/// `POST /api/members/proposals`: exactly one of `add` and `remove`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposalBody {
+    add: Option<NewMember>,
+    remove: Option<MemberKey>,
+}
+
+#[post("/api/members/proposals")]
+async fn propose(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<ProposalBody>,
+) -> impl Responder {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let change = match body.into_inner() {
+        ProposalBody {
+            add: Some(n),
+            remove: None,
+        } => MemberChange::Add {
+            name: n.name,
+            key: n.key,
+            attestor: n.attestor,
+        },
+        ProposalBody {
+            add: None,
+            remove: Some(key),
+        } => MemberChange::Remove { key },
+        _ => {
+            return HttpResponse::BadRequest().json(
+                json!({"submitted": false, "error": "give exactly one of `add` and `remove`"}),
+            )
+        }
+    };
+    let sent = state
+        .ledger
+        .send(SignAndSubmit(TxPayload::MemberPropose(change)))
+        .await;
+    submitted(sent)
+}
+
+/// `POST /api/members/approvals`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalBody {
+    proposal: Hash32,
+}
+
+#[post("/api/members/approvals")]
+async fn approve(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<ApprovalBody>,
+) -> impl Responder {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let proposal = body.into_inner().proposal;
+    let sent = state
+        .ledger
+        .send(SignAndSubmit(TxPayload::MemberApprove { proposal }))
+        .await;
+    submitted(sent)
+}
+
+/// Registers the membership routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(members).service(propose).service(approve);
+}
