@@ -16,7 +16,8 @@ use gridlet_ledger::Hash32;
 use crate::clock::Clock;
 use crate::devices::{fresh, MeterFeed};
 use crate::journal::ReleaseJournal;
-use gridlet_core::release::{delivered_since, Action, PlanFollower, ReleaseOrder, Releaser};
+use gridlet_core::net_power::{NetPowerMessage, NetPowers};
+use gridlet_core::release::{Action, Metered, PlanFollower, ReleaseOrder, Releaser, Sample};
 
 /// A delivery measured by the battery, to be reported on chain with a signed receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -29,9 +30,14 @@ pub struct Delivered {
 }
 
 /// Release a final trade's energy.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Release(pub ReleaseOrder);
+
+/// A home's signed live net power from the bus (the buyers of a release send theirs).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BuyerPower(pub NetPowerMessage);
 
 /// What the battery actor last saw (for the API and metrics).
 #[derive(Debug, Clone, Default)]
@@ -81,8 +87,11 @@ pub struct BatterySettings {
     pub clock: Clock,
     /// Poll period.
     pub poll: Duration,
-    /// Grid meter data older than this puts the battery in its safe state (0 W).
+    /// Grid meter data older than this puts the battery in its safe state (0 W); a buyer's
+    /// net power older than this counts as unknown (nothing is exported for it).
     pub safe_after: Duration,
+    /// The community's chain id.
+    pub chain_id: Hash32,
 }
 
 struct Io {
@@ -105,6 +114,12 @@ pub struct BatteryStorage {
     safe_after: Duration,
     /// The day-ahead plan's set-point policy.
     plan: PlanFollower,
+    /// The community's chain id (buyers sign their net power for it).
+    chain_id: Hash32,
+    /// The latest verified net power of each home that sent one.
+    net_powers: NetPowers,
+    /// Net power messages refused (bad signature, replayed).
+    refused_net_powers: u64,
 }
 
 /// Follow the day-ahead plan: hold this battery power (W, positive = discharge) until told
@@ -146,6 +161,9 @@ impl BatteryStorage {
             feed: Arc::new(tokio::sync::watch::channel(BatteryReadings::default()).0),
             safe_after: settings.safe_after,
             plan: PlanFollower::default(),
+            chain_id: settings.chain_id,
+            net_powers: NetPowers::default(),
+            refused_net_powers: 0,
         }
     }
 
@@ -173,6 +191,22 @@ impl BatteryStorage {
             None => true,
             Some(m) => fresh(m.borrow().power_w, self.safe_after).is_some(),
         }
+    }
+
+    /// The grid meter's side of a reading at a metered home (`None` without a meter, or with
+    /// no valid battery power: then the release cannot follow the buyers and stays unmetered).
+    fn metered(&self, battery_w: Option<f64>) -> Option<Metered> {
+        let meter = self.meter.as_ref()?;
+        let grid_w = fresh(meter.borrow().power_w, self.safe_after).unwrap_or(0.0);
+        let buyers = self.releaser.active_buyers();
+        let max_age = u64::try_from(self.safe_after.as_millis()).unwrap_or(u64::MAX);
+        Some(Metered {
+            grid_w: grid_w.round() as i64,
+            battery_w: battery_w.unwrap_or(0.0).round() as i64,
+            buyer_import_w: self
+                .net_powers
+                .import_of(buyers, self.clock.wall_ms(), max_age),
+        })
     }
 
     fn poll_once(&mut self, ctx: &mut Context<Self>) {
@@ -241,9 +275,11 @@ impl BatteryStorage {
             if let Reading::CommError { reason } = &avail {
                 tracing::warn!(%reason, "battery not readable");
             }
-            let mut actions = act
-                .releaser
-                .on_reading(valid.map(|v| v.max(0.0) as u64), act.clock.now_ms());
+            let sample = Sample {
+                available_wh: valid.map(|v| v.max(0.0) as u64),
+                metered: act.metered(bat.power_w.valid().copied()),
+            };
+            let mut actions = act.releaser.on_sample(sample, act.clock.now_ms());
             if !act.releaser.busy() {
                 actions.extend(act.plan_actions(meter_fresh));
             }
@@ -280,11 +316,13 @@ impl BatteryStorage {
                             trade,
                             energy_wh,
                             meter_start_wh,
+                            metered,
                         } => {
                             let j = journal.clone();
                             let ok = tokio::task::spawn_blocking(move || {
                                 j.lock().map_err(|e| e.to_string()).and_then(|mut j| {
-                                    j.begin(trade, energy_wh, meter_start_wh).map_err(|e| e.to_string())
+                                    j.begin(trade, energy_wh, meter_start_wh, metered)
+                                        .map_err(|e| e.to_string())
                                 })
                             })
                             .await;
@@ -293,7 +331,23 @@ impl BatteryStorage {
                                 tracing::error!(?ok, %trade, "release journal refused; not releasing");
                                 return;
                             }
-                            tracing::info!(%trade, energy_wh, "releasing traded energy");
+                            tracing::info!(%trade, energy_wh, metered, "releasing traded energy");
+                        }
+                        Action::JournalProgress { trade, delivered_wh } => {
+                            let j = journal.clone();
+                            let ok = tokio::task::spawn_blocking(move || {
+                                j.lock().map_err(|e| e.to_string()).and_then(|mut j| {
+                                    j.progress(trade, delivered_wh).map_err(|e| e.to_string())
+                                })
+                            })
+                            .await;
+                            if !matches!(ok, Ok(Ok(()))) {
+                                tracing::error!(?ok, %trade, "release journal refused progress; stopping");
+                                let mut io = io.lock().await;
+                                let Io { link, device } = &mut *io;
+                                let _ = device.set_battery_power(link, 0).await;
+                                return;
+                            }
                         }
                         Action::SetPower { power_w } => {
                             let mut io = io.lock().await;
@@ -342,9 +396,9 @@ impl Actor for BatteryStorage {
         let in_flight = self
             .journal
             .lock()
-            .map(|j| j.in_flight())
+            .map(|j| !j.in_flight(0).is_empty())
             .unwrap_or_default();
-        if !in_flight.is_empty() {
+        if in_flight {
             let io = self.io.clone();
             let journal = self.journal.clone();
             let deliveries = self.deliveries.clone();
@@ -354,8 +408,11 @@ impl Actor for BatteryStorage {
                     let Io { link, device } = &mut *io;
                     let _ = device.set_battery_power(link, 0).await;
                     let avail = device.read_available_wh(link).await.valid().copied().unwrap_or(f64::MAX);
-                    for (trade, energy_wh, start) in in_flight {
-                        let delivered = delivered_since(start, avail.max(0.0) as u64, energy_wh);
+                    let in_flight = journal
+                        .lock()
+                        .map(|j| j.in_flight(avail.max(0.0) as u64))
+                        .unwrap_or_default();
+                    for (trade, delivered) in in_flight {
                         if let Ok(mut j) = journal.lock() {
                             let _ = j.end(trade, delivered);
                         }
@@ -385,5 +442,18 @@ impl Handler<Release> for BatteryStorage {
             return;
         }
         self.releaser.order(msg.0);
+    }
+}
+
+impl Handler<BuyerPower> for BatteryStorage {
+    type Result = ();
+
+    fn handle(&mut self, msg: BuyerPower, _: &mut Context<Self>) {
+        let now = self.clock.wall_ms();
+        if !msg.0.verifies(&self.chain_id) || !self.net_powers.record(&msg.0, now) {
+            self.refused_net_powers += 1;
+            metrics::counter!(crate::metrics::NET_POWER_REFUSED).increment(1);
+            tracing::debug!(home = %msg.0.home, "net power message refused (signature or replay)");
+        }
     }
 }

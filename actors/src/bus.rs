@@ -53,6 +53,7 @@ impl BusConfig {
             BusMessage::SyncResponse { node, .. } => format!("{base}/sync/response/{node}"),
             BusMessage::Proposal(_) => format!("{base}/dispatch"),
             BusMessage::Consensus { .. } => format!("{base}/consensus"),
+            BusMessage::NetPower(_) => format!("{base}/power"),
         }
     }
 
@@ -66,6 +67,7 @@ impl BusConfig {
             format!("{base}/sync/response/{}", self.node),
             format!("{base}/dispatch"),
             format!("{base}/consensus"),
+            format!("{base}/power"),
         ]
     }
 }

@@ -27,6 +27,16 @@ pub enum Record {
         energy_wh: u64,
         /// Battery's discharged-energy counter when the command went out, Wh.
         meter_start_wh: u64,
+        /// Delivery is measured at the grid meters; `progress` records follow.
+        #[serde(default)]
+        metered: bool,
+    },
+    /// A metered release has delivered `delivered_wh` so far.
+    Progress {
+        /// Trade id.
+        trade: Hash32,
+        /// Energy delivered so far, Wh.
+        delivered_wh: u64,
     },
     /// The release finished; `delivered_wh` was metered.
     End {
@@ -46,6 +56,10 @@ pub enum ReleaseState {
         energy_wh: u64,
         /// Meter reading at the start.
         meter_start_wh: u64,
+        /// Measured at the grid meters.
+        metered: bool,
+        /// The last measured delivery journaled, Wh.
+        progress_wh: u64,
     },
     /// Finished.
     Done {
@@ -162,6 +176,7 @@ impl ReleaseJournal {
         trade: Hash32,
         energy_wh: u64,
         meter_start_wh: u64,
+        metered: bool,
     ) -> Result<(), JournalError> {
         if self.trades.contains_key(&trade) {
             return Err(JournalError::AlreadyReleased { trade });
@@ -170,6 +185,15 @@ impl ReleaseJournal {
             trade,
             energy_wh,
             meter_start_wh,
+            metered,
+        })
+    }
+
+    /// Durably records a metered release's delivery so far.
+    pub fn progress(&mut self, trade: Hash32, delivered_wh: u64) -> Result<(), JournalError> {
+        self.append(&Record::Progress {
+            trade,
+            delivered_wh,
         })
     }
 
@@ -186,15 +210,30 @@ impl ReleaseJournal {
         self.trades.get(trade).copied()
     }
 
-    /// Trades begun and not finished (after a restart: never command these again).
-    pub fn in_flight(&self) -> Vec<(Hash32, u64, u64)> {
+    /// Trades begun and not finished (after a restart: never command these again), with what
+    /// each delivered given the battery's available energy now: the last journaled measurement
+    /// of a metered release, the battery's drop for an unmetered one.
+    pub fn in_flight(&self, available_wh: u64) -> Vec<(Hash32, u64)> {
         self.trades
             .iter()
             .filter_map(|(t, s)| match s {
                 ReleaseState::InFlight {
                     energy_wh,
                     meter_start_wh,
-                } => Some((*t, *energy_wh, *meter_start_wh)),
+                    metered,
+                    progress_wh,
+                } => Some((
+                    *t,
+                    if *metered {
+                        (*progress_wh).min(*energy_wh)
+                    } else {
+                        gridlet_core::release::delivered_since(
+                            *meter_start_wh,
+                            available_wh,
+                            *energy_wh,
+                        )
+                    },
+                )),
                 ReleaseState::Done { .. } => None,
             })
             .collect()
@@ -222,11 +261,22 @@ fn apply(trades: &mut BTreeMap<Hash32, ReleaseState>, r: &Record) {
             trade,
             energy_wh,
             meter_start_wh,
+            metered,
         } => {
             trades.entry(*trade).or_insert(ReleaseState::InFlight {
                 energy_wh: *energy_wh,
                 meter_start_wh: *meter_start_wh,
+                metered: *metered,
+                progress_wh: 0,
             });
+        }
+        Record::Progress {
+            trade,
+            delivered_wh,
+        } => {
+            if let Some(ReleaseState::InFlight { progress_wh, .. }) = trades.get_mut(trade) {
+                *progress_wh = (*progress_wh).max(*delivered_wh);
+            }
         }
         Record::End {
             trade,
@@ -252,11 +302,11 @@ mod tests {
         let (a, b) = (Hash32::sha256(b"a"), Hash32::sha256(b"b"));
         {
             let mut j = ReleaseJournal::open(dir.path()).unwrap();
-            j.begin(a, 500, 10).unwrap();
+            j.begin(a, 500, 10, false).unwrap();
             j.end(a, 498).unwrap();
-            j.begin(b, 700, 510).unwrap();
+            j.begin(b, 700, 510, false).unwrap();
             assert!(matches!(
-                j.begin(a, 500, 0),
+                j.begin(a, 500, 0, false),
                 Err(JournalError::AlreadyReleased { .. })
             ));
         }
@@ -267,16 +317,20 @@ mod tests {
         drop(f);
         let mut j = ReleaseJournal::open(dir.path()).unwrap();
         assert_eq!(j.state(&a), Some(ReleaseState::Done { delivered_wh: 498 }));
-        assert_eq!(j.in_flight(), vec![(b, 700, 510)]);
+        assert_eq!(j.in_flight(400), vec![(b, 110)]);
         assert!(
-            j.begin(b, 700, 0).is_err(),
+            j.begin(b, 700, 0, false).is_err(),
             "an in-flight trade must never be commanded again"
         );
+        // A metered release reports its last journaled measurement, not the battery's drop.
         let c = Hash32::sha256(b"c");
-        j.begin(c, 1, 2).unwrap();
+        j.begin(c, 100, 2_000, true).unwrap();
+        j.progress(c, 20).unwrap();
+        j.progress(c, 30).unwrap();
         drop(j);
         let j = ReleaseJournal::open(dir.path()).unwrap();
         assert_eq!(j.len(), 3);
+        assert_eq!(j.in_flight(0), vec![(c, 30), (b, 510)], "by trade id");
     }
 
     #[test]

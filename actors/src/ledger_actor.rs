@@ -162,6 +162,7 @@ pub struct LedgerActor {
     subscribers: Vec<Recipient<ChainEvents>>,
     /// Where day-ahead proposals from the bus go.
     proposals: Option<Recipient<crate::day_ahead::ProposalReceived>>,
+    net_powers: Option<Recipient<crate::battery::BuyerPower>>,
     /// Acknowledgement sequencer (in arrival order).
     acks: Option<
         tokio::sync::mpsc::UnboundedSender<(
@@ -188,6 +189,7 @@ impl LedgerActor {
             status,
             subscribers: Vec::new(),
             proposals: None,
+            net_powers: None,
             acks: None,
         }
     }
@@ -360,11 +362,23 @@ impl Handler<FromBus> for LedgerActor {
     fn handle(&mut self, msg: FromBus, ctx: &mut Context<Self>) {
         match msg.0 {
             BusEvent::Message(d) => {
-                if let gridlet_core::node::BusMessage::Proposal(p) = &d.message {
-                    // Not the node's: hand it on, and acknowledge in order.
-                    if let Some(r) = &self.proposals {
-                        r.do_send(crate::day_ahead::ProposalReceived(p.clone()));
+                let side = match &d.message {
+                    gridlet_core::node::BusMessage::Proposal(p) => {
+                        if let Some(r) = &self.proposals {
+                            r.do_send(crate::day_ahead::ProposalReceived(p.clone()));
+                        }
+                        true
                     }
+                    gridlet_core::node::BusMessage::NetPower(m) => {
+                        if let Some(r) = &self.net_powers {
+                            r.do_send(crate::battery::BuyerPower(m.clone()));
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if side {
+                    // Not the node's: handed on; acknowledged in order.
                     let (done, processed) = tokio::sync::oneshot::channel();
                     if let Some(seq) = &self.acks {
                         let _ = seq.send((*d, processed));
@@ -470,6 +484,19 @@ impl Handler<RouteProposals> for LedgerActor {
 
     fn handle(&mut self, msg: RouteProposals, _: &mut Context<Self>) {
         self.proposals = Some(msg.0);
+    }
+}
+
+/// Send buyers' net power messages from the bus to this recipient (the battery).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RouteNetPower(pub Recipient<crate::battery::BuyerPower>);
+
+impl Handler<RouteNetPower> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteNetPower, _: &mut Context<Self>) {
+        self.net_powers = Some(msg.0);
     }
 }
 

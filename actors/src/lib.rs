@@ -27,3 +27,4 @@ pub mod journal;
 pub mod ledger_actor;
 pub mod market_actor;
 pub mod metrics;
+pub mod net_power;

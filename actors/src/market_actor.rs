@@ -145,6 +145,8 @@ pub struct MarketActor {
     /// Energy of release orders by trade (to spot short deliveries).
     ordered: std::collections::BTreeMap<Hash32, u64>,
     status: Arc<Mutex<MarketStatus>>,
+    /// While trades deliver to this home, its net power goes on the bus.
+    buying: Option<crate::net_power::BuyingUntil>,
 }
 
 impl MarketActor {
@@ -171,6 +173,7 @@ impl MarketActor {
             deciding: false,
             ordered: std::collections::BTreeMap::new(),
             status: Arc::default(),
+            buying: None,
         }
     }
 
@@ -408,6 +411,12 @@ impl MarketActor {
         })
     }
 
+    /// Publishes this home's net power while trades deliver to it (through `window`).
+    pub fn with_buying_window(mut self, window: crate::net_power::BuyingUntil) -> Self {
+        self.buying = Some(window);
+        self
+    }
+
     /// Sets the battery that releases this home's energy.
     pub fn with_battery(mut self, battery: Addr<BatteryStorage>) -> Self {
         self.battery = Some(battery);
@@ -466,21 +475,30 @@ impl Handler<ChainEvents> for MarketActor {
             if let MarketEvent::Release {
                 trade,
                 seller,
+                buyers,
                 energy_wh,
                 deadline_height,
             } = e
             {
+                let blocks_left = deadline_height.saturating_sub(msg.height);
+                let deadline_ms = self
+                    .clock
+                    .now_ms()
+                    .saturating_add(blocks_left.saturating_mul(self.slot_ms));
+                if buyers.contains(&self.me) {
+                    // The seller's battery follows this home's import until the deadline.
+                    if let Some(w) = &self.buying {
+                        w.extend(deadline_ms);
+                    }
+                }
                 if seller != self.me {
                     continue;
                 }
-                let blocks_left = deadline_height.saturating_sub(msg.height);
                 let order = ReleaseOrder {
                     trade,
                     energy_wh: energy_wh.get(),
-                    deadline_ms: self
-                        .clock
-                        .now_ms()
-                        .saturating_add(blocks_left.saturating_mul(self.slot_ms)),
+                    deadline_ms,
+                    buyers,
                 };
                 match &self.battery {
                     Some(b) => {

@@ -83,6 +83,11 @@ pub const MARKET_DELIVERIES: &str = "gridlet_market_deliveries_total";
 /// Deliveries of less than the traded energy.
 pub const MARKET_FAILED_DELIVERIES: &str = "gridlet_market_failed_deliveries_total";
 
+/// Net power messages of buyers sent by this home while a trade delivers to it.
+pub const NET_POWER_SENT: &str = "gridlet_net_power_sent_total";
+/// Net power messages refused by this home's battery (bad signature, replay).
+pub const NET_POWER_REFUSED: &str = "gridlet_net_power_refused_total";
+
 /// Bus messages by direction and kind.
 pub const BUS_MESSAGES: &str = "gridlet_bus_messages_total";
 /// Bus (re)connections.
@@ -114,6 +119,7 @@ pub fn bus_kind(m: &BusMessage) -> &'static str {
         BusMessage::SyncResponse { .. } => "sync_response",
         BusMessage::Proposal(_) => "proposal",
         BusMessage::Consensus { .. } => "consensus",
+        BusMessage::NetPower(_) => "net_power",
     }
 }
 
@@ -143,6 +149,8 @@ pub fn register_zeros() {
         MARKET_RELEASES,
         MARKET_DELIVERIES,
         MARKET_FAILED_DELIVERIES,
+        NET_POWER_SENT,
+        NET_POWER_REFUSED,
     ] {
         metrics::counter!(c).absolute(0);
     }

@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use gridlet_actors::battery::{BatterySettings, BatteryStatus, BatteryStorage, Delivered, Release};
+use gridlet_actors::battery::{
+    BatterySettings, BatteryStatus, BatteryStorage, BuyerPower, Delivered, Release,
+};
 use gridlet_actors::clock::Clock;
 use gridlet_actors::devices::{MeterFeed, MeterReadings};
 use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
+use gridlet_core::net_power::NetPowerMessage;
 use gridlet_core::release::ReleaseOrder;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
 use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
@@ -34,6 +37,10 @@ impl Handler<Delivered> for Collector {
 }
 
 const SPEEDUP: f64 = 100.0;
+
+fn chain_id() -> Hash32 {
+    Hash32::sha256(b"battery release test")
+}
 
 async fn battery_actor(
     sim: &ModbusSim,
@@ -76,6 +83,7 @@ async fn battery_with_meter(
             clock: Clock::scenario(0, SPEEDUP),
             poll: Duration::from_millis(20),
             safe_after: Duration::from_millis(300),
+            chain_id: chain_id(),
         },
         collector.recipient(),
         status,
@@ -129,8 +137,9 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
         trade,
         energy_wh: 300,
         deadline_ms: u64::MAX,
+        buyers: Vec::new(),
     };
-    battery.send(Release(order)).await.unwrap();
+    battery.send(Release(order.clone())).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while delivered.lock().unwrap().is_empty() {
         assert!(std::time::Instant::now() < deadline, "no delivery reported");
@@ -152,7 +161,7 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
         "discharged {released} mWh for 300 Wh"
     );
     // A restart (a new actor on the same journal) receives the same order again: nothing moves.
-    battery.send(Release(order)).await.unwrap();
+    battery.send(Release(order.clone())).await.unwrap();
     drop(battery);
     let again = Arc::new(Mutex::new(Vec::new()));
     let battery = battery_actor(&sim, dir.path(), again.clone()).await;
@@ -200,20 +209,28 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 #[actix_rt::test]
-async fn stale_meter_data_stops_a_release_and_fresh_data_resumes_it_exactly() {
+async fn a_metered_release_covers_the_buyers_draw_only_and_stops_on_stale_meter_data() {
     let sim = battery_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let delivered = Arc::new(Mutex::new(Vec::new()));
-    // A meter that sends a reading every 10 ms while it is alive.
+    // The seller home: a 500 W load, no PV; its meter reads `load − battery` every 10 ms
+    // while it is alive (positive = import).
+    const LOAD_W: i32 = 500;
     let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
     let meter_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let devices = sim.devices.clone();
     {
         let alive = meter_alive.clone();
         actix::spawn(async move {
             loop {
                 if alive.load(std::sync::atomic::Ordering::SeqCst) {
+                    let battery_w = match &devices.lock().unwrap()[&1].model {
+                        DeviceModel::Battery(b) => b.power_w,
+                        _ => 0,
+                    };
                     meter.send_modify(|m| {
-                        m.power_w = Some((-1_000.0, std::time::Instant::now()));
+                        m.power_w =
+                            Some((f64::from(LOAD_W - battery_w), std::time::Instant::now()));
                     });
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -229,38 +246,106 @@ async fn stale_meter_data_stops_a_release_and_fresh_data_resumes_it_exactly() {
         status.clone(),
     )
     .await;
-    let trade = Hash32::sha256(b"trade-safe");
+    // The buyer imports 800 W and says so, signed, on the bus; another home claims 5 kW.
+    let buyer = gridlet_ledger::crypto::deterministic_key(9, 1);
+    let stranger = gridlet_ledger::crypto::deterministic_key(9, 2);
+    {
+        let battery = battery.clone();
+        actix::spawn(async move {
+            for at in 1u64.. {
+                let m = NetPowerMessage::sign(&chain_id(), &buyer, at, 800);
+                battery.do_send(BuyerPower(m));
+                let loud = NetPowerMessage::sign(&chain_id(), &stranger, at, 5_000);
+                battery.do_send(BuyerPower(loud));
+                let mut forged = NetPowerMessage::sign(&chain_id(), &buyer, at, 800);
+                forged.net_w = 5_000;
+                battery.do_send(BuyerPower(forged));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+    let trade = Hash32::sha256(b"trade-metered");
     battery
         .send(Release(ReleaseOrder {
             trade,
-            energy_wh: 300,
+            energy_wh: 100,
             deadline_ms: u64::MAX,
+            buyers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
         }))
         .await
         .unwrap();
-    wait_for("the release to start", 10, || {
-        battery_power_w(&sim) == 2_000
+    // The battery covers the home's 500 W and the buyer's 800 W: 1 300 W, not the 2 kW limit.
+    wait_for("the release to follow the buyer", 10, || {
+        battery_power_w(&sim) == LOAD_W + 800
     })
     .await;
-    // The meter goes silent mid-release: the battery must stop feeding the grid.
+    let mut highest = 0;
+    for _ in 0..20 {
+        highest = highest.max(battery_power_w(&sim));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        highest <= LOAD_W + 800 + 10,
+        "exported beyond the buyer's draw: {highest} W"
+    );
+    // The meter goes silent mid-release: the battery stops.
     meter_alive.store(false, std::sync::atomic::Ordering::SeqCst);
     wait_for("the safe state", 10, || battery_power_w(&sim) == 0).await;
     assert!(status.lock().unwrap().safe_state);
     assert!(status.lock().unwrap().meter_stale_polls > 0);
     let paused_at = discharged_mwh(&sim);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         discharged_mwh(&sim),
         paused_at,
         "discharged while the meter was stale"
     );
-    assert!(
-        paused_at < 300_000,
-        "the release finished before the meter went stale"
-    );
     assert!(delivered.lock().unwrap().is_empty());
-    // The meter comes back: the release resumes and ends on the traded Wh.
+    // The meter comes back: the release resumes and ends on the traded Wh, counted as what
+    // reached the buyer (its 800 W), not what the battery gave (its own home's load too).
     meter_alive.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the delivery", 30, || !delivered.lock().unwrap().is_empty()).await;
+    assert_eq!(
+        delivered.lock().unwrap()[0],
+        Delivered {
+            trade,
+            delivered_wh: 100
+        }
+    );
+    let discharged = discharged_mwh(&sim);
+    assert!(
+        discharged > 130_000,
+        "the battery gave the home's load besides the trade: {discharged} mWh"
+    );
+    assert!(!status.lock().unwrap().safe_state);
+    let journal = ReleaseJournal::open(dir.path()).unwrap();
+    assert_eq!(
+        journal.state(&trade),
+        Some(ReleaseState::Done { delivered_wh: 100 })
+    );
+}
+
+#[actix_rt::test]
+async fn without_a_grid_meter_a_release_runs_at_the_limit_until_the_battery_dropped_by_the_trade() {
+    let sim = battery_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let battery = battery_actor(&sim, dir.path(), delivered.clone()).await;
+    let trade = Hash32::sha256(b"trade-unmetered");
+    battery
+        .send(Release(ReleaseOrder {
+            trade,
+            energy_wh: 300,
+            deadline_ms: u64::MAX,
+            buyers: Vec::new(),
+        }))
+        .await
+        .unwrap();
+    // Without a grid meter the battery releases at its limit until it dropped by 300 Wh.
+    wait_for("the release to start", 10, || {
+        battery_power_w(&sim) == 2_000
+    })
+    .await;
     wait_for("the delivery", 20, || !delivered.lock().unwrap().is_empty()).await;
     assert_eq!(
         delivered.lock().unwrap()[0],
@@ -269,11 +354,4 @@ async fn stale_meter_data_stops_a_release_and_fresh_data_resumes_it_exactly() {
             delivered_wh: 300
         }
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let released = discharged_mwh(&sim);
-    assert!(
-        (299_000..=301_000).contains(&released),
-        "discharged {released} mWh for 300 Wh"
-    );
-    assert!(!status.lock().unwrap().safe_state);
 }

@@ -187,6 +187,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
                 clock: Clock::real(),
                 poll: Duration::from_millis(20),
                 safe_after: Duration::from_secs(5),
+                chain_id,
             },
             ctx.address().recipient(),
             Arc::new(Mutex::new(BatteryStatus::default())),

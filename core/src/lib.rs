@@ -14,6 +14,7 @@
 //! - [`tx_status`]: what became of a transaction (pending, included, final, refused).
 //! - [`wire`]: the messages gateways exchange on the community bus.
 //! - [`strategy`]: when to offer and when to buy, from the device readings.
+//! - [`net_power`]: a buyer's signed live net power, which a delivering seller follows.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`bids`]: this home's sealed auction bids (commit, reveal).
 //! - [`readings`]: signed interval meter readings for billing.
@@ -40,6 +41,7 @@ pub mod day_plan;
 pub mod dispatch_session;
 pub mod finality;
 pub mod local_tx;
+pub mod net_power;
 pub mod node;
 pub mod orphans;
 pub mod readings;

@@ -538,7 +538,7 @@ impl<S: BlockStore> Node<S> {
                 }
             }
             // The schedule actor's; the ledger actor routes them there.
-            Input::Bus(BusMessage::Proposal(_)) => {}
+            Input::Bus(BusMessage::Proposal(_) | BusMessage::NetPower(_)) => {}
         }
         Ok(out)
     }

@@ -1,18 +1,27 @@
 //! Releasing traded energy from the home battery, as a sans-IO state machine.
 //!
 //! Rule: one trade at a time; before the battery is commanded, the journal must hold the
-//! trade's `Begin` (so a restart never commands it again); the battery discharges at a set
-//! power until its available energy (SunSpec 713 `WHAvail`) has dropped by the traded Wh, or the
-//! deadline passes; then it goes back to its own controller, the journal gets `End`, and the
-//! delivery is reported. When the battery's readings go stale, it is commanded to stop
-//! discharging (the safe state) until fresh data comes back.
+//! trade's `Begin` (so a restart never commands it again). Two ways to deliver:
+//!
+//! - **Metered** (the home has a grid meter): the battery covers the home's own load plus what
+//!   the trade's buyers import right now (their signed live net power, [`crate::net_power`]),
+//!   at most the release limit — so no trade pushes energy into the main grid on purpose. What
+//!   counts as delivered is integrated per reading interval as `min(this home's export, the
+//!   buyers' import)`, journaled as it grows.
+//! - **Unmetered** (no grid meter: a lower-trust home): the battery discharges at the release
+//!   limit until its available energy (SunSpec 713 `WHAvail`) has dropped by the traded Wh.
+//!
+//! Either ends on the traded Wh or at the deadline; then the battery goes back to its own
+//! controller, the journal gets `End`, and the delivery is reported. When the battery's (or
+//! the meter's) readings go stale, it is commanded to stop (the safe state) until fresh data
+//! comes back.
 
 use std::collections::VecDeque;
 
-use gridlet_ledger::Hash32;
+use gridlet_ledger::{Hash32, MemberKey};
 
 /// A release order from the ledger (the trade is final).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseOrder {
     /// Trade id.
     pub trade: Hash32,
@@ -20,6 +29,8 @@ pub struct ReleaseOrder {
     pub energy_wh: u64,
     /// Latest time (ms) by which the release must be done (from the deadline height).
     pub deadline_ms: u64,
+    /// The buying homes, whose import the release covers.
+    pub buyers: Vec<MemberKey>,
 }
 
 /// What the releaser wants done, in order.
@@ -33,6 +44,8 @@ pub enum Action {
         energy_wh: u64,
         /// Available energy at the start, Wh.
         meter_start_wh: u64,
+        /// Whether delivery is measured at the grid meters (progress records follow).
+        metered: bool,
     },
     /// Command the battery to this power (positive = discharge).
     SetPower {
@@ -41,6 +54,13 @@ pub enum Action {
     },
     /// Hand the battery back to its own controller (the release is over, or data is back).
     Idle,
+    /// Write the measured delivery so far to the journal with fsync (a restart reports it).
+    JournalProgress {
+        /// Trade.
+        trade: Hash32,
+        /// Delivered so far, Wh.
+        delivered_wh: u64,
+    },
     /// Write `End` to the journal with fsync.
     JournalEnd {
         /// Trade.
@@ -57,18 +77,64 @@ pub enum Action {
     },
 }
 
-/// Energy delivered since a release began: the drop in the battery's available energy, never
-/// more than the trade (the one rule for a running release and for one a restart interrupted).
+/// Energy delivered since an unmetered release began: the drop in the battery's available
+/// energy, never more than the trade (the one rule for a running release and for one a restart
+/// interrupted).
 pub fn delivered_since(start_wh: u64, available_wh: u64, energy_wh: u64) -> u64 {
     start_wh.saturating_sub(available_wh).min(energy_wh)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Measured delivery is journaled each time it grew by this much, Wh.
+pub const PROGRESS_STEP_WH: u64 = 10;
+/// Set-point changes smaller than this are not written, W.
+const DEADBAND_W: u64 = 10;
+
+/// One reading of the home, for [`Releaser::on_sample`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sample {
+    /// The battery's available energy, Wh; `None` if not valid (stale, comm error) — or if the
+    /// home's grid meter is stale: either puts the battery in its safe state.
+    pub available_wh: Option<u64>,
+    /// The grid meter's side; `None` at a home without a grid meter (unmetered release).
+    pub metered: Option<Metered>,
+}
+
+/// What the meters say at a metered home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Metered {
+    /// This home's grid power, W (positive = import).
+    pub grid_w: i64,
+    /// The battery's power, W (positive = discharge).
+    pub battery_w: i64,
+    /// What the active trade's buyers import now, W (their fresh signed readings, summed);
+    /// `None` if none is fresh: then nothing is exported for them.
+    pub buyer_import_w: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Active {
     order: ReleaseOrder,
     start_wh: u64,
     last_ms: u64,
     power_w: i32,
+    metered: bool,
+    /// Measured delivery, mWh.
+    delivered_mwh: u64,
+    /// This home's export and the buyers' import at the last reading, W: they hold for the
+    /// interval up to the next one.
+    export_w: u64,
+    import_w: u64,
+    journaled_wh: u64,
+}
+
+impl Active {
+    fn delivered_wh(&self, available_wh: u64) -> u64 {
+        if self.metered {
+            (self.delivered_mwh / 1000).min(self.order.energy_wh)
+        } else {
+            delivered_since(self.start_wh, available_wh, self.order.energy_wh)
+        }
+    }
 }
 
 /// The release state machine.
@@ -80,8 +146,18 @@ pub struct Releaser {
     safe: bool,
 }
 
+/// The power that delivers exactly `remaining_wh` in `dt_ms`, at most `limit_w`: releases taper
+/// towards their end so they stop on the traded Wh, not a reading later.
+fn taper(remaining_wh: u64, dt_ms: u64, limit_w: i32) -> i32 {
+    let exact = remaining_wh
+        .saturating_mul(3_600_000)
+        .checked_div(dt_ms.max(1))
+        .unwrap_or(u64::MAX);
+    i32::try_from(exact).unwrap_or(i32::MAX).clamp(0, limit_w)
+}
+
 impl Releaser {
-    /// A releaser discharging at `power_w`.
+    /// A releaser discharging at most `power_w`.
     pub fn new(power_w: i32) -> Releaser {
         Releaser {
             queue: VecDeque::new(),
@@ -93,7 +169,10 @@ impl Releaser {
 
     /// Queues an order (duplicates of queued or active trades are ignored).
     pub fn order(&mut self, order: ReleaseOrder) {
-        let known = self.active.is_some_and(|a| a.order.trade == order.trade)
+        let known = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.order.trade == order.trade)
             || self.queue.iter().any(|o| o.trade == order.trade);
         if !known {
             self.queue.push_back(order);
@@ -110,16 +189,33 @@ impl Releaser {
         self.active.is_some()
     }
 
-    /// A fresh battery reading: available energy (Wh) at `now_ms`, or `None` if the reading is
-    /// not valid (stale, comm error).
+    /// The buyers of the running release (whose net power the actor collects).
+    pub fn active_buyers(&self) -> &[MemberKey] {
+        self.active.as_ref().map_or(&[], |a| &a.order.buyers)
+    }
+
+    /// An unmetered reading: available energy (Wh) at `now_ms`, or `None` if not valid.
     pub fn on_reading(&mut self, available_wh: Option<u64>, now_ms: u64) -> Vec<Action> {
+        self.on_sample(
+            Sample {
+                available_wh,
+                metered: None,
+            },
+            now_ms,
+        )
+    }
+
+    /// A fresh reading of the home at `now_ms`.
+    pub fn on_sample(&mut self, sample: Sample, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
-        let Some(avail) = available_wh else {
-            // No trustworthy data: stop discharging. A running release remembers that the
-            // battery stands at 0 W, so fresh data commands it again.
+        let Some(avail) = sample.available_wh else {
+            // No trustworthy data: stop. A running release remembers that the battery stands
+            // at 0 W, so fresh data commands it again; nothing counts as delivered meanwhile.
             if let Some(a) = &mut self.active {
                 a.power_w = 0;
                 a.last_ms = now_ms;
+                a.export_w = 0;
+                a.import_w = 0;
             }
             if !self.safe {
                 self.safe = true;
@@ -131,29 +227,18 @@ impl Releaser {
         if was_safe && self.active.is_none() && self.queue.is_empty() {
             out.push(Action::Idle);
         }
-        if let Some(mut a) = self.active {
-            let delivered = delivered_since(a.start_wh, avail, a.order.energy_wh);
-            let remaining = a.order.energy_wh.saturating_sub(delivered);
-            if remaining > 0 && now_ms < a.order.deadline_ms {
-                // Taper towards the end so the release stops on the traded Wh, not a poll later:
-                // the power that would deliver exactly the rest within one poll interval.
-                let dt_ms = now_ms.saturating_sub(a.last_ms).max(1);
-                let exact = remaining
-                    .saturating_mul(3_600_000)
-                    .checked_div(dt_ms)
-                    .unwrap_or(u64::MAX);
-                let power = i32::try_from(exact)
-                    .unwrap_or(i32::MAX)
-                    .clamp(1, self.power_w);
-                a.last_ms = now_ms;
-                if power != a.power_w {
-                    a.power_w = power;
-                    out.push(Action::SetPower { power_w: power });
-                }
-                self.active = Some(a);
+        if let Some(mut a) = self.active.take() {
+            let dt_ms = now_ms.saturating_sub(a.last_ms);
+            if a.metered {
+                let w = a.export_w.min(a.import_w);
+                a.delivered_mwh = a
+                    .delivered_mwh
+                    .saturating_add(w.saturating_mul(dt_ms) / 3_600);
             }
-            if remaining == 0 || now_ms >= a.order.deadline_ms {
-                self.active = None;
+            let delivered = a.delivered_wh(avail);
+            let remaining = a.order.energy_wh.saturating_sub(delivered);
+            let done = remaining == 0 || now_ms >= a.order.deadline_ms;
+            if done {
                 out.push(Action::Idle);
                 out.push(Action::JournalEnd {
                     trade: a.order.trade,
@@ -163,23 +248,81 @@ impl Releaser {
                     trade: a.order.trade,
                     delivered_wh: delivered,
                 });
+            } else {
+                let power = match (a.metered, sample.metered) {
+                    (true, Some(m)) => {
+                        // The home's own need plus what the buyers draw, the rest tapered.
+                        let own_w = m.grid_w.saturating_add(m.battery_w);
+                        let limit = i64::from(self.power_w);
+                        let want = m
+                            .buyer_import_w
+                            .unwrap_or(0)
+                            .min(u64::try_from(taper(remaining, dt_ms, self.power_w)).unwrap_or(0));
+                        a.export_w = u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0);
+                        a.import_w = m.buyer_import_w.unwrap_or(0);
+                        let p = own_w
+                            .saturating_add(i64::try_from(want).unwrap_or(i64::MAX))
+                            .clamp(limit.saturating_neg(), limit);
+                        i32::try_from(p).unwrap_or(0)
+                    }
+                    (true, None) => {
+                        // A metered release without meter data: hold still, count nothing.
+                        a.export_w = 0;
+                        a.import_w = 0;
+                        0
+                    }
+                    (false, _) => taper(remaining, dt_ms, self.power_w).max(1),
+                };
+                if a.metered && delivered >= a.journaled_wh.saturating_add(PROGRESS_STEP_WH) {
+                    a.journaled_wh = delivered;
+                    out.push(Action::JournalProgress {
+                        trade: a.order.trade,
+                        delivered_wh: delivered,
+                    });
+                }
+                a.last_ms = now_ms;
+                if i64::from(power).abs_diff(i64::from(a.power_w)) >= DEADBAND_W
+                    || (power == 0) != (a.power_w == 0)
+                {
+                    a.power_w = power;
+                    out.push(Action::SetPower { power_w: power });
+                }
+                self.active = Some(a);
             }
         }
         if self.active.is_none() {
             if let Some(order) = self.queue.pop_front() {
-                self.active = Some(Active {
-                    order,
-                    start_wh: avail,
-                    last_ms: now_ms,
-                    power_w: self.power_w,
-                });
+                let metered = sample.metered.is_some();
                 out.push(Action::JournalBegin {
                     trade: order.trade,
                     energy_wh: order.energy_wh,
                     meter_start_wh: avail,
+                    metered,
                 });
-                out.push(Action::SetPower {
-                    power_w: self.power_w,
+                // Unmetered: full power at once. Metered: the next reading sets the power from
+                // the buyers' draw; until then the battery covers only the home itself.
+                let power_w = match sample.metered {
+                    None => self.power_w,
+                    Some(m) => {
+                        let limit = i64::from(self.power_w);
+                        let own = m
+                            .grid_w
+                            .saturating_add(m.battery_w)
+                            .clamp(limit.saturating_neg(), limit);
+                        i32::try_from(own).unwrap_or(0)
+                    }
+                };
+                out.push(Action::SetPower { power_w });
+                self.active = Some(Active {
+                    order,
+                    start_wh: avail,
+                    last_ms: now_ms,
+                    power_w,
+                    metered,
+                    delivered_mwh: 0,
+                    export_w: 0,
+                    import_w: 0,
+                    journaled_wh: 0,
                 });
             }
         }
@@ -283,6 +426,7 @@ mod tests {
             trade: Hash32::sha256(&[n]),
             energy_wh: wh,
             deadline_ms: 1_000_000,
+            buyers: Vec::new(),
         }
     }
 
@@ -298,7 +442,8 @@ mod tests {
                 Action::JournalBegin {
                     trade: order(1, 0).trade,
                     energy_wh: 300,
-                    meter_start_wh: 5_000
+                    meter_start_wh: 5_000,
+                    metered: false
                 },
                 Action::SetPower { power_w: 2000 }
             ]
@@ -360,5 +505,113 @@ mod tests {
             vec![Action::SetPower { power_w: 2000 }]
         );
         assert!(r.busy());
+    }
+}
+
+#[cfg(test)]
+mod metered_tests {
+    use super::*;
+
+    /// A seller home with a constant load and no PV, its battery at what it was last commanded;
+    /// runs `secs` one-second readings with the buyers drawing `buyer_w` (or sending nothing),
+    /// returning every action and the seller's export per second.
+    fn run(
+        r: &mut Releaser,
+        secs: u64,
+        load_w: i64,
+        buyer_w: Option<u64>,
+    ) -> (Vec<Action>, Vec<i64>) {
+        let mut battery_w = 0i64;
+        let (mut all, mut exports) = (Vec::new(), Vec::new());
+        for t in 0..secs {
+            let grid_w = load_w - battery_w;
+            exports.push(-grid_w);
+            let sample = Sample {
+                available_wh: Some(5_000),
+                metered: Some(Metered {
+                    grid_w,
+                    battery_w,
+                    buyer_import_w: buyer_w,
+                }),
+            };
+            for a in r.on_sample(sample, t * 1_000) {
+                match a {
+                    Action::SetPower { power_w } => battery_w = i64::from(power_w),
+                    Action::Idle => battery_w = load_w,
+                    _ => {}
+                }
+                all.push(a);
+            }
+        }
+        (all, exports)
+    }
+
+    fn order(wh: u64, deadline_ms: u64) -> ReleaseOrder {
+        ReleaseOrder {
+            trade: Hash32::sha256(b"t"),
+            energy_wh: wh,
+            deadline_ms,
+            buyers: vec![MemberKey::from_secret(
+                &gridlet_ledger::crypto::deterministic_key(1, 1),
+            )],
+        }
+    }
+
+    #[test]
+    fn the_battery_covers_the_buyers_draw_and_nothing_more() {
+        let mut r = Releaser::new(2_000);
+        r.order(order(50, 10_000_000));
+        // Buyer draws 600 W, the seller's own load is 300 W: the battery gives 900 W, of which
+        // 600 W leave the home — never the 2 kW limit.
+        let (actions, exports) = run(&mut r, 400, 300, Some(600));
+        assert!(matches!(
+            actions[0],
+            Action::JournalBegin { metered: true, .. }
+        ));
+        assert!(exports.iter().all(|e| *e <= 600), "exported above the draw");
+        assert!(
+            exports[2..100].iter().all(|e| *e == 600),
+            "{:?}",
+            &exports[..10]
+        );
+        // 50 Wh at 600 W take 300 s; the release stops there and reports what was measured.
+        let end = actions
+            .iter()
+            .position(|a| matches!(a, Action::Report { .. }))
+            .expect("the release ended");
+        assert_eq!(
+            actions[end],
+            Action::Report {
+                trade: Hash32::sha256(b"t"),
+                delivered_wh: 50
+            }
+        );
+        let progress = actions
+            .iter()
+            .filter(|a| matches!(a, Action::JournalProgress { .. }))
+            .count();
+        assert_eq!(progress, 4, "journaled at 10, 20, 30 and 40 Wh");
+        assert!(!r.busy());
+    }
+
+    #[test]
+    fn without_the_buyers_readings_nothing_is_exported_or_counted() {
+        let mut r = Releaser::new(2_000);
+        r.order(order(50, 60_000));
+        let (actions, exports) = run(&mut r, 70, 300, None);
+        assert!(exports.iter().all(|e| *e <= 0), "{exports:?}");
+        assert!(actions.contains(&Action::Report {
+            trade: Hash32::sha256(b"t"),
+            delivered_wh: 0
+        }));
+    }
+
+    #[test]
+    fn a_buyer_drawing_more_than_the_limit_gets_the_limit() {
+        let mut r = Releaser::new(1_000);
+        r.order(order(1_000, 10_000_000));
+        // The home's own 200 W come first: the battery stays within its limit, 800 W leave.
+        let (_, exports) = run(&mut r, 30, 200, Some(5_000));
+        assert_eq!(exports[5], 800);
     }
 }

@@ -43,4 +43,7 @@ pub enum BusMessage {
     },
     /// A home's proposal in a day-ahead ADMM iteration (for the schedule actor, not the node).
     Proposal(crate::dispatch_session::ProposalMessage),
+    /// A buying home's signed live net power while a trade delivers to it (for the seller's
+    /// battery, not the node).
+    NetPower(crate::net_power::NetPowerMessage),
 }

@@ -76,30 +76,37 @@ pub struct GenesisOptions {
     /// Slot 0 start (unix ms).
     pub genesis_time_ms: u64,
     /// Slot length.
-    pub slot_ms: Option<u64>,
+    pub slot_ms: u64,
     /// Most blocks above the last final one a member builds on.
-    pub max_unfinal_blocks: Option<u64>,
+    pub max_unfinal_blocks: u64,
     /// Fee.
-    pub tx_fee: Option<u64>,
+    pub tx_fee: u64,
     /// Fallback ranks.
-    pub fallback_ranks: Option<u32>,
+    pub fallback_ranks: u32,
+    /// Delivery window beyond the energy's own time, blocks.
+    pub delivery_blocks: u64,
+    /// Planning power of deliveries, W.
+    pub delivery_power_w: u64,
+    /// Auction round length, blocks.
+    pub auction_round_blocks: u64,
+    /// Grid tariff, µcredits/kWh.
+    pub grid_tariff: u64,
+    /// Floor price, µcredits/kWh.
+    pub floor_price: u64,
 }
 
 /// A validated genesis from options.
 pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
     let mut g = Genesis::with_defaults(&o.chain_id, o.genesis_time_ms, o.members, o.rule);
-    if let Some(v) = o.slot_ms {
-        g.slot_ms = v;
-    }
-    if let Some(v) = o.max_unfinal_blocks {
-        g.finality.max_unfinal_blocks = v;
-    }
-    if let Some(v) = o.tx_fee {
-        g.tx_fee = gridlet_ledger::MicroCredits::new(v);
-    }
-    if let Some(v) = o.fallback_ranks {
-        g.selection.fallback_ranks = v;
-    }
+    g.slot_ms = o.slot_ms;
+    g.finality.max_unfinal_blocks = o.max_unfinal_blocks;
+    g.tx_fee = gridlet_ledger::MicroCredits::new(o.tx_fee);
+    g.selection.fallback_ranks = o.fallback_ranks;
+    g.market.delivery_blocks = o.delivery_blocks;
+    g.market.delivery_power_w = o.delivery_power_w;
+    g.market.auction_round_blocks = o.auction_round_blocks;
+    g.grid_tariff = gridlet_ledger::Price::new(o.grid_tariff);
+    g.floor_price = gridlet_ledger::Price::new(o.floor_price);
     g.validate().context("genesis")?;
     Ok(g)
 }

@@ -92,17 +92,34 @@ pub enum Command {
         #[arg(long)]
         genesis_time_ms: Option<u64>,
         /// Slot length, ms.
-        #[arg(long)]
-        slot_ms: Option<u64>,
-        /// Most blocks above the last quorum-final one a member builds on (default 120).
-        #[arg(long)]
-        max_unfinal_blocks: Option<u64>,
+        #[arg(long, default_value_t = 1_000)]
+        slot_ms: u64,
+        /// Most blocks above the last quorum-final one a member builds on.
+        #[arg(long, default_value_t = 120)]
+        max_unfinal_blocks: u64,
         /// Flat transaction fee, micro-credits.
-        #[arg(long)]
-        tx_fee: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        tx_fee: u64,
         /// Ranks allowed to produce (1 = only the elected producer).
-        #[arg(long)]
-        fallback_ranks: Option<u32>,
+        #[arg(long, default_value_t = 3)]
+        fallback_ranks: u32,
+        /// Blocks a released trade has to report its delivery, on top of the slots its energy
+        /// takes at --delivery-power-w.
+        #[arg(long, default_value_t = 60)]
+        delivery_blocks: u64,
+        /// The power deliveries are planned with, W (1 000 Wh at 2 000 W: 30 minutes added to
+        /// the window).
+        #[arg(long, default_value_t = 2_000)]
+        delivery_power_w: u64,
+        /// Length of an auction round, blocks (0: no auctions).
+        #[arg(long, default_value_t = 20)]
+        auction_round_blocks: u64,
+        /// Main-grid tariff, micro-credits per kWh (the highest price an offer may ask).
+        #[arg(long, default_value_t = 300_000)]
+        grid_tariff: u64,
+        /// Lowest bid price, micro-credits per kWh.
+        #[arg(long, default_value_t = 50_000)]
+        floor_price: u64,
         /// Where to write it (stdout if absent).
         #[arg(long)]
         out: Option<PathBuf>,

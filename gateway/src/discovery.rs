@@ -51,6 +51,7 @@ pub async fn connect_battery(
     b: &RawBattery,
     data_dir: &Path,
     clock: Clock,
+    chain_id: gridlet_ledger::Hash32,
 ) -> Result<BatteryParts> {
     let target = DeviceTarget {
         what: "battery".into(),
@@ -74,6 +75,7 @@ pub async fn connect_battery(
         clock,
         poll: Duration::from_millis(b.poll_ms),
         safe_after: Duration::from_millis(b.safe_after_ms),
+        chain_id,
     };
     Ok((link, device, journal, settings))
 }

@@ -70,6 +70,11 @@ fn run(cli: Cli) -> Result<()> {
             max_unfinal_blocks,
             tx_fee,
             fallback_ranks,
+            delivery_blocks,
+            delivery_power_w,
+            auction_round_blocks,
+            grid_tariff,
+            floor_price,
             out,
             data,
         } => {
@@ -86,6 +91,11 @@ fn run(cli: Cli) -> Result<()> {
                 max_unfinal_blocks,
                 tx_fee,
                 fallback_ranks,
+                delivery_blocks,
+                delivery_power_w,
+                auction_round_blocks,
+                grid_tariff,
+                floor_price,
             })?;
             match &out {
                 Some(path) => std::fs::write(path, genesis.to_json() + "\n")

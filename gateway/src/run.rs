@@ -12,7 +12,7 @@ use gridlet_actors::bus::{self, BusConfig};
 use gridlet_actors::devices::{fresh, GridMeter, MeterStatus, PvInverter, PvStatus};
 use gridlet_actors::home_assistant::HaState;
 use gridlet_actors::ledger_actor::{forward_bus, LedgerActor, LedgerStatus, NodeWorker};
-use gridlet_actors::ledger_actor::{RouteProposals, Subscribe};
+use gridlet_actors::ledger_actor::{RouteNetPower, RouteProposals, Subscribe};
 use gridlet_actors::market_actor::HomeLink;
 use gridlet_actors::market_actor::MarketActor;
 use gridlet_core::node::{Node, NodeConfig};
@@ -168,7 +168,9 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             statuses.pv = Some(status);
         }
         let battery = match (&cfg.battery, attestor.is_some()) {
-            (Some(b), true) => Some(connect_battery(b, &cfg.data_dir, cfg.clock).await?),
+            (Some(b), true) => {
+                Some(connect_battery(b, &cfg.data_dir, cfg.clock, genesis.hash()).await?)
+            }
             _ => None,
         };
         statuses.battery = battery
@@ -192,8 +194,21 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             data_dir: cfg.data_dir.clone(),
             auction_round_blocks: genesis.market.auction_round_blocks,
         };
+        let buying = gridlet_actors::net_power::BuyingUntil::default();
+        if let Some(m) = &meter_feed {
+            gridlet_actors::net_power::spawn(
+                m.clone(),
+                bus.clone(),
+                chain_id,
+                sk,
+                cfg.clock,
+                cfg.meter_max_age,
+                buying.clone(),
+            );
+        }
         let market_actor = MarketActor::new(me, attestor, chain_id, slot_ms, cfg.clock, ledger)
             .with_status(statuses.market.clone())
+            .with_buying_window(buying)
             .with_home(home)?;
         let bstatus = statuses.battery.clone();
         let meter_for_battery = meter_feed.clone();
@@ -202,6 +217,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         let battery_addr: Arc<Mutex<Option<actix::Addr<BatteryStorage>>>> =
             Arc::new(Mutex::new(None));
         let battery_slot = battery_addr.clone();
+        let route_power = actor.clone();
         let market = actix::Actor::create(move |ctx: &mut actix::Context<MarketActor>| {
             match (battery, bstatus) {
                 (Some((link, device, journal, settings)), Some(bstatus)) => {
@@ -218,6 +234,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                         b = b.watch_meter(m);
                     }
                     let addr = actix::Actor::start(b);
+                    route_power.do_send(RouteNetPower(addr.clone().recipient()));
                     if let Ok(mut slot) = battery_slot.lock() {
                         *slot = Some(addr.clone());
                     }

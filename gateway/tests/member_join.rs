@@ -16,7 +16,9 @@ use common::*;
 const TOKEN: &str = "a-long-enough-secret-token";
 
 fn get(port: u16, path: &str) -> Option<serde_json::Value> {
-    http(port, "GET", path, "").filter(|(c, _)| *c == 200).map(|(_, v)| v)
+    http(port, "GET", path, "")
+        .filter(|(c, _)| *c == 200)
+        .map(|(_, v)| v)
 }
 
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
@@ -54,7 +56,11 @@ fn spawn_gateway(d: &Path, home: &str) -> Guard {
     let log = std::fs::File::create(d.join(format!("{home}.log"))).unwrap();
     Guard(
         Command::new(BIN)
-            .args(["run", "--config", d.join(format!("{home}.toml")).to_str().unwrap()])
+            .args([
+                "run",
+                "--config",
+                d.join(format!("{home}.toml")).to_str().unwrap(),
+            ])
             .env("RUST_LOG", "info,rumqttd=off,actix_server=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -136,7 +142,9 @@ fn a_new_home_is_admitted_by_the_others_syncs_and_takes_part() {
     for n in ["a", "b", "c"] {
         gateways.push(spawn_gateway(d, n));
         let port = api[n];
-        wait_until(15, "the API answers", || TcpStream::connect(("127.0.0.1", port)).ok());
+        wait_until(15, "the API answers", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
     }
     wait_until(30, "the community finalizes", || {
         final_height(api["a"]).filter(|h| *h >= 3)
@@ -191,7 +199,9 @@ fn a_new_home_is_admitted_by_the_others_syncs_and_takes_part() {
     // The new home starts on the same genesis and catches up.
     gateways.push(spawn_gateway(d, "d"));
     let port = api["d"];
-    wait_until(15, "d's API answers", || TcpStream::connect(("127.0.0.1", port)).ok());
+    wait_until(15, "d's API answers", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     wait_until(60, "d is a member, caught up and producing", || {
         let m = get(api["d"], "/api/members")?;
         let s = get(api["d"], "/api/status")?;
@@ -215,5 +225,8 @@ fn a_new_home_is_admitted_by_the_others_syncs_and_takes_part() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|b| b["certificate"].as_str().map(signers))
         .any(|s| s.contains(&d_key));
-    assert!(precommitted, "d's precommits are in its stored certificates");
+    assert!(
+        precommitted,
+        "d's precommits are in its stored certificates"
+    );
 }

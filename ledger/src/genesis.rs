@@ -60,8 +60,13 @@ pub struct SelectionParams {
 #[serde(deny_unknown_fields)]
 pub struct MarketParams {
     /// Blocks after a trade is final (released) within which the seller's battery must report
-    /// delivery; the undelivered part is refunded after that.
+    /// delivery, on top of the time the energy takes at `delivery_power_w`; the undelivered
+    /// part is refunded after that.
     pub delivery_blocks: u64,
+    /// The power deliveries are planned with, W: a trade's window grows by the slots its
+    /// energy takes at this power (1 000 Wh at 2 kW: 30 minutes), so a trade fits its window.
+    #[serde(default = "default_delivery_power_w")]
+    pub delivery_power_w: u64,
     /// Length of an auction round in blocks: bids are committed in the first half and revealed
     /// in the second; the round clears at its last block. 0 disables auctions.
     pub auction_round_blocks: u64,
@@ -73,10 +78,15 @@ impl Default for MarketParams {
     fn default() -> Self {
         MarketParams {
             delivery_blocks: 60,
+            delivery_power_w: default_delivery_power_w(),
             auction_round_blocks: 20,
             pricing: crate::market::Pricing::PayAsBid,
         }
     }
+}
+
+fn default_delivery_power_w() -> u64 {
+    2_000
 }
 
 /// The day-ahead schedule (docs/scheduling.md): the community's side of the problem, in
@@ -336,6 +346,9 @@ impl Genesis {
                 return Err(invalid("schedule.max_iterations", "must be positive"));
             }
         }
+        if self.market.delivery_power_w == 0 {
+            return Err(invalid("market.delivery_power_w", "must be positive"));
+        }
         if self.members.is_empty() {
             return Err(invalid("members", "at least one member is needed"));
         }
@@ -387,6 +400,7 @@ impl Genesis {
             .u32(self.selection.fallback_ranks)
             .u64(self.selection.fallback_delay_ms)
             .u64(self.market.delivery_blocks)
+            .u64(self.market.delivery_power_w)
             .u64(self.market.auction_round_blocks)
             .u8(match self.market.pricing {
                 crate::market::Pricing::PayAsBid => 0,

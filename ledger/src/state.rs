@@ -30,6 +30,8 @@ pub struct Rules {
     pub chain_id: Hash32,
     /// The flat fee.
     pub tx_fee: MicroCredits,
+    /// Slot length, ms.
+    pub slot_ms: u64,
     /// Most transactions per block.
     pub max_block_txs: u32,
     /// Quorum finality.
@@ -56,6 +58,7 @@ impl Rules {
         Ok(Rules {
             chain_id: genesis.hash(),
             tx_fee: genesis.tx_fee,
+            slot_ms: genesis.slot_ms,
             max_block_txs: genesis.max_block_txs,
             finality: genesis.finality.clone(),
             selection: genesis.selection.clone(),
@@ -64,6 +67,20 @@ impl Rules {
             market: genesis.market.clone(),
             schedule: genesis.schedule.clone(),
         })
+    }
+
+    /// The last height at which a trade of `energy` released at `release` may report its
+    /// delivery: `release + delivery_blocks + ⌈energy_wh × 3 600 000 / (delivery_power_w ×
+    /// slot_ms)⌉` (protocol.md §12.3), saturating.
+    pub fn delivery_deadline(&self, release: u64, energy: crate::units::WattHours) -> u64 {
+        let per_slot_mwh = u128::from(self.market.delivery_power_w)
+            .saturating_mul(u128::from(self.slot_ms))
+            .max(1);
+        let need = u128::from(energy.get()).saturating_mul(3_600_000);
+        let slots = need.div_ceil(per_slot_mwh);
+        release
+            .saturating_add(self.market.delivery_blocks)
+            .saturating_add(u64::try_from(slots).unwrap_or(u64::MAX))
     }
 
     /// Checks the chain id, the sender's membership in `members` (the set of the state the

@@ -177,8 +177,13 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         MarketEvent::Release {
             trade,
             seller: m.c.member(0),
+            buyers: vec![m.c.member(1)],
             energy_wh: WattHours::new(2_000),
-            deadline_height: purchase_height + f as u64 + m.c.genesis.market.delivery_blocks,
+            // 2 000 Wh at the planning power of 2 kW take an hour: 3 600 one-second slots.
+            deadline_height: purchase_height
+                + f as u64
+                + m.c.genesis.market.delivery_blocks
+                + 3_600,
         }
     );
     let seller_before = m.balance(0);
@@ -271,7 +276,11 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     );
     assert!(m.block(&[d1]).is_empty());
     let (buyer1, buyer3, seller0) = (m.balance(1), m.balance(3), m.balance(0));
-    m.empty_blocks(m.c.genesis.market.delivery_blocks as usize);
+    // The window fits the energy: 1 000 Wh at the planning 2 kW are 1 800 one-second slots.
+    let deadline = m.chain.head_state().market().trades[&t2].deadline_height;
+    assert_eq!(deadline, 2 + m.c.genesis.market.delivery_blocks + 1_800);
+    let now = m.chain.head_state().height;
+    m.empty_blocks((deadline - now) as usize);
     // 60 % delivered: seller got 60 000, buyer 1 gets 40 000 back; buyer 3 everything.
     assert_eq!(m.balance(1), buyer1 + 40_000);
     assert_eq!(m.balance(3), buyer3 + 100_000);

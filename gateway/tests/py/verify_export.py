@@ -81,7 +81,8 @@ def genesis_hash(g):
         + u64(s["age_cap"]) + u64(s["reputation_cap"]) + u32(s["fallback_ranks"]) \
         + u64(s["fallback_delay_ms"])
     m = g.get("market", {"delivery_blocks": 60, "auction_round_blocks": 20, "pricing": "pay_as_bid"})
-    out += u64(m["delivery_blocks"]) + u64(m["auction_round_blocks"]) \
+    out += u64(m["delivery_blocks"]) + u64(m.get("delivery_power_w", 2000)) \
+        + u64(m["auction_round_blocks"]) \
         + u8({"pay_as_bid": 0, "uniform": 1}[m["pricing"]])
     sch = g.get("schedule")
     if sch is None:

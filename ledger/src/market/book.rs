@@ -152,6 +152,8 @@ pub enum MarketEvent {
         trade: Hash32,
         /// The seller home.
         seller: MemberKey,
+        /// The buying homes (the trade's payers): the release follows their measured import.
+        buyers: Vec<MemberKey>,
         /// Energy to release.
         energy_wh: WattHours,
         /// Last height for the delivery report.

@@ -316,9 +316,7 @@ impl LedgerState {
                 }
                 // Released once this block is quorum-final (the node acts on final blocks only).
                 let release = height;
-                let deadline = release
-                    .checked_add(rules.market.delivery_blocks)
-                    .ok_or(overflow(me))?;
+                let deadline = rules.delivery_deadline(release, c.energy_wh);
                 let trade = Trade {
                     source: TradeSource::Sale {
                         contract: *contract,

@@ -100,7 +100,6 @@ impl LedgerState {
             }
         }
         let release = height;
-        let deadline = release.saturating_add(rules.market.delivery_blocks);
         let shares = out.as_ref().map(|o| o.sellers.clone()).unwrap_or_default();
         for (i, s) in sellers.iter().enumerate() {
             let (sold, revenue) = shares.get(i).map_or((WattHours::ZERO, 0), |x| {
@@ -131,7 +130,7 @@ impl LedgerState {
                         payers: payers.clone(),
                         traded_height: height,
                         release_height: release,
-                        deadline_height: deadline,
+                        deadline_height: rules.delivery_deadline(release, sold),
                         allocation: kept,
                         released: false,
                         delivered_wh: None,
@@ -164,6 +163,7 @@ impl LedgerState {
                 events.push(MarketEvent::Release {
                     trade: *id,
                     seller: t.seller,
+                    buyers: t.payers.iter().map(|(k, _)| *k).collect(),
                     energy_wh: t.energy_wh,
                     deadline_height: t.deadline_height,
                 });
