@@ -197,7 +197,13 @@ impl BatteryStorage {
     /// no valid battery power: then the release cannot follow the buyers and stays unmetered).
     fn metered(&self, battery_w: Option<f64>) -> Option<Metered> {
         let meter = self.meter.as_ref()?;
-        let grid_w = fresh(meter.borrow().power_w, self.safe_after).unwrap_or(0.0);
+        let reading = meter.borrow().power_w;
+        let grid_w = fresh(reading, self.safe_after).unwrap_or(0.0);
+        // When the meter read it, on the community clock (which may run faster than wall time).
+        let age_ms = reading.map_or(u64::MAX, |(_, at)| {
+            (at.elapsed().as_secs_f64() * 1_000.0 * self.clock.speedup()) as u64
+        });
+        let grid_read_ms = self.clock.now_ms().saturating_sub(age_ms);
         let buyers = self.releaser.active_buyers();
         let max_age = u64::try_from(self.safe_after.as_millis()).unwrap_or(u64::MAX);
         Some(Metered {
@@ -206,6 +212,7 @@ impl BatteryStorage {
             buyer_import_w: self
                 .net_powers
                 .import_of(buyers, self.clock.wall_ms(), max_age),
+            grid_read_ms,
         })
     }
 

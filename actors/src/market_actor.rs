@@ -127,6 +127,9 @@ pub struct Buy {
     pub payment: gridlet_ledger::MicroCredits,
 }
 
+/// Slots kept between the end of a release and its trade's deadline, for the receipt to land.
+const REPORT_MARGIN_BLOCKS: u64 = 5;
+
 /// The market actor.
 pub struct MarketActor {
     me: MemberKey,
@@ -480,11 +483,15 @@ impl Handler<ChainEvents> for MarketActor {
                 deadline_height,
             } = e
             {
+                // The receipt must be in a block by the deadline: stop releasing a few slots
+                // before it (a quarter of the window at most).
                 let blocks_left = deadline_height.saturating_sub(msg.height);
-                let deadline_ms = self
-                    .clock
-                    .now_ms()
-                    .saturating_add(blocks_left.saturating_mul(self.slot_ms));
+                let margin = REPORT_MARGIN_BLOCKS.min(blocks_left / 4);
+                let deadline_ms = self.clock.now_ms().saturating_add(
+                    blocks_left
+                        .saturating_sub(margin)
+                        .saturating_mul(self.slot_ms),
+                );
                 if buyers.contains(&self.me) {
                     // The seller's battery follows this home's import until the deadline.
                     if let Some(w) = &self.buying {

@@ -109,6 +109,10 @@ pub struct Metered {
     /// What the active trade's buyers import now, W (their fresh signed readings, summed);
     /// `None` if none is fresh: then nothing is exported for them.
     pub buyer_import_w: Option<u64>,
+    /// When the grid meter took its reading (the clock of `now_ms`). A reading older than the
+    /// last set-point shows the home before the battery followed it, so the set-point is kept
+    /// until a newer one arrives (a meter slower than the battery must not make it oscillate).
+    pub grid_read_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +129,8 @@ struct Active {
     export_w: u64,
     import_w: u64,
     journaled_wh: u64,
+    /// When the last set-point was written.
+    commanded_ms: u64,
 }
 
 impl Active {
@@ -250,6 +256,12 @@ impl Releaser {
                 });
             } else {
                 let power = match (a.metered, sample.metered) {
+                    (true, Some(m)) if m.grid_read_ms <= a.commanded_ms => {
+                        // The meter has not seen the last set-point yet: keep it.
+                        a.export_w = u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0);
+                        a.import_w = m.buyer_import_w.unwrap_or(0);
+                        a.power_w
+                    }
                     (true, Some(m)) => {
                         // The home's own need plus what the buyers draw, the rest tapered.
                         let own_w = m.grid_w.saturating_add(m.battery_w);
@@ -285,6 +297,7 @@ impl Releaser {
                     || (power == 0) != (a.power_w == 0)
                 {
                     a.power_w = power;
+                    a.commanded_ms = now_ms;
                     out.push(Action::SetPower { power_w: power });
                 }
                 self.active = Some(a);
@@ -323,6 +336,7 @@ impl Releaser {
                     export_w: 0,
                     import_w: 0,
                     journaled_wh: 0,
+                    commanded_ms: now_ms,
                 });
             }
         }
@@ -521,17 +535,31 @@ mod metered_tests {
         load_w: i64,
         buyer_w: Option<u64>,
     ) -> (Vec<Action>, Vec<i64>) {
+        run_lagging(r, secs, load_w, buyer_w, 0)
+    }
+
+    /// As [`run`], with a meter whose reading is `lag` seconds old.
+    fn run_lagging(
+        r: &mut Releaser,
+        secs: u64,
+        load_w: i64,
+        buyer_w: Option<u64>,
+        lag: usize,
+    ) -> (Vec<Action>, Vec<i64>) {
         let mut battery_w = 0i64;
+        let mut history = vec![0i64; lag + 1];
         let (mut all, mut exports) = (Vec::new(), Vec::new());
         for t in 0..secs {
-            let grid_w = load_w - battery_w;
-            exports.push(-grid_w);
+            exports.push(battery_w - load_w);
+            history.push(battery_w);
+            let seen = history[history.len() - 1 - lag];
             let sample = Sample {
                 available_wh: Some(5_000),
                 metered: Some(Metered {
-                    grid_w,
+                    grid_w: load_w - seen,
                     battery_w,
                     buyer_import_w: buyer_w,
+                    grid_read_ms: (t * 1_000).saturating_sub(lag as u64 * 1_000),
                 }),
             };
             for a in r.on_sample(sample, t * 1_000) {
@@ -613,5 +641,18 @@ mod metered_tests {
         // The home's own 200 W come first: the battery stays within its limit, 800 W leave.
         let (_, exports) = run(&mut r, 30, 200, Some(5_000));
         assert_eq!(exports[5], 800);
+    }
+
+    #[test]
+    fn a_meter_slower_than_the_battery_does_not_make_it_oscillate() {
+        let mut r = Releaser::new(3_000);
+        r.order(order(10_000, 10_000_000));
+        let (_, exports) = run_lagging(&mut r, 120, 400, Some(700), 3);
+        let settled = &exports[30..];
+        assert!(
+            settled.iter().all(|e| (*e - 700).abs() <= 20),
+            "{:?}",
+            &exports[..40]
+        );
     }
 }
