@@ -555,15 +555,64 @@ impl Handler<Delivered> for MarketActor {
 impl Handler<Offer> for MarketActor {
     type Result = ResponseFuture<Result<Hash32, SubmitError>>;
 
+    /// An offer from the API: attested only if the battery holds it now (above its reserve,
+    /// beyond what is already promised), so no request can make the gateway claim energy it
+    /// does not have.
     fn handle(&mut self, msg: Offer, _: &mut Context<Self>) -> Self::Result {
-        let Some(payload) = self.sale(msg) else {
-            return Box::pin(std::future::ready(Err(SubmitError::Refused(
+        let refuse = |reason: String| -> Self::Result {
+            Box::pin(std::future::ready(Err(SubmitError::Refused(reason))))
+        };
+        if self.attestor.is_none() {
+            return refuse(
                 "no battery key configured: only a battery can attest energy to offer".into(),
-            ))));
+            );
+        }
+        let Some(home) = &self.home else {
+            return refuse("no battery readings: this gateway cannot tell what it can sell".into());
+        };
+        let readings = Self::readings(home);
+        let reserve_pct = home.strategy.reserve_soc_pct;
+        let Some(payload) = self.sale(msg) else {
+            return refuse("no battery key configured".into());
         };
         self.count(|s| s.offers += 1);
-        let sent = self.ledger.send(SignAndSubmit(payload));
-        Box::pin(async move { sent.await.unwrap_or(Err(SubmitError::Unavailable)) })
+        let (ledger, me) = (self.ledger.clone(), self.me);
+        Box::pin(async move {
+            let state = ledger
+                .send(GetState)
+                .await
+                .ok()
+                .flatten()
+                .ok_or(SubmitError::Unavailable)?;
+            let sellable = gridlet_core::strategy::sellable_now(
+                reserve_pct,
+                readings.battery_wh,
+                readings.soc_pct,
+                state.market(),
+                &me,
+            )
+            .ok_or_else(|| {
+                SubmitError::Refused(
+                    "the battery's stored energy is not known (no valid reading): nothing to offer"
+                        .into(),
+                )
+            })?;
+            if msg.energy_wh > sellable.sellable {
+                return Err(SubmitError::Refused(format!(
+                    "offer of {} Wh is more than the battery can sell now: {} Wh ({} Wh stored, \
+                     {} Wh kept as the {reserve_pct} % reserve, {} Wh already promised)",
+                    msg.energy_wh.get(),
+                    sellable.sellable.get(),
+                    sellable.stored.get(),
+                    sellable.reserve.get(),
+                    sellable.promised.get(),
+                )));
+            }
+            ledger
+                .send(SignAndSubmit(payload))
+                .await
+                .unwrap_or(Err(SubmitError::Unavailable))
+        })
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`bids`]: this home's sealed auction bids (commit, reveal).
 //! - [`readings`]: signed interval meter readings for billing.
+//! - [`reference_day`]: the best possible day with perfect foresight (the markets' yardstick).
 //! - [`schedule`]: day-ahead schedule: local QP step, ADMM aggregator, centralized optimum.
 //! - [`dispatch_session`]: one home's part of the day-ahead ADMM over the bus.
 //! - [`day_plan`]: which day to plan, when to (re)submit commitments and readings, which
@@ -45,6 +46,7 @@ pub mod net_power;
 pub mod node;
 pub mod orphans;
 pub mod readings;
+pub mod reference_day;
 pub mod release;
 pub mod schedule;
 pub mod strategy;

@@ -118,14 +118,14 @@ fn check_intervals(
 }
 
 /// Column-wise sparse matrix builder (triplets, summed on duplicates).
-struct Triplets {
+pub(crate) struct Triplets {
     rows: usize,
     cols: usize,
     entries: Vec<(usize, usize, f64)>,
 }
 
 impl Triplets {
-    fn new(rows: usize, cols: usize) -> Triplets {
+    pub(crate) fn new(rows: usize, cols: usize) -> Triplets {
         Triplets {
             rows,
             cols,
@@ -133,7 +133,7 @@ impl Triplets {
         }
     }
 
-    fn push(&mut self, r: usize, c: usize, v: f64) {
+    pub(crate) fn push(&mut self, r: usize, c: usize, v: f64) {
         if v != 0.0 {
             self.entries.push((r, c, v));
         }
@@ -167,16 +167,41 @@ impl Triplets {
 /// The constraints of one home, for variables at `base`: per interval `x` (net), `c`, `d`,
 /// `p` (PV used), `s` (state of charge at the interval's end). Equalities first in `eq`,
 /// inequalities (`A x ≤ b`) in `le`.
-struct Rows {
-    eq: Triplets,
-    eq_b: Vec<f64>,
-    le: Triplets,
-    le_b: Vec<f64>,
+pub(crate) struct Rows {
+    pub(crate) eq: Triplets,
+    pub(crate) eq_b: Vec<f64>,
+    pub(crate) le: Triplets,
+    pub(crate) le_b: Vec<f64>,
 }
 
-const VARS_PER_INTERVAL: usize = 5;
+pub(crate) const VARS_PER_INTERVAL: usize = 5;
+
+/// How a home's constraints are built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HomeRules {
+    /// PV may be used below its forecast (a planner may curtail; a physical home does not).
+    pub(crate) curtail: bool,
+    /// The day must end with at least the charge it started with.
+    pub(crate) keep_charge: bool,
+}
+
+/// The day-ahead schedule's rules.
+const SCHEDULE_RULES: HomeRules = HomeRules {
+    curtail: true,
+    keep_charge: true,
+};
 
 fn home_rows(h: &HomeData, dt: f64, base: usize, rows: &mut Rows) {
+    home_rows_with(h, dt, base, rows, SCHEDULE_RULES);
+}
+
+pub(crate) fn home_rows_with(
+    h: &HomeData,
+    dt: f64,
+    base: usize,
+    rows: &mut Rows,
+    rules: HomeRules,
+) {
     let t_len = h.load_kw.len();
     let var = |k: usize, t: usize| base + k * t_len + t; // k: 0 x, 1 c, 2 d, 3 p, 4 s
     for t in 0..t_len {
@@ -207,17 +232,32 @@ fn home_rows(h: &HomeData, dt: f64, base: usize, rows: &mut Rows) {
         le(var(2, t), 1.0, h.discharge_kw);
         le(var(2, t), -1.0, 0.0);
         le(var(3, t), 1.0, h.pv_kw[t].max(0.0));
-        le(var(3, t), -1.0, 0.0);
+        le(
+            var(3, t),
+            -1.0,
+            if rules.curtail {
+                0.0
+            } else {
+                -h.pv_kw[t].max(0.0)
+            },
+        );
         le(var(4, t), 1.0, h.capacity_kwh);
         le(var(4, t), -1.0, -h.soc_min_kwh);
     }
-    // The day ends with at least the charge it started with.
-    let r = rows.le_b.len();
-    rows.le.push(r, var(4, t_len - 1), -1.0);
-    rows.le_b.push(-h.soc0_kwh.max(h.soc_min_kwh));
+    if rules.keep_charge {
+        // The day ends with at least the charge it started with.
+        let r = rows.le_b.len();
+        rows.le.push(r, var(4, t_len - 1), -1.0);
+        rows.le_b.push(-h.soc0_kwh.max(h.soc_min_kwh));
+    }
 }
 
-fn solve(what: &str, p: Triplets, q: Vec<f64>, rows: Rows) -> Result<Vec<f64>, ScheduleError> {
+pub(crate) fn solve(
+    what: &str,
+    p: Triplets,
+    q: Vec<f64>,
+    rows: Rows,
+) -> Result<Vec<f64>, ScheduleError> {
     let n = q.len();
     let n_eq = rows.eq_b.len();
     let n_le = rows.le_b.len();

@@ -214,6 +214,45 @@ pub fn promised_wh(market: &MarketState, me: &MemberKey) -> WattHours {
     WattHours::new(open.saturating_add(trading).saturating_add(pooled))
 }
 
+/// What this home's battery can sell now: what it stores above the reserve, minus what is
+/// already promised. `None` without a valid battery reading. Offers, the strategy's and the
+/// API's alike, draw only on this, so the gateway never attests energy it does not hold.
+pub fn sellable_now(
+    reserve_soc_pct: u8,
+    stored_wh: Option<f64>,
+    soc_pct: Option<f64>,
+    market: &MarketState,
+    me: &MemberKey,
+) -> Option<Sellable> {
+    let (stored, soc) = (stored_wh?, soc_pct?);
+    if !(soc > 0.0 && stored.is_finite() && stored >= 0.0) {
+        return None;
+    }
+    let capacity = stored / (soc / 100.0);
+    let reserve = capacity * f64::from(reserve_soc_pct) / 100.0;
+    let above_reserve = WattHours::new((stored - reserve).max(0.0) as u64);
+    let promised = promised_wh(market, me);
+    Some(Sellable {
+        stored: WattHours::new(stored as u64),
+        reserve: WattHours::new(reserve as u64),
+        promised,
+        sellable: above_reserve.saturating_sub(promised),
+    })
+}
+
+/// [`sellable_now`]'s figures, for an answer that says why an offer is too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sellable {
+    /// Stored in the battery.
+    pub stored: WattHours,
+    /// Kept back (the reserve).
+    pub reserve: WattHours,
+    /// Already offered, pooled or sold and not delivered.
+    pub promised: WattHours,
+    /// What can be offered now.
+    pub sellable: WattHours,
+}
+
 /// The auction round whose commit phase covers the next block and the one after it.
 fn commit_round(round_blocks: u64, height: u64) -> Option<u64> {
     use gridlet_ledger::market::auction_phase;
@@ -246,13 +285,9 @@ pub fn decide(
             .values()
             .any(|c| c.seller == *me && c.status == ContractStatus::Open);
         let attested_this_interval = market.attestations.contains_key(&(*me, interval));
-        if !has_open_offer && !attested_this_interval && soc > 0.0 {
-            let capacity = stored / (soc / 100.0);
-            let reserve = capacity * f64::from(cfg.reserve_soc_pct) / 100.0;
-            let free = WattHours::new((stored - reserve).max(0.0) as u64);
-            let offer = free
-                .saturating_sub(promised_wh(market, me))
-                .min(cfg.max_offer_wh);
+        let sellable = sellable_now(cfg.reserve_soc_pct, Some(stored), Some(soc), market, me);
+        if let Some(s) = sellable.filter(|_| !has_open_offer && !attested_this_interval) {
+            let offer = s.sellable.min(cfg.max_offer_wh);
             if offer >= cfg.min_offer_wh && auctions {
                 let round = commit_round(chain.auction_round_blocks, height);
                 let joined = |r: u64| {

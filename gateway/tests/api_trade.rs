@@ -213,6 +213,16 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
             .contains("expiry height 0"),
         "{refused}"
     );
+    // More than the battery holds (10 kWh at 60 %, 30 % kept back): refused, with the figures,
+    // and nothing attested.
+    let huge = r#"{"interval": 7, "energy_wh": 500000, "price": 200000, "expiry_height": 100000}"#;
+    let (code, refused) = http(api_a, "POST", "/api/offers", Some(token), huge);
+    assert_eq!(code, 400, "{refused}");
+    let reason = refused["error"].as_str().unwrap();
+    assert!(
+        reason.contains("more than the battery can sell now") && reason.contains("reserve"),
+        "{refused}"
+    );
     let (code, accepted) = http(api_a, "POST", "/api/offers", Some(token), offer);
     assert_eq!(code, 202, "{accepted}");
     assert_eq!(

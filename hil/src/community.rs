@@ -117,6 +117,8 @@ pub struct RunFacts {
     pub homes: usize,
     /// Simulated hours.
     pub hours: f64,
+    /// Hour of the day the run started at.
+    pub start_hour: f64,
     /// Scenario time per wall time.
     pub speedup: f64,
     /// Seed.
@@ -311,6 +313,7 @@ pub fn community_report(
             "battery_discharged_wh": battery_discharged_wh,
             "meter_send_errors": facts.meter_errors,
         },
+        "reference_day": crate::reference::summary(sims, energy.0, energy.1, facts.start_hour, facts.hours),
         "invariants": {
             "credits_conserved": credits_conserved,
             "all_homes_same_tip": same_tip,

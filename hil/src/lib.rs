@@ -13,6 +13,7 @@ pub mod lockstep;
 pub mod modbus_sim;
 pub mod mqtt_sim;
 pub mod pty;
+pub mod reference;
 pub mod relay;
 pub mod scenario;
 

@@ -52,6 +52,7 @@ pub(super) fn report(
     let facts = RunFacts {
         homes: o.homes,
         hours: o.hours,
+        start_hour: o.start_hour,
         speedup: o.speedup,
         seed: o.seed,
         slot_ms: o.slot_ms,
