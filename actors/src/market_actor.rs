@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::battery::{BatteryFeed, BatteryStorage, Delivered, Release};
+use crate::battery::{BatteryFeed, BatteryStorage, Delivered, HoldDischarge, Release};
 use crate::devices::{fresh, MeterFeed};
 use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit, SubmitError};
 use gridlet_core::bids::{BidBook, BidProgress, SealedBid};
@@ -150,6 +150,8 @@ pub struct MarketActor {
     status: Arc<Mutex<MarketStatus>>,
     /// While trades deliver to this home, its net power goes on the bus.
     buying: Option<crate::net_power::BuyingUntil>,
+    /// Released trades this home buys that have not settled, with their end (clock ms).
+    receiving: std::collections::BTreeMap<Hash32, u64>,
 }
 
 impl MarketActor {
@@ -177,7 +179,13 @@ impl MarketActor {
             ordered: std::collections::BTreeMap::new(),
             status: Arc::default(),
             buying: None,
+            receiving: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Until when a neighbour delivers to this home (0: nobody does).
+    fn receiving_until(&self) -> u64 {
+        self.receiving.values().copied().max().unwrap_or(0)
     }
 
     /// Trades on its own for this home, and keeps its bids in `home.data_dir`.
@@ -474,7 +482,11 @@ impl Handler<ChainEvents> for MarketActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChainEvents, _: &mut Context<Self>) {
+        let receiving_before = self.receiving_until();
         for e in msg.events {
+            if let MarketEvent::Settled { trade, .. } = &e {
+                self.receiving.remove(trade);
+            }
             if let MarketEvent::Release {
                 trade,
                 seller,
@@ -493,10 +505,8 @@ impl Handler<ChainEvents> for MarketActor {
                         .saturating_mul(self.slot_ms),
                 );
                 if buyers.contains(&self.me) {
-                    // The seller's battery follows this home's import until the deadline.
-                    if let Some(w) = &self.buying {
-                        w.extend(deadline_ms);
-                    }
+                    // The seller's battery follows this home's import until the trade settles.
+                    self.receiving.insert(trade, deadline_ms);
                 }
                 if seller != self.me {
                     continue;
@@ -516,6 +526,18 @@ impl Handler<ChainEvents> for MarketActor {
                     }
                     None => tracing::error!(%trade, "trade final but no battery is configured"),
                 }
+            }
+        }
+        let until = self.receiving_until();
+        if until != receiving_before {
+            // While a neighbour delivers, this home's net power goes on the bus and its own
+            // battery stops discharging (the neighbour's energy covers the load; its own is
+            // kept for later) — until the last such trade settled.
+            if let Some(w) = &self.buying {
+                w.set(until);
+            }
+            if let Some(b) = &self.battery {
+                b.do_send(HoldDischarge { until_ms: until });
             }
         }
     }

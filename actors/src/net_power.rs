@@ -15,15 +15,15 @@ use crate::bus::BusHandle;
 use crate::clock::Clock;
 use crate::devices::{fresh, MeterFeed};
 
-/// Until when (community clock, ms) this home is being delivered to; the market actor extends
-/// it with each final purchase's deadline.
+/// Until when (community clock, ms) this home is being delivered to; the market actor sets it
+/// to the latest deadline of its released, unsettled purchases.
 #[derive(Debug, Clone, Default)]
 pub struct BuyingUntil(Arc<AtomicU64>);
 
 impl BuyingUntil {
-    /// Publishes at least until `until_ms`.
-    pub fn extend(&self, until_ms: u64) {
-        self.0.fetch_max(until_ms, Ordering::Relaxed);
+    /// Publishes until `until_ms` (0: not at all).
+    pub fn set(&self, until_ms: u64) {
+        self.0.store(until_ms, Ordering::Relaxed);
     }
 
     fn get(&self) -> u64 {
