@@ -34,16 +34,6 @@ pub struct Delivered {
 #[rtype(result = "()")]
 pub struct Release(pub ReleaseOrder);
 
-/// Stop discharging until `until_ms` (community clock; 0 ends it): a neighbour delivers to
-/// this home, so its load is covered from there and this battery's energy is kept. Charging
-/// from surplus goes on; a release of this home's own trade takes precedence.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct HoldDischarge {
-    /// Until when.
-    pub until_ms: u64,
-}
-
 /// A home's signed live net power from the bus (the buyers of a release send theirs).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -130,10 +120,6 @@ pub struct BatteryStorage {
     net_powers: NetPowers,
     /// Net power messages refused (bad signature, replayed).
     refused_net_powers: u64,
-    /// No discharging until then (clock ms): a neighbour is delivering to this home.
-    hold_until_ms: u64,
-    /// The hold's set-point policy.
-    hold: PlanFollower,
 }
 
 /// Follow the day-ahead plan: hold this battery power (W, positive = discharge) until told
@@ -178,8 +164,6 @@ impl BatteryStorage {
             chain_id: settings.chain_id,
             net_powers: NetPowers::default(),
             refused_net_powers: 0,
-            hold_until_ms: 0,
-            hold: PlanFollower::default(),
         }
     }
 
@@ -304,13 +288,7 @@ impl BatteryStorage {
             };
             let mut actions = act.releaser.on_sample(sample, act.clock.now_ms());
             if !act.releaser.busy() {
-                let holding = act.clock.now_ms() < act.hold_until_ms;
-                act.hold.follow(holding.then_some(0));
-                let (held, _) = act.hold.step(meter_fresh, act.clock.wall_ms());
-                actions.extend(held);
-                if !holding {
-                    actions.extend(act.plan_actions(meter_fresh));
-                }
+                actions.extend(act.plan_actions(meter_fresh));
             }
             let safe = act.releaser.in_safe_state();
             metrics::gauge!(crate::metrics::BATTERY_SAFE_STATE).set(if safe { 1.0 } else { 0.0 });
@@ -484,23 +462,5 @@ impl Handler<BuyerPower> for BatteryStorage {
             metrics::counter!(crate::metrics::NET_POWER_REFUSED).increment(1);
             tracing::debug!(home = %msg.0.home, "net power message refused (signature or replay)");
         }
-    }
-}
-
-impl Handler<HoldDischarge> for BatteryStorage {
-    type Result = ();
-
-    fn handle(&mut self, msg: HoldDischarge, _: &mut Context<Self>) {
-        if msg.until_ms != self.hold_until_ms {
-            if msg.until_ms == 0 {
-                tracing::info!("neighbour's delivery over: battery back to its own control");
-            } else {
-                tracing::info!(
-                    until_ms = msg.until_ms,
-                    "a neighbour delivers: holding discharge"
-                );
-            }
-        }
-        self.hold_until_ms = msg.until_ms;
     }
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::battery::{BatteryFeed, BatteryStorage, Delivered, HoldDischarge, Release};
+use crate::battery::{BatteryFeed, BatteryStorage, Delivered, Release};
 use crate::devices::{fresh, MeterFeed};
 use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit, SubmitError};
 use gridlet_core::bids::{BidBook, BidProgress, SealedBid};
@@ -530,14 +530,12 @@ impl Handler<ChainEvents> for MarketActor {
         }
         let until = self.receiving_until();
         if until != receiving_before {
-            // While a neighbour delivers, this home's net power goes on the bus and its own
-            // battery stops discharging (the neighbour's energy covers the load; its own is
-            // kept for later) — until the last such trade settled.
+            // While a neighbour delivers, this home's net power goes on the bus, until the last
+            // such trade settled. Its own battery keeps its control: the neighbour covers what
+            // the home still imports (holding the battery back only moved energy between
+            // batteries and raised the community's import in `gridlet sim`).
             if let Some(w) = &self.buying {
                 w.set(until);
-            }
-            if let Some(b) = &self.battery {
-                b.do_send(HoldDischarge { until_ms: until });
             }
         }
     }

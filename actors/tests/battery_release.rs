@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use gridlet_actors::battery::{
-    BatterySettings, BatteryStatus, BatteryStorage, BuyerPower, Delivered, HoldDischarge, Release,
+    BatterySettings, BatteryStatus, BatteryStorage, BuyerPower, Delivered, Release,
 };
 use gridlet_actors::clock::Clock;
 use gridlet_actors::devices::{MeterFeed, MeterReadings};
@@ -354,32 +354,4 @@ async fn without_a_grid_meter_a_release_runs_at_the_limit_until_the_battery_drop
             delivered_wh: 300
         }
     );
-}
-
-#[actix_rt::test]
-async fn while_a_neighbour_delivers_the_buyers_battery_keeps_its_energy() {
-    let sim = battery_sim().await;
-    // The home draws 800 W: the battery's own controller covers it.
-    let set_local = |w: i32| {
-        if let DeviceModel::Battery(b) = &mut sim.devices.lock().unwrap().get_mut(&1).unwrap().model
-        {
-            b.local_w = w;
-        }
-    };
-    set_local(800);
-    let dir = tempfile::tempdir().unwrap();
-    let battery = battery_actor(&sim, dir.path(), Arc::default()).await;
-    wait_for("self-consumption", 10, || battery_power_w(&sim) == 800).await;
-    battery
-        .send(HoldDischarge { until_ms: u64::MAX })
-        .await
-        .unwrap();
-    wait_for("the hold", 10, || battery_power_w(&sim) == 0).await;
-    // Surplus is still stored while held.
-    set_local(-500);
-    wait_for("charging while held", 10, || battery_power_w(&sim) == -500).await;
-    set_local(800);
-    wait_for("no discharge while held", 10, || battery_power_w(&sim) == 0).await;
-    battery.send(HoldDischarge { until_ms: 0 }).await.unwrap();
-    wait_for("its own control again", 10, || battery_power_w(&sim) == 800).await;
 }

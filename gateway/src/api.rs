@@ -60,6 +60,7 @@ async fn status(state: web::Data<ApiState>) -> impl Responder {
     HttpResponse::Ok().json(json!({
         "member": state.member.to_hex(),
         "height": s.height,
+        "final_height": s.finalized,
         "head": s.head.map(|h| h.to_hex()),
         "blocks_produced": s.produced,
         "blocks_committed": s.committed,
