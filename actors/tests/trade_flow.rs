@@ -15,8 +15,9 @@ use gridlet_actors::journal::ReleaseJournal;
 use gridlet_actors::ledger_actor::{
     forward_bus, Clock, GetState, LedgerActor, LedgerStatus, NodeWorker, Subscribe,
 };
-use gridlet_actors::market_actor::{Buy, MarketActor, Offer};
+use gridlet_actors::market_actor::{Buy, HomeLink, MarketActor, Offer};
 use gridlet_core::node::{Node, NodeConfig};
+use gridlet_core::strategy::StrategyConfig;
 use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
 use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
@@ -177,6 +178,8 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     let slot_ms = genesis.slot_ms;
     let me_a = MemberKey::from_secret(&keys[0]);
     let attestor_a = attestors[0];
+    let data_a = tempfile::tempdir().unwrap();
+    let data_a_path = data_a.path().to_path_buf();
     let market_a = MarketActor::create(move |ctx| {
         let battery = BatteryStorage::new(
             link,
@@ -191,8 +194,22 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             },
             ctx.address().recipient(),
             Arc::new(Mutex::new(BatteryStatus::default())),
-        )
-        .start();
+        );
+        let feed = battery.feed();
+        let battery = battery.start();
+        // The battery's readings tell the market actor what it may offer; no strategy runs.
+        let home = HomeLink {
+            strategy: StrategyConfig {
+                enabled: false,
+                ..StrategyConfig::default()
+            },
+            decide_every: Duration::from_secs(3_600),
+            meter: None,
+            battery: Some(feed),
+            max_age: Duration::from_secs(5),
+            data_dir: data_a_path,
+            auction_round_blocks: 0,
+        };
         MarketActor::new(
             me_a,
             Some(attestor_a),
@@ -201,6 +218,8 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             Clock::real(),
             ledger_a,
         )
+        .with_home(home)
+        .unwrap()
         .with_battery(battery)
     });
     ledgers[0]
@@ -217,17 +236,27 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     )
     .start();
 
-    // A offers 400 Wh at 200 000 µcr/kWh.
-    market_a
-        .send(Offer {
-            interval: 1,
-            energy_wh: WattHours::new(400),
-            price: Price::new(200_000),
-            expiry_height: 10_000,
-        })
-        .await
-        .unwrap()
-        .expect("the offer is submitted");
+    // A offers 400 Wh at 200 000 µcr/kWh, once its battery has been read.
+    let offer = Offer {
+        interval: 1,
+        energy_wh: WattHours::new(400),
+        price: Price::new(200_000),
+        expiry_height: 10_000,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match market_a.send(offer).await.unwrap() {
+            Ok(_) => break,
+            Err(e) if e.to_string().contains("not known") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the battery was never read"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the offer was refused: {e}"),
+        }
+    }
     let state = state_until(
         &ledgers[1],
         |s| {
