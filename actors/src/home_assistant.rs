@@ -132,7 +132,19 @@ pub fn discovery(cfg: &HaConfig) -> Vec<(String, Value)> {
                 "value_template": format!("{{{{ value_json.{} }}}}", s.object_id),
                 "unit_of_measurement": s.unit,
                 "state_class": s.state_class,
-                "availability": [{"topic": cfg.availability_topic()}],
+                // Unavailable when the gateway is offline, and also when this value is left out
+                // of the state (never read, or stale): never a frozen or undefined value.
+                "availability": [
+                    {"topic": cfg.availability_topic()},
+                    {
+                        "topic": cfg.state_topic(),
+                        "value_template": format!(
+                            "{{{{ 'online' if value_json.{} is defined else 'offline' }}}}",
+                            s.object_id
+                        ),
+                    },
+                ],
+                "availability_mode": "all",
                 "payload_available": "online",
                 "payload_not_available": "offline",
                 "device": device,
@@ -151,8 +163,8 @@ pub fn discovery(cfg: &HaConfig) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// The values of the sensors (missing or stale values are left out: Home Assistant then
-/// shows the last one as it was, rather than an invented 0).
+/// The values of the sensors (missing or stale values are left out: Home Assistant then shows
+/// that entity as unavailable, rather than an invented 0 or a frozen value).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HaState {
     /// PV power, W.
@@ -292,6 +304,13 @@ mod tests {
                 p["availability"][0]["topic"],
                 "gridlet/home-12/availability"
             );
+            // A value missing from the state (stale) makes its entity unavailable.
+            assert_eq!(p["availability_mode"], "all");
+            assert_eq!(p["availability"][1]["topic"], "gridlet/home-12/state");
+            assert!(p["availability"][1]["value_template"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("value_json.{} is defined", parts[3])));
             assert_eq!(p["device"]["identifiers"][0], "gridlet_home-12");
             assert!(p["device"]["name"].is_string());
         }
