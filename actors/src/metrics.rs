@@ -286,6 +286,14 @@ pub fn describe() {
         "Deliveries of less than the traded energy."
     );
     describe_counter!(
+        NET_POWER_SENT,
+        "Signed net power readings this home sent while a neighbour delivered to it."
+    );
+    describe_counter!(
+        NET_POWER_REFUSED,
+        "Net power messages this home's battery refused (bad signature or replayed)."
+    );
+    describe_counter!(
         BUS_MESSAGES,
         "Community bus messages by direction (in, out) and kind."
     );
