@@ -39,8 +39,9 @@ pub struct StrategyConfig {
     pub max_buy_price: Price,
     /// Buy only while the battery is below this state of charge, %.
     pub buy_below_soc_pct: u8,
-    /// Buy only while the home's deficit (grid import plus what its battery discharges to
-    /// cover it) is at least this much, W.
+    /// Buy only while the home imports at least this much from the grid, W: a seller covers
+    /// what the buyer's meter imports, so while the buyer's own battery still covers its load
+    /// there is nothing to deliver.
     pub buy_above_import_w: u32,
     /// Largest single purchase, Wh.
     pub max_buy_wh: WattHours,
@@ -317,9 +318,8 @@ pub fn decide(
     let battery_low = readings
         .soc_pct
         .is_none_or(|s| s < f64::from(cfg.buy_below_soc_pct));
-    // The home's own deficit: what it imports plus what its battery spends covering it.
-    let deficit_w = grid_w + readings.battery_w.unwrap_or(0.0).max(0.0);
-    let importing = deficit_w >= f64::from(cfg.buy_above_import_w);
+    // Only grid import can be covered by a neighbour (delivery follows the buyer's meter).
+    let importing = grid_w >= f64::from(cfg.buy_above_import_w);
     let waiting = market
         .trades
         .values()
@@ -551,16 +551,14 @@ mod tests {
             ..low
         };
         assert!(decide_plain(&cfg, &me, 0, 10, &exporting, &m, 1_000_000).is_empty());
-        // A battery covering the deficit hides it from the meter; it still counts.
+        // While the home's own battery covers its load it imports nothing: nothing a
+        // neighbour could deliver, so nothing is bought.
         let covered = HomeReadings {
             grid_w: Some(0.0),
             battery_w: Some(800.0),
             ..low
         };
-        assert_eq!(
-            decide_plain(&cfg, &me, 0, 10, &covered, &m, 1_000_000).len(),
-            1
-        );
+        assert!(decide_plain(&cfg, &me, 0, 10, &covered, &m, 1_000_000).is_empty());
         let charged = HomeReadings {
             soc_pct: Some(50.0),
             battery_wh: Some(1_000.0),
