@@ -118,8 +118,6 @@ pub struct BatteryStorage {
     chain_id: Hash32,
     /// The latest verified net power of each home that sent one.
     net_powers: NetPowers,
-    /// Net power messages refused (bad signature, replayed).
-    refused_net_powers: u64,
 }
 
 /// Follow the day-ahead plan: hold this battery power (W, positive = discharge) until told
@@ -163,7 +161,6 @@ impl BatteryStorage {
             plan: PlanFollower::default(),
             chain_id: settings.chain_id,
             net_powers: NetPowers::default(),
-            refused_net_powers: 0,
         }
     }
 
@@ -458,7 +455,6 @@ impl Handler<BuyerPower> for BatteryStorage {
     fn handle(&mut self, msg: BuyerPower, _: &mut Context<Self>) {
         let now = self.clock.wall_ms();
         if !msg.0.verifies(&self.chain_id) || !self.net_powers.record(&msg.0, now) {
-            self.refused_net_powers += 1;
             metrics::counter!(crate::metrics::NET_POWER_REFUSED).increment(1);
             tracing::debug!(home = %msg.0.home, "net power message refused (signature or replay)");
         }

@@ -582,19 +582,16 @@ impl Handler<Offer> for MarketActor {
         let refuse = |reason: String| -> Self::Result {
             Box::pin(std::future::ready(Err(SubmitError::Refused(reason))))
         };
-        if self.attestor.is_none() {
+        let Some(payload) = self.sale(msg) else {
             return refuse(
                 "no battery key configured: only a battery can attest energy to offer".into(),
             );
-        }
+        };
         let Some(home) = &self.home else {
             return refuse("no battery readings: this gateway cannot tell what it can sell".into());
         };
         let readings = Self::readings(home);
         let reserve_pct = home.strategy.reserve_soc_pct;
-        let Some(payload) = self.sale(msg) else {
-            return refuse("no battery key configured".into());
-        };
         self.count(|s| s.offers += 1);
         let (ledger, me) = (self.ledger.clone(), self.me);
         Box::pin(async move {

@@ -51,14 +51,20 @@ fn run_until(net: &mut LockstepNet, ms: u64, done: impl Fn(&LockstepNet) -> bool
     false
 }
 
-fn open_proposal(net: &LockstepNet) -> Hash32 {
-    let state = net.nodes[0].chain().chain().head_state();
-    *state
-        .membership()
-        .proposals()
-        .keys()
-        .next()
-        .expect("an open proposal")
+/// Home 0 proposes `change`; once it is on home 0's chain, `approvers` approve it.
+fn propose_and_approve(net: &mut LockstepNet, change: MemberChange, approvers: &[usize]) {
+    net.input(0, Input::Sign(Box::new(TxPayload::MemberPropose(change))))
+        .unwrap();
+    let open = |n: &LockstepNet| -> Option<Hash32> {
+        let state = n.nodes[0].chain().chain().head_state();
+        state.membership().proposals().keys().next().copied()
+    };
+    assert!(run_until(net, 5_000, |n| open(n).is_some()));
+    let id = open(net).expect("an open proposal");
+    for i in approvers {
+        let approve = TxPayload::MemberApprove { proposal: id };
+        net.input(*i, Input::Sign(Box::new(approve))).unwrap();
+    }
 }
 
 fn final_member(net: &LockstepNet, node: usize, key: &MemberKey) -> bool {
@@ -81,20 +87,7 @@ fn a_new_home_is_admitted_syncs_votes_and_a_leaving_one_stops_counting() {
         key: joiner,
         attestor: MemberKey::from_secret(&deterministic_key(78, 4)),
     };
-    net.input(0, Input::Sign(Box::new(TxPayload::MemberPropose(add))))
-        .unwrap();
-    assert!(run_until(&mut net, 5_000, |n| !n.nodes[0]
-        .chain()
-        .chain()
-        .head_state()
-        .membership()
-        .proposals()
-        .is_empty()));
-    let id = open_proposal(&net);
-    for i in [1, 2] {
-        let approve = TxPayload::MemberApprove { proposal: id };
-        net.input(i, Input::Sign(Box::new(approve))).unwrap();
-    }
+    propose_and_approve(&mut net, add, &[1, 2]);
     assert!(
         run_until(&mut net, 10_000, |n| (0..4)
             .all(|i| final_member(n, i, &joiner))),
@@ -139,20 +132,7 @@ fn a_new_home_is_admitted_syncs_votes_and_a_leaving_one_stops_counting() {
     // Home 3 leaves: 4 of the 5 approve (the proposer, then three more).
     let leaver = MemberKey::from_secret(&keys[3]);
     let remove = MemberChange::Remove { key: leaver };
-    net.input(0, Input::Sign(Box::new(TxPayload::MemberPropose(remove))))
-        .unwrap();
-    assert!(run_until(&mut net, 5_000, |n| !n.nodes[0]
-        .chain()
-        .chain()
-        .head_state()
-        .membership()
-        .proposals()
-        .is_empty()));
-    let id = open_proposal(&net);
-    for i in [1, 2, 4] {
-        let approve = TxPayload::MemberApprove { proposal: id };
-        net.input(i, Input::Sign(Box::new(approve))).unwrap();
-    }
+    propose_and_approve(&mut net, remove, &[1, 2, 4]);
     assert!(
         run_until(&mut net, 10_000, |n| [0, 1, 2, 4]
             .iter()

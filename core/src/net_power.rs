@@ -88,18 +88,17 @@ impl NetPowers {
     /// The summed import (W) of `homes` whose readings arrived within `max_age_ms` of `now_ms`;
     /// `None` if none of them has a fresh reading.
     pub fn import_of(&self, homes: &[MemberKey], now_ms: u64, max_age_ms: u64) -> Option<u64> {
-        let fresh: Vec<i64> = homes
+        // Called at every battery poll: no allocation.
+        homes
             .iter()
             .filter_map(|h| self.latest.get(h))
             .filter(|(_, _, got)| now_ms.saturating_sub(*got) <= max_age_ms)
-            .map(|(_, w, _)| *w)
-            .collect();
-        if fresh.is_empty() {
-            return None;
-        }
-        Some(fresh.iter().fold(0u64, |acc, w| {
-            acc.saturating_add(u64::try_from(*w).unwrap_or(0))
-        }))
+            .fold(None, |acc: Option<u64>, (_, w, _)| {
+                Some(
+                    acc.unwrap_or(0)
+                        .saturating_add(u64::try_from(*w).unwrap_or(0)),
+                )
+            })
     }
 }
 

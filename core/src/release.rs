@@ -115,6 +115,20 @@ pub struct Metered {
     pub grid_read_ms: u64,
 }
 
+impl Metered {
+    /// The battery power that covers the home's own need (`grid + battery`, i.e. load − PV)
+    /// and exports `export_w` on top, within ±`limit_w`.
+    fn set_point(&self, export_w: u64, limit_w: i32) -> i32 {
+        let limit = i64::from(limit_w);
+        let p = self
+            .grid_w
+            .saturating_add(self.battery_w)
+            .saturating_add(i64::try_from(export_w).unwrap_or(i64::MAX))
+            .clamp(limit.saturating_neg(), limit);
+        i32::try_from(p).unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Active {
     order: ReleaseOrder,
@@ -255,34 +269,29 @@ impl Releaser {
                     delivered_wh: delivered,
                 });
             } else {
+                if a.metered {
+                    // What holds for the interval up to the next reading (nothing without data).
+                    (a.export_w, a.import_w) = sample.metered.map_or((0, 0), |m| {
+                        (
+                            u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0),
+                            m.buyer_import_w.unwrap_or(0),
+                        )
+                    });
+                }
                 let power = match (a.metered, sample.metered) {
-                    (true, Some(m)) if m.grid_read_ms <= a.commanded_ms => {
-                        // The meter has not seen the last set-point yet: keep it.
-                        a.export_w = u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0);
-                        a.import_w = m.buyer_import_w.unwrap_or(0);
-                        a.power_w
-                    }
+                    // The meter has not seen the last set-point yet: keep it.
+                    (true, Some(m)) if m.grid_read_ms <= a.commanded_ms => a.power_w,
                     (true, Some(m)) => {
                         // The home's own need plus what the buyers draw, the rest tapered.
-                        let own_w = m.grid_w.saturating_add(m.battery_w);
-                        let limit = i64::from(self.power_w);
+                        let taper_w = taper(remaining, dt_ms, self.power_w);
                         let want = m
                             .buyer_import_w
                             .unwrap_or(0)
-                            .min(u64::try_from(taper(remaining, dt_ms, self.power_w)).unwrap_or(0));
-                        a.export_w = u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0);
-                        a.import_w = m.buyer_import_w.unwrap_or(0);
-                        let p = own_w
-                            .saturating_add(i64::try_from(want).unwrap_or(i64::MAX))
-                            .clamp(limit.saturating_neg(), limit);
-                        i32::try_from(p).unwrap_or(0)
+                            .min(u64::try_from(taper_w).unwrap_or(0));
+                        m.set_point(want, self.power_w)
                     }
-                    (true, None) => {
-                        // A metered release without meter data: hold still, count nothing.
-                        a.export_w = 0;
-                        a.import_w = 0;
-                        0
-                    }
+                    // A metered release without meter data: hold still, count nothing.
+                    (true, None) => 0,
                     (false, _) => taper(remaining, dt_ms, self.power_w).max(1),
                 };
                 if a.metered && delivered >= a.journaled_wh.saturating_add(PROGRESS_STEP_WH) {
@@ -316,14 +325,7 @@ impl Releaser {
                 // the buyers' draw; until then the battery covers only the home itself.
                 let power_w = match sample.metered {
                     None => self.power_w,
-                    Some(m) => {
-                        let limit = i64::from(self.power_w);
-                        let own = m
-                            .grid_w
-                            .saturating_add(m.battery_w)
-                            .clamp(limit.saturating_neg(), limit);
-                        i32::try_from(own).unwrap_or(0)
-                    }
+                    Some(m) => m.set_point(0, self.power_w),
                 };
                 out.push(Action::SetPower { power_w });
                 self.active = Some(Active {
