@@ -121,6 +121,30 @@ fn both_parsers_reject_a_wrong_crc() {
     }
 }
 
+#[test]
+fn both_parsers_reject_a_v4_or_v5_telegram_without_its_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dialect, spec) in &DIALECTS[1..] {
+        let t = generate(dir.path(), dialect, 3, "none");
+        let (ok, json, json_path) = ours(&t);
+        assert!(!ok, "{dialect}: {json}");
+        assert!(
+            json["error"].as_str().unwrap().contains("no CRC"),
+            "{dialect}: {json}"
+        );
+        let (ok, out, err) = run(Command::new(python()).args([
+            script("dsmr_compare.py").to_str().unwrap(),
+            spec,
+            t.to_str().unwrap(),
+            json_path.to_str().unwrap(),
+        ]));
+        assert!(ok, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["crc_ok"], false, "dsmr-parser accepted {dialect} without a CRC");
+        assert!(r["missing"].is_string(), "{r}");
+    }
+}
+
 /// `gridlet dsmr read` on a serial port until `count` valid telegrams; every output line.
 fn read_serial(path: &str, count: u32) -> Vec<serde_json::Value> {
     let (ok, out, err) = run(Command::new(BIN).args([

@@ -266,11 +266,30 @@ pub fn parse(telegram: &[u8], crc_kind: CrcKind) -> Result<Telegram, DsmrError> 
         values.insert(code.to_owned(), ObisLine(parse_groups(&line[open..], n)?));
         last_code = Some(code.to_owned());
     }
+    // DSMR 4 and 5 (and Fluvius e-MUCS) make the CRC mandatory, as dsmr-parser's V4/V5
+    // specifications do: a telegram declaring such a version without one is refused.
+    if crc_ok.is_none() && declares_crc_version(&values) {
+        return Err(DsmrError::MissingCrc);
+    }
     Ok(Telegram {
         crc_ok,
         header,
         values,
     })
+}
+
+/// Whether the telegram's version line says DSMR 4 or later (`1-3:0.2.8(40…)`, or Belgium's
+/// `0-0:96.1.4`), where every telegram ends with a CRC.
+fn declares_crc_version(values: &BTreeMap<String, ObisLine>) -> bool {
+    let version = |code: &str| {
+        values
+            .get(code)
+            .and_then(|l| l.0.first())
+            .and_then(|g| g.value.as_deref())
+            .and_then(|v| v.get(..2))
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    version("1-3:0.2.8").is_some_and(|v| v >= 40) || version("0-0:96.1.4").is_some()
 }
 
 /// How the writer ends a telegram.
@@ -364,6 +383,23 @@ mod tests {
         ));
         let none = write("XMX5", &lines, CrcStyle::None);
         assert_eq!(parse(&none, CrcKind::Arc).unwrap().crc_ok, None);
+    }
+
+    #[test]
+    fn a_v4_or_v5_telegram_without_its_crc_is_refused() {
+        for version in ["40", "42", "50"] {
+            let lines = vec![
+                format!("1-3:0.2.8({version})"),
+                "1-0:1.8.1(000001.000*kWh)".to_string(),
+            ];
+            let none = write("XMX5", &lines, CrcStyle::None);
+            assert_eq!(parse(&none, CrcKind::Arc), Err(DsmrError::MissingCrc));
+            let with = write("XMX5", &lines, CrcStyle::Padded);
+            assert_eq!(parse(&with, CrcKind::Arc).unwrap().crc_ok, Some(true));
+        }
+        let belgian = vec!["0-0:96.1.4(50217)".to_string()];
+        let none = write("FLU5", &belgian, CrcStyle::None);
+        assert_eq!(parse(&none, CrcKind::Arc), Err(DsmrError::MissingCrc));
     }
 
     #[test]

@@ -5,7 +5,7 @@ dsmr-parser produced (Decimal, int, timestamp, str).
 
 Usage: dsmr_compare.py SPEC TELEGRAM OURS_JSON [TELEGRAM OURS_JSON ...]
 Prints one line per pair: {"crc_ok": bool, "compared": n, "mismatches": [...]}; crc_ok false
-if dsmr-parser rejects the checksum.
+if dsmr-parser rejects the checksum (with "missing" when there is none).
 """
 import datetime
 import json
@@ -13,7 +13,7 @@ import sys
 from decimal import Decimal
 
 from dsmr_parser import telegram_specifications
-from dsmr_parser.exceptions import InvalidChecksumError
+from dsmr_parser.exceptions import InvalidChecksumError, ParseError
 from dsmr_parser.objects import DSMRObject
 from dsmr_parser.parsers import TelegramParser
 from dsmr_parser.value_types import timestamp
@@ -44,6 +44,9 @@ def compare(spec, telegram_path, ours_path):
         parser.parse(text, throw_ex=True)
     except InvalidChecksumError:
         return {"crc_ok": False, "compared": 0, "mismatches": []}
+    except ParseError as e:
+        # A telegram without its checksum, under a specification that requires one.
+        return {"crc_ok": False, "missing": str(e), "compared": 0, "mismatches": []}
     compared, mismatches = 0, []
     for obj in spec["objects"]:
         pattern = parser.telegram_specification_regexes[obj["obis_reference"]]
