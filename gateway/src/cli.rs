@@ -79,8 +79,9 @@ pub enum Command {
         /// Chain name.
         #[arg(long, default_value = "gridlet-community")]
         chain_id: String,
-        /// `NAME,KEY_FILE,ATTESTOR_KEY_FILE` per home (key files or their `.pub`).
-        #[arg(long = "member", required = true)]
+        /// `NAME,KEY_FILE,ATTESTOR_KEY_FILE` per home (key files or their `.pub`); repeat the
+        /// flag or list several after one `--member`.
+        #[arg(long = "member", required = true, num_args = 1..)]
         members: Vec<String>,
         /// Initial balance of every member, micro-credits.
         #[arg(long, default_value_t = 100_000_000)]

@@ -25,6 +25,7 @@ mod sim;
 mod sim_chain;
 mod status;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -125,14 +126,18 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", chain_cmd::verify(&data)?);
             }
             ChainCommand::Trades { data } => {
+                let mut out = std::io::stdout().lock();
                 for t in chain_cmd::trades(&data)? {
-                    println!("{t}");
+                    if let Err(e) = writeln!(out, "{t}") {
+                        return stop_quietly_on_closed_pipe(e.into());
+                    }
                 }
             }
             ChainCommand::Export { data } => {
-                let stdout = std::io::stdout();
-                let mut lock = stdout.lock();
-                chain_cmd::export(&data, &mut lock)?;
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = chain_cmd::export(&data, &mut out) {
+                    return stop_quietly_on_closed_pipe(e);
+                }
             }
             ChainCommand::Produce {
                 data,
@@ -311,6 +316,19 @@ fn run(cli: Cli) -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// `gridlet chain export | head -1`: a reader that stops early is not an error of ours.
+fn stop_quietly_on_closed_pipe(e: anyhow::Error) -> Result<()> {
+    let closed = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if closed {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 fn main() -> ExitCode {

@@ -75,6 +75,32 @@ fn keygen_writes_an_owner_only_file_and_never_overwrites() {
 }
 
 #[test]
+fn several_members_after_one_flag_as_the_readme_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = Vec::new();
+    for name in ["a", "b", "c"] {
+        let key = dir.path().join(format!("{name}.key"));
+        assert!(gridlet(&["keygen", "--out", key.to_str().unwrap()]).0);
+        members.push(format!("{name},{0}.pub,{0}.pub", key.display()));
+    }
+    let out = dir.path().join("genesis.json");
+    let mut args = vec!["genesis", "--member"];
+    args.extend(members.iter().map(String::as_str));
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (ok, _, err) = gridlet(&args);
+    assert!(ok, "{err}");
+    let genesis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let names: Vec<&str> = genesis["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "{genesis}");
+}
+
+#[test]
 fn a_broken_member_argument_is_named() {
     let (ok, _, err) = gridlet(&["genesis", "--member", "only-a-name"]);
     assert!(!ok);
@@ -134,6 +160,40 @@ fn sim_homes_agree_and_verify_detects_tampering() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 40);
+    // `| head -1`: the reader leaves after one line; the export stops without an error.
+    // (The export is larger than a pipe's buffer, so the writer does meet the closed pipe.)
+    assert!(out.len() > 2 * 65_536, "{} bytes", out.len());
+    {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["chain", "export", "--data", data.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with('{'), "{first}");
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{err}");
+        assert!(err.is_empty(), "{err}");
+    }
+    // A data dir in use (here this test holds the store open, as a running gateway would):
+    // verify and export say so and what to do, not sled's raw lock error.
+    {
+        let _held = gridlet_ledger::store::SledStore::open(&data).unwrap();
+        for what in ["verify", "export"] {
+            let (ok, _, err) = gridlet(&["chain", what, "--data", data.to_str().unwrap()]);
+            assert!(!ok);
+            assert!(
+                err.contains("in use by another process") && err.contains("/api/chain/final"),
+                "{what}: {err}"
+            );
+        }
+    }
     let with_tx = lines
         .iter()
         .find(|b| b["tx_count"].as_u64().unwrap() > 0)

@@ -320,7 +320,8 @@ pub fn community_report(
             "every_home_produced": every_home_produced,
             "every_release_matches_one_trade": releases_match,
             "delivered_energy_traces_to_attested_generation": energy_traced,
-            "scheduled_day_committed_and_billed": schedule_ok,
+            // Only a schedule run can say whether its day was committed and billed.
+            "scheduled_day_committed_and_billed": facts.schedule.then_some(schedule_ok),
         },
         "profiles": sims.iter().map(|h| h.profile).collect::<Vec<_>>(),
         "data_dirs": facts.data_dirs,

@@ -610,6 +610,15 @@ pub enum StoreError {
         /// The genesis hash found.
         found: Hash32,
     },
+    /// Another process (a running gateway) holds the store's lock.
+    #[error(
+        "{path} is in use by another process (a running gateway holds its lock): stop that \
+         gateway first, or read its chain through its API (GET /api/head, /api/chain/final)"
+    )]
+    InUse {
+        /// The store's directory.
+        path: String,
+    },
     /// A block could not be attached.
     #[error(transparent)]
     Block(#[from] BlockError),

@@ -113,7 +113,17 @@ const META_CHAIN_ID: &[u8] = b"chain_id";
 impl SledStore {
     /// Opens or creates the store under `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::open(dir.join("blocks.sled"))?;
+        let path = dir.join("blocks.sled");
+        let db = sled::open(&path).map_err(|e| match e {
+            // sled's file lock (reported as an `Other` I/O error with this text): another
+            // process has this store open.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::InUse {
+                    path: path.display().to_string(),
+                }
+            }
+            other => other.into(),
+        })?;
         let blocks = db.open_tree("blocks")?;
         let certificates = db.open_tree("certificates")?;
         Ok(SledStore {
