@@ -15,6 +15,10 @@ use crate::device_cmd;
     about = "Home-energy gateway for a neighbourhood microgrid"
 )]
 pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a filter such as
+    /// `info,gridlet_actors=debug`; overrides RUST_LOG.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -332,15 +332,39 @@ fn stop_quietly_on_closed_pipe(e: anyhow::Error) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    // rumqttd logs ordinary client disconnects at ERROR: its router and server stay quiet
-    // whatever RUST_LOG says.
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let cli = Cli::parse();
+    if let Err(e) = init_logs(cli.log_level.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr: `--log-level`, else RUST_LOG, else INFO with the chatty libraries quieter.
+fn init_logs(level: Option<&str>) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = match level {
+        Some(l) => {
+            // A bare word is a level (as a filter, "loud" would silently name a target).
+            let levels = ["off", "error", "warn", "info", "debug", "trace"];
+            if !l.contains(['=', ',']) && !levels.contains(&l.to_ascii_lowercase().as_str()) {
+                anyhow::bail!("--log-level {l:?}: use one of {levels:?} or a filter like info,gridlet_actors=debug");
+            }
+            EnvFilter::try_new(l).with_context(|| format!("--log-level {l:?}"))?
+        }
         // Malachite logs every checkpoint ("Starting new height") at INFO: one line per slot.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,rumqttd=warn,arc_malachitebft_core_consensus=warn",
-            )
-        });
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("info,rumqttd=warn,arc_malachitebft_core_consensus=warn")
+        }),
+    };
+    // rumqttd logs ordinary client disconnects at ERROR: its router and server stay quiet
+    // whatever the level says.
     for quiet in ["rumqttd::router=off", "rumqttd::server=off"] {
         if let Ok(d) = quiet.parse() {
             filter = filter.add_directive(d);
@@ -353,11 +377,5 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    Ok(())
 }

@@ -101,6 +101,16 @@ fn several_members_after_one_flag_as_the_readme_writes_them() {
 }
 
 #[test]
+fn a_bad_log_level_is_refused_by_name() {
+    let (ok, _, err) = gridlet(&["--log-level", "loud", "chain", "verify", "--data", "."]);
+    assert!(!ok);
+    assert!(err.contains("--log-level \"loud\""), "{err}");
+    // A good one is taken by every command (global flag).
+    let (_, _, err) = gridlet(&["chain", "verify", "--data", ".", "--log-level", "warn"]);
+    assert!(err.contains("genesis"), "{err}");
+}
+
+#[test]
 fn a_broken_member_argument_is_named() {
     let (ok, _, err) = gridlet(&["genesis", "--member", "only-a-name"]);
     assert!(!ok);

@@ -140,7 +140,10 @@ fn both_parsers_reject_a_v4_or_v5_telegram_without_its_crc() {
         ]));
         assert!(ok, "{err}");
         let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(r["crc_ok"], false, "dsmr-parser accepted {dialect} without a CRC");
+        assert_eq!(
+            r["crc_ok"], false,
+            "dsmr-parser accepted {dialect} without a CRC"
+        );
         assert!(r["missing"].is_string(), "{r}");
     }
 }
