@@ -89,13 +89,32 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     )
 }
 
-/// Every `expr` of every panel of every dashboard.
+/// Every `expr` of every panel of every dashboard, with Grafana's variables as Grafana would
+/// expand them for "all homes" over a short range.
 fn panel_exprs() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(repo("dashboards/grafana/dashboards")).unwrap() {
-        let path = entry.unwrap().path();
-        let d: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (title, expr) in raw_panel_exprs() {
+        let expanded = expr
+            .replace("$home", ".*")
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1m");
+        out.push((title, expanded));
+    }
+    out
+}
+
+fn dashboards() -> Vec<serde_json::Value> {
+    std::fs::read_dir(repo("dashboards/grafana/dashboards"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+fn raw_panel_exprs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in dashboards() {
         for p in d["panels"].as_array().unwrap() {
             for t in p["targets"].as_array().unwrap() {
                 out.push((
@@ -153,6 +172,43 @@ fn the_shipped_config_and_rules_pass_promtool() {
     assert!(ok, "{out}");
     assert!(alert_exprs().len() >= 6);
     assert!(panel_exprs().len() >= 25);
+    // The rules' own unit tests: a gateway that stops answering, a height that stands still.
+    let (ok, out) = promtool(
+        &[
+            "test",
+            "rules",
+            repo("dashboards/alerts_test.yml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn dashboards_pick_their_data_source_and_homes() {
+    for d in dashboards() {
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(vars, ["datasource", "home"], "{}", d["title"]);
+        for p in d["panels"].as_array().unwrap() {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        }
+    }
+    for (panel, expr) in raw_panel_exprs() {
+        // Every series the panel selects is filtered by the chosen homes, and no counter is
+        // shown raw through max() (a restart resets it).
+        let selectors = expr.matches("gridlet_").count();
+        let filtered = expr.matches("{home=~\"$home\"").count();
+        assert_eq!(selectors, filtered, "{panel}: {expr}");
+        assert!(
+            !(expr.starts_with("max(gridlet_") && expr.contains("_total")),
+            "{panel}: {expr}"
+        );
+    }
 }
 
 #[test]
