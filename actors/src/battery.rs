@@ -62,6 +62,8 @@ pub struct BatteryStatus {
     pub plan_w: Option<i32>,
     /// When the values above were last read valid.
     pub read_at: Option<std::time::Instant>,
+    /// Energy into and out of the battery since the gateway started (from its power).
+    pub energy: gridlet_core::battery_energy::BatteryEnergy,
 }
 
 /// The battery's latest values, as the battery actor sends them to the market actor.
@@ -146,6 +148,11 @@ impl BatteryStorage {
         deliveries: Recipient<Delivered>,
         status: Arc<Mutex<BatteryStatus>>,
     ) -> Self {
+        // The energy counters run on the community clock, which may run faster than the poll.
+        let poll_ms = (settings.poll.as_secs_f64() * 1_000.0 * settings.clock.speedup()) as u64;
+        if let Ok(mut s) = status.lock() {
+            s.energy = gridlet_core::battery_energy::BatteryEnergy::new(poll_ms);
+        }
         BatteryStorage {
             io: Arc::new(tokio::sync::Mutex::new(Io { link, device })),
             journal: Arc::new(Mutex::new(journal)),
@@ -239,6 +246,8 @@ impl BatteryStorage {
                 s.available_wh = valid;
                 s.soc_pct = bat.soc_pct.valid().copied();
                 s.power_w = bat.power_w.valid().copied();
+                let power_w = s.power_w;
+                s.energy.on_reading(act.clock.now_ms(), power_w);
                 if valid.is_some() {
                     s.read_at = Some(std::time::Instant::now());
                 }

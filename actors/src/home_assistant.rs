@@ -44,7 +44,7 @@ struct Sensor {
     state_class: &'static str,
 }
 
-const SENSORS: [Sensor; 9] = [
+const SENSORS: [Sensor; 11] = [
     Sensor {
         object_id: "pv_power",
         name: "PV power",
@@ -92,6 +92,21 @@ const SENSORS: [Sensor; 9] = [
     Sensor {
         object_id: "grid_export_energy",
         name: "Grid export",
+        unit: "Wh",
+        device_class: Some("energy"),
+        state_class: "total_increasing",
+    },
+    // The battery's two counters for the dashboard's home battery storage.
+    Sensor {
+        object_id: "battery_charge_energy",
+        name: "Battery charge energy",
+        unit: "Wh",
+        device_class: Some("energy"),
+        state_class: "total_increasing",
+    },
+    Sensor {
+        object_id: "battery_discharge_energy",
+        name: "Battery discharge energy",
         unit: "Wh",
         device_class: Some("energy"),
         state_class: "total_increasing",
@@ -181,6 +196,10 @@ pub struct HaState {
     pub grid_import: Option<f64>,
     /// The meter's export counter, Wh.
     pub grid_export: Option<f64>,
+    /// Energy into the battery since the gateway started, Wh.
+    pub battery_charge: Option<f64>,
+    /// Energy out of the battery since the gateway started, Wh.
+    pub battery_discharge: Option<f64>,
     /// Energy this home sold and bought, Wh.
     pub energy_traded: Option<u64>,
     /// Balance, micro-credits.
@@ -210,6 +229,14 @@ pub fn state_payload(s: &HaState) -> Value {
     put(
         "grid_export_energy",
         s.grid_export.map(|x| json!(x.round())),
+    );
+    put(
+        "battery_charge_energy",
+        s.battery_charge.map(|x| json!(x.round())),
+    );
+    put(
+        "battery_discharge_energy",
+        s.battery_discharge.map(|x| json!(x.round())),
     );
     put("energy_traded", s.energy_traded.map(|x| json!(x)));
     put(
@@ -283,7 +310,7 @@ mod tests {
     #[test]
     fn discovery_payloads_carry_the_fields_home_assistant_documents() {
         let msgs = discovery(&cfg());
-        assert_eq!(msgs.len(), 9);
+        assert_eq!(msgs.len(), 11);
         let mut ids = std::collections::BTreeSet::new();
         for (topic, p) in &msgs {
             // <discovery_prefix>/<component>/<node_id>/<object_id>/config
@@ -327,6 +354,8 @@ mod tests {
             "/pv_energy/",
             "/grid_import_energy/",
             "/grid_export_energy/",
+            "/battery_charge_energy/",
+            "/battery_discharge_energy/",
         ] {
             assert_eq!(by(id)["device_class"], "energy", "{id}");
             assert_eq!(by(id)["state_class"], "total_increasing", "{id}");
@@ -341,8 +370,11 @@ mod tests {
             battery_soc: Some(55.55),
             grid_import: Some(12_345.6),
             balance: Some(2_500_000),
+            battery_discharge: Some(700.4),
             ..HaState::default()
         });
+        assert_eq!(v["battery_discharge_energy"], 700.0);
+        assert!(v.get("battery_charge_energy").is_none());
         assert_eq!(v["pv_power"], 1234.0);
         assert_eq!(v["battery_soc"], 55.6);
         assert_eq!(v["credit_balance"], 2.5);

@@ -15,6 +15,7 @@
 //! - [`wire`]: the messages gateways exchange on the community bus.
 //! - [`strategy`]: when to offer and when to buy, from the device readings.
 //! - [`net_power`]: a buyer's signed live net power, which a delivering seller follows.
+//! - [`battery_energy`]: the battery's charge and discharge energy from its power readings.
 //! - [`release`]: releasing traded energy from the battery (journal first, safe state).
 //! - [`bids`]: this home's sealed auction bids (commit, reveal).
 //! - [`readings`]: signed interval meter readings for billing.
@@ -37,6 +38,7 @@
     )
 )]
 
+pub mod battery_energy;
 pub mod bids;
 pub mod day_plan;
 pub mod dispatch_session;

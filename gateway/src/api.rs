@@ -103,6 +103,9 @@ async fn devices(state: web::Data<ApiState>) -> impl Responder {
             "soc_pct": at(b.soc_pct),
             "power_w": at(b.power_w),
             "capacity_wh": b.capacity_wh,
+            // Since the gateway started, integrated from the battery's power.
+            "charged_wh": (b.energy.charged_wh() * 10.0).round() / 10.0,
+            "discharged_wh": (b.energy.discharged_wh() * 10.0).round() / 10.0,
             "failed_polls": b.failed_polls,
             "releases": b.releases,
             "safe_state": b.safe_state,

@@ -315,11 +315,13 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                     .and_then(|m| m.lock().ok().map(|m| m.clone()));
                 let pv = pv_status.as_ref().and_then(|p| fresh(p.power_w, max_age));
                 let grid = meter.as_ref().and_then(|m| fresh(m.power_w, max_age));
-                let (soc, bat) = s
+                let battery = s
                     .battery
                     .as_ref()
-                    .and_then(|b| b.lock().ok().map(|b| (b.soc_pct, b.power_w)))
-                    .unwrap_or((None, None));
+                    .and_then(|b| b.lock().ok().map(|b| b.clone()));
+                let (soc, bat) = battery
+                    .as_ref()
+                    .map_or((None, None), |b| (b.soc_pct, b.power_w));
                 let (traded, balance) = s
                     .market
                     .lock()
@@ -333,6 +335,8 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                     pv_energy: pv_status.as_ref().and_then(|p| fresh(p.energy_wh, max_age)),
                     grid_import: meter.as_ref().and_then(|m| fresh(m.import_wh, max_age)),
                     grid_export: meter.as_ref().and_then(|m| fresh(m.export_wh, max_age)),
+                    battery_charge: battery.as_ref().map(|b| b.energy.charged_wh()),
+                    battery_discharge: battery.as_ref().map(|b| b.energy.discharged_wh()),
                     energy_traded: traded,
                     balance,
                 }

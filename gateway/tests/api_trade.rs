@@ -295,6 +295,17 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         (150.0..=151.0).contains(&(before - after)),
         "battery went from {before} to {after} Wh for a 150 Wh trade"
     );
+    // The discharge counter (Home Assistant's "energy coming out of the battery"), integrated
+    // from the battery's power readings on the gateway's clock, agrees with what its store
+    // lost — on the simulated battery's clock, 100 times faster than the gateway's here.
+    let (_, devices) = http(api_a, "GET", "/api/devices", None, "");
+    let out = devices["battery"]["discharged_wh"].as_f64().unwrap() * 100.0;
+    assert!(
+        (0.5 * (before - after)..=1.5 * (before - after)).contains(&out),
+        "discharged_wh {out} for a store that lost {} Wh: {devices}",
+        before - after
+    );
+    assert_eq!(devices["battery"]["charged_wh"], 0.0, "{devices}");
 
     // A sealed bid: committed in the next commit phase, revealed in the reveal phase (the
     // gateway keeps the salt on disk meanwhile and never shows it).

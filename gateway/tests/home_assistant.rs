@@ -122,16 +122,24 @@ fn systemd_notify_watchdog_and_home_assistant_discovery() {
     assert!(got.contains(&"READY=1".to_owned()), "{got:?}");
 
     // Retained discovery configs, one per sensor, with the documented fields.
-    let configs = sub(port, "homeassistant/#", 9);
-    assert_eq!(configs.len(), 9, "{configs:?}");
-    // The Energy dashboard's three counters are among them.
-    for id in ["pv_energy", "grid_import_energy", "grid_export_energy"] {
+    let configs = sub(port, "homeassistant/#", 11);
+    assert_eq!(configs.len(), 11, "{configs:?}");
+    // The Energy dashboard's counters are among them: solar production, grid consumption and
+    // return, battery charge and discharge.
+    for id in [
+        "pv_energy",
+        "grid_import_energy",
+        "grid_export_energy",
+        "battery_charge_energy",
+        "battery_discharge_energy",
+    ] {
         let (_, p) = configs
             .iter()
             .find(|(t, _)| t.contains(&format!("/{id}/")))
             .unwrap_or_else(|| panic!("{id} is not announced"));
         let v: serde_json::Value = serde_json::from_str(p).unwrap();
         assert_eq!(v["state_class"], "total_increasing", "{v}");
+        assert_eq!(v["device_class"], "energy", "{v}");
     }
     for (topic, payload) in &configs {
         assert!(topic.starts_with("homeassistant/sensor/home-7/") && topic.ends_with("/config"));
@@ -155,6 +163,7 @@ fn systemd_notify_watchdog_and_home_assistant_discovery() {
         let v: serde_json::Value = serde_json::from_str(&state[0].1).unwrap();
         assert!(v.get("pv_power").is_none(), "{v}");
         assert!(v.get("grid_power").is_none(), "{v}");
+        assert!(v.get("battery_discharge_energy").is_none(), "{v}");
         if v.get("credit_balance").is_some() {
             break;
         }
