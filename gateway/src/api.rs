@@ -12,6 +12,12 @@ use gridlet_ledger::market::clearing::payment;
 use gridlet_ledger::{Hash32, MemberKey};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api_types::{
+    ApiError, BatteryView, Devices, MeterView, OfferView, Provenance, PvView, Quality, Reading,
+    Status, Submitted, TradeBuyer, TradeStage, TradeView,
+};
 
 /// Shared with every handler.
 pub struct ApiState {
@@ -54,36 +60,46 @@ pub(crate) fn authorized(req: &HttpRequest, state: &ApiState) -> Result<(), Box<
     }
 }
 
+/// An outage of the node or market actor: 503 with its name.
+pub(crate) fn unavailable(what: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(ApiError {
+        error: format!("{what} unavailable"),
+    })
+}
+
+/// This home's node: height, final height, head, counters.
+#[utoipa::path(tag = "chain", responses((status = 200, body = Status)))]
 #[get("/api/status")]
-async fn status(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn status(state: web::Data<ApiState>) -> impl Responder {
     let s = state.status.lock().map(|s| s.clone()).unwrap_or_default();
-    HttpResponse::Ok().json(json!({
-        "member": state.member.to_hex(),
-        "height": s.height,
-        "final_height": s.finalized,
-        "head": s.head.map(|h| h.to_hex()),
-        "blocks_produced": s.produced,
-        "blocks_committed": s.committed,
-        "rejected": s.rejected,
-        "duplicates": s.duplicates,
-        "malformed_bus_messages": s.malformed,
-    }))
+    HttpResponse::Ok().json(Status {
+        member: state.member.to_hex(),
+        height: s.height,
+        final_height: s.finalized,
+        head: s.head.map(|h| h.to_hex()),
+        blocks_produced: s.produced,
+        blocks_committed: s.committed,
+        rejected: s.rejected,
+        duplicates: s.duplicates,
+        malformed_bus_messages: s.malformed,
+    })
 }
 
 /// A reading older than this is `stale`.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A stamped value as JSON: the value, its age in ms and its quality (`good`, or `stale` after
-/// 30 s); null if no valid value is known (never read, or the device answered garbage).
-fn stamped(v: gridlet_actors::devices::Stamped) -> serde_json::Value {
-    match v {
-        Some((x, at)) => json!({
-            "value": x,
-            "age_ms": at.elapsed().as_millis() as u64,
-            "quality": if at.elapsed() > STALE_AFTER { "stale" } else { "good" },
-        }),
-        None => serde_json::Value::Null,
-    }
+/// A stamped value: the value, its age in ms and its quality (`good`, or `stale` after 30 s);
+/// `None` (null) if no valid value is known (never read, or the device answered garbage).
+fn stamped(v: gridlet_actors::devices::Stamped) -> Option<Reading> {
+    v.map(|(value, at)| Reading {
+        value,
+        age_ms: at.elapsed().as_millis() as u64,
+        quality: if at.elapsed() > STALE_AFTER {
+            Quality::Stale
+        } else {
+            Quality::Good
+        },
+    })
 }
 
 /// A copy of a device's status, if the device is configured.
@@ -93,52 +109,50 @@ fn snapshot<T: Clone>(shared: &Option<std::sync::Arc<std::sync::Mutex<T>>>) -> O
         .and_then(|s| s.lock().ok().map(|s| s.clone()))
 }
 
+/// Each configured device's readings (value, age, quality) and counters.
+#[utoipa::path(tag = "devices", responses((status = 200, body = Devices)))]
 #[get("/api/devices")]
-async fn devices(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn devices(state: web::Data<ApiState>) -> impl Responder {
     let d = &state.devices;
     let battery = snapshot(&d.battery).map(|b| {
         let at = |v: Option<f64>| stamped(v.zip(b.read_at));
-        json!({
-            "available_wh": at(b.available_wh),
-            "soc_pct": at(b.soc_pct),
-            "power_w": at(b.power_w),
-            "capacity_wh": b.capacity_wh,
-            // Since the gateway started, integrated from the battery's power.
-            "charged_wh": (b.energy.charged_wh() * 10.0).round() / 10.0,
-            "discharged_wh": (b.energy.discharged_wh() * 10.0).round() / 10.0,
-            "failed_polls": b.failed_polls,
-            "releases": b.releases,
-            "safe_state": b.safe_state,
-        })
+        BatteryView {
+            available_wh: at(b.available_wh),
+            soc_pct: at(b.soc_pct),
+            power_w: at(b.power_w),
+            capacity_wh: b.capacity_wh,
+            charged_wh: (b.energy.charged_wh() * 10.0).round() / 10.0,
+            discharged_wh: (b.energy.discharged_wh() * 10.0).round() / 10.0,
+            failed_polls: b.failed_polls,
+            releases: b.releases,
+            safe_state: b.safe_state,
+        }
     });
-    let pv = snapshot(&d.pv).map(|p| {
-        json!({
-            "power_w": stamped(p.power_w),
-            "energy_wh": stamped(p.energy_wh),
-            "polls": p.polls,
-            "failed_polls": p.failed_polls,
-            "last_error": p.last_error,
-        })
+    let pv = snapshot(&d.pv).map(|p| PvView {
+        power_w: stamped(p.power_w),
+        energy_wh: stamped(p.energy_wh),
+        polls: p.polls,
+        failed_polls: p.failed_polls,
+        last_error: p.last_error,
     });
-    let meter = snapshot(&d.meter).map(|m| {
-        json!({
-            "power_w": stamped(m.power_w),
-            "import_wh": stamped(m.import_wh),
-            "export_wh": stamped(m.export_wh),
-            "accepted": m.accepted,
-            "rejected": m.rejected,
-            "connects": m.connects,
-            "connected": m.connected,
-            "last_error": m.last_error,
-        })
+    let meter = snapshot(&d.meter).map(|m| MeterView {
+        power_w: stamped(m.power_w),
+        import_wh: stamped(m.import_wh),
+        export_wh: stamped(m.export_wh),
+        accepted: m.accepted,
+        rejected: m.rejected,
+        connects: m.connects,
+        connected: m.connected,
+        last_error: m.last_error,
     });
-    HttpResponse::Ok().json(json!({ "battery": battery, "pv": pv, "meter": meter }))
+    HttpResponse::Ok().json(Devices { battery, pv, meter })
 }
 
 /// `GET /api/health`: whether the gateway runs and which of its devices answer. Always 200
 /// while the process serves (a device down is "degraded", not an outage of the gateway).
+#[utoipa::path(tag = "devices", responses((status = 200, description = "`status` (`ok` or `degraded`), `height`, and per device `up` with its last error", body = Object)))]
 #[get("/api/health")]
-async fn health(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn health(state: web::Data<ApiState>) -> impl Responder {
     let d = &state.devices;
     let fresh = |v: gridlet_actors::devices::Stamped| {
         v.is_some_and(|(_, at)| at.elapsed() < std::time::Duration::from_secs(30))
@@ -171,8 +185,10 @@ async fn health(state: web::Data<ApiState>) -> impl Responder {
     }))
 }
 
+/// The head block: height, slot, state hash.
+#[utoipa::path(tag = "chain", responses((status = 200, description = "`height`, `slot`, `state_hash`, `head`", body = Object), (status = 503, body = ApiError)))]
 #[get("/api/chain/head")]
-async fn head(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn head(state: web::Data<ApiState>) -> impl Responder {
     match state.ledger.send(GetState).await {
         Ok(Some(s)) => HttpResponse::Ok().json(json!({
             "height": s.height,
@@ -180,14 +196,26 @@ async fn head(state: web::Data<ApiState>) -> impl Responder {
             "state_hash": s.hash().to_hex(),
             "head": state.status.lock().ok().and_then(|st| st.head).map(|h| h.to_hex()),
         })),
-        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+        _ => unavailable("ledger"),
     }
 }
 
 /// What became of a transaction: `pending`, `included` (height), `final` (height), `refused`
 /// (reason) or `unknown` — for the id a `POST` answered with.
+#[utoipa::path(
+    tag = "trading",
+    params(("id" = String, Path, description = "the transaction id a POST answered with (64 hex digits)")),
+    responses(
+        (status = 200, description = "`id` and `status` (`pending`, `included`, `final`, `refused`, `unknown`), with `height` or `reason`", body = Object),
+        (status = 400, description = "not a transaction id", body = ApiError),
+        (status = 503, body = ApiError),
+    )
+)]
 #[get("/api/tx/{id}")]
-async fn tx_status(state: web::Data<ApiState>, path: web::Path<String>) -> impl Responder {
+pub(crate) async fn tx_status(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> impl Responder {
     let Some(id) = Hash32::from_hex(&path) else {
         return HttpResponse::BadRequest()
             .json(json!({"error": format!("{:?} is not a transaction id (64 hex digits)", path.as_str())}));
@@ -198,15 +226,16 @@ async fn tx_status(state: web::Data<ApiState>, path: web::Path<String>) -> impl 
             v["id"] = json!(id.to_hex());
             HttpResponse::Ok().json(v)
         }
-        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+        _ => unavailable("ledger"),
     }
 }
 
 /// The last quorum-final block and the ones before it (height, hash), newest last.
+#[utoipa::path(tag = "chain", responses((status = 200, description = "`height`, `hash` and `recent` ([height, hash] pairs, newest last)", body = Object)))]
 #[get("/api/chain/final")]
-async fn chain_final(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn chain_final(state: web::Data<ApiState>) -> impl Responder {
     let Ok(st) = state.status.lock() else {
-        return HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"}));
+        return unavailable("ledger");
     };
     let recent: Vec<_> = st
         .recent_final
@@ -220,85 +249,116 @@ async fn chain_final(state: web::Data<ApiState>) -> impl Responder {
     }))
 }
 
+/// Every trade on this home's chain, with its buyers and one word for its stage.
+#[utoipa::path(tag = "trading", responses((status = 200, body = [TradeView]), (status = 503, body = ApiError)))]
 #[get("/api/trades")]
-async fn trades(state: web::Data<ApiState>) -> impl Responder {
-    match state.ledger.send(GetState).await {
-        Ok(Some(s)) => {
-            let list: Vec<_> = s
-                .market()
-                .trades
-                .iter()
-                .map(|(id, t)| {
-                    // One word for where the trade is: a settled trade with nothing delivered
-                    // was refunded, not "settled" as if it had happened.
-                    let stage = match (t.settled, t.delivered_wh, t.released) {
-                        (true, Some(wh), _) if wh == t.energy_wh => "delivered",
-                        (true, Some(_), _) => "partly_delivered",
-                        (true, None, _) => "refunded",
-                        (false, Some(_), _) => "partly_delivered",
-                        (false, None, true) => "delivering",
-                        (false, None, false) => "pending",
-                    };
-                    json!({
-                        "trade": id.to_hex(),
-                        "seller": t.seller.to_hex(),
-                        "buyers": t.payers.iter().map(|(k, paid)| json!({"buyer": k.to_hex(), "paid": paid})).collect::<Vec<_>>(),
-                        "energy_wh": t.energy_wh,
-                        "payment": t.payment,
-                        "traded_height": t.traded_height,
-                        "deadline_height": t.deadline_height,
-                        "stage": stage,
-                        "released": t.released,
-                        "delivered_wh": t.delivered_wh,
-                        "settled": t.settled,
-                        "provenance": t.allocation,
+pub(crate) async fn trades(state: web::Data<ApiState>) -> impl Responder {
+    let Ok(Some(s)) = state.ledger.send(GetState).await else {
+        return unavailable("ledger");
+    };
+    let list: Vec<TradeView> = s
+        .market()
+        .trades
+        .iter()
+        .map(|(id, t)| {
+            // One word for where the trade is: a settled trade with nothing delivered was
+            // refunded, not "settled" as if it had happened.
+            let stage = match (t.settled, t.delivered_wh, t.released) {
+                (true, Some(wh), _) if wh == t.energy_wh => TradeStage::Delivered,
+                (true, Some(_), _) => TradeStage::PartlyDelivered,
+                (true, None, _) => TradeStage::Refunded,
+                (false, Some(_), _) => TradeStage::PartlyDelivered,
+                (false, None, true) => TradeStage::Delivering,
+                (false, None, false) => TradeStage::Pending,
+            };
+            TradeView {
+                trade: id.to_hex(),
+                seller: t.seller.to_hex(),
+                buyers: t
+                    .payers
+                    .iter()
+                    .map(|(k, paid)| TradeBuyer {
+                        buyer: k.to_hex(),
+                        paid: paid.get(),
                     })
-                })
-                .collect();
-            HttpResponse::Ok().json(list)
-        }
-        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
-    }
+                    .collect(),
+                energy_wh: t.energy_wh.get(),
+                payment: t.payment.get(),
+                traded_height: t.traded_height,
+                deadline_height: t.deadline_height,
+                stage,
+                released: t.released,
+                delivered_wh: t.delivered_wh.map(|w| w.get()),
+                settled: t.settled,
+                provenance: t
+                    .allocation
+                    .iter()
+                    .map(|a| Provenance {
+                        interval: a.interval,
+                        wh: a.wh.get(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
 }
 
+/// The open offers: what can be bought now, with the exact payment a purchase carries.
+#[utoipa::path(tag = "trading", responses((status = 200, body = [OfferView]), (status = 503, body = ApiError)))]
 #[get("/api/offers")]
-async fn offers(state: web::Data<ApiState>) -> impl Responder {
-    match state.ledger.send(GetState).await {
-        Ok(Some(s)) => {
-            let list: Vec<_> = s
-                .market()
-                .contracts
-                .iter()
-                .filter(|(_, c)| c.status == ContractStatus::Open)
-                .map(|(id, c)| {
-                    json!({
-                        "contract": id.to_hex(),
-                        "seller": c.seller.to_hex(),
-                        "energy_wh": c.energy_wh,
-                        "price": c.price,
-                        "expiry_height": c.expiry_height,
-                        "payment": payment(c.energy_wh, c.price).ok(),
-                    })
-                })
-                .collect();
-            HttpResponse::Ok().json(list)
-        }
-        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
-    }
+pub(crate) async fn offers(state: web::Data<ApiState>) -> impl Responder {
+    let Ok(Some(s)) = state.ledger.send(GetState).await else {
+        return unavailable("ledger");
+    };
+    let list: Vec<OfferView> = s
+        .market()
+        .contracts
+        .iter()
+        .filter(|(_, c)| c.status == ContractStatus::Open)
+        .map(|(id, c)| OfferView {
+            contract: id.to_hex(),
+            seller: c.seller.to_hex(),
+            energy_wh: c.energy_wh.get(),
+            price: c.price.get(),
+            expiry_height: c.expiry_height,
+            payment: payment(c.energy_wh, c.price).ok().map(|p| p.get()),
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
 }
 
 /// `POST /api/offers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OfferBody {
+pub(crate) struct OfferBody {
+    /// The delivery interval the attestation covers.
     interval: u64,
+    /// Energy offered, Wh (at most what the battery can sell now).
+    #[schema(value_type = u64, minimum = 1)]
     energy_wh: gridlet_ledger::WattHours,
+    /// Price, micro-credits per kWh.
+    #[schema(value_type = u64)]
     price: gridlet_ledger::Price,
+    /// Last height at which it can be bought.
     expiry_height: u64,
 }
 
+/// Offer energy from this home's battery: attested only up to what it holds above its reserve.
+#[utoipa::path(
+    tag = "trading",
+    request_body = OfferBody,
+    security(("token" = [])),
+    responses(
+        (status = 202, description = "in the mempool and on the bus", body = Submitted),
+        (status = 400, description = "refused, with the rule it breaks or what is wrong in the body", body = Submitted),
+        (status = 401, body = ApiError),
+        (status = 403, description = "no token configured: trading through the API is off", body = ApiError),
+        (status = 503, body = Submitted),
+    )
+)]
 #[post("/api/offers")]
-async fn post_offer(
+pub(crate) async fn post_offer(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Json<OfferBody>,
@@ -308,7 +368,11 @@ async fn post_offer(
     }
     let b = body.into_inner();
     if b.energy_wh.is_zero() {
-        return HttpResponse::BadRequest().json(json!({"error": "energy_wh must be positive"}));
+        return HttpResponse::BadRequest().json(Submitted {
+            submitted: false,
+            tx: None,
+            error: Some("energy_wh must be positive".into()),
+        });
     }
     let sent = state
         .market
@@ -327,28 +391,50 @@ async fn post_offer(
 pub(crate) fn submitted(
     sent: Result<Result<Hash32, SubmitError>, actix::MailboxError>,
 ) -> HttpResponse {
+    let refused = |error: String| Submitted {
+        submitted: false,
+        tx: None,
+        error: Some(error),
+    };
     match sent {
-        Ok(Ok(id)) => HttpResponse::Accepted().json(json!({"submitted": true, "tx": id.to_hex()})),
-        Ok(Err(SubmitError::Refused(reason))) => {
-            HttpResponse::BadRequest().json(json!({"submitted": false, "error": reason}))
-        }
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-            .json(json!({"submitted": false, "error": e.to_string()})),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({"submitted": false, "error": "market unavailable"})),
+        Ok(Ok(id)) => HttpResponse::Accepted().json(Submitted {
+            submitted: true,
+            tx: Some(id.to_hex()),
+            error: None,
+        }),
+        Ok(Err(SubmitError::Refused(reason))) => HttpResponse::BadRequest().json(refused(reason)),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(refused(e.to_string())),
+        Err(_) => HttpResponse::ServiceUnavailable().json(refused("market unavailable".into())),
     }
 }
 
 /// `POST /api/purchases`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PurchaseBody {
+pub(crate) struct PurchaseBody {
+    /// The offer's contract id (hex), from `GET /api/offers`.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     contract: Hash32,
+    /// The exact payment the offer names, micro-credits.
+    #[schema(value_type = u64)]
     payment: gridlet_ledger::MicroCredits,
 }
 
+/// Buy an open offer (the payment goes into escrow until the energy is delivered).
+#[utoipa::path(
+    tag = "trading",
+    request_body = PurchaseBody,
+    security(("token" = [])),
+    responses(
+        (status = 202, description = "in the mempool and on the bus", body = Submitted),
+        (status = 400, body = Submitted),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 503, body = Submitted),
+    )
+)]
 #[post("/api/purchases")]
-async fn post_purchase(
+pub(crate) async fn post_purchase(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Json<PurchaseBody>,
@@ -369,15 +455,32 @@ async fn post_purchase(
 
 /// `POST /api/bids`: a sealed bid for the next auction round. The gateway keeps the salt (on
 /// disk, fsync'd) and reveals the bid in the round's reveal phase.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BidBody {
+pub(crate) struct BidBody {
+    /// Energy wanted, Wh.
+    #[schema(value_type = u64)]
     energy_wh: gridlet_ledger::WattHours,
+    /// Highest price, micro-credits per kWh.
+    #[schema(value_type = u64)]
     price: gridlet_ledger::Price,
 }
 
+/// A sealed bid for the next auction round (committed, then revealed by the gateway).
+#[utoipa::path(
+    tag = "trading",
+    request_body = BidBody,
+    security(("token" = [])),
+    responses(
+        (status = 202, description = "`{\"accepted\": true}`", body = Object),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 503, body = ApiError),
+    )
+)]
 #[post("/api/bids")]
-async fn post_bid(
+pub(crate) async fn post_bid(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Json<BidBody>,
@@ -395,13 +498,17 @@ async fn post_bid(
         .await
     {
         Ok(Ok(())) => HttpResponse::Accepted().json(json!({"accepted": true})),
-        Ok(Err(e)) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"error": "market unavailable"})),
+        Ok(Err(e)) => HttpResponse::BadRequest().json(ApiError {
+            error: e.to_string(),
+        }),
+        Err(_) => unavailable("market"),
     }
 }
 
+/// This home's sealed bids and how far each got (the salts stay private).
+#[utoipa::path(tag = "trading", responses((status = 200, description = "`energy_wh`, `price`, `round`, `progress` per bid", body = [Object]), (status = 503, body = ApiError)))]
 #[get("/api/bids")]
-async fn bids(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn bids(state: web::Data<ApiState>) -> impl Responder {
     match state.market.send(GetBids).await {
         Ok(list) => HttpResponse::Ok().json(
             list.into_iter()
@@ -411,7 +518,7 @@ async fn bids(state: web::Data<ApiState>) -> impl Responder {
                 })
                 .collect::<Vec<_>>(),
         ),
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"error": "market unavailable"})),
+        Err(_) => unavailable("market"),
     }
 }
 
@@ -425,11 +532,11 @@ async fn metrics_text(state: web::Data<ApiState>) -> impl Responder {
     }
 }
 
-/// Registers the routes.
 /// `GET /api/schedule`: this gateway's day-ahead planning, and the scheduled days on chain with
 /// this home's part (scheduled and metered Wh, its bill once the day is billed).
+#[utoipa::path(tag = "schedule", responses((status = 200, description = "`enabled`, `gateway` (the day-ahead actor's state) and `days` (per day: iterations, residuals, clearing prices, this home's scheduled and metered Wh, its bill)", body = Object), (status = 503, body = ApiError)))]
 #[get("/api/schedule")]
-async fn schedule(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn schedule(state: web::Data<ApiState>) -> impl Responder {
     let local = state
         .day_ahead
         .as_ref()
@@ -458,7 +565,7 @@ async fn schedule(state: web::Data<ApiState>) -> impl Responder {
             HttpResponse::Ok()
                 .json(json!({"enabled": local.is_some(), "gateway": local, "days": days}))
         }
-        _ => HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"})),
+        _ => unavailable("ledger"),
     }
 }
 
@@ -469,9 +576,17 @@ fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix
         .into()
 }
 
+/// The OpenAPI document of these routes and the membership ones.
+#[get("/api/openapi.json")]
+async fn openapi() -> impl Responder {
+    HttpResponse::Ok().json(crate::api_doc::document())
+}
+
+/// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().error_handler(json_error));
     cfg.service(status)
+        .service(openapi)
         .service(health)
         .service(schedule)
         .service(devices)

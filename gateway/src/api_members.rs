@@ -8,15 +8,18 @@ use gridlet_ledger::membership::MemberChange;
 use gridlet_ledger::{Hash32, MemberKey, TxPayload};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use crate::api::{authorized, submitted, ApiState};
+use crate::api::{authorized, submitted, unavailable, ApiState};
+use crate::api_types::{ApiError, Submitted};
 
 /// `GET /api/members`: the members of the head's state, and the open proposals with the
 /// approvals each still needs.
+#[utoipa::path(tag = "members", responses((status = 200, description = "`height`, `quorum`, `member` (whether this home is one), `members` (key, name, attestor, since, me) and `proposals` (id, change, proposer, approvals, needed)", body = Object), (status = 503, body = ApiError)))]
 #[get("/api/members")]
-async fn members(state: web::Data<ApiState>) -> impl Responder {
+pub(crate) async fn members(state: web::Data<ApiState>) -> impl Responder {
     let Ok(Some(s)) = state.ledger.send(GetState).await else {
-        return HttpResponse::ServiceUnavailable().json(json!({"error": "ledger unavailable"}));
+        return unavailable("ledger");
     };
     let m = s.membership();
     let quorum = state.quorum.quorum(m.len());
@@ -59,24 +62,45 @@ async fn members(state: web::Data<ApiState>) -> impl Responder {
 }
 
 /// A new member's name and keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewMember {
+pub(crate) struct NewMember {
+    /// Its name (unique in the community).
     name: String,
+    /// Its member key (compressed secp256k1, hex).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{66}$")]
     key: MemberKey,
+    /// Its battery's attestor key (hex).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{66}$")]
     attestor: MemberKey,
 }
 
 /// `POST /api/members/proposals`: exactly one of `add` and `remove`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProposalBody {
+pub(crate) struct ProposalBody {
+    /// A home to admit.
     add: Option<NewMember>,
+    /// A member key to remove (hex).
+    #[schema(value_type = Option<String>)]
     remove: Option<MemberKey>,
 }
 
+/// Propose a home joining or a member leaving, signed by this home.
+#[utoipa::path(
+    tag = "members",
+    request_body = ProposalBody,
+    security(("token" = [])),
+    responses(
+        (status = 202, body = Submitted),
+        (status = 400, body = Submitted),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 503, body = Submitted),
+    )
+)]
 #[post("/api/members/proposals")]
-async fn propose(
+pub(crate) async fn propose(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Json<ProposalBody>,
@@ -111,14 +135,29 @@ async fn propose(
 }
 
 /// `POST /api/members/approvals`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ApprovalBody {
+pub(crate) struct ApprovalBody {
+    /// The proposal's id (hex), from `GET /api/members`.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     proposal: Hash32,
 }
 
+/// Approve an open proposal as this home.
+#[utoipa::path(
+    tag = "members",
+    request_body = ApprovalBody,
+    security(("token" = [])),
+    responses(
+        (status = 202, body = Submitted),
+        (status = 400, body = Submitted),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 503, body = Submitted),
+    )
+)]
 #[post("/api/members/approvals")]
-async fn approve(
+pub(crate) async fn approve(
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Json<ApprovalBody>,

@@ -5,7 +5,9 @@
 //! here; the libraries return typed errors.
 
 mod api;
+mod api_doc;
 mod api_members;
+mod api_types;
 mod bench;
 mod bench_consensus;
 mod chain_cmd;

@@ -288,6 +288,30 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         devices["battery"]["soc_pct"]["age_ms"].as_u64().is_some(),
         "{devices}"
     );
+    // The OpenAPI document is valid OpenAPI (openapi-spec-validator) and the live answers
+    // match it field for field (every object closed: no field it does not name).
+    let (code, doc) = http(api_a, "GET", "/api/openapi.json", None, "");
+    assert_eq!(code, 200);
+    let files = h.dir.path().join("openapi");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("doc.json"), doc.to_string()).unwrap();
+    let mut args = vec![
+        common::script("openapi_check.py").display().to_string(),
+        files.join("doc.json").display().to_string(),
+    ];
+    for (i, path) in ["/api/status", "/api/devices", "/api/trades", "/api/offers"]
+        .iter()
+        .enumerate()
+    {
+        let (code, answer) = http(api_a, "GET", path, None, "");
+        assert_eq!(code, 200, "{path}");
+        let f = files.join(format!("answer-{i}.json"));
+        std::fs::write(&f, answer.to_string()).unwrap();
+        args.extend([path.to_string(), f.display().to_string()]);
+    }
+    let (ok, out, err) = run(Command::new(common::python()).args(&args));
+    assert!(ok, "openapi check: {err}");
+    assert!(out.contains("\"answers\": 4"), "{out}");
     // Read back over Modbus: the battery gave exactly the traded energy (to the Wh, as the
     // device counts it).
     let after = wh_avail(&h.battery);
