@@ -73,7 +73,8 @@ pub async fn run_meter(
     options.set_keep_alive(Duration::from_secs(15));
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let dice = Dice::new(seed);
-    let (mut import_wh, mut export_wh) = (1_000_000u64, 50_000u64);
+    // Counted in mWh: a second at 1 kW is 0.28 Wh, which whole-Wh steps would drop every time.
+    let (mut import_mwh, mut export_mwh) = (1_000_000_000u64, 50_000_000u64);
     let interval = Duration::from_millis(spec.interval_ms.max(10));
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -88,11 +89,11 @@ pub async fn run_meter(
             }
             _ = tick.tick() => {}
         }
-        let wh = u64::from(spec.power_w.unsigned_abs()) * interval.as_millis() as u64 / 3_600_000;
+        let mwh = u64::from(spec.power_w.unsigned_abs()) * interval.as_millis() as u64 / 3_600;
         if spec.power_w >= 0 {
-            import_wh += wh;
+            import_mwh += mwh;
         } else {
-            export_wh += wh;
+            export_mwh += mwh;
         }
         let body = if dice.percent() < spec.malformed_percent {
             match dice.next() % 3 {
@@ -101,7 +102,12 @@ pub async fn run_meter(
                 _ => "{\"POWER\":\"ON\"}".to_owned(),
             }
         } else {
-            payload(spec.format, spec.power_w, import_wh, export_wh)
+            payload(
+                spec.format,
+                spec.power_w,
+                import_mwh / 1000,
+                export_mwh / 1000,
+            )
         };
         // A full request queue means the broker is away; skip this sample rather than block.
         let _ = client.try_publish(spec.topic.clone(), QoS::AtMostOnce, false, body);

@@ -113,6 +113,25 @@ async fn tasmota_and_shelly_meters_through_mosquitto_with_malformed_payloads_and
         );
         assert!(MeterState::reading(state.import_wh, now, Duration::from_millis(400)).is_valid());
         assert!(state.last_error.is_some());
+        // The counter in the power's direction advances (import while importing, export while
+        // exporting), the other one stands still.
+        let counters = |s: &MeterState| (s.import_wh.map(|x| x.0), s.export_wh.map(|x| x.0));
+        let (import0, export0) = counters(&state);
+        let later = wait_for(&mut rx, |s| {
+            let (i, e) = counters(s);
+            if power > 0 {
+                i > import0
+            } else {
+                e > export0
+            }
+        })
+        .await;
+        let (import1, export1) = counters(&later);
+        if power > 0 {
+            assert_eq!(export1, export0, "{format:?}");
+        } else {
+            assert_eq!(import1, import0, "{format:?}");
+        }
         // The meter goes quiet: its values turn stale after the max age, never silently stay valid.
         publisher.abort();
         tokio::time::sleep(Duration::from_millis(600)).await;
