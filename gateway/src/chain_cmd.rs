@@ -119,6 +119,8 @@ pub(crate) struct Verified {
     pub txs: u64,
     /// The producer of each block, by height from 1.
     pub producers: Vec<gridlet_ledger::MemberKey>,
+    /// The slot of each block, by height from 1.
+    pub slots: Vec<u64>,
     /// Certificates checked.
     pub certificates: u64,
 }
@@ -137,6 +139,7 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     let tip = store.tip_height()?;
     let mut txs = 0u64;
     let mut producers = Vec::new();
+    let mut slots = Vec::new();
     for height in 1..=tip {
         let bytes = store
             .get(height)?
@@ -147,6 +150,7 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
         }
         txs += block.transactions.len() as u64;
         producers.push(block.header.producer);
+        slots.push(block.header.slot);
         chain
             .insert(block, Checks::FULL)
             .with_context(|| format!("block {height} does not verify"))?;
@@ -181,6 +185,7 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
         chain,
         txs,
         producers,
+        slots,
         certificates,
     })
 }

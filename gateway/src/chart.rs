@@ -1,10 +1,12 @@
 //! The PNG chart of `gridlet sim`: community exchange with the main grid (with and without
-//! trading), every battery's state of charge, and trade prices over the simulated day.
+//! trading), every battery's state of charge, and trade prices over the simulated hours.
 //!
-//! plotters draws the series; the labels use a built-in 5×7 pixel font, because plotters'
-//! font backends need system font libraries a gateway box (and CI) may not have.
+//! plotters draws the series; its `ab_glyph` backend renders the labels with DejaVu Sans,
+//! embedded in the binary (`assets/`, Bitstream Vera licence), so no system font library is
+//! needed on a gateway box or in CI.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
 use plotters::coord::types::RangedCoordf64;
@@ -13,7 +15,7 @@ use plotters::prelude::*;
 /// One sample of the community.
 #[derive(Debug, Clone)]
 pub struct ChartSample {
-    /// Scenario hour.
+    /// Community hour (hours since the first midnight).
     pub hour: f64,
     /// Community exchange with the grid, W (+ = import).
     pub community_w: i64,
@@ -23,86 +25,17 @@ pub struct ChartSample {
     pub soc_pct: Vec<f64>,
 }
 
-/// Rows of a 5×7 glyph, top first, bit 4 = leftmost column.
-fn glyph(c: char) -> [u8; 7] {
-    match c.to_ascii_uppercase() {
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
-        'D' => [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
-        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
-        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
-        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
-        ',' => [0, 0, 0, 0, 0x0C, 0x04, 0x08],
-        ':' => [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0],
-        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
-        '+' => [0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0],
-        '=' => [0, 0, 0x1F, 0, 0x1F, 0, 0],
-        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '/' => [0, 0x01, 0x02, 0x04, 0x08, 0x10, 0],
-        _ => [0; 7],
-    }
-}
+const FONT: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
-/// Writes `text` with its top-left corner at `(x, y)`, `scale` pixels per font pixel.
-fn text<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    x: i32,
-    y: i32,
-    text: &str,
-    scale: i32,
-    color: &RGBColor,
-) {
-    for (n, c) in text.chars().enumerate() {
-        let rows = glyph(c);
-        let left = x + n as i32 * 6 * scale;
-        for (r, bits) in rows.iter().enumerate() {
-            for col in 0..5 {
-                if bits & (0x10 >> col) != 0 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let _ = area.draw_pixel(
-                                (left + col * scale + dx, y + r as i32 * scale + dy),
-                                color,
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
+/// Registers the embedded font once per process.
+fn font_ready() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()
+    });
+    ok.then_some(())
+        .ok_or_else(|| anyhow!("chart: the embedded font does not load"))
 }
 
 const PALETTE: [RGBColor; 8] = [
@@ -118,46 +51,41 @@ const PALETTE: [RGBColor; 8] = [
 
 type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+/// A panel over the run's hours (`x`), labelled with the time of day.
 fn panel<'a>(
     area: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
     title: &str,
-    hours: f64,
+    y_desc: &str,
+    x: (f64, f64),
     y: (f64, f64),
 ) -> Result<Chart<'a>> {
     let mut chart = ChartBuilder::on(area)
-        .margin_top(28)
-        .margin_bottom(22)
-        .margin_left(80)
-        .margin_right(20)
-        .build_cartesian_2d(0.0..hours, y.0..y.1)
+        .caption(title, (FONT, 22))
+        .margin(10)
+        .margin_right(35)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)
         .map_err(|e| anyhow!("chart: {e}"))?;
+    let span = x.1 - x.0;
+    let labels = if span > 12.0 {
+        span / 3.0
+    } else {
+        span.max(1.0)
+    };
     chart
         .configure_mesh()
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(210, 210, 210))
-        .axis_style(BLACK)
-        .x_labels(0)
-        .y_labels(0)
+        .x_labels(labels.ceil() as usize + 1)
+        .x_label_formatter(&|h| {
+            let minutes = (h * 60.0).round() as i64;
+            format!("{:02}:{:02}", minutes / 60 % 24, minutes % 60)
+        })
+        .y_desc(y_desc)
+        .label_style((FONT, 15))
         .draw()
         .map_err(|e| anyhow!("chart: {e}"))?;
-    text(area, 80, 6, title, 2, &BLACK);
-    // Axis figures: the y range at its ends, the hours along the bottom.
-    for v in [y.0, (y.0 + y.1) / 2.0, y.1] {
-        let (_, py) = chart.backend_coord(&(0.0, v));
-        let (_, oy) = area.get_base_pixel();
-        text(area, 4, py - oy - 7, &format!("{v:.0}"), 2, &BLACK);
-    }
-    let step = if hours > 12.0 { 3.0 } else { 1.0 };
-    let mut h = 0.0;
-    while h <= hours + 1e-9 {
-        let (px, _) = chart.backend_coord(&(h, y.0));
-        let (ox, _) = area.get_base_pixel();
-        let (_, height) = area.dim_in_pixel();
-        let (width, _) = area.dim_in_pixel();
-        let x = (px - ox - 6).min(width as i32 - 40);
-        text(area, x, height as i32 - 18, &format!("{h:.0}H"), 2, &BLACK);
-        h += step;
-    }
     Ok(chart)
 }
 
@@ -168,13 +96,34 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     } else if (hi - lo).abs() < 1.0 {
         (lo - 1.0, hi + 1.0)
     } else {
-        (lo, hi)
+        let pad = (hi - lo) * 0.05;
+        (lo - pad, hi + pad)
     }
 }
 
-/// Draws the chart into `path`.
-pub fn draw(path: &Path, samples: &[ChartSample], prices: &[(f64, u64)]) -> Result<()> {
-    let hours = samples.last().map_or(1.0, |s| s.hour.max(1.0));
+fn legend(chart: &mut Chart<'_>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .label_font((FONT, 15))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow!("chart: {e}"))
+}
+
+/// Draws the chart into `path`: `samples` of the community, `prices` as (community hour,
+/// micro-credits per kWh), one line per home named by `homes`.
+pub fn draw(
+    path: &Path,
+    samples: &[ChartSample],
+    prices: &[(f64, u64)],
+    homes: &[String],
+) -> Result<()> {
+    font_ready()?;
+    let first = samples.first().map_or(0.0, |s| s.hour);
+    let last = samples.last().map_or(1.0, |s| s.hour);
+    let x = (first, last.max(first + 0.25));
     let root = BitMapBackend::new(path, (1200, 1050)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("chart: {e}"))?;
     let panels = root.split_evenly((3, 1));
@@ -187,60 +136,124 @@ pub fn draw(path: &Path, samples: &[ChartSample], prices: &[(f64, u64)]) -> Resu
     );
     let mut c = panel(
         &panels[0],
-        "COMMUNITY GRID EXCHANGE KW (+ IMPORT)  BLUE: TRADING  ORANGE: WITHOUT",
-        hours,
+        "Community exchange with the main grid",
+        "kW (+ import)",
+        x,
         y,
     )?;
-    for (n, series) in [
-        samples
-            .iter()
-            .map(|s| (s.hour, kw(s.community_w)))
-            .collect::<Vec<_>>(),
-        samples
-            .iter()
-            .map(|s| (s.hour, kw(s.community_no_trading_w)))
-            .collect(),
+    for (n, (label, series)) in [
+        (
+            "with trading",
+            samples
+                .iter()
+                .map(|s| (s.hour, kw(s.community_w)))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "without trading",
+            samples
+                .iter()
+                .map(|s| (s.hour, kw(s.community_no_trading_w)))
+                .collect(),
+        ),
     ]
     .into_iter()
     .enumerate()
     {
-        c.draw_series(LineSeries::new(series, PALETTE[n].stroke_width(2)))
-            .map_err(|e| anyhow!("chart: {e}"))?;
+        let color = PALETTE[n];
+        c.draw_series(LineSeries::new(series, color.stroke_width(2)))
+            .map_err(|e| anyhow!("chart: {e}"))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
+    legend(&mut c)?;
 
-    let mut c = panel(
-        &panels[1],
-        "BATTERY STATE OF CHARGE % (ONE LINE PER HOME)",
-        hours,
-        (0.0, 100.0),
-    )?;
-    let homes = samples.first().map_or(0, |s| s.soc_pct.len());
-    for home in 0..homes {
+    let mut c = panel(&panels[1], "Battery state of charge", "%", x, (0.0, 100.0))?;
+    let count = samples.first().map_or(0, |s| s.soc_pct.len());
+    for home in 0..count {
         let series: Vec<(f64, f64)> = samples
             .iter()
             .filter_map(|s| s.soc_pct.get(home).map(|v| (s.hour, *v)))
             .collect();
-        c.draw_series(LineSeries::new(
-            series,
-            PALETTE[home % PALETTE.len()].stroke_width(2),
-        ))
-        .map_err(|e| anyhow!("chart: {e}"))?;
+        let color = PALETTE[home % PALETTE.len()];
+        let name = homes
+            .get(home)
+            .cloned()
+            .unwrap_or_else(|| format!("home {home}"));
+        c.draw_series(LineSeries::new(series, color.stroke_width(2)))
+            .map_err(|e| anyhow!("chart: {e}"))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
+    legend(&mut c)?;
 
     let milli = |p: u64| p as f64 / 1000.0;
     let y = range(prices.iter().map(|p| milli(p.1)));
     let mut c = panel(
         &panels[2],
-        "TRADE PRICES (MILLI-CREDITS PER KWH)",
-        hours,
+        "Trade prices",
+        "milli-credits per kWh",
+        x,
         (y.0.min(0.0), y.1 * 1.1),
     )?;
     c.draw_series(
         prices
             .iter()
+            .filter(|p| (x.0..=x.1).contains(&p.0))
             .map(|p| Circle::new((p.0, milli(p.1)), 4, PALETTE[2].filled())),
     )
-    .map_err(|e| anyhow!("chart: {e}"))?;
+    .map_err(|e| anyhow!("chart: {e}"))?
+    .label(format!("{} sales", prices.len()))
+    .legend(|(x, y)| Circle::new((x + 10, y), 4, PALETTE[2].filled()));
+    legend(&mut c)?;
     root.present().map_err(|e| anyhow!("chart: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_afternoon_fills_the_width_with_text_and_legends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chart.png");
+        let samples: Vec<ChartSample> = (0..=36)
+            .map(|i| ChartSample {
+                hour: 15.0 + f64::from(i) / 12.0,
+                community_w: 1000 - i64::from(i) * 50,
+                community_no_trading_w: 1500,
+                soc_pct: vec![50.0 + f64::from(i), 80.0 - f64::from(i)],
+            })
+            .collect();
+        let names = ["home-0".to_string(), "home-1".to_string()];
+        draw(&path, &samples, &[(16.0, 120_000), (17.5, 150_000)], &names).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (1200, 1050));
+        let count = |xs: std::ops::Range<u32>, ys: std::ops::Range<u32>, c: RGBColor| {
+            let mut n = 0;
+            for x in xs {
+                for y in ys.clone() {
+                    if img.get_pixel(x, y).0 == [c.0, c.1, c.2] {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        };
+        // The axis covers the run (15:00 to 18:00), not the day from midnight: the left part of
+        // the first panel's plot holds both lines, not blank space.
+        assert!(
+            count(70..200, 40..330, PALETTE[0]) > 50,
+            "no trading line at the left"
+        );
+        assert!(
+            count(70..200, 40..330, PALETTE[1]) > 50,
+            "no no-trading line at the left"
+        );
+        // The second home's line is there, and text (dark pixels) in the caption and labels.
+        assert!(count(70..1190, 390..680, PALETTE[1]) > 200);
+        let dark = img.pixels().filter(|p| p.0.iter().all(|v| *v < 60)).count();
+        assert!(dark > 3_000, "{dark} dark pixels: no text?");
+    }
 }

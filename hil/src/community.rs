@@ -143,14 +143,14 @@ pub struct RunFacts {
 pub struct CommunityReport {
     /// The summary written to `report.json`.
     pub summary: serde_json::Value,
-    /// Sale prices by hour of the day.
+    /// Sale prices by community hour (hours since the first midnight, as the chart's samples).
     pub prices: Vec<(f64, u64)>,
     /// The invariants that do not hold, as messages.
     pub failures: Vec<String>,
 }
 
 /// Recomputes the run's figures and invariants from home 0's verified chain (`state`, its
-/// `height` and the block `producers`) and every home's outcome.
+/// `height`, the block `producers` and `slots` by height from 1) and every home's outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn community_report(
     facts: &RunFacts,
@@ -158,6 +158,7 @@ pub fn community_report(
     state: &LedgerState,
     height: u64,
     producers: &[MemberKey],
+    slots: &[u64],
     homes: &[HomeOutcome],
     sims: &[SimHome],
     energy: (&Counters, &Counters),
@@ -210,7 +211,15 @@ pub fn community_report(
     for t in market.trades.values() {
         if let TradeSource::Sale { contract } = t.source {
             if let Some(c) = market.contracts.get(&contract) {
-                let hour = (t.traded_height as f64 * genesis.slot_ms as f64) / 3_600_000.0;
+                // The hour of the community clock the trade's block was made at (its slot: heights
+                // start at 1 whenever the run starts, and skip missed slots).
+                let slot = t
+                    .traded_height
+                    .checked_sub(1)
+                    .and_then(|i| slots.get(i as usize))
+                    .copied()
+                    .unwrap_or(0);
+                let hour = genesis.slot_start_ms(slot) as f64 / 3_600_000.0;
                 prices.push((hour, c.price.get()));
             }
         }

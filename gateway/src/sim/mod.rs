@@ -63,7 +63,7 @@ pub struct SimOptions {
     /// Day-ahead schedule mode: the homes plan the day together (ADMM over the bus), follow
     /// their plans, and are billed on their signed meter readings; no live trading.
     pub schedule: bool,
-    /// Show a progress line.
+    /// Show a progress bar (on a terminal).
     pub progress: bool,
     /// Run the consensus fault suite (`gridlet faults`): relays, two brokers, perturbations.
     pub faults: Option<faults::FaultOptions>,
@@ -311,6 +311,11 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let sample_every = 5 * 60_000;
     let mut next_meter = Instant::now();
     let mut next_progress = Instant::now();
+    // On a terminal a bar with the simulated time, its ETA and the chain; otherwise a plain
+    // log line every tenth of the day (for pipes, CI logs and the journal).
+    let bar = o
+        .progress
+        .then(|| progress_bar(end_ms.saturating_sub(start_ms) / 60_000));
     let mut community = Counters::default();
     let mut community_shadow = Counters::default();
     let mut meter_errors = 0u64;
@@ -419,25 +424,32 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
                 last_trades = t.as_array().map_or(last_trades, Vec::len);
             }
             let pct = (now - start_ms) * 100 / (end_ms - start_ms).max(1);
-            let line = format!(
-                "[{:<20}] {:02}:{:02} simulated, height {last_height}, trades {last_trades}",
-                "#".repeat((pct / 5) as usize),
-                now / 3_600_000,
-                now / 60_000 % 60
-            );
-            if o.progress {
-                eprint!("\r{line}");
-            } else if pct / 10 != logged_decile {
-                logged_decile = pct / 10;
-                tracing::info!("{line}");
+            let clock_text = format!("{:02}:{:02}", now / 3_600_000 % 24, now / 60_000 % 60);
+            match &bar {
+                Some(b) => {
+                    b.set_position((now - start_ms) / 60_000);
+                    b.set_message(format!(
+                        "{clock_text} simulated, height {last_height}, trades {last_trades}"
+                    ));
+                }
+                None if pct / 10 != logged_decile => {
+                    logged_decile = pct / 10;
+                    tracing::info!(
+                        "{pct:>3} % — {clock_text} simulated, height {last_height}, trades {last_trades}"
+                    );
+                }
+                None => {}
             }
         }
         if now >= end_ms {
             break;
         }
     }
-    if o.progress {
-        eprintln!();
+    if let Some(b) = bar {
+        b.set_position((end_ms - start_ms) / 60_000);
+        b.finish_with_message(format!(
+            "day simulated, height {last_height}, trades {last_trades}; settling the chain"
+        ));
     }
 
     // Let the gateways agree on one tip, then stop them. The gateways' clocks stand still at
@@ -565,4 +577,16 @@ fn apply_fault(
         }
     }
     Ok(())
+}
+
+/// The sim's progress bar over `minutes` of simulated time (indicatif: ETA from the rate so far).
+fn progress_bar(minutes: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(minutes);
+    let style = indicatif::ProgressStyle::with_template(
+        "[{bar:30}] {percent:>3}% {msg} (elapsed {elapsed}, ETA {eta})",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("#>-");
+    bar.set_style(style);
+    bar
 }

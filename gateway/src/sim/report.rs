@@ -68,6 +68,7 @@ pub(super) fn report(
         verified.chain.head_state(),
         verified.chain.head_height(),
         &verified.producers,
+        &verified.slots,
         &homes,
         sims,
         energy,
@@ -77,7 +78,8 @@ pub(super) fn report(
         o.report.join("report.json"),
         serde_json::to_string_pretty(&r.summary)? + "\n",
     )?;
-    crate::chart::draw(&o.report.join("chart.png"), samples, &r.prices)?;
+    let names: Vec<String> = homes.iter().map(|h| h.name.clone()).collect();
+    crate::chart::draw(&o.report.join("chart.png"), samples, &r.prices, &names)?;
     ensure!(r.failures.is_empty(), "{}", r.failures.join("; "));
     Ok(r.summary)
 }
