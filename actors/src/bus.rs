@@ -155,12 +155,12 @@ async fn run(
     options.set_manual_acks(true);
     options.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
-    let mut failures = 0u32;
+    let mut reconnect = cfg.backoff.schedule();
     loop {
         tokio::select! {
             polled = eventloop.poll() => match polled {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    failures = 0;
+                    reconnect.connected();
                     for t in cfg.subscriptions() {
                         if let Err(e) = client.subscribe(t.clone(), QoS::AtLeastOnce).await {
                             tracing::warn!(%e, topic = %t, "cannot subscribe");
@@ -192,8 +192,7 @@ async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let delay = cfg.backoff.delay(failures).max(Duration::from_millis(100));
+                    let delay = reconnect.failed().max(Duration::from_millis(100));
                     let _ = events.send(BusEvent::Disconnected { reason: e.to_string() }).await;
                     tokio::time::sleep(delay).await;
                 }

@@ -108,7 +108,7 @@ enum DeviceLink {
     Found(Box<(ModbusLink, SunSpecDevice)>),
     Searching {
         target: DeviceTarget,
-        failures: u32,
+        reconnect: Box<gridlet_drivers::backoff::Reconnect>,
         next_try: Instant,
     },
 }
@@ -119,7 +119,7 @@ impl DeviceLink {
     async fn try_discover(&mut self) -> Result<(), Option<String>> {
         let DeviceLink::Searching {
             target,
-            failures,
+            reconnect,
             next_try,
         } = self
         else {
@@ -135,12 +135,7 @@ impl DeviceLink {
                 Ok(())
             }
             Err(reason) => {
-                *failures = failures.saturating_add(1);
-                let delay = BackoffPolicy {
-                    initial: Duration::from_millis(500),
-                    max: Duration::from_secs(30),
-                }
-                .delay(*failures);
+                let delay = reconnect.failed();
                 *next_try = Instant::now() + delay;
                 Err(Some(format!(
                     "{reason} (next try in {} ms)",
@@ -183,7 +178,13 @@ impl PvInverter {
         PvInverter {
             io: Arc::new(tokio::sync::Mutex::new(DeviceLink::Searching {
                 target,
-                failures: 0,
+                reconnect: Box::new(
+                    BackoffPolicy {
+                        initial: Duration::from_millis(500),
+                        max: Duration::from_secs(30),
+                    }
+                    .schedule(),
+                ),
                 next_try: Instant::now(),
             })),
             poll,
@@ -426,7 +427,7 @@ async fn run_dsmr(
     backoff: BackoffPolicy,
     status: MeterSink,
 ) {
-    let mut failures = 0u32;
+    let mut reconnect = backoff.schedule();
     loop {
         let opened: Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>, String> = match &source {
             MeterSource::DsmrSerial { path, version } => version
@@ -441,7 +442,7 @@ async fn run_dsmr(
         };
         let reason = match opened {
             Ok(stream) => {
-                failures = 0;
+                reconnect.connected();
                 metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
                     .increment(1);
                 update(&status, |s| {
@@ -452,8 +453,7 @@ async fn run_dsmr(
             }
             Err(reason) => reason,
         };
-        failures = failures.saturating_add(1);
-        let delay = backoff.delay(failures);
+        let delay = reconnect.failed();
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "meter link down");
         update(&status, |s| {
             s.connected = false;

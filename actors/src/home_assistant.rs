@@ -265,12 +265,16 @@ pub fn spawn(
         ));
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let mut tick = tokio::time::interval(every);
-        let mut failures = 0u32;
+        let mut reconnect = gridlet_drivers::backoff::BackoffPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(32),
+        }
+        .schedule();
         loop {
             tokio::select! {
                 polled = eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        failures = 0;
+                        reconnect.connected();
                         for (topic, payload) in discovery(&cfg) {
                             let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.to_string());
                         }
@@ -278,8 +282,7 @@ pub fn spawn(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)));
+                        let delay = reconnect.failed().max(Duration::from_millis(500));
                         tracing::debug!(%e, "Home Assistant broker unreachable");
                         tokio::time::sleep(delay).await;
                     }

@@ -209,7 +209,7 @@ pub struct LinkStats {
 pub struct ModbusLink {
     cfg: LinkConfig,
     ctx: Option<Context>,
-    failures: u32,
+    reconnect: crate::backoff::Reconnect,
     retry_at: Option<Instant>,
     next_request_at: Instant,
     stats: LinkStats,
@@ -221,7 +221,7 @@ impl std::fmt::Debug for ModbusLink {
         f.debug_struct("ModbusLink")
             .field("endpoint", &self.cfg.endpoint)
             .field("connected", &self.ctx.is_some())
-            .field("failures", &self.failures)
+            .field("failures", &self.reconnect.failures())
             .finish()
     }
 }
@@ -236,7 +236,7 @@ impl ModbusLink {
     pub fn new(cfg: LinkConfig) -> ModbusLink {
         ModbusLink {
             ctx: None,
-            failures: 0,
+            reconnect: cfg.backoff.schedule(),
             retry_at: None,
             next_request_at: Instant::now(),
             stats: LinkStats::default(),
@@ -257,7 +257,7 @@ impl ModbusLink {
 
     /// Consecutive failures (0 when healthy).
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.reconnect.failures()
     }
 
     /// Whether a connection is open.
@@ -279,15 +279,14 @@ impl ModbusLink {
 
     fn fail(&mut self) {
         self.ctx = None;
-        self.failures = self.failures.saturating_add(1);
-        let delay = self.cfg.backoff.delay(self.failures);
+        let delay = self.reconnect.failed();
         self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
         self.metrics.up.set(0.0);
         self.metrics.backoff.set(delay.as_secs_f64());
     }
 
     fn healthy(&mut self) {
-        self.failures = 0;
+        self.reconnect.connected();
         self.retry_at = None;
         self.metrics.up.set(1.0);
         self.metrics.backoff.set(0.0);
@@ -332,7 +331,7 @@ impl ModbusLink {
                 self.stats.connects += 1;
                 self.metrics.connects.increment(1);
                 self.ctx = Some(ctx);
-                if self.failures > 0 {
+                if self.failures() > 0 {
                     if let Some((unit, addr)) = self.cfg.probe {
                         // One cheap request decides whether the device is back.
                         match self.exchange(unit, Op::Read(addr, 1)).await {

@@ -199,11 +199,11 @@ async fn run(cfg: MqttMeterConfig, tx: watch::Sender<MeterState>) {
     let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     options.set_keep_alive(Duration::from_secs(15));
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let mut failures = 0u32;
+    let mut reconnect = cfg.backoff.schedule();
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
+                reconnect.connected();
                 tx.send_modify(|s| {
                     s.connects += 1;
                     s.connected = true;
@@ -240,9 +240,8 @@ async fn run(cfg: MqttMeterConfig, tx: watch::Sender<MeterState>) {
             Ok(_) => {}
             Err(e) => {
                 // rumqttc has no backoff of its own: polling errors in a tight loop saturate a core.
-                failures = failures.saturating_add(1);
                 tx.send_modify(|s| s.connected = false);
-                let delay = cfg.backoff.delay(failures).max(Duration::from_millis(100));
+                let delay = reconnect.failed().max(Duration::from_millis(100));
                 tracing::warn!(%e, retry_in_ms = delay.as_millis() as u64, "MQTT meter connection failed");
                 tokio::time::sleep(delay).await;
             }

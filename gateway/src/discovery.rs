@@ -32,14 +32,13 @@ async fn discover(
         max: Duration::from_secs(5),
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut failures = 0u32;
+    let mut reconnect = policy.schedule();
     loop {
         match target.connect().await {
             Ok(found) => return Ok(found),
             Err(e) if std::time::Instant::now() < deadline => {
-                failures = failures.saturating_add(1);
                 tracing::warn!(%e, "device not found yet; retrying");
-                tokio::time::sleep(policy.delay(failures).max(Duration::from_millis(100))).await;
+                tokio::time::sleep(reconnect.failed().max(Duration::from_millis(100))).await;
             }
             Err(e) => anyhow::bail!("{e}"),
         }
