@@ -350,7 +350,7 @@ pub(crate) struct OfferBody {
     request_body = OfferBody,
     security(("token" = [])),
     responses(
-        (status = 202, description = "in the mempool and on the bus", body = Submitted),
+        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
         (status = 400, description = "refused, with the rule it breaks or what is wrong in the body", body = Submitted),
         (status = 401, body = ApiError),
         (status = 403, description = "no token configured: trading through the API is off", body = ApiError),
@@ -386,8 +386,9 @@ pub(crate) async fn post_offer(
     submitted(sent)
 }
 
-/// The answer to a transaction this gateway signed: 202 with its id once it is in the mempool
-/// and on the bus, 400 with the rule it breaks, 503 if the node is not there.
+/// The answer to a transaction this gateway signed: 201 with its id (and its status resource
+/// as `Location`) once it is in the mempool and on the bus, 400 with the rule it breaks, 503
+/// if the node is not there.
 pub(crate) fn submitted(
     sent: Result<Result<Hash32, SubmitError>, actix::MailboxError>,
 ) -> HttpResponse {
@@ -397,11 +398,13 @@ pub(crate) fn submitted(
         error: Some(error),
     };
     match sent {
-        Ok(Ok(id)) => HttpResponse::Accepted().json(Submitted {
-            submitted: true,
-            tx: Some(id.to_hex()),
-            error: None,
-        }),
+        Ok(Ok(id)) => HttpResponse::Created()
+            .insert_header(("Location", format!("/api/tx/{}", id.to_hex())))
+            .json(Submitted {
+                submitted: true,
+                tx: Some(id.to_hex()),
+                error: None,
+            }),
         Ok(Err(SubmitError::Refused(reason))) => HttpResponse::BadRequest().json(refused(reason)),
         Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(refused(e.to_string())),
         Err(_) => HttpResponse::ServiceUnavailable().json(refused("market unavailable".into())),
@@ -426,7 +429,7 @@ pub(crate) struct PurchaseBody {
     request_body = PurchaseBody,
     security(("token" = [])),
     responses(
-        (status = 202, description = "in the mempool and on the bus", body = Submitted),
+        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
         (status = 400, body = Submitted),
         (status = 401, body = ApiError),
         (status = 403, body = ApiError),

@@ -92,7 +92,7 @@ pub(crate) struct ProposalBody {
     request_body = ProposalBody,
     security(("token" = [])),
     responses(
-        (status = 202, body = Submitted),
+        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
         (status = 400, body = Submitted),
         (status = 401, body = ApiError),
         (status = 403, body = ApiError),
@@ -149,7 +149,7 @@ pub(crate) struct ApprovalBody {
     request_body = ApprovalBody,
     security(("token" = [])),
     responses(
-        (status = 202, body = Submitted),
+        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
         (status = 400, body = Submitted),
         (status = 401, body = ApiError),
         (status = 403, body = ApiError),

@@ -11,7 +11,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-/// The answer to a transaction this gateway signed (202 once it is in the node's mempool and
+/// The answer to a transaction this gateway signed (201 once it is in the node's mempool and
 /// on the bus; 400 with the rule it breaks; 503 when the node is away).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Submitted {

@@ -224,7 +224,7 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
         "{refused}"
     );
     let (code, accepted) = http(api_a, "POST", "/api/offers", Some(token), offer);
-    assert_eq!(code, 202, "{accepted}");
+    assert_eq!(code, 201, "{accepted}");
     assert_eq!(
         accepted["tx"].as_str().map(str::len),
         Some(64),
@@ -259,7 +259,7 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
     );
     assert_eq!(
         http(api_b, "POST", "/api/purchases", Some(token), &buy).0,
-        202
+        201
     );
     let trade = wait_until(60, || {
         let (_, trades) = http(api_b, "GET", "/api/trades", None, "");
@@ -374,7 +374,7 @@ fn a_gateway_killed_mid_release_never_releases_twice() {
     let offer = r#"{"interval": 3, "energy_wh": 150, "price": 100000, "expiry_height": 100000}"#;
     assert_eq!(
         http(api_a, "POST", "/api/offers", Some(TOKEN), offer).0,
-        202
+        201
     );
     let contract = wait_until(30, || {
         let (_, offers) = http(api_b, "GET", "/api/offers", None, "");
@@ -387,7 +387,7 @@ fn a_gateway_killed_mid_release_never_releases_twice() {
     );
     assert_eq!(
         http(api_b, "POST", "/api/purchases", Some(TOKEN), &buy).0,
-        202
+        201
     );
     // Wait until A's battery is discharging for the trade, then SIGKILL A.
     wait_until(60, || {

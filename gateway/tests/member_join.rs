@@ -183,7 +183,7 @@ fn a_new_home_is_admitted_by_the_others_syncs_and_takes_part() {
         &format!(r#"{{"proposal": "{id}"}}"#),
     )
     .unwrap();
-    assert_eq!(code, 202, "{answer}");
+    assert_eq!(code, 201, "{answer}");
     // A malformed body is refused with a reason.
     let (code, answer) = http(api["c"], "POST", "/api/members/proposals", r#"{"add": 1}"#).unwrap();
     assert_eq!(code, 400, "{answer}");

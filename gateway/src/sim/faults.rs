@@ -322,7 +322,7 @@ impl FaultRun {
             });
             let port = targets[seller].api_port;
             if port != 0 && self.stopped != Some(seller) {
-                if let Some((202, v)) = api_post(port, "/api/offers", &body).await {
+                if let Some((201, v)) = api_post(port, "/api/offers", &body).await {
                     if let Some(contract) = v["tx"].as_str() {
                         self.purchases.push(PendingPurchase {
                             contract: contract.to_owned(),
@@ -347,7 +347,7 @@ impl FaultRun {
                 && self.stopped != Some(p.buyer)
                 && matches!(
                     api_post(port, "/api/purchases", &body).await,
-                    Some((202, _))
+                    Some((201, _))
                 );
             if done {
                 self.purchases_submitted += 1;
