@@ -491,6 +491,7 @@ impl Handler<ChainEvents> for MarketActor {
                 trade,
                 seller,
                 buyers,
+                share_ppm,
                 energy_wh,
                 deadline_height,
             } = e
@@ -516,6 +517,7 @@ impl Handler<ChainEvents> for MarketActor {
                     energy_wh: energy_wh.get(),
                     deadline_ms,
                     buyers,
+                    share_ppm,
                 };
                 match &self.battery {
                     Some(b) => {

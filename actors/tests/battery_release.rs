@@ -121,11 +121,20 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
     .unwrap();
     let physics = sim.devices.clone();
     // Battery physics on the scenario clock: 5 ms of real time = 0.5 s of scenario time.
+    // Physics follows the time that really passed (on a loaded machine a 5 ms sleep takes
+    // longer; stepping a fixed 5 ms then let the battery fall behind the gateway's clock).
     actix::spawn(async move {
+        let mut last = std::time::Instant::now();
+        let mut carry_ms = 0.0;
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
+            let now = std::time::Instant::now();
+            carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * SPEEDUP;
+            last = now;
+            let step = carry_ms.floor();
+            carry_ms -= step;
             for d in physics.lock().unwrap().values_mut() {
-                d.step((5.0 * SPEEDUP) as u64);
+                d.step(step as u64);
             }
         }
     });
@@ -138,6 +147,7 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
         energy_wh: 300,
         deadline_ms: u64::MAX,
         buyers: Vec::new(),
+        share_ppm: 1_000_000,
     };
     battery.send(Release(order.clone())).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -271,6 +281,7 @@ async fn a_metered_release_covers_the_buyers_draw_only_and_stops_on_stale_meter_
             energy_wh: 100,
             deadline_ms: u64::MAX,
             buyers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
+            share_ppm: 1_000_000,
         }))
         .await
         .unwrap();
@@ -338,6 +349,7 @@ async fn without_a_grid_meter_a_release_runs_at_the_limit_until_the_battery_drop
             energy_wh: 300,
             deadline_ms: u64::MAX,
             buyers: Vec::new(),
+            share_ppm: 1_000_000,
         }))
         .await
         .unwrap();

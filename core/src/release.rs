@@ -31,6 +31,19 @@ pub struct ReleaseOrder {
     pub deadline_ms: u64,
     /// The buying homes, whose import the release covers.
     pub buyers: Vec<MemberKey>,
+    /// The part of the buyers' import this release covers, parts per million (an auction
+    /// round's sellers split it by the energy each sold; a sale covers all of it).
+    pub share_ppm: u32,
+}
+
+impl ReleaseOrder {
+    /// This release's part of what the buyers import now.
+    fn share_of(&self, buyers_import_w: u64) -> u64 {
+        let part = u128::from(buyers_import_w)
+            .saturating_mul(u128::from(self.share_ppm.min(1_000_000)))
+            / 1_000_000;
+        u64::try_from(part).unwrap_or(buyers_import_w)
+    }
 }
 
 /// What the releaser wants done, in order.
@@ -274,7 +287,7 @@ impl Releaser {
                     (a.export_w, a.import_w) = sample.metered.map_or((0, 0), |m| {
                         (
                             u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0),
-                            m.buyer_import_w.unwrap_or(0),
+                            a.order.share_of(m.buyer_import_w.unwrap_or(0)),
                         )
                     });
                 }
@@ -284,9 +297,9 @@ impl Releaser {
                     (true, Some(m)) => {
                         // The home's own need plus what the buyers draw, the rest tapered.
                         let taper_w = taper(remaining, dt_ms, self.power_w);
-                        let want = m
-                            .buyer_import_w
-                            .unwrap_or(0)
+                        let want = a
+                            .order
+                            .share_of(m.buyer_import_w.unwrap_or(0))
                             .min(u64::try_from(taper_w).unwrap_or(0));
                         m.set_point(want, self.power_w)
                     }
@@ -443,6 +456,7 @@ mod tests {
             energy_wh: wh,
             deadline_ms: 1_000_000,
             buyers: Vec::new(),
+            share_ppm: 1_000_000,
         }
     }
 
@@ -584,6 +598,7 @@ mod metered_tests {
             buyers: vec![MemberKey::from_secret(
                 &gridlet_ledger::crypto::deterministic_key(1, 1),
             )],
+            share_ppm: 1_000_000,
         }
     }
 
@@ -634,6 +649,32 @@ mod metered_tests {
             trade: Hash32::sha256(b"t"),
             delivered_wh: 0
         }));
+    }
+
+    #[test]
+    fn an_auction_seller_covers_its_share_of_the_buyers_draw() {
+        // Two sellers served one round: this one sold 1 of its 4 kWh, so it covers a quarter
+        // of the 800 W the buyers draw — together the sellers export what the buyers draw.
+        let mut r = Releaser::new(2_000);
+        r.order(ReleaseOrder {
+            share_ppm: 250_000,
+            ..order(50, 10_000_000)
+        });
+        let (actions, exports) = run(&mut r, 400, 300, Some(800));
+        assert!(
+            exports[2..100].iter().all(|e| *e == 200),
+            "{:?}",
+            &exports[..10]
+        );
+        // 50 Wh at 200 W: 900 s; 400 s measured 22 Wh.
+        let progress: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::JournalProgress { delivered_wh, .. } => Some(*delivered_wh),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress, [10, 20], "{actions:?}");
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
             trade,
             seller: m.c.member(0),
             buyers: vec![m.c.member(1)],
+            share_ppm: 1_000_000,
             energy_wh: WattHours::new(2_000),
             // 2 000 Wh at the planning power of 2 kW take an hour: 3 600 one-second slots.
             deadline_height: purchase_height
@@ -795,6 +796,26 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     };
     assert_eq!(share(0), Some((1_000, 225_000)));
     assert_eq!(share(1), Some((2_000, 450_000)));
+    // Both sellers serve the same buyers: each release covers its share of their draw (1 of 3
+    // kWh and 2 of 3), so together they export what the buyers draw, not twice it.
+    let mut shares: Vec<(gridlet_ledger::MemberKey, u32, usize)> = m
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MarketEvent::Release {
+                seller,
+                share_ppm,
+                buyers,
+                ..
+            } => Some((*seller, *share_ppm, buyers.len())),
+            _ => None,
+        })
+        .collect();
+    shares.sort_by_key(|s| s.1);
+    assert_eq!(
+        shares,
+        vec![(m.c.member(0), 333_333, 3), (m.c.member(1), 666_666, 3)]
+    );
     assert_eq!(market.escrow.get(), 675_000);
     // Buyers paid their fills and got the unused escrow back: home 4 bid for 2 000 Wh at
     // 200 000 (400 000 escrowed), was filled 500 Wh (100 000) and got 300 000 back.

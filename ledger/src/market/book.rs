@@ -154,6 +154,10 @@ pub enum MarketEvent {
         seller: MemberKey,
         /// The buying homes (the trade's payers): the release follows their measured import.
         buyers: Vec<MemberKey>,
+        /// The part of the buyers' import this release covers, parts per million: all of it for
+        /// a sale; for an auction round, whose sellers all serve the same buyers, this seller's
+        /// share of the energy the round sold.
+        share_ppm: u32,
         /// Energy to release.
         energy_wh: WattHours,
         /// Last height for the delivery report.

@@ -2,6 +2,8 @@
 //! delivered, and clearing an auction round at its last block. Like every rule in
 //! [`super::contracts`], each step validates before it changes anything.
 
+use std::collections::BTreeMap;
+
 use super::auction_trade_id;
 use super::book::{
     Allocation, AuctionRound, ContractStatus, MarketEvent, RevealedBid, Trade, TradeSource,
@@ -157,13 +159,32 @@ impl LedgerState {
             }
         }
         let mut to_settle = Vec::new();
+        // Energy each auction round sold, over all its sellers (their shares of the buyers).
+        let mut round_sold: BTreeMap<u64, u64> = BTreeMap::new();
+        for t in self.market.trades.values() {
+            if let TradeSource::Auction { round } = t.source {
+                let sold = round_sold.entry(round).or_default();
+                *sold = sold.saturating_add(t.energy_wh.get());
+            }
+        }
         for (id, t) in self.market.trades.iter_mut() {
             if !t.released && t.release_height <= height {
                 t.released = true;
+                let share_ppm = match t.source {
+                    TradeSource::Sale { .. } => 1_000_000,
+                    TradeSource::Auction { round } => {
+                        let total = round_sold.get(&round).copied().unwrap_or(0);
+                        u128::from(t.energy_wh.get())
+                            .saturating_mul(1_000_000)
+                            .checked_div(u128::from(total))
+                            .map_or(1_000_000, |s| u32::try_from(s).unwrap_or(1_000_000))
+                    }
+                };
                 events.push(MarketEvent::Release {
                     trade: *id,
                     seller: t.seller,
                     buyers: t.payers.iter().map(|(k, _)| *k).collect(),
+                    share_ppm,
                     energy_wh: t.energy_wh,
                     deadline_height: t.deadline_height,
                 });
