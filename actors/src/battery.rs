@@ -208,14 +208,14 @@ impl BatteryStorage {
             (at.elapsed().as_secs_f64() * 1_000.0 * self.clock.speedup()) as u64
         });
         let grid_read_ms = self.clock.now_ms().saturating_sub(age_ms);
-        let buyers = self.releaser.active_buyers();
+        let (peers, mode) = self.releaser.active_peers();
         let max_age = u64::try_from(self.safe_after.as_millis()).unwrap_or(u64::MAX);
         Some(Metered {
             grid_w: grid_w.round() as i64,
             battery_w: battery_w.unwrap_or(0.0).round() as i64,
-            buyer_import_w: self
+            peer_w: self
                 .net_powers
-                .import_of(buyers, self.clock.wall_ms(), max_age),
+                .offered_by(peers, mode, self.clock.wall_ms(), max_age),
             grid_read_ms,
         })
     }
@@ -330,11 +330,12 @@ impl BatteryStorage {
                             energy_wh,
                             meter_start_wh,
                             metered,
+                            charge,
                         } => {
                             let j = journal.clone();
                             let ok = tokio::task::spawn_blocking(move || {
                                 j.lock().map_err(|e| e.to_string()).and_then(|mut j| {
-                                    j.begin(trade, energy_wh, meter_start_wh, metered)
+                                    j.begin(trade, energy_wh, meter_start_wh, metered, charge)
                                         .map_err(|e| e.to_string())
                                 })
                             })

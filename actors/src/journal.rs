@@ -30,6 +30,9 @@ pub enum Record {
         /// Delivery is measured at the grid meters; `progress` records follow.
         #[serde(default)]
         metered: bool,
+        /// The battery charges for the trade (this home bought a neighbour's surplus).
+        #[serde(default)]
+        charge: bool,
     },
     /// A metered release has delivered `delivered_wh` so far.
     Progress {
@@ -58,6 +61,8 @@ pub enum ReleaseState {
         meter_start_wh: u64,
         /// Measured at the grid meters.
         metered: bool,
+        /// A charge: the battery's energy rises by what was delivered.
+        charge: bool,
         /// The last measured delivery journaled, Wh.
         progress_wh: u64,
     },
@@ -177,6 +182,7 @@ impl ReleaseJournal {
         energy_wh: u64,
         meter_start_wh: u64,
         metered: bool,
+        charge: bool,
     ) -> Result<(), JournalError> {
         if self.trades.contains_key(&trade) {
             return Err(JournalError::AlreadyReleased { trade });
@@ -186,6 +192,7 @@ impl ReleaseJournal {
             energy_wh,
             meter_start_wh,
             metered,
+            charge,
         })
     }
 
@@ -221,6 +228,7 @@ impl ReleaseJournal {
                     energy_wh,
                     meter_start_wh,
                     metered,
+                    charge,
                     progress_wh,
                 } => Some((
                     *t,
@@ -231,6 +239,7 @@ impl ReleaseJournal {
                             *meter_start_wh,
                             available_wh,
                             *energy_wh,
+                            *charge,
                         )
                     },
                 )),
@@ -262,11 +271,13 @@ fn apply(trades: &mut BTreeMap<Hash32, ReleaseState>, r: &Record) {
             energy_wh,
             meter_start_wh,
             metered,
+            charge,
         } => {
             trades.entry(*trade).or_insert(ReleaseState::InFlight {
                 energy_wh: *energy_wh,
                 meter_start_wh: *meter_start_wh,
                 metered: *metered,
+                charge: *charge,
                 progress_wh: 0,
             });
         }
@@ -302,11 +313,11 @@ mod tests {
         let (a, b) = (Hash32::sha256(b"a"), Hash32::sha256(b"b"));
         {
             let mut j = ReleaseJournal::open(dir.path()).unwrap();
-            j.begin(a, 500, 10, false).unwrap();
+            j.begin(a, 500, 10, false, false).unwrap();
             j.end(a, 498).unwrap();
-            j.begin(b, 700, 510, false).unwrap();
+            j.begin(b, 700, 510, false, false).unwrap();
             assert!(matches!(
-                j.begin(a, 500, 0, false),
+                j.begin(a, 500, 0, false, false),
                 Err(JournalError::AlreadyReleased { .. })
             ));
         }
@@ -319,12 +330,12 @@ mod tests {
         assert_eq!(j.state(&a), Some(ReleaseState::Done { delivered_wh: 498 }));
         assert_eq!(j.in_flight(400), vec![(b, 110)]);
         assert!(
-            j.begin(b, 700, 0, false).is_err(),
+            j.begin(b, 700, 0, false, false).is_err(),
             "an in-flight trade must never be commanded again"
         );
         // A metered release reports its last journaled measurement, not the battery's drop.
         let c = Hash32::sha256(b"c");
-        j.begin(c, 100, 2_000, true).unwrap();
+        j.begin(c, 100, 2_000, true, false).unwrap();
         j.progress(c, 20).unwrap();
         j.progress(c, 30).unwrap();
         drop(j);

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use gridlet_ledger::crypto::Signature;
 use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
 use gridlet_ledger::tx::Attestation;
-use gridlet_ledger::{Hash32, MemberKey, Price, TxPayload, WattHours};
+use gridlet_ledger::{DeliveryMode, Hash32, MemberKey, Price, TxPayload, WattHours};
 use secp256k1::SecretKey;
 
 use std::path::PathBuf;
@@ -107,6 +107,8 @@ pub struct MarketStatus {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<Hash32, SubmitError>")]
 pub struct Offer {
+    /// Discharge (the battery's energy) or charge (PV surplus into the buyer's battery).
+    pub mode: DeliveryMode,
     /// Market interval of the attested generation.
     pub interval: u64,
     /// Energy attested and offered.
@@ -150,7 +152,8 @@ pub struct MarketActor {
     status: Arc<Mutex<MarketStatus>>,
     /// While trades deliver to this home, its net power goes on the bus.
     buying: Option<crate::net_power::BuyingUntil>,
-    /// Released trades this home buys that have not settled, with their end (clock ms).
+    /// Released trades whose other side follows this home's net power (it buys a discharge,
+    /// or sells a charge) and that have not settled, with their end (clock ms).
     receiving: std::collections::BTreeMap<Hash32, u64>,
 }
 
@@ -325,13 +328,24 @@ impl MarketActor {
             self.hold_until_height = state.height.saturating_add(2);
             match d {
                 Decision::Offer {
+                    mode,
                     interval,
                     energy_wh,
                     price,
                     expiry_height,
                 } => {
-                    tracing::info!(%energy_wh, %price, "offering stored energy");
+                    match mode {
+                        DeliveryMode::Discharge => {
+                            tracing::info!(%energy_wh, %price, "offering stored energy")
+                        }
+                        DeliveryMode::Charge => tracing::info!(
+                            %energy_wh,
+                            %price,
+                            "battery full: offering PV surplus into a neighbour's battery"
+                        ),
+                    }
                     self.offer(Offer {
+                        mode,
                         interval,
                         energy_wh,
                         price,
@@ -415,6 +429,7 @@ impl MarketActor {
     fn sale(&self, msg: Offer) -> Option<TxPayload> {
         let attestation = self.attest(msg.interval, msg.energy_wh)?;
         Some(TxPayload::Sale {
+            mode: msg.mode,
             energy_wh: msg.energy_wh,
             price: msg.price,
             expiry_height: msg.expiry_height,
@@ -492,6 +507,7 @@ impl Handler<ChainEvents> for MarketActor {
                 seller,
                 buyers,
                 share_ppm,
+                mode,
                 energy_wh,
                 deadline_height,
             } = e
@@ -505,19 +521,28 @@ impl Handler<ChainEvents> for MarketActor {
                         .saturating_sub(margin)
                         .saturating_mul(self.slot_ms),
                 );
-                if buyers.contains(&self.me) {
-                    // The seller's battery follows this home's import until the trade settles.
+                // A discharge: the seller's battery moves the energy, following the buyers'
+                // import. A charge: the buyer's battery moves it, following the seller's export.
+                let (mover, peers) = match mode {
+                    DeliveryMode::Discharge => (seller, buyers),
+                    DeliveryMode::Charge => {
+                        (buyers.first().copied().unwrap_or(seller), vec![seller])
+                    }
+                };
+                if peers.contains(&self.me) {
+                    // The other side's battery follows this home's meter until the trade settles.
                     self.receiving.insert(trade, deadline_ms);
                 }
-                if seller != self.me {
+                if mover != self.me {
                     continue;
                 }
                 let order = ReleaseOrder {
                     trade,
                     energy_wh: energy_wh.get(),
                     deadline_ms,
-                    buyers,
+                    peers,
                     share_ppm,
+                    mode,
                 };
                 match &self.battery {
                     Some(b) => {

@@ -119,25 +119,7 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
     )
     .await
     .unwrap();
-    let physics = sim.devices.clone();
-    // Battery physics on the scenario clock: 5 ms of real time = 0.5 s of scenario time.
-    // Physics follows the time that really passed (on a loaded machine a 5 ms sleep takes
-    // longer; stepping a fixed 5 ms then let the battery fall behind the gateway's clock).
-    actix::spawn(async move {
-        let mut last = std::time::Instant::now();
-        let mut carry_ms = 0.0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let now = std::time::Instant::now();
-            carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * SPEEDUP;
-            last = now;
-            let step = carry_ms.floor();
-            carry_ms -= step;
-            for d in physics.lock().unwrap().values_mut() {
-                d.step(step as u64);
-            }
-        }
-    });
+    spawn_physics(sim.devices.clone());
     let dir = tempfile::tempdir().unwrap();
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let battery = battery_actor(&sim, dir.path(), delivered.clone()).await;
@@ -146,8 +128,9 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
         trade,
         energy_wh: 300,
         deadline_ms: u64::MAX,
-        buyers: Vec::new(),
+        peers: Vec::new(),
         share_ppm: 1_000_000,
+        mode: gridlet_ledger::DeliveryMode::Discharge,
     };
     battery.send(Release(order.clone())).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -195,16 +178,29 @@ async fn battery_sim() -> ModbusSim {
     )
     .await
     .unwrap();
-    let physics = sim.devices.clone();
+    spawn_physics(sim.devices.clone());
+    sim
+}
+
+/// Battery physics on the scenario clock, stepped every 5 ms by the time that really passed
+/// (on a loaded machine a 5 ms sleep takes longer; stepping a fixed 5 ms then let the battery
+/// fall behind the gateway's clock, by a fifth in CI).
+fn spawn_physics(devices: gridlet_hil::modbus_sim::SharedDevices) {
     actix::spawn(async move {
+        let mut last = std::time::Instant::now();
+        let mut carry_ms = 0.0;
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            for d in physics.lock().unwrap().values_mut() {
-                d.step((5.0 * SPEEDUP) as u64);
+            let now = std::time::Instant::now();
+            carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * SPEEDUP;
+            last = now;
+            let step = carry_ms.floor();
+            carry_ms -= step;
+            for d in devices.lock().unwrap().values_mut() {
+                d.step(step as u64);
             }
         }
     });
-    sim
 }
 
 async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -280,8 +276,9 @@ async fn a_metered_release_covers_the_buyers_draw_only_and_stops_on_stale_meter_
             trade,
             energy_wh: 100,
             deadline_ms: u64::MAX,
-            buyers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
+            peers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
             share_ppm: 1_000_000,
+            mode: gridlet_ledger::DeliveryMode::Discharge,
         }))
         .await
         .unwrap();
@@ -348,8 +345,9 @@ async fn without_a_grid_meter_a_release_runs_at_the_limit_until_the_battery_drop
             trade,
             energy_wh: 300,
             deadline_ms: u64::MAX,
-            buyers: Vec::new(),
+            peers: Vec::new(),
             share_ppm: 1_000_000,
+            mode: gridlet_ledger::DeliveryMode::Discharge,
         }))
         .await
         .unwrap();
@@ -366,4 +364,118 @@ async fn without_a_grid_meter_a_release_runs_at_the_limit_until_the_battery_drop
             delivered_wh: 300
         }
     );
+}
+
+fn charged_mwh(sim: &ModbusSim) -> u64 {
+    match &sim.devices.lock().unwrap()[&1].model {
+        DeviceModel::Battery(b) => b.charged_mwh,
+        _ => unreachable!(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_charge_trade_fills_the_buyers_battery_by_what_the_seller_exports() {
+    let sim = battery_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    // The buying home at noon: its PV covers its load (net 0 without the battery); its meter
+    // reads `−battery` every 10 ms (positive = import).
+    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
+    let devices = sim.devices.clone();
+    actix::spawn(async move {
+        loop {
+            let battery_w = match &devices.lock().unwrap()[&1].model {
+                DeviceModel::Battery(b) => b.power_w,
+                _ => 0,
+            };
+            meter.send_modify(|m| {
+                m.power_w = Some((f64::from(-battery_w), std::time::Instant::now()));
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let status = Arc::new(Mutex::new(BatteryStatus::default()));
+    let battery = battery_with_meter(
+        &sim,
+        dir.path(),
+        delivered.clone(),
+        Some(feed),
+        status.clone(),
+    )
+    .await;
+    // The seller's battery is full and it exports 1 200 W, signed on the bus; another home
+    // claims a 5 kW export it is not party to.
+    let seller = gridlet_ledger::crypto::deterministic_key(9, 3);
+    let stranger = gridlet_ledger::crypto::deterministic_key(9, 4);
+    {
+        let battery = battery.clone();
+        actix::spawn(async move {
+            for at in 1u64.. {
+                battery.do_send(BuyerPower(NetPowerMessage::sign(
+                    &chain_id(),
+                    &seller,
+                    at,
+                    -1_200,
+                )));
+                battery.do_send(BuyerPower(NetPowerMessage::sign(
+                    &chain_id(),
+                    &stranger,
+                    at,
+                    -5_000,
+                )));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let charged_before = charged_mwh(&sim);
+    let trade = Hash32::sha256(b"charge-1");
+    battery
+        .send(Release(ReleaseOrder {
+            trade,
+            energy_wh: 100,
+            deadline_ms: u64::MAX,
+            peers: vec![gridlet_ledger::MemberKey::from_secret(&seller)],
+            share_ppm: 1_000_000,
+            mode: gridlet_ledger::DeliveryMode::Charge,
+        }))
+        .await
+        .unwrap();
+    wait_for("the battery to charge by the seller's export", 10, || {
+        battery_power_w(&sim) == -1_200
+    })
+    .await;
+    let mut lowest = 0;
+    for _ in 0..20 {
+        lowest = lowest.min(battery_power_w(&sim));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        lowest >= -1_210,
+        "charged beyond the seller's export: {lowest} W"
+    );
+    wait_for("the delivery", 30, || !delivered.lock().unwrap().is_empty()).await;
+    assert_eq!(
+        delivered.lock().unwrap()[0],
+        Delivered {
+            trade,
+            delivered_wh: 100
+        }
+    );
+    // Read back from the simulated battery: it took the traded energy (to a few Wh: the
+    // meter samples every 10 ms, the battery every 20 ms).
+    let charged = charged_mwh(&sim) - charged_before;
+    assert!(
+        (95_000..=106_000).contains(&charged),
+        "the battery took {charged} mWh for a 100 Wh charge trade"
+    );
+    let journal = ReleaseJournal::open(dir.path()).unwrap();
+    assert_eq!(
+        journal.state(&trade),
+        Some(ReleaseState::Done { delivered_wh: 100 })
+    );
+    // After the trade the battery is its own controller's again.
+    wait_for("the battery back to its own control", 10, || {
+        battery_power_w(&sim) == 0
+    })
+    .await;
 }

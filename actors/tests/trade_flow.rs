@@ -238,6 +238,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
 
     // A offers 400 Wh at 200 000 µcr/kWh, once its battery has been read.
     let offer = Offer {
+        mode: gridlet_ledger::DeliveryMode::Discharge,
         interval: 1,
         energy_wh: WattHours::new(400),
         price: Price::new(200_000),

@@ -88,6 +88,36 @@ impl NetPowers {
     /// The summed import (W) of `homes` whose readings arrived within `max_age_ms` of `now_ms`;
     /// `None` if none of them has a fresh reading.
     pub fn import_of(&self, homes: &[MemberKey], now_ms: u64, max_age_ms: u64) -> Option<u64> {
+        self.sum_of(homes, now_ms, max_age_ms, |net| net)
+    }
+
+    /// The summed export (W) of `homes`, as [`NetPowers::import_of`].
+    pub fn export_of(&self, homes: &[MemberKey], now_ms: u64, max_age_ms: u64) -> Option<u64> {
+        self.sum_of(homes, now_ms, max_age_ms, i64::saturating_neg)
+    }
+
+    /// What a trade's peers offer: the buyers' import for a discharge, the seller's export for
+    /// a charge.
+    pub fn offered_by(
+        &self,
+        homes: &[MemberKey],
+        mode: gridlet_ledger::DeliveryMode,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Option<u64> {
+        match mode {
+            gridlet_ledger::DeliveryMode::Discharge => self.import_of(homes, now_ms, max_age_ms),
+            gridlet_ledger::DeliveryMode::Charge => self.export_of(homes, now_ms, max_age_ms),
+        }
+    }
+
+    fn sum_of(
+        &self,
+        homes: &[MemberKey],
+        now_ms: u64,
+        max_age_ms: u64,
+        direction: impl Fn(i64) -> i64,
+    ) -> Option<u64> {
         // Called at every battery poll: no allocation.
         homes
             .iter()
@@ -96,7 +126,7 @@ impl NetPowers {
             .fold(None, |acc: Option<u64>, (_, w, _)| {
                 Some(
                     acc.unwrap_or(0)
-                        .saturating_add(u64::try_from(*w).unwrap_or(0)),
+                        .saturating_add(u64::try_from(direction(*w)).unwrap_or(0)),
                 )
             })
     }
@@ -142,5 +172,11 @@ mod tests {
         assert_eq!(p.import_of(&homes, 20, 100), Some(400));
         assert_eq!(p.import_of(&homes[1..], 20, 100), Some(0));
         assert_eq!(p.import_of(&homes, 500, 100), None, "stale");
+        // A charge trade asks for the seller's export instead.
+        assert_eq!(p.export_of(&homes, 20, 100), Some(300));
+        assert_eq!(
+            p.offered_by(&homes[..1], gridlet_ledger::DeliveryMode::Charge, 20, 100),
+            Some(0)
+        );
     }
 }

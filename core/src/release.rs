@@ -1,15 +1,20 @@
 //! Releasing traded energy from the home battery, as a sans-IO state machine.
 //!
 //! Rule: one trade at a time; before the battery is commanded, the journal must hold the
-//! trade's `Begin` (so a restart never commands it again). Two ways to deliver:
+//! trade's `Begin` (so a restart never commands it again). Both directions of the battery run
+//! through the same machine: a **discharge** trade (this home sells: its battery covers what
+//! the buyers import) and a **charge** trade (this home buys a neighbour's PV surplus: its
+//! battery takes what the seller exports). Two ways to deliver:
 //!
-//! - **Metered** (the home has a grid meter): the battery covers the home's own load plus what
-//!   the trade's buyers import right now (their signed live net power, [`crate::net_power`]),
-//!   at most the release limit — so no trade pushes energy into the main grid on purpose. What
+//! - **Metered** (the home has a grid meter): the battery covers the home's own need and, on
+//!   top, moves what the trade's other side offers right now (the buyers' import, or the
+//!   seller's export: their signed live net power, [`crate::net_power`]), at most the release
+//!   limit — so no trade pushes energy into, or draws it from, the main grid on purpose. What
 //!   counts as delivered is integrated per reading interval as `min(this home's export, the
-//!   buyers' import)`, journaled as it grows.
-//! - **Unmetered** (no grid meter: a lower-trust home): the battery discharges at the release
-//!   limit until its available energy (SunSpec 713 `WHAvail`) has dropped by the traded Wh.
+//!   buyers' import)` for a discharge and `min(this home's import, the seller's export)` for a
+//!   charge, journaled as it grows.
+//! - **Unmetered** (no grid meter: a lower-trust home): the battery runs at the release limit
+//!   until its available energy (SunSpec 713 `WHAvail`) has moved by the traded Wh.
 //!
 //! Either ends on the traded Wh or at the deadline; then the battery goes back to its own
 //! controller, the journal gets `End`, and the delivery is reported. When the battery's (or
@@ -18,7 +23,7 @@
 
 use std::collections::VecDeque;
 
-use gridlet_ledger::{Hash32, MemberKey};
+use gridlet_ledger::{DeliveryMode, Hash32, MemberKey};
 
 /// A release order from the ledger (the trade is final).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,15 +34,18 @@ pub struct ReleaseOrder {
     pub energy_wh: u64,
     /// Latest time (ms) by which the release must be done (from the deadline height).
     pub deadline_ms: u64,
-    /// The buying homes, whose import the release covers.
-    pub buyers: Vec<MemberKey>,
-    /// The part of the buyers' import this release covers, parts per million (an auction
-    /// round's sellers split it by the energy each sold; a sale covers all of it).
+    /// The other side, whose live net power the release follows: the buyers of a discharge
+    /// (their import), the seller of a charge (its export).
+    pub peers: Vec<MemberKey>,
+    /// The part of the peers' flow this release covers, parts per million (an auction round's
+    /// sellers split the buyers' import by the energy each sold; a sale covers all of it).
     pub share_ppm: u32,
+    /// Which way the battery moves the energy.
+    pub mode: DeliveryMode,
 }
 
 impl ReleaseOrder {
-    /// This release's part of what the buyers import now.
+    /// This release's part of what the peers offer now.
     fn share_of(&self, buyers_import_w: u64) -> u64 {
         let part = u128::from(buyers_import_w)
             .saturating_mul(u128::from(self.share_ppm.min(1_000_000)))
@@ -59,6 +67,8 @@ pub enum Action {
         meter_start_wh: u64,
         /// Whether delivery is measured at the grid meters (progress records follow).
         metered: bool,
+        /// Whether the battery charges (a charge trade) rather than discharges.
+        charge: bool,
     },
     /// Command the battery to this power (positive = discharge).
     SetPower {
@@ -91,10 +101,14 @@ pub enum Action {
 }
 
 /// Energy delivered since an unmetered release began: the drop in the battery's available
-/// energy, never more than the trade (the one rule for a running release and for one a restart
-/// interrupted).
-pub fn delivered_since(start_wh: u64, available_wh: u64, energy_wh: u64) -> u64 {
-    start_wh.saturating_sub(available_wh).min(energy_wh)
+/// energy (its rise, for a charge), never more than the trade (the one rule for a running
+/// release and for one a restart interrupted).
+pub fn delivered_since(start_wh: u64, available_wh: u64, energy_wh: u64, charge: bool) -> u64 {
+    if charge {
+        available_wh.saturating_sub(start_wh).min(energy_wh)
+    } else {
+        start_wh.saturating_sub(available_wh).min(energy_wh)
+    }
 }
 
 /// Measured delivery is journaled each time it grew by this much, Wh.
@@ -119,9 +133,10 @@ pub struct Metered {
     pub grid_w: i64,
     /// The battery's power, W (positive = discharge).
     pub battery_w: i64,
-    /// What the active trade's buyers import now, W (their fresh signed readings, summed);
-    /// `None` if none is fresh: then nothing is exported for them.
-    pub buyer_import_w: Option<u64>,
+    /// What the active trade's peers offer now, W (their fresh signed readings, summed): the
+    /// buyers' import for a discharge, the seller's export for a charge; `None` if none is
+    /// fresh: then nothing is moved for them.
+    pub peer_w: Option<u64>,
     /// When the grid meter took its reading (the clock of `now_ms`). A reading older than the
     /// last set-point shows the home before the battery followed it, so the set-point is kept
     /// until a newer one arrives (a meter slower than the battery must not make it oscillate).
@@ -130,15 +145,31 @@ pub struct Metered {
 
 impl Metered {
     /// The battery power that covers the home's own need (`grid + battery`, i.e. load − PV)
-    /// and exports `export_w` on top, within ±`limit_w`.
-    fn set_point(&self, export_w: u64, limit_w: i32) -> i32 {
+    /// and moves `trade_w` on top — exported for a discharge, drawn in for a charge — within
+    /// ±`limit_w`.
+    fn set_point(&self, trade_w: u64, mode: DeliveryMode, limit_w: i32) -> i32 {
         let limit = i64::from(limit_w);
+        let w = i64::try_from(trade_w).unwrap_or(i64::MAX);
+        let extra = match mode {
+            DeliveryMode::Discharge => w,
+            DeliveryMode::Charge => w.saturating_neg(),
+        };
         let p = self
             .grid_w
             .saturating_add(self.battery_w)
-            .saturating_add(i64::try_from(export_w).unwrap_or(i64::MAX))
+            .saturating_add(extra)
             .clamp(limit.saturating_neg(), limit);
         i32::try_from(p).unwrap_or(0)
+    }
+
+    /// This home's flow in the trade's direction, W: its export for a discharge, its import
+    /// for a charge.
+    fn own_w(&self, mode: DeliveryMode) -> u64 {
+        let flow = match mode {
+            DeliveryMode::Discharge => self.grid_w.saturating_neg(),
+            DeliveryMode::Charge => self.grid_w,
+        };
+        u64::try_from(flow).unwrap_or(0)
     }
 }
 
@@ -151,10 +182,11 @@ struct Active {
     metered: bool,
     /// Measured delivery, mWh.
     delivered_mwh: u64,
-    /// This home's export and the buyers' import at the last reading, W: they hold for the
-    /// interval up to the next one.
-    export_w: u64,
-    import_w: u64,
+    /// This home's flow and the peers' at the last reading, W (export and buyers' import for
+    /// a discharge, import and seller's export for a charge): they hold for the interval up
+    /// to the next one.
+    own_w: u64,
+    peer_w: u64,
     journaled_wh: u64,
     /// When the last set-point was written.
     commanded_ms: u64,
@@ -165,7 +197,12 @@ impl Active {
         if self.metered {
             (self.delivered_mwh / 1000).min(self.order.energy_wh)
         } else {
-            delivered_since(self.start_wh, available_wh, self.order.energy_wh)
+            delivered_since(
+                self.start_wh,
+                available_wh,
+                self.order.energy_wh,
+                self.order.mode == DeliveryMode::Charge,
+            )
         }
     }
 }
@@ -222,9 +259,13 @@ impl Releaser {
         self.active.is_some()
     }
 
-    /// The buyers of the running release (whose net power the actor collects).
-    pub fn active_buyers(&self) -> &[MemberKey] {
-        self.active.as_ref().map_or(&[], |a| &a.order.buyers)
+    /// The peers of the running release (whose net power the actor collects) and its mode.
+    pub fn active_peers(&self) -> (&[MemberKey], DeliveryMode) {
+        self.active
+            .as_ref()
+            .map_or((&[], DeliveryMode::Discharge), |a| {
+                (&a.order.peers, a.order.mode)
+            })
     }
 
     /// An unmetered reading: available energy (Wh) at `now_ms`, or `None` if not valid.
@@ -247,8 +288,8 @@ impl Releaser {
             if let Some(a) = &mut self.active {
                 a.power_w = 0;
                 a.last_ms = now_ms;
-                a.export_w = 0;
-                a.import_w = 0;
+                a.own_w = 0;
+                a.peer_w = 0;
             }
             if !self.safe {
                 self.safe = true;
@@ -263,7 +304,7 @@ impl Releaser {
         if let Some(mut a) = self.active.take() {
             let dt_ms = now_ms.saturating_sub(a.last_ms);
             if a.metered {
-                let w = a.export_w.min(a.import_w);
+                let w = a.own_w.min(a.peer_w);
                 a.delivered_mwh = a
                     .delivered_mwh
                     .saturating_add(w.saturating_mul(dt_ms) / 3_600);
@@ -284,10 +325,10 @@ impl Releaser {
             } else {
                 if a.metered {
                     // What holds for the interval up to the next reading (nothing without data).
-                    (a.export_w, a.import_w) = sample.metered.map_or((0, 0), |m| {
+                    (a.own_w, a.peer_w) = sample.metered.map_or((0, 0), |m| {
                         (
-                            u64::try_from(m.grid_w.saturating_neg()).unwrap_or(0),
-                            a.order.share_of(m.buyer_import_w.unwrap_or(0)),
+                            m.own_w(a.order.mode),
+                            a.order.share_of(m.peer_w.unwrap_or(0)),
                         )
                     });
                 }
@@ -295,17 +336,23 @@ impl Releaser {
                     // The meter has not seen the last set-point yet: keep it.
                     (true, Some(m)) if m.grid_read_ms <= a.commanded_ms => a.power_w,
                     (true, Some(m)) => {
-                        // The home's own need plus what the buyers draw, the rest tapered.
+                        // The home's own need plus what the peers offer, the rest tapered.
                         let taper_w = taper(remaining, dt_ms, self.power_w);
                         let want = a
                             .order
-                            .share_of(m.buyer_import_w.unwrap_or(0))
+                            .share_of(m.peer_w.unwrap_or(0))
                             .min(u64::try_from(taper_w).unwrap_or(0));
-                        m.set_point(want, self.power_w)
+                        m.set_point(want, a.order.mode, self.power_w)
                     }
                     // A metered release without meter data: hold still, count nothing.
                     (true, None) => 0,
-                    (false, _) => taper(remaining, dt_ms, self.power_w).max(1),
+                    (false, _) => {
+                        let w = taper(remaining, dt_ms, self.power_w).max(1);
+                        match a.order.mode {
+                            DeliveryMode::Discharge => w,
+                            DeliveryMode::Charge => w.saturating_neg(),
+                        }
+                    }
                 };
                 if a.metered && delivered >= a.journaled_wh.saturating_add(PROGRESS_STEP_WH) {
                     a.journaled_wh = delivered;
@@ -333,12 +380,14 @@ impl Releaser {
                     energy_wh: order.energy_wh,
                     meter_start_wh: avail,
                     metered,
+                    charge: order.mode == DeliveryMode::Charge,
                 });
                 // Unmetered: full power at once. Metered: the next reading sets the power from
-                // the buyers' draw; until then the battery covers only the home itself.
-                let power_w = match sample.metered {
-                    None => self.power_w,
-                    Some(m) => m.set_point(0, self.power_w),
+                // the peers' flow; until then the battery covers only the home itself.
+                let power_w = match (sample.metered, order.mode) {
+                    (None, DeliveryMode::Discharge) => self.power_w,
+                    (None, DeliveryMode::Charge) => self.power_w.saturating_neg(),
+                    (Some(m), mode) => m.set_point(0, mode, self.power_w),
                 };
                 out.push(Action::SetPower { power_w });
                 self.active = Some(Active {
@@ -348,8 +397,8 @@ impl Releaser {
                     power_w,
                     metered,
                     delivered_mwh: 0,
-                    export_w: 0,
-                    import_w: 0,
+                    own_w: 0,
+                    peer_w: 0,
                     journaled_wh: 0,
                     commanded_ms: now_ms,
                 });
@@ -455,8 +504,9 @@ mod tests {
             trade: Hash32::sha256(&[n]),
             energy_wh: wh,
             deadline_ms: 1_000_000,
-            buyers: Vec::new(),
+            peers: Vec::new(),
             share_ppm: 1_000_000,
+            mode: DeliveryMode::Discharge,
         }
     }
 
@@ -473,7 +523,8 @@ mod tests {
                     trade: order(1, 0).trade,
                     energy_wh: 300,
                     meter_start_wh: 5_000,
-                    metered: false
+                    metered: false,
+                    charge: false,
                 },
                 Action::SetPower { power_w: 2000 }
             ]
@@ -574,7 +625,7 @@ mod metered_tests {
                 metered: Some(Metered {
                     grid_w: load_w - seen,
                     battery_w,
-                    buyer_import_w: buyer_w,
+                    peer_w: buyer_w,
                     grid_read_ms: (t * 1_000).saturating_sub(lag as u64 * 1_000),
                 }),
             };
@@ -595,10 +646,11 @@ mod metered_tests {
             trade: Hash32::sha256(b"t"),
             energy_wh: wh,
             deadline_ms,
-            buyers: vec![MemberKey::from_secret(
+            peers: vec![MemberKey::from_secret(
                 &gridlet_ledger::crypto::deterministic_key(1, 1),
             )],
             share_ppm: 1_000_000,
+            mode: DeliveryMode::Discharge,
         }
     }
 
@@ -645,6 +697,55 @@ mod metered_tests {
         r.order(order(50, 60_000));
         let (actions, exports) = run(&mut r, 70, 300, None);
         assert!(exports.iter().all(|e| *e <= 0), "{exports:?}");
+        assert!(actions.contains(&Action::Report {
+            trade: Hash32::sha256(b"t"),
+            delivered_wh: 0
+        }));
+    }
+
+    #[test]
+    fn a_charge_trade_draws_exactly_the_sellers_export_into_the_battery() {
+        // This home buys a neighbour's PV surplus: the seller exports 1 500 W; the home's own
+        // 300 W load comes first, so the battery charges at 1 200 W and the home draws exactly
+        // the 1 500 W the seller exports (what the meter shows as import, `exports` < 0).
+        let mut r = Releaser::new(3_000);
+        r.order(ReleaseOrder {
+            mode: DeliveryMode::Charge,
+            ..order(50, 10_000_000)
+        });
+        let (actions, exports) = run(&mut r, 200, 300, Some(1_500));
+        assert!(matches!(
+            actions[0],
+            Action::JournalBegin {
+                metered: true,
+                charge: true,
+                ..
+            }
+        ));
+        assert!(
+            exports[2..100].iter().all(|e| *e == -1_500),
+            "{:?}",
+            &exports[..10]
+        );
+        assert!(
+            exports.iter().all(|e| *e >= -1_500),
+            "drew more than the seller gives"
+        );
+        // 50 Wh at 1 500 W: 120 s, then the battery goes back to its own controller.
+        assert!(actions.contains(&Action::Report {
+            trade: Hash32::sha256(b"t"),
+            delivered_wh: 50
+        }));
+        assert!(!r.busy());
+        // Without the seller's readings the battery covers only its home: nothing is drawn.
+        let mut r = Releaser::new(3_000);
+        r.order(ReleaseOrder {
+            mode: DeliveryMode::Charge,
+            ..order(50, 60_000)
+        });
+        let (actions, exports) = run(&mut r, 70, 300, None);
+        // (At 0 s the battery stands still: the home's load is imported before any command.)
+        assert!(exports[1..].iter().all(|e| *e >= 0), "{exports:?}");
         assert!(actions.contains(&Action::Report {
             trade: Hash32::sha256(b"t"),
             delivered_wh: 0

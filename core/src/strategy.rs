@@ -11,9 +11,9 @@
 //!   promised (open contracts, trades not yet delivered);
 //! - prices stay inside `[floor_price, grid_tariff]` of the genesis.
 
-use gridlet_ledger::market::book::{ContractStatus, MarketState};
+use gridlet_ledger::market::book::{ContractStatus, MarketState, SaleContract};
 use gridlet_ledger::market::clearing::payment;
-use gridlet_ledger::{Hash32, MemberKey};
+use gridlet_ledger::{DeliveryMode, Hash32, MemberKey};
 use gridlet_ledger::{MicroCredits, Price, WattHours};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,16 @@ pub struct StrategyConfig {
     /// Sell by joining auction rounds and buy by sealed bids (at `max_buy_price`) instead of
     /// sale contracts, where the community runs auctions.
     pub auctions: bool,
+    /// A battery at or above this state of charge is full: its PV surplus is offered as a
+    /// charge sale (into a neighbour's battery) instead of going to the main grid, %.
+    pub full_soc_pct: u8,
+    /// Offer surplus only while the home exports at least this much, W.
+    pub surplus_above_w: u32,
+    /// Asking price of surplus, micro-credits per kWh (below `offer_price`: the alternative
+    /// is the feed-in tariff).
+    pub surplus_price: Price,
+    /// Buy a neighbour's surplus into the battery while it is below this state of charge, %.
+    pub charge_below_soc_pct: u8,
 }
 
 impl Default for StrategyConfig {
@@ -65,6 +75,10 @@ impl Default for StrategyConfig {
             buy_above_import_w: 300,
             max_buy_wh: WattHours::new(2_000),
             auctions: false,
+            full_soc_pct: 95,
+            surplus_above_w: 500,
+            surplus_price: Price::new(120_000),
+            charge_below_soc_pct: 80,
         }
     }
 }
@@ -88,6 +102,20 @@ impl StrategyConfig {
         }
         if self.reserve_soc_pct > 100 || self.buy_below_soc_pct > 100 {
             return err("reserve_soc_pct", "percentages are 0–100".into());
+        }
+        if self.full_soc_pct > 100 || self.charge_below_soc_pct > 100 {
+            return err("full_soc_pct", "percentages are 0–100".into());
+        }
+        if !(floor_price..=grid_tariff).contains(&self.surplus_price) {
+            return err(
+                "surplus_price",
+                format!(
+                    "{} is outside the community's band {}–{}",
+                    self.surplus_price.get(),
+                    floor_price.get(),
+                    grid_tariff.get()
+                ),
+            );
         }
         if self.min_offer_wh.is_zero() || self.min_offer_wh > self.max_offer_wh {
             return err(
@@ -144,6 +172,8 @@ pub struct HomeReadings {
 pub enum Decision {
     /// Attest `energy_wh` for `interval` and offer it.
     Offer {
+        /// Discharge (from the battery) or charge (PV surplus into the buyer's battery).
+        mode: DeliveryMode,
         /// Attestation interval (one per period).
         interval: u64,
         /// Energy, Wh.
@@ -193,18 +223,26 @@ pub struct ChainView<'a> {
     pub bid_pending: bool,
 }
 
-/// Energy this home has promised and not yet delivered: open contracts, energy pooled in
-/// auction rounds not yet cleared, and unreported trades.
+/// Energy this home's battery has promised and not yet delivered: open discharge contracts,
+/// energy pooled in auction rounds not yet cleared, and unreported discharge trades (a charge
+/// sale's surplus comes from the PV, not the battery).
 pub fn promised_wh(market: &MarketState, me: &MemberKey) -> WattHours {
     let open = market
         .contracts
         .values()
-        .filter(|c| c.seller == *me && c.status == ContractStatus::Open)
+        .filter(|c| {
+            c.seller == *me && c.status == ContractStatus::Open && c.mode == DeliveryMode::Discharge
+        })
         .fold(0u64, |acc, c| acc.saturating_add(c.energy_wh.get()));
     let trading = market
         .trades
         .values()
-        .filter(|t| t.seller == *me && t.delivered_wh.is_none() && !t.settled)
+        .filter(|t| {
+            t.seller == *me
+                && t.delivered_wh.is_none()
+                && !t.settled
+                && market.trade_mode(t) == DeliveryMode::Discharge
+        })
         .fold(0u64, |acc, t| acc.saturating_add(t.energy_wh.get()));
     let pooled = market
         .rounds
@@ -262,6 +300,36 @@ fn commit_round(round_blocks: u64, height: u64) -> Option<u64> {
     (now.commit && later.commit && now.round == later.round).then_some(now.round)
 }
 
+/// A home exporting more than this does not buy surplus: its own goes into its battery.
+const CHARGE_ONLY_ABOVE_EXPORT_W: u32 = 100;
+
+/// Whether this home would buy contract `c` of `mode`, with `room` Wh to take it.
+fn buyable(
+    cfg: &StrategyConfig,
+    me: &MemberKey,
+    height: u64,
+    c: &SaleContract,
+    mode: DeliveryMode,
+    room: WattHours,
+) -> bool {
+    c.seller != *me
+        && c.mode == mode
+        && c.status == ContractStatus::Open
+        && c.expiry_height > height.saturating_add(1)
+        && c.price <= cfg.max_buy_price
+        && c.energy_wh <= cfg.max_buy_wh.min(room)
+}
+
+/// Free room in the battery, Wh (from what it stores and its state of charge).
+fn battery_room(readings: &HomeReadings) -> Option<WattHours> {
+    let (stored, soc) = (readings.battery_wh?, readings.soc_pct?);
+    if !(soc > 0.5 && stored.is_finite() && stored >= 0.0) {
+        return None;
+    }
+    let capacity = stored / (soc / 100.0);
+    Some(WattHours::new((capacity - stored).max(0.0) as u64))
+}
+
 /// One decision round at community time `now_ms`.
 pub fn decide(
     cfg: &StrategyConfig,
@@ -280,6 +348,43 @@ pub fn decide(
         return out;
     };
     let interval = now_ms.checked_div(cfg.period_ms).unwrap_or(0);
+    let waiting = market
+        .trades
+        .values()
+        .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
+    let battery_low = readings
+        .soc_pct
+        .is_none_or(|s| s < f64::from(cfg.buy_below_soc_pct));
+    // Only grid import can be covered by a neighbour (delivery follows the buyer's meter).
+    let importing = grid_w >= f64::from(cfg.buy_above_import_w);
+    // A neighbour's surplus into this home's battery, while it has room for it and the home
+    // does not export itself (its own surplus comes first) — unless a neighbour's battery
+    // should rather cover what it imports now. Buying it comes before offering what the
+    // battery holds.
+    let wants_discharge = battery_low && importing;
+    if !auctions && !waiting && !wants_discharge && grid_w > -f64::from(CHARGE_ONLY_ABOVE_EXPORT_W)
+    {
+        let room = battery_room(readings).filter(|_| {
+            readings
+                .soc_pct
+                .is_some_and(|s| s < f64::from(cfg.charge_below_soc_pct))
+        });
+        let surplus = room.and_then(|room| {
+            market
+                .contracts
+                .iter()
+                .filter(|(_, c)| buyable(cfg, me, height, c, DeliveryMode::Charge, room))
+                .min_by_key(|(id, c)| (c.price, std::cmp::Reverse(c.energy_wh), **id))
+        });
+        if let Some((id, c)) = surplus {
+            if let Some(pay) = payment(c.energy_wh, c.price).ok().filter(|p| *p <= balance) {
+                return vec![Decision::Buy {
+                    contract: *id,
+                    payment: pay,
+                }];
+            }
+        }
+    }
     if let (Some(stored), Some(soc)) = (readings.battery_wh, readings.soc_pct) {
         let has_open_offer = market
             .contracts
@@ -287,7 +392,24 @@ pub fn decide(
             .any(|c| c.seller == *me && c.status == ContractStatus::Open);
         let attested_this_interval = market.attestations.contains_key(&(*me, interval));
         let sellable = sellable_now(cfg.reserve_soc_pct, Some(stored), Some(soc), market, me);
-        if let Some(s) = sellable.filter(|_| !has_open_offer && !attested_this_interval) {
+        // A full battery exporting PV surplus: offer the surplus into a neighbour's battery
+        // (an hour of what it exports now) rather than let the main grid take it.
+        let exporting_w = (-grid_w).max(0.0);
+        let surplus = !auctions
+            && soc >= f64::from(cfg.full_soc_pct)
+            && exporting_w >= f64::from(cfg.surplus_above_w);
+        if surplus {
+            let energy_wh = WattHours::new(exporting_w as u64).min(cfg.max_offer_wh);
+            if !has_open_offer && !attested_this_interval && energy_wh >= cfg.min_offer_wh {
+                out.push(Decision::Offer {
+                    mode: DeliveryMode::Charge,
+                    interval,
+                    energy_wh,
+                    price: cfg.surplus_price,
+                    expiry_height: height.saturating_add(cfg.offer_blocks),
+                });
+            }
+        } else if let Some(s) = sellable.filter(|_| !has_open_offer && !attested_this_interval) {
             let offer = s.sellable.min(cfg.max_offer_wh);
             if offer >= cfg.min_offer_wh && auctions {
                 let round = commit_round(chain.auction_round_blocks, height);
@@ -307,6 +429,7 @@ pub fn decide(
                 }
             } else if offer >= cfg.min_offer_wh {
                 out.push(Decision::Offer {
+                    mode: DeliveryMode::Discharge,
                     interval,
                     energy_wh: offer,
                     price: cfg.offer_price,
@@ -315,15 +438,6 @@ pub fn decide(
             }
         }
     }
-    let battery_low = readings
-        .soc_pct
-        .is_none_or(|s| s < f64::from(cfg.buy_below_soc_pct));
-    // Only grid import can be covered by a neighbour (delivery follows the buyer's meter).
-    let importing = grid_w >= f64::from(cfg.buy_above_import_w);
-    let waiting = market
-        .trades
-        .values()
-        .any(|t| !t.settled && t.delivered_wh.is_none() && t.payers.iter().any(|(p, _)| p == me));
     if auctions {
         let selling = market
             .rounds
@@ -341,26 +455,23 @@ pub fn decide(
         }
         return out;
     }
-    if battery_low && importing && !waiting {
-        let best = market
+    let best = if wants_discharge && !waiting {
+        // A neighbour's battery covers what this home imports.
+        market
             .contracts
             .iter()
-            .filter(|(_, c)| {
-                c.seller != *me
-                    && c.status == ContractStatus::Open
-                    && c.expiry_height > height.saturating_add(1)
-                    && c.price <= cfg.max_buy_price
-                    && c.energy_wh <= cfg.max_buy_wh
-            })
-            .min_by_key(|(id, c)| (c.price, std::cmp::Reverse(c.energy_wh), **id));
-        if let Some((id, c)) = best {
-            if let Ok(pay) = payment(c.energy_wh, c.price) {
-                if pay <= balance {
-                    out.push(Decision::Buy {
-                        contract: *id,
-                        payment: pay,
-                    });
-                }
+            .filter(|(_, c)| buyable(cfg, me, height, c, DeliveryMode::Discharge, WattHours::MAX))
+            .min_by_key(|(id, c)| (c.price, std::cmp::Reverse(c.energy_wh), **id))
+    } else {
+        None
+    };
+    if let Some((id, c)) = best {
+        if let Ok(pay) = payment(c.energy_wh, c.price) {
+            if pay <= balance {
+                out.push(Decision::Buy {
+                    contract: *id,
+                    payment: pay,
+                });
             }
         }
     }
@@ -407,6 +518,7 @@ mod tests {
             energy_wh: WattHours::new(energy_wh),
             price: Price::new(price),
             expiry_height: 100,
+            mode: DeliveryMode::Discharge,
             allocation: vec![Allocation {
                 interval: 1,
                 wh: WattHours::new(energy_wh),
@@ -444,6 +556,7 @@ mod tests {
         assert_eq!(
             d,
             vec![Decision::Offer {
+                mode: DeliveryMode::Discharge,
                 interval: 3,
                 energy_wh: WattHours::new(5_000),
                 price: cfg.offer_price,
@@ -569,6 +682,90 @@ mod tests {
             .all(|d| !matches!(d, Decision::Buy { .. })));
         // An expiring contract is left alone.
         assert!(decide_plain(&cfg, &me, 0, 99, &low, &m, 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn a_full_battery_offers_its_surplus_and_a_neighbour_with_room_buys_it_to_charge() {
+        let cfg = StrategyConfig::default();
+        // 9.7 of 10 kWh and exporting 1.6 kW: the surplus (an hour of it) as a charge sale.
+        let full = HomeReadings {
+            grid_w: Some(-1_600.0),
+            battery_wh: Some(9_700.0),
+            soc_pct: Some(97.0),
+            battery_w: Some(0.0),
+        };
+        let d = decide_plain(&cfg, &key(0), 0, 10, &full, &MarketState::default(), 0);
+        assert_eq!(
+            d,
+            vec![Decision::Offer {
+                mode: DeliveryMode::Charge,
+                interval: 0,
+                energy_wh: WattHours::new(1_600),
+                price: cfg.surplus_price,
+                expiry_height: 10 + cfg.offer_blocks,
+            }]
+        );
+        // A neighbour at 40 % of 10 kWh (6 kWh of room), not exporting: it buys the surplus;
+        // a discharge offer next to it is for homes that import, not for charging.
+        let mut m = MarketState::default();
+        let mut surplus = contract(key(0), 1_600, 120_000);
+        surplus.mode = DeliveryMode::Charge;
+        m.contracts.insert(Hash32([5; 32]), surplus);
+        m.contracts
+            .insert(Hash32([6; 32]), contract(key(2), 1_000, 100_000));
+        let room = HomeReadings {
+            grid_w: Some(0.0),
+            battery_wh: Some(4_000.0),
+            soc_pct: Some(40.0),
+            battery_w: Some(-300.0),
+        };
+        let me = key(1);
+        assert_eq!(
+            decide_plain(&cfg, &me, 0, 10, &room, &m, 1_000_000),
+            vec![Decision::Buy {
+                contract: Hash32([5; 32]),
+                payment: MicroCredits::new(192_000),
+            }]
+        );
+        // No room for it, nearly full, or exporting its own surplus: no purchase (the battery
+        // may still offer what it holds).
+        let buys = |r: &HomeReadings| {
+            decide_plain(&cfg, &me, 0, 10, r, &m, 1_000_000)
+                .iter()
+                .any(|d| matches!(d, Decision::Buy { .. }))
+        };
+        // (A 5 kWh battery at 79 %: 1 050 Wh of room for a 1 600 Wh sale.)
+        let small = HomeReadings {
+            battery_wh: Some(3_950.0),
+            soc_pct: Some(79.0),
+            ..room
+        };
+        assert!(!buys(&small));
+        let nearly_full = HomeReadings {
+            battery_wh: Some(4_100.0),
+            soc_pct: Some(82.0),
+            ..room
+        };
+        assert!(!buys(&nearly_full));
+        let exporting = HomeReadings {
+            grid_w: Some(-400.0),
+            ..room
+        };
+        assert!(!buys(&exporting));
+        // A home that imports with a low battery buys the discharge offer instead.
+        let low = HomeReadings {
+            grid_w: Some(900.0),
+            battery_wh: Some(500.0),
+            soc_pct: Some(5.0),
+            battery_w: Some(0.0),
+        };
+        assert_eq!(
+            decide_plain(&cfg, &me, 0, 10, &low, &m, 1_000_000),
+            vec![Decision::Buy {
+                contract: Hash32([6; 32]),
+                payment: MicroCredits::new(100_000),
+            }]
+        );
     }
 
     #[test]

@@ -377,6 +377,7 @@ pub(crate) async fn post_offer(
     let sent = state
         .market
         .send(Offer {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             interval: b.interval,
             energy_wh: b.energy_wh,
             price: b.price,

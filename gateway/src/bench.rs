@@ -386,6 +386,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
             net.input(
                 i,
                 Input::Sign(Box::new(TxPayload::Sale {
+                    mode: gridlet_ledger::DeliveryMode::Discharge,
                     energy_wh: WattHours::new(10),
                     price: Price::new(100_000),
                     expiry_height: 1_000_000,

@@ -242,6 +242,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                     &mut homes,
                     i,
                     TxPayload::Sale {
+                        mode: gridlet_ledger::DeliveryMode::Discharge,
                         energy_wh: wh,
                         price,
                         expiry_height: height + 15,

@@ -187,7 +187,10 @@ pub fn community_report(
         for (trade, delivered_wh) in &h.releases {
             releases += 1;
             let on_chain = market.trades.get(trade);
-            releases_match &= on_chain.is_some_and(|t| t.seller == h.member && t.released);
+            // The battery that moved the energy: the seller's for a discharge, the buyer's for
+            // a charge.
+            releases_match &=
+                on_chain.is_some_and(|t| market.reporter(t) == Some(h.member) && t.released);
             released_wh += delivered_wh.unwrap_or(0);
         }
     }
@@ -207,6 +210,14 @@ pub fn community_report(
         })
         .collect();
     let (wh_traded, wh_delivered, credits_moved) = market.totals();
+    // Charge trades (surplus into a neighbour's battery): how many, and what they delivered.
+    let (charge_trades, charge_delivered_wh) = market
+        .trades
+        .values()
+        .filter(|t| market.trade_mode(t) == gridlet_ledger::DeliveryMode::Charge)
+        .fold((0u64, 0u64), |(n, wh), t| {
+            (n + 1, wh + t.delivered_wh.map_or(0, |d| d.get()))
+        });
     let mut prices: Vec<(f64, u64)> = Vec::new();
     for t in market.trades.values() {
         if let TradeSource::Sale { contract } = t.source {
@@ -304,6 +315,8 @@ pub fn community_report(
             "contracts": market.contracts.len(),
             "trades": market.trades.len(),
             "auction_trades": auction_trades,
+            "charge_trades": charge_trades,
+            "charge_wh_delivered": charge_delivered_wh,
             "auction_rounds_cleared_with_trades": auction_rounds.len(),
             "wh_traded": wh_traded,
             "battery_releases": releases,

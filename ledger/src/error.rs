@@ -264,8 +264,9 @@ pub enum TxError {
         /// The id.
         trade: Hash32,
     },
-    /// Only the trade's seller (its battery) reports delivery.
-    #[error("only the seller reports delivery of {trade}")]
+    /// Only the home that measures the delivery reports it: the seller for a discharge trade,
+    /// the buyer for a charge trade.
+    #[error("only the home that measures delivery (the seller of a discharge, the buyer of a charge) reports {trade}")]
     NotSeller {
         /// The trade.
         trade: Hash32,

@@ -57,5 +57,5 @@ pub use crypto::{Hash32, MemberKey, Signature};
 pub use error::{BlockError, DecodeError, GenesisError, StoreError, TxError};
 pub use genesis::Genesis;
 pub use state::LedgerState;
-pub use tx::{SignedTransaction, Transaction, TxPayload};
+pub use tx::{DeliveryMode, SignedTransaction, Transaction, TxPayload};
 pub use units::{MicroCredits, Price, WattHours};

@@ -46,6 +46,21 @@ pub const KIND_EVIDENCE: u8 = 11;
 pub const KIND_MEMBER_PROPOSE: u8 = 12;
 /// Kind byte of [`TxPayload::MemberApprove`].
 pub const KIND_MEMBER_APPROVE: u8 = 13;
+/// Kind byte of a [`TxPayload::Sale`] in [`DeliveryMode::Charge`] (kind 3 is the discharge
+/// sale; the encodings are otherwise the same).
+pub const KIND_CHARGE_SALE: u8 = 14;
+
+/// How a sale's energy reaches the buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// The seller's battery discharges to cover what the buyer imports; the seller reports.
+    #[default]
+    Discharge,
+    /// The buyer's battery charges from what the seller exports (its PV surplus); the buyer
+    /// reports.
+    Charge,
+}
 
 /// A home's proposal in one iteration of the day-ahead ADMM, signed with its member key over
 /// [`crate::market::dispatch::proposal_digest`].
@@ -262,6 +277,8 @@ pub enum TxPayload {
     /// Offer energy at a price; the contract id is this transaction's id. An attestation may
     /// ride along (the request/response path) and is recorded first.
     Sale {
+        /// How the energy reaches the buyer (kind 3: discharge, kind 14: charge).
+        mode: DeliveryMode,
         /// Energy offered.
         energy_wh: WattHours,
         /// Price (at most the grid tariff).
@@ -345,7 +362,14 @@ impl TxPayload {
         match self {
             TxPayload::Transfer { .. } => KIND_TRANSFER,
             TxPayload::Attest(_) => KIND_ATTEST,
-            TxPayload::Sale { .. } => KIND_SALE,
+            TxPayload::Sale {
+                mode: DeliveryMode::Discharge,
+                ..
+            } => KIND_SALE,
+            TxPayload::Sale {
+                mode: DeliveryMode::Charge,
+                ..
+            } => KIND_CHARGE_SALE,
             TxPayload::Purchase { .. } => KIND_PURCHASE,
             TxPayload::Deliver { .. } => KIND_DELIVER,
             TxPayload::AuctionJoin { .. } => KIND_AUCTION_JOIN,
@@ -367,6 +391,7 @@ impl TxPayload {
             }
             TxPayload::Attest(a) => a.encode_into(w),
             TxPayload::Sale {
+                mode: _,
                 energy_wh,
                 price,
                 expiry_height,
@@ -430,7 +455,12 @@ impl TxPayload {
                 amount: MicroCredits::new(r.u64()?),
             }),
             KIND_ATTEST => Ok(TxPayload::Attest(Attestation::decode_from(r)?)),
-            KIND_SALE => Ok(TxPayload::Sale {
+            kind @ (KIND_SALE | KIND_CHARGE_SALE) => Ok(TxPayload::Sale {
+                mode: if kind == KIND_SALE {
+                    DeliveryMode::Discharge
+                } else {
+                    DeliveryMode::Charge
+                },
                 energy_wh: WattHours::new(r.u64()?),
                 price: Price::new(r.u64()?),
                 expiry_height: r.u64()?,

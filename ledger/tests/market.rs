@@ -126,6 +126,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
     let sale = m.tx(
         0,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(2_000),
             price: Price::new(250_000),
             expiry_height: 10,
@@ -179,6 +180,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
             seller: m.c.member(0),
             buyers: vec![m.c.member(1)],
             share_ppm: 1_000_000,
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(2_000),
             // 2 000 Wh at the planning power of 2 kW take an hour: 3 600 one-second slots.
             deadline_height: purchase_height
@@ -226,6 +228,96 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
 }
 
 #[test]
+fn a_charge_sale_is_measured_and_reported_by_the_buyer_and_pays_the_seller() {
+    let mut m = Market::new(4);
+    let sale = m.tx(
+        0,
+        TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Charge,
+            energy_wh: WattHours::new(1_000),
+            price: Price::new(100_000),
+            expiry_height: 10,
+            attestation: Some(m.attestation(0, 3, 1_000)),
+        },
+    );
+    // Kind 14 on the wire, decoded back to the same charge sale.
+    let bytes = sale.bytes();
+    assert_eq!(
+        SignedTransaction::decode(bytes)
+            .unwrap()
+            .tx()
+            .payload
+            .kind(),
+        gridlet_ledger::tx::KIND_CHARGE_SALE
+    );
+    let contract = sale.id();
+    assert!(m.block(&[sale]).is_empty());
+    assert_eq!(
+        m.chain.head_state().market().contracts[&contract].mode,
+        gridlet_ledger::DeliveryMode::Charge
+    );
+    let purchase = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract,
+            payment: MicroCredits::new(100_000),
+        },
+    );
+    let trade = purchase.id();
+    assert!(m.block(&[purchase]).is_empty());
+    // The release order names the mode: the buyer's battery takes the seller's export.
+    assert!(m.events.iter().any(|e| matches!(
+        e,
+        MarketEvent::Release {
+            mode: gridlet_ledger::DeliveryMode::Charge,
+            ..
+        }
+    )));
+    // The seller cannot report a charge (the buyer's battery measured it), nor can a receipt
+    // signed by the seller's battery stand for the buyer's.
+    let by_seller = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: WattHours::new(1_000),
+            receipt: m.receipt(0, &trade, 1_000),
+        },
+    );
+    let forged = m.tx(
+        1,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: WattHours::new(1_000),
+            receipt: m.receipt(0, &trade, 1_000),
+        },
+    );
+    let refused = m.block(&[by_seller, forged]);
+    assert_eq!(
+        refused.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        vec![TxError::NotSeller { trade }, TxError::BadReceipt { trade }]
+    );
+    let seller_before = m.balance(0);
+    let by_buyer = m.tx(
+        1,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: WattHours::new(600),
+            receipt: m.receipt(1, &trade, 600),
+        },
+    );
+    assert!(m.block(&[by_buyer]).is_empty());
+    // 600 of 1 000 Wh: the seller is paid 60 %, and both count the 600 Wh for E.
+    assert_eq!(m.balance(0), seller_before + 60_000);
+    for home in [0, 1] {
+        assert_eq!(
+            m.chain.head_state().traded_in_window(&m.c.member(home)),
+            600
+        );
+    }
+    assert_eq!(m.total(), TOTAL);
+}
+
+#[test]
 fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let mut m = Market::new(4);
     let a1 = m.attestation(0, 1, 1_000);
@@ -234,6 +326,7 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let s1 = m.tx(
         0,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(1_000),
             price: Price::new(100_000),
             expiry_height: 50,
@@ -243,6 +336,7 @@ fn partial_and_missing_deliveries_are_refunded_after_the_deadline() {
     let s2 = m.tx(
         2,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(1_000),
             price: Price::new(100_000),
             expiry_height: 50,
@@ -347,6 +441,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let too_much = m.tx(
         0,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(501),
             price: Price::new(1),
             expiry_height: 100,
@@ -364,6 +459,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let too_dear = m.tx(
         0,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(100),
             price: Price::new(300_001),
             expiry_height: 100,
@@ -380,6 +476,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let expired = m.tx(
         0,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(100),
             price: Price::new(1),
             expiry_height: 1,
@@ -393,6 +490,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let sale = m.tx(
         0,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(500),
             price: Price::new(200_000),
             expiry_height: 12,
@@ -491,6 +589,7 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
     let s = m.tx(
         3,
         TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
             energy_wh: WattHours::new(800),
             price: Price::new(1_000),
             expiry_height: m.chain.head_height() + 2,
@@ -564,6 +663,7 @@ fn a_thousand_conflicting_sale_pairs_sell_no_watt_hour_twice() {
                 txs.push(m.tx(
                     home,
                     TxPayload::Sale {
+                        mode: gridlet_ledger::DeliveryMode::Discharge,
                         energy_wh: WattHours::new(sellable.min(1_000 * 2) / 2 + 1),
                         price: Price::new(100_000),
                         expiry_height: 10_000,

@@ -174,7 +174,7 @@ proptest! {
                 }
                 Op::Sale { home, wh, price, life } => {
                     let expiry = w.state.height + 1 + life;
-                    let t = w.tx(home, TxPayload::Sale { energy_wh: WattHours::new(wh), price: Price::new(price), expiry_height: expiry, attestation: None });
+                    let t = w.tx(home, TxPayload::Sale { mode: gridlet_ledger::DeliveryMode::Discharge, energy_wh: WattHours::new(wh), price: Price::new(price), expiry_height: expiry, attestation: None });
                     let id = t.id();
                     let sellable = w.state.market().sellable_wh(&w.c.member(home)).get();
                     let ok = w.submit(home, t);

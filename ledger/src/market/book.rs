@@ -54,6 +54,8 @@ pub struct SaleContract {
     pub price: Price,
     /// Last height it can be bought at.
     pub expiry_height: u64,
+    /// How its energy reaches the buyer.
+    pub mode: crate::tx::DeliveryMode,
     /// Where its energy comes from.
     pub allocation: Vec<Allocation>,
     /// Its state.
@@ -158,6 +160,9 @@ pub enum MarketEvent {
         /// a sale; for an auction round, whose sellers all serve the same buyers, this seller's
         /// share of the energy the round sold.
         share_ppm: u32,
+        /// Discharge: the seller's battery covers the buyers' import. Charge: the buyer's
+        /// battery takes the seller's export.
+        mode: crate::tx::DeliveryMode,
         /// Energy to release.
         energy_wh: WattHours,
         /// Last height for the delivery report.
@@ -254,6 +259,26 @@ fn allocations(w: &mut Writer, a: &[Allocation]) {
 }
 
 impl MarketState {
+    /// How a trade's energy reaches its buyer (auction trades discharge).
+    pub fn trade_mode(&self, t: &Trade) -> crate::tx::DeliveryMode {
+        match t.source {
+            TradeSource::Sale { contract } => self
+                .contracts
+                .get(&contract)
+                .map_or(crate::tx::DeliveryMode::Discharge, |c| c.mode),
+            TradeSource::Auction { .. } => crate::tx::DeliveryMode::Discharge,
+        }
+    }
+
+    /// The home that measures and reports a trade's delivery: the seller for a discharge, the
+    /// (single) buyer for a charge.
+    pub fn reporter(&self, t: &Trade) -> Option<MemberKey> {
+        match self.trade_mode(t) {
+            crate::tx::DeliveryMode::Discharge => Some(t.seller),
+            crate::tx::DeliveryMode::Charge => t.payers.first().map(|(k, _)| *k),
+        }
+    }
+
     /// Sellable energy of a home: attested and not yet committed to any offer or trade.
     pub fn sellable_wh(&self, home: &MemberKey) -> WattHours {
         let total = self
@@ -323,7 +348,11 @@ impl MarketState {
                 .fixed(&c.seller.0)
                 .u64(c.energy_wh.get())
                 .u64(c.price.get())
-                .u64(c.expiry_height);
+                .u64(c.expiry_height)
+                .u8(match c.mode {
+                    crate::tx::DeliveryMode::Discharge => 0,
+                    crate::tx::DeliveryMode::Charge => 1,
+                });
             allocations(w, &c.allocation);
             match c.status {
                 ContractStatus::Open => {

@@ -246,6 +246,7 @@ impl LedgerState {
                 Ok(())
             }
             TxPayload::Sale {
+                mode,
                 energy_wh,
                 price,
                 expiry_height,
@@ -275,6 +276,7 @@ impl LedgerState {
                         energy_wh: *energy_wh,
                         price: *price,
                         expiry_height: *expiry_height,
+                        mode: *mode,
                         allocation,
                         status: ContractStatus::Open,
                     },
@@ -351,9 +353,11 @@ impl LedgerState {
                     .trades
                     .get(trade)
                     .ok_or(TxError::UnknownTrade { trade: *trade })?;
-                if t.seller != me {
+                // The seller reports a discharge, the buyer a charge (each measures it).
+                if self.market.reporter(t) != Some(me) {
                     return Err(TxError::NotSeller { trade: *trade });
                 }
+                let seller = t.seller;
                 if !t.released {
                     return Err(TxError::NotReleased { trade: *trade });
                 }
@@ -391,8 +395,8 @@ impl LedgerState {
                 let shares = split_largest_remainder(delivered_wh.get(), &weights);
                 let buyers: Vec<(MemberKey, u64)> =
                     t.payers.iter().map(|(k, _)| *k).zip(shares).collect();
-                self.escrow_pay(me, pay)?;
-                self.pending_traded.push((me, delivered_wh.get()));
+                self.escrow_pay(seller, pay)?;
+                self.pending_traded.push((seller, delivered_wh.get()));
                 self.pending_traded.extend(buyers);
                 if let Some(t) = self.market.trades.get_mut(trade) {
                     t.delivered_wh = Some(*delivered_wh);

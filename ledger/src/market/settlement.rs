@@ -167,6 +167,13 @@ impl LedgerState {
                 *sold = sold.saturating_add(t.energy_wh.get());
             }
         }
+        let modes: BTreeMap<Hash32, crate::tx::DeliveryMode> = self
+            .market
+            .trades
+            .iter()
+            .filter(|(_, t)| !t.released)
+            .map(|(id, t)| (*id, self.market.trade_mode(t)))
+            .collect();
         for (id, t) in self.market.trades.iter_mut() {
             if !t.released && t.release_height <= height {
                 t.released = true;
@@ -185,6 +192,7 @@ impl LedgerState {
                     seller: t.seller,
                     buyers: t.payers.iter().map(|(k, _)| *k).collect(),
                     share_ppm,
+                    mode: modes.get(id).copied().unwrap_or_default(),
                     energy_wh: t.energy_wh,
                     deadline_height: t.deadline_height,
                 });
