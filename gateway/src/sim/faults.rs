@@ -493,6 +493,7 @@ impl FaultRun {
                 .map(|(k, ms)| (k.to_string(), json!(slots(*ms))))
                 .collect::<serde_json::Map<_, _>>(),
             "final_height": end.final_height,
+            "first_conflict": end.first_conflict,
         })
     }
 }
@@ -501,6 +502,8 @@ impl FaultRun {
 #[derive(Debug, Default)]
 pub(super) struct EndCheck {
     pub conflicting_final_blocks: u64,
+    /// Where the stores first disagree, with each home's block and certificate there.
+    pub first_conflict: Option<serde_json::Value>,
     pub releases_not_final: u64,
     pub releases: u64,
     pub final_height: u64,
@@ -512,8 +515,20 @@ pub(super) fn end_check(setups: &[super::home_config::HomeSetup]) -> anyhow::Res
     use gridlet_ledger::store::{BlockStore, SledStore};
     let mut finals = Vec::new();
     let mut hashes: Vec<Vec<gridlet_ledger::Hash32>> = Vec::new();
+    let mut certs: Vec<Vec<(u64, gridlet_ledger::finality::Certificate)>> = Vec::new();
     for s in setups {
         let store = SledStore::open(&s.dir)?;
+        certs.push(
+            store
+                .certificates(1, u64::MAX)?
+                .into_iter()
+                .filter_map(|(h, b)| {
+                    gridlet_ledger::finality::Certificate::decode(&b)
+                        .ok()
+                        .map(|c| (h, c))
+                })
+                .collect(),
+        );
         let final_height = match store.last_certificate()? {
             Some(bytes) => {
                 gridlet_ledger::finality::Certificate::decode(&bytes)
@@ -535,12 +550,45 @@ pub(super) fn end_check(setups: &[super::home_config::HomeSetup]) -> anyhow::Res
     }
     let floor = finals.iter().copied().min().unwrap_or(0) as usize;
     let mut conflicting = 0u64;
+    let mut first_conflict = None;
     for h in 0..floor {
         let first = hashes.first().and_then(|v| v.get(h));
         if hashes.iter().any(|v| v.get(h) != first) {
             conflicting += 1;
+            first_conflict.get_or_insert(h as u64 + 1);
         }
     }
+    // A safety failure must leave its evidence in the output (a CI log is all there may be):
+    // at the first conflicting height, each home's block and the first certificate at or above
+    // it (checkpoint, round, the block it names, its signers).
+    let evidence =
+        first_conflict.map(|height| {
+            setups
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let block = hashes
+                    .get(i)
+                    .and_then(|v| v.get(height as usize - 1))
+                    .map(|b| b.to_hex());
+                let cert = certs.get(i).and_then(|c| c.iter().find(|(h, _)| *h >= height));
+                json!({
+                    "home": s.name,
+                    "final_height": finals.get(i),
+                    "block": block,
+                    "certificate": cert.map(|(h, c)| json!({
+                        "height": h,
+                        "checkpoint": c.checkpoint,
+                        "round": c.round,
+                        "block": c.block.hash.to_hex(),
+                        "signers": c.signatures.iter().map(|(k, _)| k.short()).collect::<Vec<_>>(),
+                    })),
+                    "certificates": certs.get(i).map_or(0, Vec::len),
+                })
+            })
+            .collect::<Vec<_>>()
+        });
+    let first_conflict = first_conflict.map(|h| json!({"height": h, "homes": evidence}));
     // Every release any battery began must be a released trade in the final state of every
     // home: home 0's chain, final up to the lowest final height (the others agree below it).
     let verified = crate::chain_cmd::load_verified(&setups[0].dir)?;
@@ -564,8 +612,55 @@ pub(super) fn end_check(setups: &[super::home_config::HomeSetup]) -> anyhow::Res
     }
     Ok(EndCheck {
         conflicting_final_blocks: conflicting,
+        first_conflict,
         releases_not_final: not_final,
         releases,
         final_height: floor as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_on_two_chains_are_counted_and_the_first_conflict_shows_its_evidence() {
+        // Two communities' home-0 stores, as if two homes had finalized different chains.
+        let dir = tempfile::tempdir().unwrap();
+        let mut setups = Vec::new();
+        for seed in [1u64, 2] {
+            let report = dir.path().join(format!("r{seed}"));
+            crate::sim_chain::run(&crate::sim_chain::SimOptions {
+                homes: 3,
+                slots: 30,
+                seed,
+                report: report.clone(),
+                rule: gridlet_ledger::selection::SelectionRule::Paper,
+                txs_per_slot: 2,
+                silent_percent: 0,
+                market: false,
+            })
+            .unwrap();
+            setups.push(super::super::home_config::HomeSetup {
+                dir: report.join("homes/0"),
+                api_port: 0,
+                member: gridlet_ledger::MemberKey::from_secret(
+                    &gridlet_ledger::crypto::deterministic_key(1, seed),
+                ),
+                name: format!("seed-{seed}"),
+            });
+        }
+        let end = end_check(&setups).unwrap();
+        assert!(end.conflicting_final_blocks > 0, "{end:?}");
+        let c = end.first_conflict.expect("the first conflict is shown");
+        assert_eq!(c["height"], 1, "{c}");
+        let homes = c["homes"].as_array().unwrap();
+        assert_eq!(homes.len(), 2);
+        assert_ne!(homes[0]["block"], homes[1]["block"], "{c}");
+        for h in homes {
+            let cert = &h["certificate"];
+            assert!(cert["checkpoint"].as_u64().is_some(), "{c}");
+            assert!(cert["signers"].as_array().unwrap().len() >= 3, "{c}");
+        }
+    }
 }
