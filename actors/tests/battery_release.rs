@@ -479,3 +479,99 @@ async fn a_charge_trade_fills_the_buyers_battery_by_what_the_seller_exports() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_default_genesis_trade_of_1000_wh_is_delivered_in_full() {
+    // The delivery window the default genesis gives a 1 000 Wh trade: delivery_blocks plus the
+    // slots 1 000 Wh take at the planning power (2 kW), less the report margin the market actor
+    // keeps — on the community clock, from the release.
+    let home = gridlet_ledger::crypto::deterministic_key(9, 5);
+    let key = gridlet_ledger::MemberKey::from_secret(&home);
+    let genesis = gridlet_ledger::Genesis::with_defaults(
+        "default-window",
+        0,
+        vec![gridlet_ledger::genesis::Member {
+            name: "seller".into(),
+            key,
+            attestor: key,
+            balance: gridlet_ledger::MicroCredits::new(1),
+        }],
+        gridlet_ledger::selection::SelectionRule::Paper,
+    );
+    let rules = gridlet_ledger::state::Rules::from_genesis(&genesis).unwrap();
+    let blocks = rules.delivery_deadline(0, gridlet_ledger::WattHours::new(1_000)) - 5;
+    let deadline_ms = blocks * genesis.slot_ms;
+    assert_eq!(deadline_ms, (60 + 1_800 - 5) * 1_000, "the default window");
+
+    let sim = battery_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    // The seller at noon: its PV covers its own load; its meter reads `−battery`.
+    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
+    let devices = sim.devices.clone();
+    actix::spawn(async move {
+        loop {
+            let battery_w = match &devices.lock().unwrap()[&1].model {
+                DeviceModel::Battery(b) => b.power_w,
+                _ => 0,
+            };
+            meter.send_modify(|m| {
+                m.power_w = Some((f64::from(-battery_w), std::time::Instant::now()));
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let battery = battery_with_meter(
+        &sim,
+        dir.path(),
+        delivered.clone(),
+        Some(feed),
+        Arc::default(),
+    )
+    .await;
+    // The buyer draws 2.2 kW, above the 2 kW release limit, for the whole window.
+    let buyer = gridlet_ledger::crypto::deterministic_key(9, 6);
+    {
+        let battery = battery.clone();
+        actix::spawn(async move {
+            for at in 1u64.. {
+                battery.do_send(BuyerPower(NetPowerMessage::sign(
+                    &chain_id(),
+                    &buyer,
+                    at,
+                    2_200,
+                )));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let before = discharged_mwh(&sim);
+    let trade = Hash32::sha256(b"default-1000");
+    battery
+        .send(Release(ReleaseOrder {
+            trade,
+            energy_wh: 1_000,
+            // The scenario clock starts at 0 with the release.
+            deadline_ms,
+            peers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
+            share_ppm: 1_000_000,
+            mode: gridlet_ledger::DeliveryMode::Discharge,
+        }))
+        .await
+        .unwrap();
+    // 1 855 s of community time at 100×: about 19 s.
+    wait_for("the delivery", 40, || !delivered.lock().unwrap().is_empty()).await;
+    assert_eq!(
+        delivered.lock().unwrap()[0],
+        Delivered {
+            trade,
+            delivered_wh: 1_000
+        },
+        "not delivered in full within the default window"
+    );
+    let gave = discharged_mwh(&sim) - before;
+    assert!(
+        (990_000..=1_010_000).contains(&gave),
+        "the battery gave {gave} mWh for 1 000 Wh"
+    );
+}
