@@ -628,6 +628,28 @@ impl Handler<Offer> for MarketActor {
                 .ok()
                 .flatten()
                 .ok_or(SubmitError::Unavailable)?;
+            if msg.mode == DeliveryMode::Charge {
+                // PV surplus into a neighbour's battery: bounded by what this home exports now.
+                let surplus =
+                    gridlet_core::strategy::surplus_now(readings.grid_w).ok_or_else(|| {
+                        SubmitError::Refused(
+                        "the grid meter has no fresh reading: this gateway cannot tell its surplus"
+                            .into(),
+                    )
+                    })?;
+                if msg.energy_wh > surplus {
+                    return Err(SubmitError::Refused(format!(
+                        "charge offer of {} Wh is more than this home's surplus now: {} Wh (an \
+                         hour of what it exports at this moment)",
+                        msg.energy_wh.get(),
+                        surplus.get(),
+                    )));
+                }
+                return ledger
+                    .send(SignAndSubmit(payload))
+                    .await
+                    .unwrap_or(Err(SubmitError::Unavailable));
+            }
             let sellable = gridlet_core::strategy::sellable_now(
                 reserve_pct,
                 readings.battery_wh,

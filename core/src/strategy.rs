@@ -279,6 +279,14 @@ pub fn sellable_now(
     })
 }
 
+/// The PV surplus this home can offer as a charge sale now: an hour of what it exports at this
+/// moment (Wh). `None` without a fresh meter reading. The strategy's surplus offers and the
+/// API's charge offers alike draw only on this.
+pub fn surplus_now(grid_w: Option<f64>) -> Option<WattHours> {
+    let export_w = grid_w.filter(|w| w.is_finite())?.min(0.0).abs();
+    Some(WattHours::new(export_w as u64))
+}
+
 /// [`sellable_now`]'s figures, for an answer that says why an offer is too large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sellable {
@@ -394,12 +402,12 @@ pub fn decide(
         let sellable = sellable_now(cfg.reserve_soc_pct, Some(stored), Some(soc), market, me);
         // A full battery exporting PV surplus: offer the surplus into a neighbour's battery
         // (an hour of what it exports now) rather than let the main grid take it.
-        let exporting_w = (-grid_w).max(0.0);
+        let surplus_wh = surplus_now(Some(grid_w)).unwrap_or(WattHours::ZERO);
         let surplus = !auctions
             && soc >= f64::from(cfg.full_soc_pct)
-            && exporting_w >= f64::from(cfg.surplus_above_w);
+            && surplus_wh >= WattHours::new(u64::from(cfg.surplus_above_w));
         if surplus {
-            let energy_wh = WattHours::new(exporting_w as u64).min(cfg.max_offer_wh);
+            let energy_wh = surplus_wh.min(cfg.max_offer_wh);
             if !has_open_offer && !attested_this_interval && energy_wh >= cfg.min_offer_wh {
                 out.push(Decision::Offer {
                     mode: DeliveryMode::Charge,
@@ -766,6 +774,14 @@ mod tests {
                 payment: MicroCredits::new(100_000),
             }]
         );
+    }
+
+    #[test]
+    fn the_surplus_is_an_hour_of_the_present_export_and_unknown_without_a_meter() {
+        assert_eq!(surplus_now(Some(-1_234.6)), Some(WattHours::new(1_234)));
+        assert_eq!(surplus_now(Some(800.0)), Some(WattHours::ZERO), "importing");
+        assert_eq!(surplus_now(None), None);
+        assert_eq!(surplus_now(Some(f64::NAN)), None);
     }
 
     #[test]

@@ -328,10 +328,24 @@ pub(crate) async fn offers(state: web::Data<ApiState>) -> impl Responder {
     HttpResponse::Ok().json(list)
 }
 
+/// How an offer's energy reaches the buyer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OfferMode {
+    /// From this home's battery (at most what it holds above its reserve).
+    #[default]
+    Discharge,
+    /// This home's PV surplus into the buyer's battery (at most an hour of its present export).
+    Charge,
+}
+
 /// `POST /api/offers`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OfferBody {
+    /// `discharge` (the default) or `charge`.
+    #[serde(default)]
+    mode: OfferMode,
     /// The delivery interval the attestation covers.
     interval: u64,
     /// Energy offered, Wh (at most what the battery can sell now).
@@ -377,7 +391,10 @@ pub(crate) async fn post_offer(
     let sent = state
         .market
         .send(Offer {
-            mode: gridlet_ledger::DeliveryMode::Discharge,
+            mode: match b.mode {
+                OfferMode::Discharge => gridlet_ledger::DeliveryMode::Discharge,
+                OfferMode::Charge => gridlet_ledger::DeliveryMode::Charge,
+            },
             interval: b.interval,
             energy_wh: b.energy_wh,
             price: b.price,

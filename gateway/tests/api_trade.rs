@@ -213,6 +213,29 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
             .contains("expiry height 0"),
         "{refused}"
     );
+    // A charge offer (PV surplus into the buyer's battery) is bounded by what the home exports
+    // now: this home has no grid meter, so it cannot tell, and the offer is refused; a mode
+    // that does not exist is a bad body.
+    let charge = r#"{"mode": "charge", "interval": 7, "energy_wh": 150, "price": 100000, "expiry_height": 100000}"#;
+    let (code, refused) = http(api_a, "POST", "/api/offers", Some(token), charge);
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot tell its surplus"),
+        "{refused}"
+    );
+    let odd = r#"{"mode": "gift", "interval": 7, "energy_wh": 150, "price": 100000, "expiry_height": 100000}"#;
+    let (code, refused) = http(api_a, "POST", "/api/offers", Some(token), odd);
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant"),
+        "{refused}"
+    );
     // More than the battery holds (10 kWh at 60 %, 30 % kept back): refused, with the figures,
     // and nothing attested.
     let huge = r#"{"interval": 7, "energy_wh": 500000, "price": 200000, "expiry_height": 100000}"#;
