@@ -203,6 +203,32 @@ fn spawn_physics(devices: gridlet_hil::modbus_sim::SharedDevices) {
     });
 }
 
+/// The home's grid meter, computed from the simulated battery every 10 ms while `alive`:
+/// `load_w − battery` (positive = import; PV, if any, is in `load_w`).
+fn spawn_meter(
+    sim: &ModbusSim,
+    load_w: i32,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+) -> MeterFeed {
+    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
+    let devices = sim.devices.clone();
+    actix::spawn(async move {
+        loop {
+            if alive.load(std::sync::atomic::Ordering::SeqCst) {
+                let battery_w = match &devices.lock().unwrap()[&1].model {
+                    DeviceModel::Battery(b) => b.power_w,
+                    _ => 0,
+                };
+                meter.send_modify(|m| {
+                    m.power_w = Some((f64::from(load_w - battery_w), std::time::Instant::now()));
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    feed
+}
+
 async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -222,27 +248,8 @@ async fn a_metered_release_covers_the_buyers_draw_only_and_stops_on_stale_meter_
     // The seller home: a 500 W load, no PV; its meter reads `load − battery` every 10 ms
     // while it is alive (positive = import).
     const LOAD_W: i32 = 500;
-    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
     let meter_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let devices = sim.devices.clone();
-    {
-        let alive = meter_alive.clone();
-        actix::spawn(async move {
-            loop {
-                if alive.load(std::sync::atomic::Ordering::SeqCst) {
-                    let battery_w = match &devices.lock().unwrap()[&1].model {
-                        DeviceModel::Battery(b) => b.power_w,
-                        _ => 0,
-                    };
-                    meter.send_modify(|m| {
-                        m.power_w =
-                            Some((f64::from(LOAD_W - battery_w), std::time::Instant::now()));
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-    }
+    let feed = spawn_meter(&sim, LOAD_W, meter_alive.clone());
     let status = Arc::new(Mutex::new(BatteryStatus::default()));
     let battery = battery_with_meter(
         &sim,
@@ -380,20 +387,7 @@ async fn a_charge_trade_fills_the_buyers_battery_by_what_the_seller_exports() {
     let delivered = Arc::new(Mutex::new(Vec::new()));
     // The buying home at noon: its PV covers its load (net 0 without the battery); its meter
     // reads `−battery` every 10 ms (positive = import).
-    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
-    let devices = sim.devices.clone();
-    actix::spawn(async move {
-        loop {
-            let battery_w = match &devices.lock().unwrap()[&1].model {
-                DeviceModel::Battery(b) => b.power_w,
-                _ => 0,
-            };
-            meter.send_modify(|m| {
-                m.power_w = Some((f64::from(-battery_w), std::time::Instant::now()));
-            });
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let feed = spawn_meter(&sim, 0, Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let status = Arc::new(Mutex::new(BatteryStatus::default()));
     let battery = battery_with_meter(
         &sim,
@@ -507,20 +501,7 @@ async fn a_default_genesis_trade_of_1000_wh_is_delivered_in_full() {
     let dir = tempfile::tempdir().unwrap();
     let delivered = Arc::new(Mutex::new(Vec::new()));
     // The seller at noon: its PV covers its own load; its meter reads `−battery`.
-    let (meter, feed) = tokio::sync::watch::channel(MeterReadings::default());
-    let devices = sim.devices.clone();
-    actix::spawn(async move {
-        loop {
-            let battery_w = match &devices.lock().unwrap()[&1].model {
-                DeviceModel::Battery(b) => b.power_w,
-                _ => 0,
-            };
-            meter.send_modify(|m| {
-                m.power_w = Some((f64::from(-battery_w), std::time::Instant::now()));
-            });
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let feed = spawn_meter(&sim, 0, Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let battery = battery_with_meter(
         &sim,
         dir.path(),

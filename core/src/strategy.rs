@@ -106,17 +106,7 @@ impl StrategyConfig {
         if self.full_soc_pct > 100 || self.charge_below_soc_pct > 100 {
             return err("full_soc_pct", "percentages are 0–100".into());
         }
-        if !(floor_price..=grid_tariff).contains(&self.surplus_price) {
-            return err(
-                "surplus_price",
-                format!(
-                    "{} is outside the community's band {}–{}",
-                    self.surplus_price.get(),
-                    floor_price.get(),
-                    grid_tariff.get()
-                ),
-            );
-        }
+
         if self.min_offer_wh.is_zero() || self.min_offer_wh > self.max_offer_wh {
             return err(
                 "min_offer_wh",
@@ -126,16 +116,21 @@ impl StrategyConfig {
                 ),
             );
         }
-        if !(floor_price..=grid_tariff).contains(&self.offer_price) {
-            return err(
-                "offer_price",
-                format!(
-                    "{} is outside the community's band {}–{}",
-                    self.offer_price.get(),
-                    floor_price.get(),
-                    grid_tariff.get()
-                ),
-            );
+        for (field, price) in [
+            ("offer_price", self.offer_price),
+            ("surplus_price", self.surplus_price),
+        ] {
+            if !(floor_price..=grid_tariff).contains(&price) {
+                return err(
+                    field,
+                    format!(
+                        "{} is outside the community's band {}–{}",
+                        price.get(),
+                        floor_price.get(),
+                        grid_tariff.get()
+                    ),
+                );
+            }
         }
         if self.max_buy_price > grid_tariff {
             return err(

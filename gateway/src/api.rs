@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::api_types::{
     ApiError, BatteryView, Devices, MeterView, OfferView, Provenance, PvView, Quality, Reading,
-    Status, Submitted, TradeBuyer, TradeStage, TradeView,
+    Status, Submitted, TokenRefusal, TradeBuyer, TradeStage, TradeView, TxAnswer,
 };
 
 /// Shared with every handler.
@@ -42,22 +42,27 @@ pub struct ApiState {
 }
 
 pub(crate) fn authorized(req: &HttpRequest, state: &ApiState) -> Result<(), Box<HttpResponse>> {
-    let Some(token) = &state.token else {
-        return Err(Box::new(HttpResponse::Forbidden().json(
-            json!({"error": "trading through the API is off: no token configured"}),
-        )));
+    let error = |e: &str| ApiError { error: e.into() };
+    let refusal = match &state.token {
+        None => {
+            TokenRefusal::Forbidden(error("trading through the API is off: no token configured"))
+        }
+        Some(token) => {
+            let given = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given == Some(token.as_str()) {
+                return Ok(());
+            }
+            TokenRefusal::Unauthorized(error("missing or wrong bearer token"))
+        }
     };
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if g == token => Ok(()),
-        _ => Err(Box::new(
-            HttpResponse::Unauthorized().json(json!({"error": "missing or wrong bearer token"})),
-        )),
-    }
+    Err(Box::new(match refusal {
+        TokenRefusal::Unauthorized(e) => HttpResponse::Unauthorized().json(e),
+        TokenRefusal::Forbidden(e) => HttpResponse::Forbidden().json(e),
+    }))
 }
 
 /// An outage of the node or market actor: 503 with its name.
@@ -363,13 +368,7 @@ pub(crate) struct OfferBody {
     tag = "trading",
     request_body = OfferBody,
     security(("token" = [])),
-    responses(
-        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
-        (status = 400, description = "refused, with the rule it breaks or what is wrong in the body", body = Submitted),
-        (status = 401, body = ApiError),
-        (status = 403, description = "no token configured: trading through the API is off", body = ApiError),
-        (status = 503, body = Submitted),
-    )
+    responses(TxAnswer, TokenRefusal)
 )]
 #[post("/api/offers")]
 pub(crate) async fn post_offer(
@@ -382,11 +381,11 @@ pub(crate) async fn post_offer(
     }
     let b = body.into_inner();
     if b.energy_wh.is_zero() {
-        return HttpResponse::BadRequest().json(Submitted {
+        return answered(TxAnswer::Refused(Submitted {
             submitted: false,
             tx: None,
             error: Some("energy_wh must be positive".into()),
-        });
+        }));
     }
     let sent = state
         .market
@@ -415,17 +414,30 @@ pub(crate) fn submitted(
         tx: None,
         error: Some(error),
     };
-    match sent {
-        Ok(Ok(id)) => HttpResponse::Created()
-            .insert_header(("Location", format!("/api/tx/{}", id.to_hex())))
-            .json(Submitted {
-                submitted: true,
-                tx: Some(id.to_hex()),
-                error: None,
-            }),
-        Ok(Err(SubmitError::Refused(reason))) => HttpResponse::BadRequest().json(refused(reason)),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(refused(e.to_string())),
-        Err(_) => HttpResponse::ServiceUnavailable().json(refused("market unavailable".into())),
+    let answer = match sent {
+        Ok(Ok(id)) => TxAnswer::Created(Submitted {
+            submitted: true,
+            tx: Some(id.to_hex()),
+            error: None,
+        }),
+        Ok(Err(SubmitError::Refused(reason))) => TxAnswer::Refused(refused(reason)),
+        Ok(Err(e)) => TxAnswer::Unavailable(refused(e.to_string())),
+        Err(_) => TxAnswer::Unavailable(refused("market unavailable".into())),
+    };
+    answered(answer)
+}
+
+/// The HTTP response of a signed-transaction answer.
+pub(crate) fn answered(answer: TxAnswer) -> HttpResponse {
+    match answer {
+        TxAnswer::Created(s) => {
+            let location = format!("/api/tx/{}", s.tx.as_deref().unwrap_or_default());
+            HttpResponse::Created()
+                .insert_header(("Location", location))
+                .json(s)
+        }
+        TxAnswer::Refused(s) => HttpResponse::BadRequest().json(s),
+        TxAnswer::Unavailable(s) => HttpResponse::ServiceUnavailable().json(s),
     }
 }
 
@@ -446,13 +458,7 @@ pub(crate) struct PurchaseBody {
     tag = "trading",
     request_body = PurchaseBody,
     security(("token" = [])),
-    responses(
-        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
-        (status = 400, body = Submitted),
-        (status = 401, body = ApiError),
-        (status = 403, body = ApiError),
-        (status = 503, body = Submitted),
-    )
+    responses(TxAnswer, TokenRefusal)
 )]
 #[post("/api/purchases")]
 pub(crate) async fn post_purchase(

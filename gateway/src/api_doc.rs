@@ -29,6 +29,8 @@ use utoipa::{Modify, OpenApi};
         crate::api_members::propose,
         crate::api_members::approve,
     ),
+    // The answer types the IntoResponses enums refer to (paths register only their own bodies).
+    components(schemas(crate::api_types::Submitted, crate::api_types::ApiError)),
     modifiers(&BearerToken),
     tags(
         (name = "chain", description = "This home's copy of the community chain"),

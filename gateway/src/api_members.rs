@@ -11,7 +11,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::{authorized, submitted, unavailable, ApiState};
-use crate::api_types::{ApiError, Submitted};
+use crate::api_types::{ApiError, TokenRefusal, TxAnswer};
 
 /// `GET /api/members`: the members of the head's state, and the open proposals with the
 /// approvals each still needs.
@@ -91,13 +91,7 @@ pub(crate) struct ProposalBody {
     tag = "members",
     request_body = ProposalBody,
     security(("token" = [])),
-    responses(
-        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
-        (status = 400, body = Submitted),
-        (status = 401, body = ApiError),
-        (status = 403, body = ApiError),
-        (status = 503, body = Submitted),
-    )
+    responses(TxAnswer, TokenRefusal)
 )]
 #[post("/api/members/proposals")]
 pub(crate) async fn propose(
@@ -122,9 +116,11 @@ pub(crate) async fn propose(
             remove: Some(key),
         } => MemberChange::Remove { key },
         _ => {
-            return HttpResponse::BadRequest().json(
-                json!({"submitted": false, "error": "give exactly one of `add` and `remove`"}),
-            )
+            return crate::api::answered(TxAnswer::Refused(crate::api_types::Submitted {
+                submitted: false,
+                tx: None,
+                error: Some("give exactly one of `add` and `remove`".into()),
+            }))
         }
     };
     let sent = state
@@ -148,13 +144,7 @@ pub(crate) struct ApprovalBody {
     tag = "members",
     request_body = ApprovalBody,
     security(("token" = [])),
-    responses(
-        (status = 201, description = "in the mempool and on the bus; `Location` is its `/api/tx/{id}`", body = Submitted),
-        (status = 400, body = Submitted),
-        (status = 401, body = ApiError),
-        (status = 403, body = ApiError),
-        (status = 503, body = Submitted),
-    )
+    responses(TxAnswer, TokenRefusal)
 )]
 #[post("/api/members/approvals")]
 pub(crate) async fn approve(

@@ -26,6 +26,32 @@ pub struct Submitted {
     pub error: Option<String>,
 }
 
+/// Every answer a signed-transaction POST gives (offers, purchases, member proposals and
+/// approvals): the handlers build it and the OpenAPI document lists it, from this one type.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum TxAnswer {
+    /// In the node's mempool and on the bus; `Location` is its `/api/tx/{id}`.
+    #[response(status = 201)]
+    Created(Submitted),
+    /// Refused: the rule it breaks, or what is wrong in the body.
+    #[response(status = 400)]
+    Refused(Submitted),
+    /// The node or the market actor is away.
+    #[response(status = 503)]
+    Unavailable(Submitted),
+}
+
+/// What a trading request without the right token gets.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum TokenRefusal {
+    /// Missing or wrong bearer token.
+    #[response(status = 401)]
+    Unauthorized(ApiError),
+    /// No token configured: trading through the API is off.
+    #[response(status = 403)]
+    Forbidden(ApiError),
+}
+
 /// `GET /api/status`: this home's node.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {

@@ -270,6 +270,24 @@ impl MarketState {
         }
     }
 
+    /// The part of the buyers' import a trade's release covers, parts per million: all of it
+    /// for a sale; for an auction trade its share of the energy its round sold (every seller
+    /// of a round serves the same buyers).
+    pub fn release_share_ppm(&self, t: &Trade) -> u32 {
+        let TradeSource::Auction { round } = t.source else {
+            return 1_000_000;
+        };
+        let total = self
+            .trades
+            .values()
+            .filter(|o| o.source == TradeSource::Auction { round })
+            .fold(0u64, |acc, o| acc.saturating_add(o.energy_wh.get()));
+        u128::from(t.energy_wh.get())
+            .saturating_mul(1_000_000)
+            .checked_div(u128::from(total))
+            .map_or(1_000_000, |s| u32::try_from(s).unwrap_or(1_000_000))
+    }
+
     /// The home that measures and reports a trade's delivery: the seller for a discharge, the
     /// (single) buyer for a charge.
     pub fn reporter(&self, t: &Trade) -> Option<MemberKey> {

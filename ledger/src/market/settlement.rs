@@ -2,8 +2,6 @@
 //! delivered, and clearing an auction round at its last block. Like every rule in
 //! [`super::contracts`], each step validates before it changes anything.
 
-use std::collections::BTreeMap;
-
 use super::auction_trade_id;
 use super::book::{
     Allocation, AuctionRound, ContractStatus, MarketEvent, RevealedBid, Trade, TradeSource,
@@ -158,49 +156,37 @@ impl LedgerState {
                 events.append(&mut e);
             }
         }
-        let mut to_settle = Vec::new();
-        // Energy each auction round sold, over all its sellers (their shares of the buyers).
-        let mut round_sold: BTreeMap<u64, u64> = BTreeMap::new();
-        for t in self.market.trades.values() {
-            if let TradeSource::Auction { round } = t.source {
-                let sold = round_sold.entry(round).or_default();
-                *sold = sold.saturating_add(t.energy_wh.get());
-            }
-        }
-        let modes: BTreeMap<Hash32, crate::tx::DeliveryMode> = self
+        let due: Vec<Hash32> = self
             .market
             .trades
             .iter()
-            .filter(|(_, t)| !t.released)
-            .map(|(id, t)| (*id, self.market.trade_mode(t)))
+            .filter(|(_, t)| !t.released && t.release_height <= height)
+            .map(|(id, _)| *id)
             .collect();
-        for (id, t) in self.market.trades.iter_mut() {
-            if !t.released && t.release_height <= height {
+        for id in due {
+            let Some(t) = self.market.trades.get(&id) else {
+                continue;
+            };
+            events.push(MarketEvent::Release {
+                trade: id,
+                seller: t.seller,
+                buyers: t.payers.iter().map(|(k, _)| *k).collect(),
+                share_ppm: self.market.release_share_ppm(t),
+                mode: self.market.trade_mode(t),
+                energy_wh: t.energy_wh,
+                deadline_height: t.deadline_height,
+            });
+            if let Some(t) = self.market.trades.get_mut(&id) {
                 t.released = true;
-                let share_ppm = match t.source {
-                    TradeSource::Sale { .. } => 1_000_000,
-                    TradeSource::Auction { round } => {
-                        let total = round_sold.get(&round).copied().unwrap_or(0);
-                        u128::from(t.energy_wh.get())
-                            .saturating_mul(1_000_000)
-                            .checked_div(u128::from(total))
-                            .map_or(1_000_000, |s| u32::try_from(s).unwrap_or(1_000_000))
-                    }
-                };
-                events.push(MarketEvent::Release {
-                    trade: *id,
-                    seller: t.seller,
-                    buyers: t.payers.iter().map(|(k, _)| *k).collect(),
-                    share_ppm,
-                    mode: modes.get(id).copied().unwrap_or_default(),
-                    energy_wh: t.energy_wh,
-                    deadline_height: t.deadline_height,
-                });
-            }
-            if t.released && !t.settled && t.deadline_height <= height {
-                to_settle.push(*id);
             }
         }
+        let to_settle: Vec<Hash32> = self
+            .market
+            .trades
+            .iter()
+            .filter(|(_, t)| t.released && !t.settled && t.deadline_height <= height)
+            .map(|(id, _)| *id)
+            .collect();
         for id in to_settle {
             if let Ok(e) = self.settle(id) {
                 events.push(e);
