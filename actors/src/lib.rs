@@ -18,6 +18,7 @@
 
 pub mod battery;
 pub mod bids;
+pub mod broker;
 pub mod bus;
 pub mod clock;
 pub mod day_ahead;

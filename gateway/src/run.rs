@@ -87,7 +87,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             std::net::SocketAddr::new(cfg.embedded_bind, cfg.broker.1),
             8 * 1024 * 1024,
         )
-        .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))?;
+        .context("embedded broker")?;
         tracing::info!(bind = %cfg.embedded_bind, port = cfg.broker.1, "embedded MQTT broker started");
     }
     let system = actix::System::new();

@@ -117,8 +117,11 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             balance: MicroCredits::new(100_000_000),
         })
         .collect();
+    // The keys follow the seed; the community's name is this run's own, so that two runs of
+    // one seed on one machine (or one shared broker) are two communities, never one member
+    // set signing on two chains.
     let mut genesis = Genesis::with_defaults(
-        &format!("gridlet-sim-{}", o.seed),
+        &format!("gridlet-sim-{}-{}", o.seed, run_tag()),
         0,
         members.clone(),
         SelectionRule::Paper,
@@ -135,8 +138,10 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     // The fault suite's second broker: a partition's minority talks on it.
     let broker_b = if o.faults.is_some() {
         let port = os_port()?;
-        gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
-            .map_err(|e| anyhow::anyhow!("second embedded broker: {e}"))?;
+        tokio::task::block_in_place(|| {
+            gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
+        })
+        .context("second embedded broker")?;
         Some(port)
     } else {
         None
@@ -151,8 +156,10 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         }
         None => {
             let port = os_port()?;
-            gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
-                .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))?;
+            tokio::task::block_in_place(|| {
+                gridlet_actors::bus::start_embedded_broker(port, 8 * 1024 * 1024)
+            })
+            .context("embedded broker")?;
             ("127.0.0.1".to_owned(), port)
         }
     };
@@ -589,4 +596,9 @@ fn progress_bar(minutes: u64) -> indicatif::ProgressBar {
     .progress_chars("#>-");
     bar.set_style(style);
     bar
+}
+
+/// This run among others on the machine: the process id and the wall clock.
+fn run_tag() -> String {
+    format!("{:x}{:x}", std::process::id(), wall_ms())
 }
