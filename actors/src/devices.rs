@@ -35,7 +35,7 @@ pub type MeterFeed = tokio::sync::watch::Receiver<MeterReadings>;
 
 /// Where a meter's task writes: the status (for the API) and the feed (for the actors).
 #[derive(Clone)]
-struct MeterSink {
+pub(crate) struct MeterSink {
     status: Arc<Mutex<MeterStatus>>,
     feed: Arc<tokio::sync::watch::Sender<MeterReadings>>,
 }
@@ -287,6 +287,13 @@ pub enum MeterSource {
     },
     /// An MQTT meter (Tasmota, Shelly).
     Mqtt(MqttMeterConfig),
+    /// A SunSpec meter (models 201–204, or 211–214) over Modbus TCP, polled.
+    Sunspec {
+        /// Where it is.
+        target: DeviceTarget,
+        /// Poll period.
+        poll: Duration,
+    },
 }
 
 /// What the meter actor last saw. Power positive = import.
@@ -361,7 +368,7 @@ impl GridMeter {
     }
 }
 
-fn update(sink: &MeterSink, f: impl FnOnce(&mut MeterStatus)) {
+pub(crate) fn update(sink: &MeterSink, f: impl FnOnce(&mut MeterStatus)) {
     if let Ok(mut s) = sink.status.lock() {
         f(&mut s);
         let readings = MeterReadings {
@@ -438,7 +445,7 @@ async fn run_dsmr(
                 .await
                 .map(|s| Box::new(s) as _)
                 .map_err(|e| format!("cannot connect to {addr}: {e}")),
-            MeterSource::Mqtt(_) => return,
+            MeterSource::Mqtt(_) | MeterSource::Sunspec { .. } => return,
         };
         let reason = match opened {
             Ok(stream) => {
@@ -505,7 +512,7 @@ async fn run_mqtt(cfg: MqttMeterConfig, status: MeterSink) {
 }
 
 /// Exports one meter reading.
-fn record_meter(power: Option<f64>, import: Option<f64>, export: Option<f64>) {
+pub(crate) fn record_meter(power: Option<f64>, import: Option<f64>, export: Option<f64>) {
     use crate::metrics as m;
     if let Some(p) = power {
         metrics::gauge!(m::GRID_POWER).set(p);
@@ -542,6 +549,11 @@ impl Actor for GridMeter {
         match self.source.clone() {
             MeterSource::Mqtt(cfg) => {
                 ctx.spawn(run_mqtt(cfg, status).into_actor(self));
+            }
+            MeterSource::Sunspec { target, poll } => {
+                ctx.spawn(
+                    crate::sunspec_meter::run(target, poll, self.backoff, status).into_actor(self),
+                );
             }
             source => {
                 ctx.spawn(

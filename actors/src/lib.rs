@@ -29,3 +29,4 @@ pub mod ledger_actor;
 pub mod market_actor;
 pub mod metrics;
 pub mod net_power;
+mod sunspec_meter;

@@ -100,6 +100,9 @@ fn checks(config: &Path, offline: bool) -> Vec<Line> {
             out.push(line("meter", outcome));
         }
         Some(MeterSource::Mqtt(m)) => out.push(line("meter", reachable(&m.host, m.port))),
+        Some(MeterSource::Sunspec { target, .. }) => {
+            out.push(line("meter", reachable(&target.host, target.port)))
+        }
         None => {}
     }
     out

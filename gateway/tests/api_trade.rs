@@ -121,7 +121,7 @@ fn homes(speedup: f64) -> Homes {
     assert!(ok, "{err}");
     std::fs::write(
         d.join("hil.toml"),
-        format!("speedup = {speedup}\n[[modbus]]\nlisten = \"127.0.0.1:0\"\ndevices = [ {{ unit = 1, kind = \"battery\", capacity_wh = 10000, max_power_w = 5000, soc_pct = 60 }} ]\n"),
+        format!("speedup = {speedup}\n[[modbus]]\nlisten = \"127.0.0.1:0\"\ndevices = [ {{ unit = 1, kind = \"battery\", capacity_wh = 10000, max_power_w = 5000, soc_pct = 60 }}, {{ unit = 3, kind = \"meter\", power_w = 800 }} ]\n"),
     )
     .unwrap();
     let (hil, line) = spawn_until_line(Command::new(BIN).args([
@@ -144,7 +144,7 @@ fn homes(speedup: f64) -> Homes {
     std::fs::write(
         d.join("b.toml"),
         format!(
-            "data_dir = \"db\"\nkey_file = \"b.key\"\ngenesis = \"genesis.json\"\n[node]\nname = \"b\"\n[bus]\nbroker = \"127.0.0.1:{broker}\"\n[api]\nlisten = \"127.0.0.1:{api_b}\"\ntoken = \"{token}\"\n"
+            "data_dir = \"db\"\nkey_file = \"b.key\"\ngenesis = \"genesis.json\"\n[node]\nname = \"b\"\n[bus]\nbroker = \"127.0.0.1:{broker}\"\n[meter]\nkind = \"sunspec\"\nhost = \"{bhost}\"\nport = {bport}\nunit = 3\npoll_ms = 100\n[strategy]\nenabled = false\n[api]\nlisten = \"127.0.0.1:{api_b}\"\ntoken = \"{token}\"\n"
         ),
     )
     .unwrap();
@@ -291,6 +291,19 @@ fn an_offer_made_through_the_api_is_bought_and_released_by_the_battery() {
             .and_then(|a| a.iter().find(|t| t["settled"] == true).cloned())
     });
     assert_eq!(trade["delivered_wh"], 150);
+    // Home B reads its grid meter over SunSpec (model 203 of the HIL, unit 3): importing 800 W,
+    // counters read, every poll accepted.
+    let (_, b_devices) = http(api_b, "GET", "/api/devices", None, "");
+    let meter = &b_devices["meter"];
+    assert_eq!(meter["power_w"]["quality"], "good", "{b_devices}");
+    let w = meter["power_w"]["value"].as_f64().unwrap();
+    assert!((790.0..=810.0).contains(&w), "{b_devices}");
+    assert!(
+        meter["import_wh"]["value"].as_f64().is_some(),
+        "{b_devices}"
+    );
+    assert!(meter["accepted"].as_u64().unwrap() > 10, "{b_devices}");
+    assert_eq!(meter["rejected"], 0, "{b_devices}");
     assert_eq!(trade["stage"], "delivered", "{trade}");
     assert!(trade["buyers"][0]["buyer"].is_string(), "{trade}");
     // A body that is not JSON is refused as JSON, naming the problem.

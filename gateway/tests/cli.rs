@@ -340,6 +340,19 @@ fn check_passes_a_sound_home_and_names_what_is_wrong_in_a_broken_one() {
         "{out}"
     );
 
+    // A SunSpec meter: without its host the config names the field; one that does not answer
+    // is named like any device.
+    let (ok, out) = check(&check_home(d, "[meter]\nkind = \"sunspec\"\nunit = 1\n"));
+    assert!(!ok);
+    assert!(
+        out.contains("meter.host") && out.contains("required for kind = \"sunspec\""),
+        "{out}"
+    );
+    let meter = format!("[meter]\nkind = \"sunspec\"\nhost = \"127.0.0.1\"\nport = {closed}\n");
+    let (ok, out) = check(&check_home(d, &meter));
+    assert!(!ok);
+    assert!(out.contains("FAIL  meter: 127.0.0.1:"), "{out}");
+
     // A key others can read, and a key that is not a member.
     let config = check_home(d, "");
     std::fs::set_permissions(d.join("home.key"), std::fs::Permissions::from_mode(0o644)).unwrap();

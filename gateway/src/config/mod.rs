@@ -196,9 +196,34 @@ fn meter_source(m: &RawMeter, bus: &(String, u16), node: Option<&str>) -> Result
                 },
             }))
         }
+        "sunspec" => {
+            let poll_ms = m.poll_ms.unwrap_or(1_000);
+            if !(50..=60_000).contains(&poll_ms) {
+                return Err(field(
+                    "meter.poll_ms",
+                    format!("{poll_ms} is outside 50–60000"),
+                ));
+            }
+            Ok(MeterSource::Sunspec {
+                target: gridlet_actors::devices::DeviceTarget {
+                    what: "grid meter".into(),
+                    link: "meter".into(),
+                    host: need(&m.host, "meter.host")?,
+                    port: m.port.unwrap_or(502),
+                    settings: gridlet_drivers::device::DeviceSettings {
+                        unit: m.unit.unwrap_or(1),
+                        order: m.word_order,
+                        invert: m.invert,
+                        limits: gridlet_drivers::quality::Limits { nameplate_w: None },
+                        stale_after: Duration::from_millis(m.max_age_ms),
+                    },
+                },
+                poll: Duration::from_millis(poll_ms),
+            })
+        }
         other => Err(field(
             "meter.kind",
-            format!("{other:?} is not one of dsmr, dsmr_tcp, mqtt"),
+            format!("{other:?} is not one of dsmr, dsmr_tcp, mqtt, sunspec"),
         )),
     }
 }

@@ -148,7 +148,7 @@ pub struct RawPv {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMeter {
-    /// `dsmr` (serial port), `dsmr_tcp` (ser2net) or `mqtt`.
+    /// `dsmr` (serial port), `dsmr_tcp` (ser2net), `mqtt` or `sunspec` (Modbus TCP).
     pub kind: String,
     /// Serial port (`dsmr`).
     pub path: Option<String>,
@@ -162,6 +162,20 @@ pub struct RawMeter {
     pub format: Option<PayloadFormat>,
     /// Broker `host:port` (`mqtt`; default: the community bus broker).
     pub broker: Option<String>,
+    /// Modbus TCP host (`sunspec`: a SunSpec meter, models 201–204).
+    pub host: Option<String>,
+    /// Modbus TCP port (`sunspec`; default 502).
+    pub port: Option<u16>,
+    /// Modbus unit id (`sunspec`; default 1).
+    pub unit: Option<u8>,
+    /// Poll period, ms (`sunspec`; default 1000).
+    pub poll_ms: Option<u64>,
+    /// Word order of 32-bit values (`sunspec`).
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// Flip the sign of power readings (`sunspec`: a meter mounted the other way round).
+    #[serde(default)]
+    pub invert: bool,
     /// Values older than this are stale, ms.
     #[serde(default = "meter_max_age")]
     pub max_age_ms: u64,
