@@ -42,6 +42,7 @@ pub mod battery_energy;
 pub mod bids;
 pub mod day_plan;
 pub mod dispatch_session;
+pub mod energy_today;
 pub mod finality;
 pub mod local_tx;
 pub mod net_power;

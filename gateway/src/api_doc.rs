@@ -28,11 +28,14 @@ use utoipa::{Modify, OpenApi};
         crate::api_members::members,
         crate::api_members::propose,
         crate::api_members::approve,
+        crate::page::home,
+        crate::page::energy_today,
     ),
     // The answer types the IntoResponses enums refer to (paths register only their own bodies).
     components(schemas(crate::api_types::Submitted, crate::api_types::ApiError)),
     modifiers(&BearerToken),
     tags(
+        (name = "home", description = "This home at a glance and today's energy, for its page"),
         (name = "chain", description = "This home's copy of the community chain"),
         (name = "devices", description = "PV inverter, battery and grid meter"),
         (name = "trading", description = "Offers, purchases, sealed bids, trades and what became of a transaction"),
@@ -80,6 +83,8 @@ mod tests {
             ("/api/bids", "post"),
             ("/api/bids", "get"),
             ("/api/schedule", "get"),
+            ("/api/home", "get"),
+            ("/api/energy/today", "get"),
             ("/api/members", "get"),
             ("/api/members/proposals", "post"),
             ("/api/members/approvals", "post"),

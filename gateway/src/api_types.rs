@@ -245,3 +245,34 @@ pub struct OfferView {
     /// The exact payment a purchase must carry, micro-credits.
     pub payment: Option<u64>,
 }
+
+/// `GET /api/home`: this home at a glance, for its page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HomeView {
+    /// The node's name.
+    pub name: String,
+    /// This home's member key (hex).
+    pub member: String,
+    /// Credit balance, micro-credits (once the chain was read).
+    pub balance: Option<u64>,
+    /// Energy this home sold or bought on the chain since the gateway started, Wh.
+    pub traded_wh: u64,
+    /// The battery's reserve the strategy and the API never sell, % of capacity.
+    pub reserve_soc_pct: u8,
+    /// Head height.
+    pub height: u64,
+    /// Height of the last quorum-final block.
+    pub final_height: u64,
+    /// Slot of the head block.
+    pub head_slot: u64,
+    /// Members of the community.
+    pub members: usize,
+    /// Other members that produced one of the recent blocks (the peers this home hears).
+    pub peers_seen: usize,
+    /// Whether trading through the API (and the page) is on: a token is configured.
+    pub trading_enabled: bool,
+    /// The market interval now (the one an offer made now attests), on the community clock.
+    pub interval: u64,
+    /// How many blocks an offer made now stays open by default.
+    pub offer_blocks: u64,
+}

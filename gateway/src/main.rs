@@ -21,6 +21,7 @@ mod http_client;
 mod keys;
 mod member_cmd;
 mod notify;
+mod page;
 mod run;
 mod schedule_cmd;
 mod sim;

@@ -355,9 +355,33 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 quorum: genesis.finality.clone(),
                 day_ahead: cfg.schedule.as_ref().map(|_| day_ahead_status.clone()),
             });
+            let energy = Arc::new(Mutex::new(
+                gridlet_core::energy_today::EnergyToday::default(),
+            ));
+            {
+                // Today's energy for the page: the counters sampled every 5 s of wall time.
+                let (statuses, clock, energy) = (statuses.clone(), cfg.clock, energy.clone());
+                actix::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                    loop {
+                        tick.tick().await;
+                        crate::page::sample(&statuses, &clock, &energy);
+                    }
+                });
+            }
+            let page = actix_web::web::Data::new(crate::page::PageState {
+                name: name.clone(),
+                reserve_soc_pct: cfg.strategy.reserve_soc_pct,
+                period_ms: cfg.strategy.period_ms,
+                offer_blocks: cfg.strategy.offer_blocks,
+                energy,
+                clock: cfg.clock,
+            });
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(state.clone())
+                    .app_data(page.clone())
+                    .configure(crate::page::routes)
                     .configure(crate::api::routes)
                     .configure(crate::api_members::routes)
             })

@@ -200,6 +200,11 @@ impl LedgerState {
         self.membership.attestors()
     }
 
+    /// The most recent blocks' summaries (producer, energy traded), oldest first.
+    pub fn recent_blocks(&self) -> impl Iterator<Item = &BlockSummary> {
+        self.recent.iter()
+    }
+
     /// The market state (attestations, contracts, trades, rounds, escrow).
     pub fn market(&self) -> &MarketState {
         &self.market
