@@ -1,7 +1,8 @@
 //! The home's page in a real browser: Debian's headless Chromium (driven by Selenium through
 //! chromedriver) against a running gateway on the HIL's simulated inverter, battery and SunSpec
 //! meter. The live values appear and change, an offer placed through the page is on chain
-//! (`/api/offers`), and a screenshot is written (checked to be a real PNG).
+//! (`/api/offers`), and a screenshot is written to `target/tmp/page.png` (checked to be a real
+//! PNG; kept after the run).
 
 mod common;
 
@@ -104,7 +105,9 @@ fn the_page_shows_live_values_and_places_an_offer_in_a_real_browser() {
     assert_eq!(get(api, "/page.js").0, 200);
     assert_eq!(get(api, "/page.css").0, 200);
 
-    let shot = d.join("page.png");
+    // Kept after the run (cargo's per-target temp dir), for CI to keep as an artifact.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page.png");
+    let _ = std::fs::remove_file(&shot);
     let (ok, out, err) = run(Command::new(python()).args([
         script("page_check.py").to_str().unwrap(),
         &format!("http://127.0.0.1:{api}/"),
