@@ -170,23 +170,20 @@ fn probe_nonce() -> String {
 mod tests {
     use super::*;
 
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
     #[test]
     fn a_start_proves_it_owns_its_port() {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         start_embedded_broker(port, 1024 * 1024).unwrap();
     }
 
     #[test]
     fn a_port_held_by_another_broker_is_refused_by_name() {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         // The first broker owns the port; a second start on it must not pass for a broker.
         start_embedded_broker(port, 1024 * 1024).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));

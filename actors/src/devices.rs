@@ -449,25 +449,38 @@ async fn run_dsmr(
         };
         let reason = match opened {
             Ok(stream) => {
-                reconnect.connected();
-                metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
-                    .increment(1);
-                update(&status, |s| {
-                    s.connects += 1;
-                    s.connected = true;
-                });
+                link_up(&status, &mut reconnect);
                 read_dsmr(stream, stale_after, &status).await
             }
             Err(reason) => reason,
         };
-        let delay = reconnect.failed();
-        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "meter link down");
-        update(&status, |s| {
-            s.connected = false;
-            s.last_error = Some(reason);
-        });
-        tokio::time::sleep(delay).await;
+        link_down(&status, &mut reconnect, reason).await;
     }
+}
+
+/// A meter link (re)opened: counted and shown as connected.
+pub(crate) fn link_up(sink: &MeterSink, reconnect: &mut gridlet_drivers::backoff::Reconnect) {
+    reconnect.connected();
+    metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter").increment(1);
+    update(sink, |s| {
+        s.connects += 1;
+        s.connected = true;
+    });
+}
+
+/// A meter link lost: shown with its reason, then the backoff's wait before the next try.
+pub(crate) async fn link_down(
+    sink: &MeterSink,
+    reconnect: &mut gridlet_drivers::backoff::Reconnect,
+    reason: String,
+) {
+    let delay = reconnect.failed();
+    tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "meter link down");
+    update(sink, |s| {
+        s.connected = false;
+        s.last_error = Some(reason);
+    });
+    tokio::time::sleep(delay).await;
 }
 
 async fn run_mqtt(cfg: MqttMeterConfig, status: MeterSink) {

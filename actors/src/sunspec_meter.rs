@@ -8,7 +8,7 @@ use std::time::Duration;
 use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_drivers::quality::Reading;
 
-use crate::devices::{record_meter, update, DeviceTarget, MeterSink};
+use crate::devices::{link_down, link_up, record_meter, update, DeviceTarget, MeterSink};
 
 /// Polls in a row without a valid power reading before the link is dropped and the meter
 /// looked for again.
@@ -21,16 +21,11 @@ pub(crate) async fn run(
     sink: MeterSink,
 ) {
     let mut reconnect = backoff.schedule();
+    let place = format!("{} at {}:{}", target.what, target.host, target.port);
     loop {
         let reason = match target.connect().await {
             Ok((mut link, mut device)) => {
-                reconnect.connected();
-                metrics::counter!(crate::metrics::DEVICE_RECONNECTS, "device" => "meter")
-                    .increment(1);
-                update(&sink, |s| {
-                    s.connects += 1;
-                    s.connected = true;
-                });
+                link_up(&sink, &mut reconnect);
                 let mut failed = 0;
                 loop {
                     let r = device.read_meter(&mut link).await;
@@ -55,10 +50,8 @@ pub(crate) async fn run(
                         }
                         None => {
                             s.rejected += 1;
-                            s.last_error = Some(format!(
-                                "{} at {}:{}: no valid power: {:?}",
-                                target.what, target.host, target.port, r.power_w
-                            ));
+                            s.last_error =
+                                Some(format!("{place}: no valid power: {:?}", r.power_w));
                         }
                     });
                     if p.is_some() {
@@ -67,8 +60,8 @@ pub(crate) async fn run(
                         failed += 1;
                         if failed >= FAILED_POLLS_BEFORE_RECONNECT {
                             break format!(
-                                "{} at {}:{}: {failed} polls without a valid power reading ({:?})",
-                                target.what, target.host, target.port, r.power_w
+                                "{place}: {failed} polls without a valid power reading ({:?})",
+                                r.power_w
                             );
                         }
                     }
@@ -77,12 +70,6 @@ pub(crate) async fn run(
             }
             Err(reason) => reason,
         };
-        let delay = reconnect.failed();
-        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "meter link down");
-        update(&sink, |s| {
-            s.connected = false;
-            s.last_error = Some(reason);
-        });
-        tokio::time::sleep(delay).await;
+        link_down(&sink, &mut reconnect, reason).await;
     }
 }

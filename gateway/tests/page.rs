@@ -33,26 +33,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
 fn the_page_shows_live_values_and_places_an_offer_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for n in ["a.key", "a-ess.key"] {
-        let out = d.join(n);
-        assert!(run(Command::new(BIN).args(["keygen", "--out", out.to_str().unwrap()])).0);
-    }
-    let member = format!(
-        "home,{},{}",
-        d.join("a.key.pub").display(),
-        d.join("a-ess.key.pub").display()
-    );
-    let genesis = d.join("genesis.json");
-    let (ok, _, err) = run(Command::new(BIN).args([
-        "genesis",
-        "--member",
-        &member,
-        "--slot-ms",
-        "300",
-        "--out",
-        genesis.to_str().unwrap(),
-    ]));
-    assert!(ok, "{err}");
+    home_files(d);
     std::fs::write(
         d.join("hil.toml"),
         "speedup = 60\nstart_time_of_day_s = 43200\n[[modbus]]\nlisten = \"127.0.0.1:0\"\ndevices = [ { unit = 1, kind = \"inverter\", nameplate_w = 6000 }, { unit = 2, kind = \"battery\", capacity_wh = 10000, max_power_w = 5000, soc_pct = 70 }, { unit = 3, kind = \"meter\", power_w = 800 } ]\n",
@@ -70,7 +51,7 @@ fn the_page_shows_live_values_and_places_an_offer_in_a_real_browser() {
     std::fs::write(
         d.join("gateway.toml"),
         format!(
-            "data_dir = \"data\"\nkey_file = \"a.key\"\ngenesis = \"genesis.json\"\nattestor_key_file = \"a-ess.key\"\n\
+            "data_dir = \"data\"\nkey_file = \"home.key\"\ngenesis = \"genesis.json\"\nattestor_key_file = \"battery.key\"\n\
              [node]\nname = \"home\"\n[bus]\nembedded_port = {broker}\n\
              [pv]\nhost = \"{host}\"\nport = {port}\nunit = 1\npoll_ms = 200\n\
              [battery]\nhost = \"{host}\"\nport = {port}\nunit = 2\npoll_ms = 200\n\
