@@ -96,14 +96,27 @@ pub struct BatterySettings {
     pub chain_id: Hash32,
 }
 
-struct Io {
+pub(crate) struct Io {
     link: ModbusLink,
     device: SunSpecDevice,
 }
 
+impl Io {
+    /// The link and the battery's unit id (the signing block sits on the same unit).
+    pub(crate) fn link_and_unit(&mut self) -> (&mut ModbusLink, u8) {
+        let unit = self.device.settings_unit();
+        (&mut self.link, unit)
+    }
+}
+
+/// The battery's link, shared with its signing block.
+pub(crate) type SharedIo = Arc<tokio::sync::Mutex<Io>>;
+
 /// The battery storage actor.
 pub struct BatteryStorage {
-    io: Arc<tokio::sync::Mutex<Io>>,
+    io: SharedIo,
+    /// The battery signs the home's claims: each release's begin is announced to it.
+    signer: Option<crate::attestor::DeviceSigner>,
     journal: Arc<Mutex<ReleaseJournal>>,
     releaser: Releaser,
     clock: Clock,
@@ -155,6 +168,7 @@ impl BatteryStorage {
         }
         BatteryStorage {
             io: Arc::new(tokio::sync::Mutex::new(Io { link, device })),
+            signer: None,
             journal: Arc::new(Mutex::new(journal)),
             releaser: Releaser::new(settings.release_power_w),
             clock: settings.clock,
@@ -176,6 +190,17 @@ impl BatteryStorage {
     pub fn watch_meter(mut self, meter: MeterFeed) -> Self {
         self.meter = Some(meter);
         self
+    }
+
+    /// The battery holds the home's attestor key (genesis names it `expected`): it signs the
+    /// home's attestations and receipts, and is told when each release begins.
+    pub fn signing(
+        mut self,
+        expected: secp256k1::PublicKey,
+    ) -> (Self, crate::attestor::DeviceSigner) {
+        let signer = crate::attestor::DeviceSigner::new(self.io.clone(), expected);
+        self.signer = Some(signer.clone());
+        (self, signer)
     }
 
     /// A receiver of this battery's readings.
@@ -321,6 +346,7 @@ impl BatteryStorage {
         let journal = self.journal.clone();
         let deliveries = self.deliveries.clone();
         let status = self.status.clone();
+        let signer = self.signer.clone();
         ctx.wait(
             async move {
                 for a in actions {
@@ -346,6 +372,16 @@ impl BatteryStorage {
                                 return;
                             }
                             tracing::info!(%trade, energy_wh, metered, "releasing traded energy");
+                            if let Some(s) = &signer {
+                                // The battery counts what it moves for the trade from here.
+                                let begin = gridlet_drivers::signer::SignRequest::BeginTrade {
+                                    trade: trade.0,
+                                    charge,
+                                };
+                                if let Err(e) = s.ask(begin).await {
+                                    tracing::error!(%e, %trade, "the battery did not take the trade's begin: it cannot receipt it");
+                                }
+                            }
                         }
                         Action::JournalProgress { trade, delivered_wh } => {
                             let j = journal.clone();

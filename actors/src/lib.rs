@@ -16,6 +16,7 @@
 //! - [`market_actor`]: release orders to the battery, deliveries to signed receipts, offers and purchases.
 //! - [`metrics`]: the metric names and their descriptions.
 
+pub mod attestor;
 pub mod battery;
 pub mod bids;
 pub mod broker;

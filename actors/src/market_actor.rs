@@ -6,12 +6,11 @@
 //! latest valid values and the chain's state and lets [`gridlet_core::strategy::decide`] say what to
 //! offer or buy, and it carries this home's sealed bids through commit and reveal.
 
+use crate::attestor::{AttestError, Attestor};
 use actix::prelude::*;
-use gridlet_ledger::crypto::Signature;
-use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
+use gridlet_ledger::market::MarketEvent;
 use gridlet_ledger::tx::Attestation;
 use gridlet_ledger::{DeliveryMode, Hash32, MemberKey, Price, TxPayload, WattHours};
-use secp256k1::SecretKey;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,7 +21,10 @@ use crate::devices::{fresh, MeterFeed};
 use crate::ledger_actor::{ChainEvents, Clock, GetState, LedgerActor, SignAndSubmit, SubmitError};
 use gridlet_core::bids::{BidBook, BidProgress, SealedBid};
 use gridlet_core::release::ReleaseOrder;
-use gridlet_core::strategy::{decide, ChainView, Decision, HomeReadings, StrategyConfig};
+use gridlet_core::strategy::{
+    decide, fresh_attestation_wh, ChainView, Decision, HomeReadings, StrategyConfig,
+};
+use gridlet_ledger::market::MarketState;
 
 /// What the market actor knows of its home, for trading on its own.
 #[derive(Debug, Clone)]
@@ -135,8 +137,9 @@ const REPORT_MARGIN_BLOCKS: u64 = 5;
 /// The market actor.
 pub struct MarketActor {
     me: MemberKey,
-    /// The battery's key; without a battery nothing is attested, offered or receipted.
-    attestor: Option<SecretKey>,
+    /// Who signs the home's claims; without a battery nothing is attested, offered or
+    /// receipted.
+    attestor: Attestor,
     chain_id: Hash32,
     slot_ms: u64,
     clock: Clock,
@@ -158,10 +161,10 @@ pub struct MarketActor {
 }
 
 impl MarketActor {
-    /// A market actor for member `me` whose battery (if any) signs with `attestor`.
+    /// A market actor for member `me` whose claims `attestor` signs.
     pub fn new(
         me: MemberKey,
-        attestor: Option<SecretKey>,
+        attestor: Attestor,
         chain_id: Hash32,
         slot_ms: u64,
         clock: Clock,
@@ -321,6 +324,12 @@ impl MarketActor {
                 balance,
                 auction_round_blocks: home.auction_round_blocks,
                 bid_pending: !self.bids.bids.is_empty(),
+                attest_bound: WattHours::new(
+                    state
+                        .membership()
+                        .equipment(&self.me)
+                        .map_or(0, |e| e.attest_bound_wh()),
+                ),
             },
         );
         for d in decisions {
@@ -344,33 +353,36 @@ impl MarketActor {
                             "battery full: offering PV surplus into a neighbour's battery"
                         ),
                     }
-                    self.offer(Offer {
-                        mode,
-                        interval,
-                        energy_wh,
-                        price,
-                        expiry_height,
-                    });
+                    self.offer(
+                        Offer {
+                            mode,
+                            interval,
+                            energy_wh,
+                            price,
+                            expiry_height,
+                        },
+                        state.market(),
+                    );
                 }
                 Decision::Join {
                     round,
                     interval,
                     energy_wh,
                 } => {
-                    let Some(attestation) = self.attest(interval, energy_wh) else {
-                        continue;
-                    };
                     tracing::info!(
                         round,
                         %energy_wh,
                         "pooling stored energy in an auction round"
                     );
                     self.count(|s| s.offers += 1);
-                    self.ledger.do_send(SignAndSubmit(TxPayload::AuctionJoin {
-                        round,
-                        energy_wh,
-                        attestation: Some(attestation),
-                    }));
+                    let fresh = fresh_attestation_wh(state.market(), &self.me, energy_wh);
+                    self.submit_attested(interval, fresh, move |attestation| {
+                        TxPayload::AuctionJoin {
+                            round,
+                            energy_wh,
+                            attestation,
+                        }
+                    });
                 }
                 Decision::Bid { energy_wh, price } => match self.place_bid(energy_wh, price) {
                     Ok(()) => {
@@ -388,18 +400,36 @@ impl MarketActor {
         }
     }
 
-    /// The battery's attestation of `energy_wh` stored in `interval`; none without a battery key.
-    fn attest(&self, interval: u64, energy_wh: WattHours) -> Option<Attestation> {
-        let Some(attestor) = &self.attestor else {
-            tracing::warn!("no battery key configured: only a battery can attest energy to offer");
-            return None;
-        };
-        let digest = attestation_digest(&self.chain_id, &self.me, interval, energy_wh);
-        Some(Attestation {
-            interval,
-            energy_wh,
-            signature: Signature::sign(&digest, attestor),
-        })
+    /// Has `fresh` Wh (if any) attested for `interval` — by the battery, or the gateway's key —
+    /// then submits the transaction `build` makes with it. A claim the signer refuses is
+    /// logged and counted, and nothing is sent.
+    fn submit_attested(
+        &self,
+        interval: u64,
+        fresh: Option<WattHours>,
+        build: impl FnOnce(Option<Attestation>) -> TxPayload + 'static,
+    ) {
+        let (attestor, chain_id, me, ledger) = (
+            self.attestor.clone(),
+            self.chain_id,
+            self.me,
+            self.ledger.clone(),
+        );
+        actix::spawn(async move {
+            let attestation = match fresh {
+                None => None,
+                Some(wh) => match attestor.attest(&chain_id, &me, interval, wh).await {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::CLAIMS_UNSIGNED, "kind" => "attestation")
+                            .increment(1);
+                        tracing::warn!(%e, energy_wh = wh.get(), "not offering");
+                        return;
+                    }
+                },
+            };
+            ledger.do_send(SignAndSubmit(build(attestation)));
+        });
     }
 
     /// Adds a sealed bid and writes the book (with its salt) to disk before anything is sent.
@@ -417,29 +447,23 @@ impl MarketActor {
     }
 
     /// The strategy's offer (a refusal is logged and counted by the ledger actor).
-    fn offer(&mut self, msg: Offer) {
-        let Some(payload) = self.sale(msg) else {
-            return;
-        };
+    fn offer(&mut self, msg: Offer, market: &MarketState) {
         self.count(|s| s.offers += 1);
-        self.ledger.do_send(SignAndSubmit(payload));
-    }
-
-    /// A sale of `msg`'s energy with the battery's attestation; none without a battery key.
-    fn sale(&self, msg: Offer) -> Option<TxPayload> {
-        let attestation = self.attest(msg.interval, msg.energy_wh)?;
-        Some(TxPayload::Sale {
-            mode: msg.mode,
-            energy_wh: msg.energy_wh,
-            price: msg.price,
-            expiry_height: msg.expiry_height,
-            attestation: Some(attestation),
-        })
+        let fresh = fresh_attestation_wh(market, &self.me, msg.energy_wh);
+        self.submit_attested(msg.interval, fresh, move |attestation| {
+            sale_payload(msg, attestation)
+        });
     }
 
     /// Publishes this home's net power while trades deliver to it (through `window`).
     pub fn with_buying_window(mut self, window: crate::net_power::BuyingUntil) -> Self {
         self.buying = Some(window);
+        self
+    }
+
+    /// Sets who signs this home's claims (the battery, once its actor exists).
+    pub fn with_attestor(mut self, attestor: Attestor) -> Self {
+        self.attestor = attestor;
         self
     }
 
@@ -572,14 +596,6 @@ impl Handler<Delivered> for MarketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Delivered, _: &mut Context<Self>) {
-        let Some(attestor) = &self.attestor else {
-            tracing::error!(trade = %msg.trade, "a delivery without a battery key cannot be receipted");
-            return;
-        };
-        let receipt = Signature::sign(
-            &receipt_digest(&self.chain_id, &msg.trade, WattHours::new(msg.delivered_wh)),
-            attestor,
-        );
         tracing::info!(trade = %msg.trade, delivered_wh = msg.delivered_wh, "reporting delivery");
         let short = self
             .ordered
@@ -591,11 +607,31 @@ impl Handler<Delivered> for MarketActor {
                 s.short_deliveries += 1;
             }
         });
-        self.ledger.do_send(SignAndSubmit(TxPayload::Deliver {
-            trade: msg.trade,
-            delivered_wh: WattHours::new(msg.delivered_wh),
-            receipt,
-        }));
+        let (attestor, chain_id, ledger) =
+            (self.attestor.clone(), self.chain_id, self.ledger.clone());
+        actix::spawn(async move {
+            let trade = msg.trade;
+            let mut delivered = WattHours::new(msg.delivered_wh);
+            let mut signed = attestor.receipt(&chain_id, &trade, delivered).await;
+            // The battery measured less than the gateway counted: report what both vouch for.
+            if let Err(AttestError::Refused { limit_wh, .. }) = &signed {
+                tracing::warn!(%trade, counted = delivered.get(), battery = limit_wh, "the battery vouches for less than was counted; reporting its figure");
+                delivered = WattHours::new(*limit_wh);
+                signed = attestor.receipt(&chain_id, &trade, delivered).await;
+            }
+            match signed {
+                Ok(receipt) => ledger.do_send(SignAndSubmit(TxPayload::Deliver {
+                    trade,
+                    delivered_wh: delivered,
+                    receipt,
+                })),
+                Err(e) => {
+                    metrics::counter!(crate::metrics::CLAIMS_UNSIGNED, "kind" => "receipt")
+                        .increment(1);
+                    tracing::error!(%e, %trade, "delivery not receipted: the trade will be refunded at its deadline");
+                }
+            }
+        });
     }
 }
 
@@ -609,18 +645,18 @@ impl Handler<Offer> for MarketActor {
         let refuse = |reason: String| -> Self::Result {
             Box::pin(std::future::ready(Err(SubmitError::Refused(reason))))
         };
-        let Some(payload) = self.sale(msg) else {
-            return refuse(
-                "no battery key configured: only a battery can attest energy to offer".into(),
-            );
-        };
         let Some(home) = &self.home else {
             return refuse("no battery readings: this gateway cannot tell what it can sell".into());
         };
         let readings = Self::readings(home);
         let reserve_pct = home.strategy.reserve_soc_pct;
         self.count(|s| s.offers += 1);
-        let (ledger, me) = (self.ledger.clone(), self.me);
+        let (ledger, me, chain_id, attestor) = (
+            self.ledger.clone(),
+            self.me,
+            self.chain_id,
+            self.attestor.clone(),
+        );
         Box::pin(async move {
             let state = ledger
                 .send(GetState)
@@ -628,6 +664,10 @@ impl Handler<Offer> for MarketActor {
                 .ok()
                 .flatten()
                 .ok_or(SubmitError::Unavailable)?;
+            // The battery (or the gateway's key) signs only after the checks below passed.
+            if !attestor.is_some() {
+                return Err(SubmitError::Refused(AttestError::NoSigner.to_string()));
+            }
             if msg.mode == DeliveryMode::Charge {
                 // PV surplus into a neighbour's battery: bounded by what this home exports now.
                 let surplus =
@@ -645,6 +685,7 @@ impl Handler<Offer> for MarketActor {
                         surplus.get(),
                     )));
                 }
+                let payload = attested_sale(&attestor, &chain_id, &me, state.market(), msg).await?;
                 return ledger
                     .send(SignAndSubmit(payload))
                     .await
@@ -674,6 +715,7 @@ impl Handler<Offer> for MarketActor {
                     sellable.promised.get(),
                 )));
             }
+            let payload = attested_sale(&attestor, &chain_id, &me, state.market(), msg).await?;
             ledger
                 .send(SignAndSubmit(payload))
                 .await
@@ -693,4 +735,41 @@ impl Handler<Buy> for MarketActor {
         }));
         Box::pin(async move { sent.await.unwrap_or(Err(SubmitError::Unavailable)) })
     }
+}
+
+/// A sale of `msg`'s energy with `attestation` riding along (if any was needed).
+fn sale_payload(msg: Offer, attestation: Option<Attestation>) -> TxPayload {
+    TxPayload::Sale {
+        mode: msg.mode,
+        energy_wh: msg.energy_wh,
+        price: msg.price,
+        expiry_height: msg.expiry_height,
+        attestation,
+    }
+}
+
+/// A sale of `msg`'s energy for the API. Only what the chain does not already hold as this
+/// home's sellable energy is attested afresh (an expired offer's energy is offered again, not
+/// claimed twice); the signer's refusal is the answer's error.
+async fn attested_sale(
+    attestor: &Attestor,
+    chain_id: &Hash32,
+    me: &MemberKey,
+    market: &MarketState,
+    msg: Offer,
+) -> Result<TxPayload, SubmitError> {
+    let attestation = match fresh_attestation_wh(market, me, msg.energy_wh) {
+        None => None,
+        Some(wh) => Some(
+            attestor
+                .attest(chain_id, me, msg.interval, wh)
+                .await
+                .map_err(|e| {
+                    metrics::counter!(crate::metrics::CLAIMS_UNSIGNED, "kind" => "attestation")
+                        .increment(1);
+                    SubmitError::Refused(e.to_string())
+                })?,
+        ),
+    };
+    Ok(sale_payload(msg, attestation))
 }

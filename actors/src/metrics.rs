@@ -87,6 +87,8 @@ pub const MARKET_FAILED_DELIVERIES: &str = "gridlet_market_failed_deliveries_tot
 pub const NET_POWER_SENT: &str = "gridlet_net_power_sent_total";
 /// Net power messages refused by this home's battery (bad signature, replay).
 pub const NET_POWER_REFUSED: &str = "gridlet_net_power_refused_total";
+/// Claims (attestations, receipts) the home's signer would not sign, by kind.
+pub const CLAIMS_UNSIGNED: &str = "gridlet_claims_unsigned_total";
 
 /// Bus messages by direction and kind.
 pub const BUS_MESSAGES: &str = "gridlet_bus_messages_total";
@@ -151,6 +153,7 @@ pub fn register_zeros() {
         MARKET_FAILED_DELIVERIES,
         NET_POWER_SENT,
         NET_POWER_REFUSED,
+        CLAIMS_UNSIGNED,
     ] {
         metrics::counter!(c).absolute(0);
     }
@@ -288,6 +291,11 @@ pub fn describe() {
     describe_counter!(
         NET_POWER_SENT,
         "Signed net power readings this home sent while a neighbour delivered to it."
+    );
+    describe_counter!(
+        CLAIMS_UNSIGNED,
+        "Attestations and receipts this home's signer (its battery, or the gateway's key) did \
+         not sign: beyond what the battery measured, a trade it never saw begin, or no signer."
     );
     describe_counter!(
         NET_POWER_REFUSED,

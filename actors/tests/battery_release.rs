@@ -488,6 +488,7 @@ async fn a_default_genesis_trade_of_1000_wh_is_delivered_in_full() {
             name: "seller".into(),
             key,
             attestor: key,
+            equipment: gridlet_ledger::genesis::Equipment::device(10_000, 5_000),
             balance: gridlet_ledger::MicroCredits::new(1),
         }],
         gridlet_ledger::selection::SelectionRule::Paper,

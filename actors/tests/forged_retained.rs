@@ -145,6 +145,7 @@ async fn a_retained_forged_block_stops_neither_production_nor_finality() {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(612, i as u64)),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(1_000_000),
         })
         .collect();

@@ -22,6 +22,7 @@ fn four_and_a_joiner() -> (Genesis, Vec<SecretKey>) {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(78, i as u64)),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(1_000_000),
         })
         .collect();
@@ -86,6 +87,7 @@ fn a_new_home_is_admitted_syncs_votes_and_a_leaving_one_stops_counting() {
         name: "home-4".into(),
         key: joiner,
         attestor: MemberKey::from_secret(&deterministic_key(78, 4)),
+        equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
     };
     propose_and_approve(&mut net, add, &[1, 2]);
     assert!(

@@ -22,6 +22,7 @@ fn community(n: usize) -> (Genesis, Vec<SecretKey>) {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(78, i as u64)),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(1_000_000),
         })
         .collect();

@@ -76,6 +76,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&keys[i]),
             attestor: MemberKey::from_secret(&attestors[i]),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(10_000_000),
         })
         .collect();
@@ -212,7 +213,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
         };
         MarketActor::new(
             me_a,
-            Some(attestor_a),
+            gridlet_actors::attestor::Attestor::Gateway(attestor_a),
             chain_id,
             slot_ms,
             Clock::real(),
@@ -228,7 +229,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
         .unwrap();
     let market_b = MarketActor::new(
         MemberKey::from_secret(&keys[1]),
-        Some(attestors[1]),
+        gridlet_actors::attestor::Attestor::Gateway(attestors[1]),
         chain_id,
         slot_ms,
         Clock::real(),

@@ -216,6 +216,27 @@ pub struct ChainView<'a> {
     pub auction_round_blocks: u64,
     /// Whether this home has a sealed bid not yet finished.
     pub bid_pending: bool,
+    /// The most this home may have attested and not delivered (its genesis equipment, §12.1).
+    pub attest_bound: WattHours,
+}
+
+/// The most a new offer of this home can be, as far as the chain is concerned: what is
+/// already attested and uncommitted, plus what its equipment bound leaves room for.
+pub fn offer_headroom(market: &MarketState, me: &MemberKey, bound: WattHours) -> WattHours {
+    market
+        .sellable_wh(me)
+        .saturating_add(bound.saturating_sub(market.outstanding_wh(me)))
+}
+
+/// The part of an offer of `energy_wh` that needs a fresh attestation: what the chain does
+/// not already hold as this home's sellable energy (an expired offer's energy is sold again
+/// without claiming it twice). `None`: all of it is already attested.
+pub fn fresh_attestation_wh(
+    market: &MarketState,
+    me: &MemberKey,
+    energy_wh: WattHours,
+) -> Option<WattHours> {
+    Some(energy_wh.saturating_sub(market.sellable_wh(me))).filter(|w| !w.is_zero())
 }
 
 /// Energy this home's battery has promised and not yet delivered: open discharge contracts,
@@ -401,8 +422,9 @@ pub fn decide(
         let surplus = !auctions
             && soc >= f64::from(cfg.full_soc_pct)
             && surplus_wh >= WattHours::new(u64::from(cfg.surplus_above_w));
+        let headroom = offer_headroom(market, me, chain.attest_bound);
         if surplus {
-            let energy_wh = surplus_wh.min(cfg.max_offer_wh);
+            let energy_wh = surplus_wh.min(cfg.max_offer_wh).min(headroom);
             if !has_open_offer && !attested_this_interval && energy_wh >= cfg.min_offer_wh {
                 out.push(Decision::Offer {
                     mode: DeliveryMode::Charge,
@@ -413,7 +435,7 @@ pub fn decide(
                 });
             }
         } else if let Some(s) = sellable.filter(|_| !has_open_offer && !attested_this_interval) {
-            let offer = s.sellable.min(cfg.max_offer_wh);
+            let offer = s.sellable.min(cfg.max_offer_wh).min(headroom);
             if offer >= cfg.min_offer_wh && auctions {
                 let round = commit_round(chain.auction_round_blocks, height);
                 let joined = |r: u64| {
@@ -507,6 +529,7 @@ mod tests {
                 balance: MicroCredits::new(balance),
                 auction_round_blocks: 20,
                 bid_pending: false,
+                attest_bound: WattHours::new(1_000_000),
             },
         )
     }
@@ -579,6 +602,72 @@ mod tests {
             capped[..],
             [Decision::Offer { energy_wh, .. }] if energy_wh == WattHours::new(2_000)
         ));
+    }
+
+    #[test]
+    fn offers_stay_inside_the_homes_equipment_bound_and_reuse_attested_energy() {
+        use gridlet_ledger::market::book::AttestationRecord;
+        let cfg = StrategyConfig {
+            max_offer_wh: WattHours::new(10_000),
+            ..StrategyConfig::default()
+        };
+        let me = key(0);
+        // 1 200 Wh attested earlier and still sellable (an offer that expired unsold), out
+        // of a bound of 1 500 Wh: at most 1 200 + 300 Wh can be offered, 300 Wh of it fresh.
+        let mut market = MarketState::default();
+        market.attestations.insert(
+            (me, 1),
+            AttestationRecord {
+                energy_wh: WattHours::new(1_200),
+                remaining_wh: WattHours::new(1_200),
+            },
+        );
+        assert_eq!(
+            offer_headroom(&market, &me, WattHours::new(1_500)),
+            WattHours::new(1_500)
+        );
+        let d = decide(
+            &cfg,
+            &me,
+            3 * cfg.period_ms,
+            &full_battery(),
+            &ChainView {
+                height: 10,
+                market: &market,
+                balance: MicroCredits::new(0),
+                auction_round_blocks: 20,
+                bid_pending: false,
+                attest_bound: WattHours::new(1_500),
+            },
+        );
+        assert!(matches!(
+            d[..],
+            [Decision::Offer { energy_wh, .. }] if energy_wh == WattHours::new(1_500)
+        ));
+        assert_eq!(
+            fresh_attestation_wh(&market, &me, WattHours::new(1_500)),
+            Some(WattHours::new(300))
+        );
+        assert_eq!(
+            fresh_attestation_wh(&market, &me, WattHours::new(1_000)),
+            None
+        );
+        // A home without battery or PV in genesis offers nothing.
+        let d = decide(
+            &cfg,
+            &key(1),
+            3 * cfg.period_ms,
+            &full_battery(),
+            &ChainView {
+                height: 10,
+                market: &MarketState::default(),
+                balance: MicroCredits::new(0),
+                auction_round_blocks: 20,
+                bid_pending: false,
+                attest_bound: WattHours::ZERO,
+            },
+        );
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]
@@ -821,6 +910,7 @@ mod tests {
             balance: MicroCredits::new(10_000_000),
             auction_round_blocks: 20,
             bid_pending,
+            attest_bound: WattHours::new(1_000_000),
         };
         // Heights 21–30 are round 1's commit phase: at head 20 the next block is in it.
         let d = decide(&cfg, &me, 0, &full_battery(), &view(20, false));

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod modbus;
 pub mod mqtt_meter;
 pub mod quality;
+pub mod signer;
 pub mod sunspec;

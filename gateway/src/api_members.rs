@@ -4,6 +4,7 @@
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse, Responder};
 use gridlet_actors::ledger_actor::{GetState, SignAndSubmit};
+use gridlet_ledger::genesis::{AttestorSigner, Equipment};
 use gridlet_ledger::membership::MemberChange;
 use gridlet_ledger::{Hash32, MemberKey, TxPayload};
 use serde::Deserialize;
@@ -73,6 +74,13 @@ pub(crate) struct NewMember {
     /// Its battery's attestor key (hex).
     #[schema(value_type = String, pattern = "^[0-9a-f]{66}$")]
     attestor: MemberKey,
+    /// Who holds the attestor key: `device` (the battery signs) or `gateway` (lower trust).
+    #[schema(value_type = String, pattern = "^(device|gateway)$")]
+    signer: AttestorSigner,
+    /// Usable battery capacity, Wh (bounds what the home can attest on chain).
+    battery_wh: u64,
+    /// PV nameplate power, W (bounds what the home can attest on chain).
+    pv_w: u64,
 }
 
 /// `POST /api/members/proposals`: exactly one of `add` and `remove`.
@@ -110,6 +118,11 @@ pub(crate) async fn propose(
             name: n.name,
             key: n.key,
             attestor: n.attestor,
+            equipment: Equipment {
+                signer: n.signer,
+                battery_wh: n.battery_wh,
+                pv_w: n.pv_w,
+            },
         },
         ProposalBody {
             add: None,

@@ -50,6 +50,7 @@ fn fixture() -> Result<Fixture> {
             name: format!("bench-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(100, i as u64)),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(1_000_000_000),
         })
         .collect();
@@ -364,6 +365,7 @@ pub fn trades(count: usize) -> Result<serde_json::Value> {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&keys[i]),
             attestor: MemberKey::from_secret(&attestors[i]),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(1_000_000_000),
         })
         .collect();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use gridlet_ledger::chain::Checks;
 use gridlet_ledger::codec::to_hex;
-use gridlet_ledger::genesis::Member;
+use gridlet_ledger::genesis::{AttestorSigner, Equipment, Member};
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::store::{open_sled, BlockStore, SignerGuard, SledStore};
 use gridlet_ledger::{Block, Chain, Genesis, MemberKey, Transaction, TxPayload};
@@ -51,16 +51,63 @@ pub fn install_genesis(data: &Path, genesis: &Genesis) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// One `--member NAME,KEY_FILE,ATTESTOR_KEY_FILE` argument.
-pub fn parse_member(arg: &str, balance: gridlet_ledger::MicroCredits) -> Result<Member> {
+/// What a member spec leaves out: `--battery-wh`, `--pv-w` and `--signer`'s defaults.
+pub const DEFAULT_EQUIPMENT: Equipment = Equipment {
+    signer: AttestorSigner::Gateway,
+    battery_wh: 10_000,
+    pv_w: 5_000,
+};
+
+/// The optional tail of a member spec, `[,BATTERY_WH,PV_W[,device|gateway]]`, over `defaults`.
+pub fn parse_equipment(arg: &str, tail: &[&str], defaults: Equipment) -> Result<Equipment> {
+    let number = |what: &str, s: &str| -> Result<u64> {
+        s.trim()
+            .parse()
+            .with_context(|| format!("{arg:?}: {what} {s:?} is not a whole number"))
+    };
+    let signer = |s: &str| -> Result<AttestorSigner> {
+        match s.trim() {
+            "device" => Ok(AttestorSigner::Device),
+            "gateway" => Ok(AttestorSigner::Gateway),
+            other => bail!("{arg:?}: signer {other:?} is neither `device` nor `gateway`"),
+        }
+    };
+    Ok(match tail {
+        [] => defaults,
+        [battery, pv] => Equipment {
+            battery_wh: number("battery Wh", battery)?,
+            pv_w: number("PV W", pv)?,
+            ..defaults
+        },
+        [battery, pv, who] => Equipment {
+            signer: signer(who)?,
+            battery_wh: number("battery Wh", battery)?,
+            pv_w: number("PV W", pv)?,
+        },
+        _ => bail!(
+            "{arg:?}: after NAME,KEY,ATTESTOR expected nothing, BATTERY_WH,PV_W or \
+             BATTERY_WH,PV_W,device|gateway"
+        ),
+    })
+}
+
+/// One `--member NAME,KEY_FILE,ATTESTOR_KEY_FILE[,BATTERY_WH,PV_W[,SIGNER]]` argument.
+pub fn parse_member(
+    arg: &str,
+    balance: gridlet_ledger::MicroCredits,
+    defaults: Equipment,
+) -> Result<Member> {
     let parts: Vec<&str> = arg.split(',').collect();
-    let [name, key, attestor] = parts.as_slice() else {
-        bail!("--member {arg:?}: expected NAME,KEY_FILE,ATTESTOR_KEY_FILE");
+    let [name, key, attestor, tail @ ..] = parts.as_slice() else {
+        bail!(
+            "--member {arg:?}: expected NAME,KEY_FILE,ATTESTOR_KEY_FILE[,BATTERY_WH,PV_W[,SIGNER]]"
+        );
     };
     Ok(Member {
         name: (*name).to_owned(),
         key: keys::load_public(Path::new(key))?,
         attestor: keys::load_public(Path::new(attestor))?,
+        equipment: parse_equipment(arg, tail, defaults)?,
         balance,
     })
 }

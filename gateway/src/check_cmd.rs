@@ -139,11 +139,32 @@ fn membership(
             m.name
         );
     }
+    use gridlet_ledger::genesis::AttestorSigner;
+    let signs = match (
+        m.equipment.signer,
+        attestor.is_some(),
+        cfg.battery.is_some(),
+    ) {
+        (AttestorSigner::Device, true, _) => anyhow::bail!(
+            "genesis declares that {}'s battery signs its claims (signer = device), but \
+             `attestor_key_file` gives the gateway the key: remove it, the key belongs in the \
+             battery",
+            m.name
+        ),
+        (AttestorSigner::Gateway, false, true) => anyhow::bail!(
+            "genesis declares {} gateway-signed (signer = gateway): `attestor_key_file` must \
+             name the attestor key",
+            m.name
+        ),
+        (AttestorSigner::Device, false, _) => "its battery signs its claims",
+        (AttestorSigner::Gateway, _, _) => "gateway-signed claims (lower trust)",
+    };
     Ok(format!(
-        "community {}, member {} of {}",
+        "community {}, member {} of {}; {signs}, at most {} Wh attested and not delivered",
         genesis.chain_id,
         m.name,
-        genesis.members.len()
+        genesis.members.len(),
+        m.equipment.attest_bound_wh()
     ))
 }
 

@@ -39,6 +39,24 @@ impl From<Rule> for SelectionRule {
     }
 }
 
+/// Who holds a home's attestor key.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Signer {
+    /// The battery signs its own attestations and receipts.
+    Device,
+    /// The gateway holds the key (lower trust, flagged on chain).
+    Gateway,
+}
+
+impl From<Signer> for gridlet_ledger::genesis::AttestorSigner {
+    fn from(s: Signer) -> Self {
+        match s {
+            Signer::Device => gridlet_ledger::genesis::AttestorSigner::Device,
+            Signer::Gateway => gridlet_ledger::genesis::AttestorSigner::Gateway,
+        }
+    }
+}
+
 /// How a simulated community trades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MarketMode {
@@ -83,10 +101,22 @@ pub enum Command {
         /// Chain name.
         #[arg(long, default_value = "gridlet-community")]
         chain_id: String,
-        /// `NAME,KEY_FILE,ATTESTOR_KEY_FILE` per home (key files or their `.pub`); repeat the
-        /// flag or list several after one `--member`.
+        /// `NAME,KEY_FILE,ATTESTOR_KEY_FILE[,BATTERY_WH,PV_W[,device|gateway]]` per home (key
+        /// files or their `.pub`); repeat the flag or list several after one `--member`. What a
+        /// home leaves out comes from --battery-wh, --pv-w and --signer.
         #[arg(long = "member", required = true, num_args = 1..)]
         members: Vec<String>,
+        /// A member's usable battery capacity, Wh: with --pv-w it bounds what the home can
+        /// have attested and not delivered on chain (battery + one hour of PV).
+        #[arg(long, default_value_t = 10_000)]
+        battery_wh: u64,
+        /// A member's PV nameplate power, W.
+        #[arg(long, default_value_t = 5_000)]
+        pv_w: u64,
+        /// Who holds a member's attestor key: `device` (its battery signs) or `gateway` (lower
+        /// trust, flagged on chain).
+        #[arg(long, value_enum, default_value = "gateway")]
+        signer: Signer,
         /// Initial balance of every member, micro-credits.
         #[arg(long, default_value_t = 100_000_000)]
         balance: u64,
@@ -375,8 +405,9 @@ pub enum MemberCommand {
     List,
     /// Propose a change of the member set (exactly one of --add and --remove).
     Propose {
-        /// `NAME,KEY,ATTESTOR`: the new home's name, member key and battery key (hex, or key
-        /// files / their `.pub`).
+        /// `NAME,KEY,ATTESTOR[,BATTERY_WH,PV_W[,device|gateway]]`: the new home's name, member
+        /// key and battery key (hex, or key files / their `.pub`), and its equipment (default
+        /// 10 000 Wh, 5 000 W, gateway-signed).
         #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
         add: Option<String>,
         /// The member key (hex or key file) of a home that leaves.

@@ -67,6 +67,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Genesis {
             chain_id,
             members,
+            battery_wh,
+            pv_w,
+            signer,
             balance,
             rule,
             genesis_time_ms,
@@ -82,9 +85,16 @@ fn run(cli: Cli) -> Result<()> {
             out,
             data,
         } => {
+            let defaults = gridlet_ledger::genesis::Equipment {
+                signer: signer.into(),
+                battery_wh,
+                pv_w,
+            };
             let members = members
                 .iter()
-                .map(|m| chain_cmd::parse_member(m, gridlet_ledger::MicroCredits::new(balance)))
+                .map(|m| {
+                    chain_cmd::parse_member(m, gridlet_ledger::MicroCredits::new(balance), defaults)
+                })
                 .collect::<Result<Vec<_>>>()?;
             let genesis = chain_cmd::build_genesis(chain_cmd::GenesisOptions {
                 chain_id,

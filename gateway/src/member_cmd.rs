@@ -35,13 +35,18 @@ fn key_arg(s: &str) -> Result<MemberKey> {
 
 fn add_body(spec: &str) -> Result<Value> {
     let parts: Vec<&str> = spec.split(',').collect();
-    let [name, key, attestor] = parts.as_slice() else {
-        bail!("--add wants NAME,KEY,ATTESTOR, got {spec:?}");
+    let [name, key, attestor, tail @ ..] = parts.as_slice() else {
+        bail!("--add wants NAME,KEY,ATTESTOR[,BATTERY_WH,PV_W[,SIGNER]], got {spec:?}");
     };
+    let equipment =
+        crate::chain_cmd::parse_equipment(spec, tail, crate::chain_cmd::DEFAULT_EQUIPMENT)?;
     Ok(json!({"add": {
         "name": name,
         "key": key_arg(key).context("the member key")?.to_hex(),
         "attestor": key_arg(attestor).context("the attestor key")?.to_hex(),
+        "signer": equipment.signer,
+        "battery_wh": equipment.battery_wh,
+        "pv_w": equipment.pv_w,
     }}))
 }
 

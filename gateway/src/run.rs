@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use gridlet_actors::attestor::Attestor;
 use gridlet_actors::battery::BatteryStorage;
 use gridlet_actors::bus::{self, BusConfig};
 use gridlet_actors::devices::{fresh, GridMeter, MeterStatus, PvInverter, PvStatus};
@@ -67,6 +68,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             "this key is not a member (yet): following the chain as an observer"
         );
     }
+    let signer = choose_signer(&cfg, &me, chain.chain().head_state().membership(), attestor)?;
     let final_at_start = chain.chain().finalized();
     let guard = SignerGuard::open(&cfg.data_dir)?;
     let votes = VoteGuard::open(&cfg.data_dir)?;
@@ -167,8 +169,8 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             actix::Supervisor::start(move |_| pv);
             statuses.pv = Some(status);
         }
-        let battery = match (&cfg.battery, attestor.is_some()) {
-            (Some(b), true) => {
+        let battery = match (&cfg.battery, &signer) {
+            (Some(b), Some(_)) => {
                 Some(connect_battery(b, &cfg.data_dir, cfg.clock, genesis.hash()).await?)
             }
             _ => None,
@@ -206,10 +208,15 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                 buying.clone(),
             );
         }
-        let market_actor = MarketActor::new(me, attestor, chain_id, slot_ms, cfg.clock, ledger)
-            .with_status(statuses.market.clone())
-            .with_buying_window(buying)
-            .with_home(home)?;
+        let gateway_signer = match &signer {
+            Some(Signer::Gateway(key)) => Attestor::Gateway(*key),
+            _ => Attestor::None,
+        };
+        let market_actor =
+            MarketActor::new(me, gateway_signer, chain_id, slot_ms, cfg.clock, ledger)
+                .with_status(statuses.market.clone())
+                .with_buying_window(buying)
+                .with_home(home)?;
         let bstatus = statuses.battery.clone();
         let meter_for_battery = meter_feed.clone();
         // The battery actor is made inside the market actor's context (its deliveries go
@@ -229,6 +236,12 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
                         actix::AsyncContext::address(ctx).recipient(),
                         bstatus,
                     );
+                    let mut market_actor = market_actor;
+                    if let Some(Signer::Device(expected)) = signer {
+                        let (signing, device_signer) = b.signing(expected);
+                        b = signing;
+                        market_actor = market_actor.with_attestor(Attestor::Device(device_signer));
+                    }
                     b = b.publish_to(battery_tx);
                     if let Some(m) = meter_for_battery {
                         b = b.watch_meter(m);
@@ -445,4 +458,48 @@ fn write_api_addr(data_dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
     std::fs::write(&tmp, format!("{addr}\n"))
         .and_then(|()| std::fs::rename(&tmp, data_dir.join("api.addr")))
         .with_context(|| format!("cannot write {}", data_dir.join("api.addr").display()))
+}
+
+/// Who signs this home's claims, as its member entry declares (protocol.md §12.1).
+enum Signer {
+    /// The gateway, with the attestor key file.
+    Gateway(secp256k1::SecretKey),
+    /// The battery, which must hold this attestor key.
+    Device(secp256k1::PublicKey),
+}
+
+/// Matches the config to the member entry: a home declared `device` keeps no attestor key on
+/// the gateway (its battery signs); one declared `gateway` needs the key file. `None`: no
+/// battery, or not a member yet (nothing to attest).
+fn choose_signer(
+    cfg: &GatewayConfig,
+    me: &MemberKey,
+    members: &gridlet_ledger::membership::Membership,
+    key: Option<secp256k1::SecretKey>,
+) -> Result<Option<Signer>> {
+    use gridlet_ledger::genesis::AttestorSigner;
+    if cfg.battery.is_none() {
+        return Ok(None);
+    }
+    let Some(member) = members.members().get(me) else {
+        return Ok(None);
+    };
+    match (member.equipment.signer, key) {
+        (AttestorSigner::Device, None) => Ok(Some(Signer::Device(
+            member
+                .attestor
+                .to_public_key()
+                .context("the member entry's attestor key")?,
+        ))),
+        (AttestorSigner::Device, Some(_)) => bail!(
+            "this home's member entry declares that its battery signs its claims (signer = \
+             device), but config field `attestor_key_file` gives the gateway the key: the key \
+             belongs in the battery — remove `attestor_key_file`"
+        ),
+        (AttestorSigner::Gateway, Some(key)) => Ok(Some(Signer::Gateway(key))),
+        (AttestorSigner::Gateway, None) => bail!(
+            "this home's member entry declares it gateway-signed (signer = gateway): config \
+             field `attestor_key_file` must name the attestor key to sign with"
+        ),
+    }
 }

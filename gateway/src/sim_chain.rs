@@ -117,6 +117,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(k),
             attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i as u64)),
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
             balance: MicroCredits::new(100_000_000),
         })
         .collect();

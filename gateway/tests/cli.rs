@@ -101,6 +101,57 @@ fn several_members_after_one_flag_as_the_readme_writes_them() {
 }
 
 #[test]
+fn each_members_equipment_is_in_genesis_with_the_defaults_for_what_it_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = Vec::new();
+    for (name, tail) in [("a", ",8000,3000,device"), ("b", ",0,0"), ("c", "")] {
+        let key = dir.path().join(format!("{name}.key"));
+        assert!(gridlet(&["keygen", "--out", key.to_str().unwrap()]).0);
+        members.push(format!("{name},{0}.pub,{0}.pub{tail}", key.display()));
+    }
+    let out = dir.path().join("genesis.json");
+    let mut args = vec!["genesis", "--pv-w", "4200", "--member"];
+    args.extend(members.iter().map(String::as_str));
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (ok, _, err) = gridlet(&args);
+    assert!(ok, "{err}");
+    let genesis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let equipment: Vec<String> = genesis["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["equipment"].to_string())
+        .collect();
+    assert_eq!(
+        equipment,
+        [
+            r#"{"battery_wh":8000,"pv_w":3000,"signer":"device"}"#,
+            r#"{"battery_wh":0,"pv_w":0,"signer":"gateway"}"#,
+            r#"{"battery_wh":10000,"pv_w":4200,"signer":"gateway"}"#,
+        ],
+        "{genesis}"
+    );
+    // A spec that is not numbers and a signer, by name.
+    let bad = members[0].replace(",device", ",battery");
+    let (ok, _, err) = gridlet(&["genesis", "--member", &bad]);
+    assert!(!ok);
+    assert!(err.contains("signer \"battery\" is neither"), "{err}");
+    let bad = members[0].replace(",8000,", ",8kWh,");
+    let (ok, _, err) = gridlet(&["genesis", "--member", &bad]);
+    assert!(!ok);
+    assert!(
+        err.contains("battery Wh \"8kWh\" is not a whole number"),
+        "{err}"
+    );
+    // `--help` shows the defaults.
+    let (_, help, _) = gridlet(&["genesis", "--help"]);
+    for default in ["[default: 10000]", "[default: 5000]", "[default: gateway]"] {
+        assert!(help.contains(default), "{help}");
+    }
+}
+
+#[test]
 fn a_bad_log_level_is_refused_by_name() {
     let (ok, _, err) = gridlet(&["--log-level", "loud", "chain", "verify", "--data", "."]);
     assert!(!ok);

@@ -99,6 +99,19 @@ fn check(report: &std::path::Path, summary: &serde_json::Value, homes: usize) {
     let released = market["wh_released"].as_u64().unwrap();
     let delivered = market["wh_delivered_on_chain"].as_u64().unwrap();
     assert!(delivered > 0 && delivered <= released, "{summary:#}");
+    // The batteries hold the attestor keys and signed every claim on chain; the gateways hold
+    // none.
+    assert!(
+        market["claims_signed_by_batteries"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    for i in 0..homes {
+        let dir = report.join("homes").join(i.to_string());
+        assert!(
+            !dir.join("battery.key").exists(),
+            "home {i} holds its attestor key"
+        );
+    }
     let grid = &summary["grid"];
     assert!(
         grid["community_import_wh"].as_u64() < grid["community_import_without_trading_wh"].as_u64(),

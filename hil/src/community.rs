@@ -325,6 +325,10 @@ pub fn community_report(
             "credits_paid_to_sellers": credits_moved,
             "credits_in_escrow": market.escrow,
             "trade_prices": prices.iter().map(|p| json!({"hour": p.0, "price": p.1})).collect::<Vec<_>>(),
+            // Attestations and receipts the homes' batteries signed, and refused (device-signed
+            // homes; both 0 for gateway-signed ones).
+            "claims_signed_by_batteries": sims.iter().map(|h| h.signer_counts().0).sum::<u64>(),
+            "claims_refused_by_batteries": sims.iter().map(|h| h.signer_counts().1).sum::<u64>(),
         },
         "grid": {
             "community_import_wh": energy.0.import_mwh / 1000,

@@ -26,6 +26,8 @@ pub struct SimDevice {
     pub model: DeviceModel,
     /// When set, physics no longer updates the image (a frozen device).
     pub frozen: bool,
+    /// A battery that holds the home's attestor key answers on the signing block.
+    pub signer: Option<crate::signing_device::SigningDevice>,
 }
 
 fn set(img: &mut SunSpecImage, id: u16, point: &str, v: Value) {
@@ -94,6 +96,7 @@ impl SimDevice {
         set(&mut img, 120, "WRtg", Value::Uint(u64::from(nameplate_w)));
         set(&mut img, 120, "WRtg_SF", Value::Int(0));
         let mut dev = SimDevice {
+            signer: None,
             image: img,
             model: DeviceModel::Inverter(InverterState {
                 nameplate_w,
@@ -169,6 +172,7 @@ impl SimDevice {
         set(&mut img, 713, "SoH", Value::Uint(1000));
         let energy_mwh = u64::from(capacity_wh) * 1000 * u64::from(soc_pct.min(100)) / 100;
         let mut dev = SimDevice {
+            signer: None,
             image: img,
             model: DeviceModel::Battery(BatteryState {
                 capacity_mwh: u64::from(capacity_wh) * 1000,
@@ -205,6 +209,7 @@ impl SimDevice {
         set(&mut img, 203, "Hz", Value::Int(5000));
         set(&mut img, 203, "PhV", Value::Int(2300));
         let mut dev = SimDevice {
+            signer: None,
             image: img,
             model: DeviceModel::Meter(MeterState {
                 power_w,

@@ -264,7 +264,39 @@ impl SimHome {
             grid_w: load_w - pv_w - battery_w,
             soc_pct,
         };
+        // A signing battery sees the home's connection (a hybrid inverter's grid sensor).
+        if let Some(s) = devices
+            .get_mut(&BATTERY_UNIT)
+            .and_then(|b| b.signer.as_mut())
+        {
+            s.grid_w = self.flows.grid_w;
+            s.exported_mwh = self.meter.export_mwh;
+        }
         self.flows
+    }
+
+    /// Hands the home's attestor key to its battery: from now on the battery signs the home's
+    /// attestations and receipts (the gateway relays them).
+    pub fn commission_signer(&self, device: crate::signing_device::SigningDevice) {
+        if let Ok(mut d) = self.modbus.devices.lock() {
+            if let Some(b) = d.get_mut(&BATTERY_UNIT) {
+                b.signer = Some(device);
+            }
+        }
+    }
+
+    /// Claims the battery signed and refused (0, 0 without a signing battery).
+    pub fn signer_counts(&self) -> (u64, u64) {
+        self.modbus
+            .devices
+            .lock()
+            .ok()
+            .and_then(|d| {
+                d.get(&BATTERY_UNIT)
+                    .and_then(|b| b.signer.as_ref())
+                    .map(|s| (s.signed, s.refused))
+            })
+            .unwrap_or((0, 0))
     }
 
     /// Energy the battery discharged since the start, mWh.

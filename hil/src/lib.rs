@@ -16,6 +16,7 @@ pub mod pty;
 pub mod reference;
 pub mod relay;
 pub mod scenario;
+pub mod signing_device;
 
 pub use devices::SimDevice;
 pub use faults::FaultPlan;

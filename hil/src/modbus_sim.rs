@@ -55,6 +55,9 @@ impl SimService {
                 .ok_or(ExceptionCode::GatewayTargetDevice)?,
             None => return Err(ExceptionCode::GatewayTargetDevice),
         };
+        if let Some(answer) = signing_block(device, &req.request) {
+            return answer;
+        }
         match req.request {
             Request::ReadHoldingRegisters(addr, count)
             | Request::ReadInputRegisters(addr, count) => {
@@ -89,6 +92,39 @@ impl SimService {
             _ => Err(ExceptionCode::IllegalFunction),
         }
     }
+}
+
+/// A request for the signing block of a battery that holds its home's key; `None` when the
+/// request is for the SunSpec image.
+fn signing_block(
+    device: &mut SimDevice,
+    request: &Request<'_>,
+) -> Option<Result<Response, ExceptionCode>> {
+    use gridlet_drivers::signer::{BASE, LEN};
+    let in_block = |addr: u16| (BASE..BASE.saturating_add(LEN)).contains(&addr);
+    let battery = match &device.model {
+        crate::devices::DeviceModel::Battery(b) => b,
+        _ => return None,
+    };
+    let signer = device.signer.as_mut()?;
+    Some(match request {
+        Request::ReadHoldingRegisters(addr, count) | Request::ReadInputRegisters(addr, count)
+            if in_block(*addr) =>
+        {
+            signer
+                .read(addr - BASE, *count)
+                .map(Response::ReadHoldingRegisters)
+                .ok_or(ExceptionCode::IllegalDataAddress)
+        }
+        Request::WriteMultipleRegisters(addr, words) if in_block(*addr) => {
+            if signer.write(addr - BASE, words, battery) {
+                Ok(Response::WriteMultipleRegisters(*addr, words.len() as u16))
+            } else {
+                Err(ExceptionCode::IllegalDataAddress)
+            }
+        }
+        _ => return None,
+    })
 }
 
 impl Service for SimService {

@@ -94,6 +94,12 @@ pub enum DecodeError {
         /// The byte.
         kind: u8,
     },
+    /// An attestor signer code other than 0 (gateway) and 1 (device).
+    #[error("unknown attestor signer {code} (0 = gateway, 1 = device)")]
+    UnknownAttestorSigner {
+        /// The byte.
+        code: u8,
+    },
 }
 
 /// Why a transaction is invalid against the chain or the current state.
@@ -179,6 +185,23 @@ pub enum TxError {
         home: MemberKey,
         /// The interval.
         interval: u64,
+    },
+    /// The attestation would leave the home with more energy attested and not yet delivered
+    /// than its equipment in genesis can hold and make in an hour.
+    #[error(
+        "attestation of {attested} Wh for {home} is beyond its equipment: it would have \
+         {outstanding} Wh attested and not delivered, and its genesis equipment bounds that at \
+         {bound} Wh (battery + one hour of PV at nameplate)"
+    )]
+    BeyondEquipment {
+        /// The home.
+        home: MemberKey,
+        /// The attestation's energy, Wh.
+        attested: u64,
+        /// Attested and not yet delivered with this attestation, Wh.
+        outstanding: u64,
+        /// The bound, Wh.
+        bound: u64,
     },
     /// An offer, bid or attestation of zero energy.
     #[error("energy amount is zero")]

@@ -27,8 +27,82 @@ pub struct Member {
     pub key: MemberKey,
     /// The key of the home's battery (ESS) attestor, which signs stored generation.
     pub attestor: MemberKey,
+    /// What holds the attestor key and what the home's devices can physically deliver.
+    pub equipment: Equipment,
     /// Initial balance.
     pub balance: MicroCredits,
+}
+
+/// Who holds a home's attestor key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestorSigner {
+    /// The gateway holds it (a home without a signing device): lower trust, flagged on chain.
+    Gateway,
+    /// The battery (or the home's energy device) holds it and signs its own measurements.
+    Device,
+}
+
+impl AttestorSigner {
+    /// The byte in the canonical encodings (protocol.md §3).
+    pub fn code(self) -> u8 {
+        match self {
+            AttestorSigner::Gateway => 0,
+            AttestorSigner::Device => 1,
+        }
+    }
+
+    /// The signer a code names.
+    pub fn from_code(code: u8) -> Option<AttestorSigner> {
+        match code {
+            0 => Some(AttestorSigner::Gateway),
+            1 => Some(AttestorSigner::Device),
+            _ => None,
+        }
+    }
+}
+
+/// A home's attesting device and the physics that bounds what it can claim on chain: even a
+/// stolen attestor key cannot promise more than a full battery and an hour of PV at nameplate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Equipment {
+    /// Who holds the attestor key.
+    pub signer: AttestorSigner,
+    /// Usable battery capacity, Wh.
+    pub battery_wh: u64,
+    /// PV nameplate (peak) power, W.
+    pub pv_w: u64,
+}
+
+impl Equipment {
+    /// A home whose battery signs its own attestations.
+    pub fn device(battery_wh: u64, pv_w: u64) -> Equipment {
+        Equipment {
+            signer: AttestorSigner::Device,
+            battery_wh,
+            pv_w,
+        }
+    }
+
+    /// A home whose gateway holds the attestor key (lower trust).
+    pub fn gateway(battery_wh: u64, pv_w: u64) -> Equipment {
+        Equipment {
+            signer: AttestorSigner::Gateway,
+            battery_wh,
+            pv_w,
+        }
+    }
+
+    /// Most attested energy a home may have outstanding (attested and not yet delivered), Wh:
+    /// `battery_wh + pv_w × 1 h` (protocol.md §12.1).
+    pub fn attest_bound_wh(&self) -> u64 {
+        self.battery_wh.saturating_add(self.pv_w)
+    }
+
+    pub(crate) fn encode_into(&self, w: &mut Writer) {
+        w.u8(self.signer.code()).u64(self.battery_wh).u64(self.pv_w);
+    }
 }
 
 /// Parameters of producer selection (weights `W = α·E + β·A + γ·R`, see [`crate::selection`]).
@@ -429,8 +503,9 @@ impl Genesis {
         for m in &self.members {
             w.var(m.name.as_bytes())
                 .fixed(&m.key.0)
-                .fixed(&m.attestor.0)
-                .u64(m.balance.get());
+                .fixed(&m.attestor.0);
+            m.equipment.encode_into(&mut w);
+            w.u64(m.balance.get());
         }
         w.finish()
     }
@@ -526,6 +601,7 @@ mod tests {
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&deterministic_key(1, i)),
             attestor: MemberKey::from_secret(&deterministic_key(2, i)),
+            equipment: Equipment::device(10_000, 5_000),
             balance: MicroCredits::new(1_000),
         }
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::codec::{Reader, Writer};
 use crate::crypto::{Hash32, MemberKey};
 use crate::error::{DecodeError, TxError};
-use crate::genesis::{FinalityParams, Genesis};
+use crate::genesis::{AttestorSigner, Equipment, FinalityParams, Genesis};
 
 /// Blocks an unapproved proposal stays open before it is dropped.
 pub const PROPOSAL_LIFETIME_BLOCKS: u64 = 7_200;
@@ -36,6 +36,8 @@ pub enum MemberChange {
         key: MemberKey,
         /// Its battery's attestor key.
         attestor: MemberKey,
+        /// Who holds that key and what its devices can deliver.
+        equipment: Equipment,
     },
     /// A member leaves; its account stays, but it can no longer send, produce or vote.
     Remove {
@@ -51,11 +53,13 @@ impl MemberChange {
                 name,
                 key,
                 attestor,
+                equipment,
             } => {
                 w.u8(1)
                     .var(name.as_bytes())
                     .fixed(&key.0)
                     .fixed(&attestor.0);
+                equipment.encode_into(w);
             }
             MemberChange::Remove { key } => {
                 w.u8(2).fixed(&key.0);
@@ -70,10 +74,20 @@ impl MemberChange {
                     String::from_utf8(r.var()?.to_vec()).map_err(|_| DecodeError::NotUtf8 {
                         what: "member name",
                     })?;
+                let key = MemberKey::from_bytes(r.array()?)?;
+                let attestor = MemberKey::from_bytes(r.array()?)?;
+                let code = r.u8()?;
+                let signer = AttestorSigner::from_code(code)
+                    .ok_or(DecodeError::UnknownAttestorSigner { code })?;
                 Ok(MemberChange::Add {
                     name,
-                    key: MemberKey::from_bytes(r.array()?)?,
-                    attestor: MemberKey::from_bytes(r.array()?)?,
+                    key,
+                    attestor,
+                    equipment: Equipment {
+                        signer,
+                        battery_wh: r.u64()?,
+                        pv_w: r.u64()?,
+                    },
                 })
             }
             2 => Ok(MemberChange::Remove {
@@ -104,6 +118,8 @@ pub struct MemberInfo {
     pub name: String,
     /// Its battery's attestor key.
     pub attestor: MemberKey,
+    /// Who holds that key and what its devices can deliver.
+    pub equipment: Equipment,
     /// The height from which it is a member (0 = genesis).
     pub since: u64,
 }
@@ -141,12 +157,19 @@ impl Membership {
             proposals: BTreeMap::new(),
         };
         for g in &genesis.members {
-            m.insert(g.key, g.name.clone(), g.attestor, 0);
+            m.insert(g.key, g.name.clone(), g.attestor, g.equipment, 0);
         }
         m
     }
 
-    fn insert(&mut self, key: MemberKey, name: String, attestor: MemberKey, since: u64) {
+    fn insert(
+        &mut self,
+        key: MemberKey,
+        name: String,
+        attestor: MemberKey,
+        equipment: Equipment,
+        since: u64,
+    ) {
         let (Ok(public), Ok(attestor_public)) = (key.to_public_key(), attestor.to_public_key())
         else {
             return;
@@ -158,6 +181,7 @@ impl Membership {
             MemberInfo {
                 name,
                 attestor,
+                equipment,
                 since,
             },
         );
@@ -171,6 +195,11 @@ impl Membership {
     /// Each member's parsed attestor key.
     pub fn attestors(&self) -> &Arc<BTreeMap<MemberKey, PublicKey>> {
         &self.attestors
+    }
+
+    /// A member's equipment (its attestation bound and who signs for it).
+    pub fn equipment(&self, key: &MemberKey) -> Option<Equipment> {
+        self.members.get(key).map(|m| m.equipment)
     }
 
     /// The members with their names.
@@ -205,6 +234,7 @@ impl Membership {
                 name,
                 key,
                 attestor,
+                ..
             } => {
                 if self.members.contains_key(key) {
                     Some("the key is already a member")
@@ -316,7 +346,8 @@ impl Membership {
                         name,
                         key,
                         attestor,
-                    } => self.insert(*key, name.clone(), *attestor, effective_height),
+                        equipment,
+                    } => self.insert(*key, name.clone(), *attestor, *equipment, effective_height),
                     MemberChange::Remove { key } => {
                         Arc::make_mut(&mut self.members).remove(key);
                         Arc::make_mut(&mut self.keys).remove(key);
@@ -337,10 +368,9 @@ impl Membership {
     pub(crate) fn encode_into(&self, w: &mut Writer) {
         w.u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
         for (key, m) in self.members.iter() {
-            w.fixed(&key.0)
-                .var(m.name.as_bytes())
-                .fixed(&m.attestor.0)
-                .u64(m.since);
+            w.fixed(&key.0).var(m.name.as_bytes()).fixed(&m.attestor.0);
+            m.equipment.encode_into(w);
+            w.u64(m.since);
         }
         w.u32(u32::try_from(self.proposals.len()).unwrap_or(u32::MAX));
         for (id, p) in &self.proposals {
@@ -373,6 +403,7 @@ mod tests {
                 name: format!("home-{i}"),
                 key: MemberKey::from_secret(&deterministic_key(1, i)),
                 attestor: MemberKey::from_secret(&deterministic_key(2, i)),
+                equipment: crate::genesis::Equipment::device(20_000, 10_000),
                 balance: MicroCredits::new(1),
             })
             .collect();
@@ -432,6 +463,7 @@ mod tests {
             name: "neighbour".into(),
             key: MemberKey::from_secret(&deterministic_key(3, 0)),
             attestor: MemberKey::from_secret(&deterministic_key(3, 1)),
+            equipment: crate::genesis::Equipment::device(20_000, 10_000),
         };
         let mut w = Writer::new();
         add.encode_into(&mut w);

@@ -45,6 +45,11 @@ macro_rules! unit {
                 $name(self.0.saturating_sub(other.0))
             }
 
+            /// `self + other`, at most `u64::MAX` (for figures and bounds, not balances).
+            pub fn saturating_add(self, other: $name) -> $name {
+                $name(self.0.saturating_add(other.0))
+            }
+
             /// The sum of `items`, `None` on overflow.
             pub fn checked_sum(items: impl IntoIterator<Item = $name>) -> Option<$name> {
                 items

@@ -26,7 +26,11 @@ struct Market {
 
 impl Market {
     fn new(homes: usize) -> Market {
-        let c = Community::new(homes, SelectionRule::Paper);
+        Market::with_community(Community::new(homes, SelectionRule::Paper))
+    }
+
+    fn with_community(c: Community) -> Market {
+        let homes = c.keys.len();
         let chain = Chain::new(c.genesis.clone()).unwrap();
         Market {
             nonces: vec![0; homes],
@@ -631,6 +635,97 @@ fn invalid_market_transactions_are_rejected_with_their_reason() {
         TxError::ContractNotOpen { contract: c3 }
     );
     assert_eq!(m.total(), TOTAL);
+}
+
+#[test]
+fn attestations_beyond_the_homes_equipment_are_invalid_even_signed_by_its_battery() {
+    // Home 0: a 10 kWh battery and 5 kW of PV — at most 15 000 Wh attested and not delivered.
+    let mut c = Community::new(2, SelectionRule::Paper);
+    c.genesis.members[0].equipment = gridlet_ledger::genesis::Equipment::device(10_000, 5_000);
+    let mut m = Market::with_community(c);
+    let first = m.tx(0, TxPayload::Attest(m.attestation(0, 1, 10_000)));
+    assert!(m.block(&[first]).is_empty());
+    // A stolen key (or a lying gateway) claiming a further 500 kWh, or only 5 001 Wh.
+    for wh in [500_000, 5_001] {
+        let claim = m.tx(0, TxPayload::Attest(m.attestation(0, 2, wh)));
+        assert_eq!(
+            m.block(&[claim])[0].1,
+            TxError::BeyondEquipment {
+                home: m.c.member(0),
+                attested: wh,
+                outstanding: 10_000 + wh,
+                bound: 15_000,
+            }
+        );
+    }
+    // Riding on a sale it is refused the same way, and the sale with it.
+    let sale = |m: &mut Market, wh: u64, interval: u64| {
+        let attestation = Some(m.attestation(0, interval, wh));
+        m.tx(
+            0,
+            TxPayload::Sale {
+                mode: gridlet_ledger::DeliveryMode::Discharge,
+                energy_wh: WattHours::new(wh),
+                price: Price::new(100_000),
+                expiry_height: 100,
+                attestation,
+            },
+        )
+    };
+    let riding = sale(&mut m, 6_000, 2);
+    assert!(matches!(
+        m.block(&[riding])[0].1,
+        TxError::BeyondEquipment {
+            outstanding: 16_000,
+            ..
+        }
+    ));
+    // Up to the bound is valid; energy sold and not yet delivered still counts.
+    let full = sale(&mut m, 5_000, 2);
+    let contract = full.id();
+    assert!(m.block(&[full]).is_empty());
+    let purchase = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract,
+            payment: MicroCredits::new(500_000),
+        },
+    );
+    let trade = purchase.id();
+    assert!(m.block(&[purchase]).is_empty());
+    let more = m.tx(0, TxPayload::Attest(m.attestation(0, 3, 1)));
+    assert!(matches!(
+        m.block(&[more])[0].1,
+        TxError::BeyondEquipment {
+            outstanding: 15_001,
+            ..
+        }
+    ));
+    // Delivered energy has left the battery: it makes room again.
+    let deliver = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: WattHours::new(5_000),
+            receipt: m.receipt(0, &trade, 5_000),
+        },
+    );
+    assert!(m.block(&[deliver]).is_empty());
+    let again = m.tx(0, TxPayload::Attest(m.attestation(0, 3, 5_000)));
+    assert!(m.block(&[again]).is_empty());
+    assert_eq!(
+        m.chain.head_state().market().outstanding_wh(&m.c.member(0)),
+        WattHours::new(15_000)
+    );
+    // A home with no battery and no PV cannot attest at all.
+    let mut c = Community::new(2, SelectionRule::Paper);
+    c.genesis.members[1].equipment = gridlet_ledger::genesis::Equipment::gateway(0, 0);
+    let mut m = Market::with_community(c);
+    let none = m.tx(1, TxPayload::Attest(m.attestation(1, 1, 1)));
+    assert!(matches!(
+        m.block(&[none])[0].1,
+        TxError::BeyondEquipment { bound: 0, .. }
+    ));
 }
 
 #[test]

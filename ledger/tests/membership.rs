@@ -53,6 +53,7 @@ fn a_home_joins_once_a_quorum_approves_then_sends_produces_and_certifies() {
         name: "home-4".into(),
         key: joiner,
         attestor,
+        equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
     };
     // Outside the set, the joiner can neither send nor be elected.
     let (_, refused) = block(&c, &mut ch, &[c.transfer(4, 0, 1, 0)]);
@@ -200,6 +201,7 @@ fn proposals_are_bounded_and_must_apply() {
             name: name.into(),
             key,
             attestor,
+            equipment: gridlet_ledger::genesis::Equipment::device(20_000, 10_000),
         })
     };
     let others: Vec<MemberKey> = (10..15)

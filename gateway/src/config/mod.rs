@@ -295,12 +295,6 @@ impl GatewayConfig {
                 "must be non-empty and free of MQTT wildcards",
             ));
         }
-        if raw.battery.is_some() && raw.attestor_key_file.is_none() {
-            return Err(field(
-                "attestor_key_file",
-                "a battery needs its attestor key to sign attestations and receipts",
-            ));
-        }
         if let Some(b) = &raw.battery {
             if !(50..=60_000).contains(&b.poll_ms) {
                 return Err(field(

@@ -39,6 +39,12 @@ pub(super) fn gateway_config(
         auctions,
         schedule,
     } = *knobs;
+    // The battery signs, except in schedule mode (see `equipment_of`).
+    let attestor = if schedule {
+        "attestor_key_file = \"battery.key\""
+    } else {
+        "# The battery holds the attestor key and signs (signer = device in genesis)."
+    };
     let schedule_section = if schedule {
         "\n[schedule]\nforecast = \"forecast.json\"\nlead_hours = 12\nresend_ms = 500\ndeadline_s = 300\n"
     } else {
@@ -49,7 +55,7 @@ pub(super) fn gateway_config(
 data_dir = "."
 key_file = "home.key"
 genesis = "../../genesis.json"
-attestor_key_file = "battery.key"
+{attestor}
 
 [node]
 name = "{name}"

@@ -22,7 +22,7 @@ use gridlet_hil::community::{
 use gridlet_hil::home::{Counters, Flows, HomeProfile, MeterOutput, SimHome};
 use gridlet_hil::pty::NativePty;
 use gridlet_ledger::crypto::deterministic_key;
-use gridlet_ledger::genesis::Member;
+use gridlet_ledger::genesis::{Equipment, Member};
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::{Genesis, MemberKey};
 use serde_json::json;
@@ -107,6 +107,22 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     runtime.block_on(run_async(o, &homes_dir))
 }
 
+/// A simulated home's equipment as its genesis entry states it: the HIL battery's capacity and
+/// the PV array's nameplate. The HIL battery holds the attestor key and signs — except in
+/// schedule mode, whose meter readings are signed with the key on the gateway (a meter that
+/// signs its own readings is not simulated), so those homes run gateway-signed.
+fn equipment_of(profile: &HomeProfile, schedule: bool) -> Equipment {
+    let (battery_wh, pv_w) = (
+        u64::from(profile.capacity_wh),
+        u64::from(profile.nameplate_w),
+    );
+    if schedule {
+        Equipment::gateway(battery_wh, pv_w)
+    } else {
+        Equipment::device(battery_wh, pv_w)
+    }
+}
+
 async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value> {
     // The community: keys, members, genesis.
     let members: Vec<Member> = (0..o.homes as u64)
@@ -114,6 +130,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             name: format!("home-{i}"),
             key: MemberKey::from_secret(&deterministic_key(o.seed, i)),
             attestor: MemberKey::from_secret(&deterministic_key(o.seed ^ 0xE55, i)),
+            equipment: equipment_of(&HomeProfile::from_seed(o.seed, i), o.schedule),
             balance: MicroCredits::new(100_000_000),
         })
         .collect();
@@ -192,10 +209,17 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         let dir = homes_dir.join(i.to_string());
         std::fs::create_dir_all(&dir)?;
         keys::write_new(&dir.join("home.key"), &deterministic_key(o.seed, i as u64))?;
-        keys::write_new(
-            &dir.join("battery.key"),
-            &deterministic_key(o.seed ^ 0xE55, i as u64),
-        )?;
+        let attestor_key = deterministic_key(o.seed ^ 0xE55, i as u64);
+        if o.schedule {
+            keys::write_new(&dir.join("battery.key"), &attestor_key)?;
+        } else {
+            // The battery holds the key; the gateway never sees it.
+            home.commission_signer(gridlet_hil::signing_device::SigningDevice::new(
+                attestor_key,
+                genesis.hash(),
+                member.key,
+            ));
+        }
         chain_cmd::install_genesis(&dir, &genesis)?;
         if o.schedule {
             std::fs::write(

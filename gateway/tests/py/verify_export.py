@@ -96,7 +96,7 @@ def genesis_hash(g):
     out += u32(len(g["members"]))
     for m in g["members"]:
         out += var(m["name"].encode()) + bytes.fromhex(m["key"]) + bytes.fromhex(m["attestor"]) \
-            + u64(m["balance"])
+            + equipment(m) + u64(m["balance"])
     return H(b"gridlet/genesis/v1", out)
 
 
@@ -125,13 +125,21 @@ def merkle_root(ids):
     return mth(leaves)
 
 
+def equipment(m):
+    """A member's signer byte, battery Wh and PV W (protocol.md §3)."""
+    e = m["equipment"]
+    signer = {"gateway": 0, "device": 1}[e["signer"]]
+    return bytes([signer]) + u64(e["battery_wh"]) + u64(e["pv_w"])
+
+
 def main():
     genesis = json.load(open(sys.argv[1]))
     chain_id = genesis_hash(genesis)
     sel = genesis["selection"]
     members = sorted(bytes.fromhex(m["key"]) for m in genesis["members"])
     accounts = {bytes.fromhex(m["key"]): [m["balance"], 0] for m in genesis["members"]}
-    roster = {bytes.fromhex(m["key"]): (m["name"].encode(), bytes.fromhex(m["attestor"]))
+    roster = {bytes.fromhex(m["key"]): (m["name"].encode(), bytes.fromhex(m["attestor"]),
+                                        equipment(m))
               for m in genesis["members"]}
     community = 0
     last_produced = {}
@@ -243,8 +251,8 @@ def main():
         # Membership (§7.1): genesis's members, since height 0; no open proposals.
         enc += u32(len(roster))
         for k in sorted(roster):
-            name, attestor = roster[k]
-            enc += k + var(name) + attestor + u64(0)
+            name, attestor, eq = roster[k]
+            enc += k + var(name) + attestor + eq + u64(0)
         enc += u32(0)
         state_hash = H(b"gridlet/state/v1", enc)
         if state_hash != f_state:

@@ -315,6 +315,13 @@ impl MarketState {
         WattHours::new(total)
     }
 
+    /// Energy a home attested and has not delivered: sellable, offered, pooled or sold and not
+    /// yet reported delivered. Bounded by the home's equipment (protocol.md §12.1).
+    pub fn outstanding_wh(&self, home: &MemberKey) -> WattHours {
+        self.attested_wh(home)
+            .saturating_sub(self.delivered_wh(home))
+    }
+
     /// Whether every Wh `home` sold traces to its attested generation: its trades' allocations
     /// sum to what they sold, and it delivered no more than it attested.
     pub fn provenance_holds(&self, home: &MemberKey) -> bool {

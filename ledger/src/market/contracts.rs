@@ -77,6 +77,23 @@ impl LedgerState {
                 interval: a.interval,
             });
         }
+        let bound = self
+            .membership()
+            .equipment(home)
+            .map_or(0, |e| e.attest_bound_wh());
+        let outstanding = self
+            .market
+            .outstanding_wh(home)
+            .get()
+            .saturating_add(a.energy_wh.get());
+        if outstanding > bound {
+            return Err(TxError::BeyondEquipment {
+                home: *home,
+                attested: a.energy_wh.get(),
+                outstanding,
+                bound,
+            });
+        }
         Ok(())
     }
 

@@ -28,6 +28,9 @@ impl Community {
                 name: format!("home-{i}"),
                 key: MemberKey::from_secret(k),
                 attestor: MemberKey::from_secret(&deterministic_key(43, i as u64)),
+                // Room for the market tests' many attestations; the bound itself is tested
+                // with a house-sized home in market.rs.
+                equipment: gridlet_ledger::genesis::Equipment::device(200_000, 10_000),
                 balance: MicroCredits::new(1_000_000),
             })
             .collect();
