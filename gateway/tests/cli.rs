@@ -360,6 +360,48 @@ fn check(config: &std::path::Path) -> (bool, String) {
 }
 
 #[test]
+fn check_holds_the_config_to_who_signs_as_genesis_declares_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = check_home(d, "");
+    // The same home, declared device-signed: its battery holds the key.
+    let member = format!(
+        "home-0,{},{},9000,4000,device",
+        d.join("home.key.pub").display(),
+        d.join("battery.key.pub").display()
+    );
+    let genesis = d.join("genesis.json");
+    std::fs::remove_file(&genesis).unwrap();
+    let (ok, _, err) = gridlet(&[
+        "genesis",
+        "--member",
+        &member,
+        "--out",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out) = check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  genesis:") && out.contains("the key belongs in the battery"),
+        "{out}"
+    );
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("attestor_key_file = \"battery.key\"\n", ""),
+    )
+    .unwrap();
+    let (ok, out) = check(&config);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("its battery signs its claims, at most 13000 Wh attested and not delivered"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_passes_a_sound_home_and_names_what_is_wrong_in_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
