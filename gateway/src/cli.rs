@@ -213,6 +213,11 @@ pub enum Command {
         /// readings; runs half an hour into the next day to bill).
         #[arg(long, value_enum, default_value_t = MarketMode::Live)]
         market: MarketMode,
+        /// Simulate the day under every market (live, auctions, schedule) into REPORT/<market>
+        /// and print them side by side with no trading and the perfect-foresight reference day
+        /// (REPORT/compare.json); one whole day from midnight.
+        #[arg(long, conflicts_with_all = ["auctions", "market"])]
+        compare: bool,
     },
     /// The consensus fault suite: a simulated community of real gateways, each behind its own
     /// TCP relay, with partitions (2 | 3, 1 | 4), disconnects, SIGSTOP and SIGKILL while trades

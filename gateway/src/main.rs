@@ -176,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
             start_hour,
             auctions,
             market,
+            compare,
         } => {
             use std::io::IsTerminal;
             let auctions = auctions || market == MarketMode::Auctions;
@@ -188,7 +189,7 @@ fn run(cli: Cli) -> Result<()> {
                 !schedule || start_hour == 0.0,
                 "--market schedule plans whole days: start at hour 0"
             );
-            let summary = sim::run(&sim::SimOptions {
+            let options = sim::SimOptions {
                 homes,
                 hours,
                 speedup,
@@ -201,8 +202,15 @@ fn run(cli: Cli) -> Result<()> {
                 schedule,
                 progress: std::io::stderr().is_terminal(),
                 faults: None,
-            })?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            };
+            if compare {
+                let (value, table) = sim::compare::run(&options)?;
+                println!("{table}");
+                println!("{}", serde_json::to_string(&value["goals"])?);
+            } else {
+                let summary = sim::run(&options)?;
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
         }
         Command::Faults {
             homes,

@@ -21,6 +21,8 @@ pub struct DayObservations {
     pub stored_at_midnight: Option<(u64, i64)>,
     /// Home 0's `/api/schedule` at the end.
     pub home_0_api: Option<serde_json::Value>,
+    /// The homes' load over the run, W·ms.
+    pub load_wms: u64,
 }
 
 /// A day, ms.
@@ -336,6 +338,9 @@ pub fn community_report(
             "community_import_without_trading_wh": energy.1.import_mwh / 1000,
             "community_export_without_trading_wh": energy.1.export_mwh / 1000,
             "home_import_wh": sims.iter().map(|h| h.meter.import_mwh / 1000).collect::<Vec<_>>(),
+            "community_load_wh": exchange.load_wms / 3_600_000,
+            "self_sufficiency_pct": self_sufficiency_pct(exchange.load_wms, energy.0.import_mwh),
+            "self_sufficiency_without_trading_pct": self_sufficiency_pct(exchange.load_wms, energy.1.import_mwh),
             "battery_discharged_wh": battery_discharged_wh,
             "meter_send_errors": facts.meter_errors,
         },
@@ -391,4 +396,14 @@ pub fn community_report(
         prices,
         failures,
     }
+}
+
+/// The share of the load not drawn from the main grid, % to one decimal (`null` without load).
+fn self_sufficiency_pct(load_wms: u64, import_mwh: u64) -> serde_json::Value {
+    let load_mwh = load_wms as f64 / 3_600.0;
+    if load_mwh <= 0.0 {
+        return serde_json::Value::Null;
+    }
+    let pct = (1.0 - import_mwh as f64 / load_mwh) * 100.0;
+    json!((pct * 10.0).round() / 10.0)
 }

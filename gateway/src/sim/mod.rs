@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::chart::ChartSample;
 
+pub mod compare;
 pub mod faults;
 mod home_config;
 mod procs;
@@ -350,6 +351,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     let mut community = Counters::default();
     let mut community_shadow = Counters::default();
     let mut meter_errors = 0u64;
+    let mut load_wms = 0u64;
     let mut last_height = 0u64;
     let mut last_trades = 0usize;
     let mut logged_decile = u64::MAX;
@@ -411,6 +413,8 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         last_ms = now;
         let flows: Vec<Flows> = sims.iter_mut().map(|h| h.step(dt)).collect();
         let community_w: i64 = flows.iter().map(|f| f.grid_w).sum();
+        let load_w: i64 = flows.iter().map(|f| f.load_w.max(0)).sum();
+        load_wms = load_wms.saturating_add(u64::try_from(load_w).unwrap_or(0).saturating_mul(dt));
         let shadow_w: i64 = sims.iter().map(|h| h.shadow_grid_w()).sum();
         community.add(community_w, dt);
         community_shadow.add(shadow_w, dt);
@@ -533,6 +537,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         self_consumption_wms: interval_shadow,
         stored_at_midnight,
         home_0_api: api_schedule,
+        load_wms,
     };
     let mut summary = report(
         o,
