@@ -32,6 +32,11 @@ pub(crate) async fn members(state: web::Data<ApiState>) -> impl Responder {
                 "key": key.to_hex(),
                 "name": info.name,
                 "attestor": info.attestor.to_hex(),
+                // Who signs its claims (`device`: its battery; `gateway`: lower trust) and
+                // what its equipment bounds them by.
+                "signer": info.equipment.signer,
+                "battery_wh": info.equipment.battery_wh,
+                "pv_w": info.equipment.pv_w,
                 "since": info.since,
                 "me": *key == state.member,
             })

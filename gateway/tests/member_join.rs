@@ -5,6 +5,7 @@
 
 mod common;
 
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -195,6 +196,20 @@ fn a_new_home_is_admitted_by_the_others_syncs_and_takes_part() {
         let members = m["members"].as_array()?;
         (members.len() == 4 && members.iter().any(|x| x["key"] == d_key.as_str())).then_some(())
     });
+    // Its equipment is in the state: `--add NAME,KEY,ATTESTOR` took the defaults.
+    let m = get(api["a"], "/api/members").unwrap();
+    let entry = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == d_key.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&entry["signer"], &entry["battery_wh"], &entry["pv_w"]),
+        (&json!("gateway"), &json!(10_000), &json!(5_000)),
+        "{entry}"
+    );
 
     // The new home starts on the same genesis and catches up.
     gateways.push(spawn_gateway(d, "d"));
