@@ -53,21 +53,19 @@ fn u(v: &Value) -> i64 {
 
 /// Spread of the trade prices: (min, max, relative spread (max − min) / mean in %).
 fn price_spread(prices: &Value) -> Value {
-    let p: Vec<f64> = prices
+    let p: Vec<u64> = prices
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x["price"].as_f64()).collect())
+        .map(|a| a.iter().filter_map(|x| x["price"].as_u64()).collect())
         .unwrap_or_default();
-    if p.is_empty() {
+    let (Some(min), Some(max)) = (p.iter().min().copied(), p.iter().max().copied()) else {
         return Value::Null;
-    }
-    let (min, max) = p
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
-    let mean = p.iter().sum::<f64>() / p.len() as f64;
+    };
+    let mean = p.iter().sum::<u64>() as f64 / p.len() as f64;
+    let (min_f, max_f) = (min as f64, max as f64);
     json!({
         "min": min,
         "max": max,
-        "spread_pct": if mean > 0.0 { ((max - min) / mean * 1000.0).round() / 10.0 } else { 0.0 },
+        "spread_pct": if mean > 0.0 { ((max_f - min_f) / mean * 1000.0).round() / 10.0 } else { 0.0 },
     })
 }
 
@@ -203,7 +201,7 @@ mod tests {
                 },
                 "market": {
                     "trades": 12, "wh_delivered_on_chain": 9_000,
-                    "trade_prices": [{"hour": 1.0, "price": 100.0}, {"hour": 2.0, "price": 300.0}],
+                    "trade_prices": [{"hour": 1.0, "price": 100}, {"hour": 2.0, "price": 300}],
                 },
                 "reference_day": {"import_wh": 1_000, "export_wh": 7_000,
                                   "import_reduction_achieved_pct": achieved},
