@@ -203,7 +203,7 @@ pub fn draw(
             .map(|p| Circle::new((p.0, milli(p.1)), 4, PALETTE[2].filled())),
     )
     .map_err(|e| anyhow!("chart: {e}"))?
-    .label(format!("{} sales", prices.len()))
+    .label(format!("{} trades", prices.len()))
     .legend(|(x, y)| Circle::new((x + 10, y), 4, PALETTE[2].filled()));
     legend(&mut c)?;
     root.present().map_err(|e| anyhow!("chart: {e}"))?;

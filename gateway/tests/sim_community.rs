@@ -231,6 +231,20 @@ fn a_community_on_mosquitto_trades_in_auctions_and_agrees() {
             .unwrap()
             > 0
     );
+    // Each auction trade's price (its seller's revenue per kWh) lies in the genesis's band
+    // (the floor less integer rounding of the revenue shares: a few µcr on a small lot).
+    let prices = summary["market"]["trade_prices"].as_array().unwrap();
+    assert_eq!(
+        prices.len() as u64,
+        summary["market"]["auction_trades"].as_u64().unwrap(),
+        "{summary:#}"
+    );
+    assert!(
+        prices
+            .iter()
+            .all(|p| (49_500..=300_000).contains(&p["price"].as_u64().unwrap())),
+        "{summary:#}"
+    );
     let cfg = std::fs::read_to_string(report.join("homes/0/gateway.toml")).unwrap();
     assert!(cfg.contains("auctions = true"));
 }

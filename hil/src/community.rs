@@ -145,7 +145,8 @@ pub struct RunFacts {
 pub struct CommunityReport {
     /// The summary written to `report.json`.
     pub summary: serde_json::Value,
-    /// Sale prices by community hour (hours since the first midnight, as the chart's samples).
+    /// Trade prices by community hour (hours since the first midnight, as the chart's samples):
+    /// a sale's contract price, an auction trade's revenue per kWh.
     pub prices: Vec<(f64, u64)>,
     /// The invariants that do not hold, as messages.
     pub failures: Vec<String>,
@@ -222,19 +223,27 @@ pub fn community_report(
         });
     let mut prices: Vec<(f64, u64)> = Vec::new();
     for t in market.trades.values() {
-        if let TradeSource::Sale { contract } = t.source {
-            if let Some(c) = market.contracts.get(&contract) {
-                // The hour of the community clock the trade's block was made at (its slot: heights
-                // start at 1 whenever the run starts, and skip missed slots).
-                let slot = t
-                    .traded_height
-                    .checked_sub(1)
-                    .and_then(|i| slots.get(i as usize))
-                    .copied()
-                    .unwrap_or(0);
-                let hour = genesis.slot_start_ms(slot) as f64 / 3_600_000.0;
-                prices.push((hour, c.price.get()));
+        // A sale's price is its contract's; an auction trade's is what its seller earned per
+        // kWh (its share of the round's revenue over its sold energy).
+        let price = match t.source {
+            TradeSource::Sale { contract } => {
+                market.contracts.get(&contract).map(|c| c.price.get())
             }
+            TradeSource::Auction { .. } => (u128::from(t.payment.get()) * 1_000)
+                .checked_div(u128::from(t.energy_wh.get()))
+                .and_then(|p| u64::try_from(p).ok()),
+        };
+        if let Some(price) = price {
+            // The hour of the community clock the trade's block was made at (its slot: heights
+            // start at 1 whenever the run starts, and skip missed slots).
+            let slot = t
+                .traded_height
+                .checked_sub(1)
+                .and_then(|i| slots.get(i as usize))
+                .copied()
+                .unwrap_or(0);
+            let hour = genesis.slot_start_ms(slot) as f64 / 3_600_000.0;
+            prices.push((hour, price));
         }
     }
     prices.sort_by(|a, b| a.0.total_cmp(&b.0));
