@@ -86,28 +86,29 @@ impl DeviceSigner {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut io = self.io.lock().await;
         let (link, unit) = io.link_and_unit();
-        let link_err = |e: String| AttestError::Link(e);
-        let header = link
-            .read_holding(unit, BASE, KEY_AT + KEY_WORDS as u16)
-            .await
-            .map_err(|e| link_err(e.to_string()))?
-            .map_err(|code| link_err(format!("exception {code:?}: no signing block")))?;
-        let key = decode_header(&header).map_err(|e| link_err(e.to_string()))?;
+        let header = answered(
+            "the header",
+            link.read_holding(unit, BASE, KEY_AT + KEY_WORDS as u16)
+                .await,
+        )?;
+        let key = decode_header(&header).map_err(|e| AttestError::Link(e.to_string()))?;
         if MemberKey(key).to_public_key().ok() != Some(self.expected) {
             return Err(AttestError::BadSignature);
         }
-        link.write_registers(unit, BASE + REQUEST_AT, &request.encode(seq))
-            .await
-            .map_err(|e| link_err(e.to_string()))?
-            .map_err(|code| link_err(format!("request refused with exception {code:?}")))?;
-        let words = link
-            .read_holding(unit, BASE + RESPONSE_AT, RESPONSE_WORDS as u16)
-            .await
-            .map_err(|e| link_err(e.to_string()))?
-            .map_err(|code| link_err(format!("response refused with exception {code:?}")))?;
-        let response = SignResponse::decode(&words).map_err(|e| link_err(e.to_string()))?;
+        answered(
+            "the request",
+            link.write_registers(unit, BASE + REQUEST_AT, &request.encode(seq))
+                .await,
+        )?;
+        let words = answered(
+            "the response",
+            link.read_holding(unit, BASE + RESPONSE_AT, RESPONSE_WORDS as u16)
+                .await,
+        )?;
+        let response =
+            SignResponse::decode(&words).map_err(|e| AttestError::Link(e.to_string()))?;
         if response.seq != seq {
-            return Err(link_err(format!(
+            return Err(AttestError::Link(format!(
                 "answered request {} where {seq} was asked",
                 response.seq
             )));
@@ -145,6 +146,17 @@ impl DeviceSigner {
             SignOutcome::NotCommissioned => Err(AttestError::NotCommissioned),
             other => Err(AttestError::Link(format!("unexpected answer {other:?}"))),
         }
+    }
+}
+
+/// A Modbus exchange's value, or why `what` did not get through.
+fn answered<T>(what: &str, r: gridlet_drivers::modbus::ModbusResult<T>) -> Result<T, AttestError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(code)) => Err(AttestError::Link(format!(
+            "{what} was refused with exception {code:?}"
+        ))),
+        Err(e) => Err(AttestError::Link(format!("{what}: {e}"))),
     }
 }
 

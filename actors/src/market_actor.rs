@@ -416,19 +416,10 @@ impl MarketActor {
             self.ledger.clone(),
         );
         actix::spawn(async move {
-            let attestation = match fresh {
-                None => None,
-                Some(wh) => match attestor.attest(&chain_id, &me, interval, wh).await {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        metrics::counter!(crate::metrics::CLAIMS_UNSIGNED, "kind" => "attestation")
-                            .increment(1);
-                        tracing::warn!(%e, energy_wh = wh.get(), "not offering");
-                        return;
-                    }
-                },
-            };
-            ledger.do_send(SignAndSubmit(build(attestation)));
+            match fresh_attestation(&attestor, &chain_id, &me, interval, fresh).await {
+                Ok(attestation) => ledger.do_send(SignAndSubmit(build(attestation))),
+                Err(e) => tracing::warn!(%e, "not offering"),
+            }
         });
     }
 
@@ -758,18 +749,31 @@ async fn attested_sale(
     market: &MarketState,
     msg: Offer,
 ) -> Result<TxPayload, SubmitError> {
-    let attestation = match fresh_attestation_wh(market, me, msg.energy_wh) {
-        None => None,
-        Some(wh) => Some(
-            attestor
-                .attest(chain_id, me, msg.interval, wh)
-                .await
-                .map_err(|e| {
-                    metrics::counter!(crate::metrics::CLAIMS_UNSIGNED, "kind" => "attestation")
-                        .increment(1);
-                    SubmitError::Refused(e.to_string())
-                })?,
-        ),
-    };
+    let fresh = fresh_attestation_wh(market, me, msg.energy_wh);
+    let attestation = fresh_attestation(attestor, chain_id, me, msg.interval, fresh)
+        .await
+        .map_err(|e| SubmitError::Refused(e.to_string()))?;
     Ok(sale_payload(msg, attestation))
+}
+
+/// `fresh` Wh (if any) attested for `interval` by whoever signs this home's claims; a refusal
+/// is counted.
+async fn fresh_attestation(
+    attestor: &Attestor,
+    chain_id: &Hash32,
+    me: &MemberKey,
+    interval: u64,
+    fresh: Option<WattHours>,
+) -> Result<Option<Attestation>, AttestError> {
+    let Some(wh) = fresh else {
+        return Ok(None);
+    };
+    attestor
+        .attest(chain_id, me, interval, wh)
+        .await
+        .map(Some)
+        .inspect_err(|_| {
+            metrics::counter!(crate::metrics::CLAIMS_UNSIGNED, "kind" => "attestation")
+                .increment(1);
+        })
 }

@@ -2,6 +2,8 @@
 //! released exactly (read back from the simulator), journaled first, reported once, and never
 //! released again after a restart.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,10 +17,6 @@ use gridlet_actors::devices::{MeterFeed, MeterReadings};
 use gridlet_actors::journal::{ReleaseJournal, ReleaseState};
 use gridlet_core::net_power::NetPowerMessage;
 use gridlet_core::release::ReleaseOrder;
-use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
-use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
-use gridlet_drivers::quality::Limits;
-use gridlet_drivers::sunspec::WordOrder;
 use gridlet_hil::devices::DeviceModel;
 use gridlet_hil::{FaultPlan, ModbusSim, SimDevice};
 use gridlet_ledger::Hash32;
@@ -57,22 +55,7 @@ async fn battery_with_meter(
     meter: Option<MeterFeed>,
     status: Arc<Mutex<BatteryStatus>>,
 ) -> Addr<BatteryStorage> {
-    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
-    let device = SunSpecDevice::discover(
-        &mut link,
-        DeviceSettings {
-            unit: 1,
-            order: WordOrder::BigEndian,
-            invert: false,
-            limits: Limits {
-                nameplate_w: Some(5_000.0),
-            },
-            stale_after: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (link, device) = common::discover_battery(sim.addr).await;
     let collector = Collector(out).start();
     let battery = BatteryStorage::new(
         link,

@@ -4,6 +4,8 @@
 //! another key refuses to pass its signature on. The chain takes the battery's attestation
 //! and refuses one the gateway forged with a key of its own.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,10 +16,6 @@ use gridlet_actors::battery::{BatterySettings, BatteryStorage, Delivered, Releas
 use gridlet_actors::clock::Clock;
 use gridlet_actors::journal::ReleaseJournal;
 use gridlet_core::release::ReleaseOrder;
-use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
-use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
-use gridlet_drivers::quality::Limits;
-use gridlet_drivers::sunspec::WordOrder;
 use gridlet_hil::devices::DeviceModel;
 use gridlet_hil::modbus_sim::SharedDevices;
 use gridlet_hil::signing_device::SigningDevice;
@@ -72,22 +70,7 @@ fn spawn_physics(devices: SharedDevices) {
 }
 
 async fn battery(sim: &ModbusSim, dir: &std::path::Path, chain_id: Hash32) -> BatteryStorage {
-    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
-    let device = SunSpecDevice::discover(
-        &mut link,
-        DeviceSettings {
-            unit: 1,
-            order: WordOrder::BigEndian,
-            invert: false,
-            limits: Limits {
-                nameplate_w: Some(5_000.0),
-            },
-            stale_after: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (link, device) = common::discover_battery(sim.addr).await;
     let out = Arc::new(Mutex::new(Vec::new()));
     BatteryStorage::new(
         link,

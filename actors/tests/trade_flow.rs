@@ -3,6 +3,8 @@
 //! (the HIL simulator over Modbus) releases exactly the traded Wh, A's battery signs the
 //! receipt, and escrow pays A.
 
+mod common;
+
 use gridlet_ledger::{MicroCredits, Price, WattHours};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,10 +21,6 @@ use gridlet_actors::market_actor::{Buy, HomeLink, MarketActor, Offer};
 use gridlet_core::node::{Node, NodeConfig};
 use gridlet_core::strategy::StrategyConfig;
 use gridlet_drivers::backoff::BackoffPolicy;
-use gridlet_drivers::device::{DeviceSettings, SunSpecDevice};
-use gridlet_drivers::modbus::{Endpoint, LinkConfig, ModbusLink};
-use gridlet_drivers::quality::Limits;
-use gridlet_drivers::sunspec::WordOrder;
 use gridlet_hil::devices::DeviceModel;
 use gridlet_hil::{FaultPlan, ModbusSim, SimDevice};
 use gridlet_ledger::crypto::deterministic_key;
@@ -156,22 +154,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             }
         }
     });
-    let mut link = ModbusLink::new(LinkConfig::new(Endpoint::Tcp(sim.addr)));
-    let device = SunSpecDevice::discover(
-        &mut link,
-        DeviceSettings {
-            unit: 1,
-            order: WordOrder::BigEndian,
-            invert: false,
-            limits: Limits {
-                nameplate_w: Some(5_000.0),
-            },
-            stale_after: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (link, device) = common::discover_battery(sim.addr).await;
     let journal_dir = tempfile::tempdir().unwrap();
     let journal = ReleaseJournal::open(journal_dir.path()).unwrap();
     let ledger_a = ledgers[0].clone();

@@ -626,19 +626,21 @@ mod tests {
             offer_headroom(&market, &me, WattHours::new(1_500)),
             WattHours::new(1_500)
         );
+        let view = |market, attest_bound| ChainView {
+            height: 10,
+            market,
+            balance: MicroCredits::new(0),
+            auction_round_blocks: 20,
+            bid_pending: false,
+            attest_bound,
+        };
+        let now = 3 * cfg.period_ms;
         let d = decide(
             &cfg,
             &me,
-            3 * cfg.period_ms,
+            now,
             &full_battery(),
-            &ChainView {
-                height: 10,
-                market: &market,
-                balance: MicroCredits::new(0),
-                auction_round_blocks: 20,
-                bid_pending: false,
-                attest_bound: WattHours::new(1_500),
-            },
+            &view(&market, WattHours::new(1_500)),
         );
         assert!(matches!(
             d[..],
@@ -653,19 +655,13 @@ mod tests {
             None
         );
         // A home without battery or PV in genesis offers nothing.
+        let empty = MarketState::default();
         let d = decide(
             &cfg,
             &key(1),
-            3 * cfg.period_ms,
+            now,
             &full_battery(),
-            &ChainView {
-                height: 10,
-                market: &MarketState::default(),
-                balance: MicroCredits::new(0),
-                auction_round_blocks: 20,
-                bid_pending: false,
-                attest_bound: WattHours::ZERO,
-            },
+            &view(&empty, WattHours::ZERO),
         );
         assert!(d.is_empty(), "{d:?}");
     }

@@ -139,26 +139,11 @@ fn membership(
             m.name
         );
     }
-    use gridlet_ledger::genesis::AttestorSigner;
-    let signs = match (
+    let signs = signer_fits(
         m.equipment.signer,
         attestor.is_some(),
         cfg.battery.is_some(),
-    ) {
-        (AttestorSigner::Device, true, _) => anyhow::bail!(
-            "genesis declares that {}'s battery signs its claims (signer = device), but \
-             `attestor_key_file` gives the gateway the key: remove it, the key belongs in the \
-             battery",
-            m.name
-        ),
-        (AttestorSigner::Gateway, false, true) => anyhow::bail!(
-            "genesis declares {} gateway-signed (signer = gateway): `attestor_key_file` must \
-             name the attestor key",
-            m.name
-        ),
-        (AttestorSigner::Device, false, _) => "its battery signs its claims",
-        (AttestorSigner::Gateway, _, _) => "gateway-signed claims (lower trust)",
-    };
+    )?;
     Ok(format!(
         "community {}, member {} of {}; {signs}, at most {} Wh attested and not delivered",
         genesis.chain_id,
@@ -166,6 +151,30 @@ fn membership(
         genesis.members.len(),
         m.equipment.attest_bound_wh()
     ))
+}
+
+/// Whether the config fits who signs as the member entry declares it (`gridlet run` holds
+/// itself to the same rule): a device-signed home keeps no attestor key on the gateway, a
+/// gateway-signed home with a battery needs one. Says which mode the home runs in.
+pub(crate) fn signer_fits(
+    signer: gridlet_ledger::genesis::AttestorSigner,
+    key_given: bool,
+    battery: bool,
+) -> Result<&'static str> {
+    use gridlet_ledger::genesis::AttestorSigner;
+    match (signer, key_given, battery) {
+        (AttestorSigner::Device, true, _) => anyhow::bail!(
+            "this home's member entry declares that its battery signs its claims (signer = \
+             device), but `attestor_key_file` gives the gateway the key: remove it, the key \
+             belongs in the battery"
+        ),
+        (AttestorSigner::Gateway, false, true) => anyhow::bail!(
+            "this home's member entry declares it gateway-signed (signer = gateway): \
+             `attestor_key_file` must name the attestor key to sign with"
+        ),
+        (AttestorSigner::Device, false, _) => Ok("its battery signs its claims"),
+        (AttestorSigner::Gateway, _, _) => Ok("gateway-signed claims (lower trust)"),
+    }
 }
 
 /// Whether something accepts TCP connections at `host:port` within 2 s.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gridlet_actors::attestor::Attestor;
 use gridlet_actors::battery::BatteryStorage;
 use gridlet_actors::bus::{self, BusConfig};
@@ -477,29 +477,20 @@ fn choose_signer(
     members: &gridlet_ledger::membership::Membership,
     key: Option<secp256k1::SecretKey>,
 ) -> Result<Option<Signer>> {
-    use gridlet_ledger::genesis::AttestorSigner;
     if cfg.battery.is_none() {
         return Ok(None);
     }
     let Some(member) = members.members().get(me) else {
         return Ok(None);
     };
-    match (member.equipment.signer, key) {
-        (AttestorSigner::Device, None) => Ok(Some(Signer::Device(
+    crate::check_cmd::signer_fits(member.equipment.signer, key.is_some(), true)?;
+    Ok(Some(match key {
+        Some(key) => Signer::Gateway(key),
+        None => Signer::Device(
             member
                 .attestor
                 .to_public_key()
                 .context("the member entry's attestor key")?,
-        ))),
-        (AttestorSigner::Device, Some(_)) => bail!(
-            "this home's member entry declares that its battery signs its claims (signer = \
-             device), but config field `attestor_key_file` gives the gateway the key: the key \
-             belongs in the battery — remove `attestor_key_file`"
         ),
-        (AttestorSigner::Gateway, Some(key)) => Ok(Some(Signer::Gateway(key))),
-        (AttestorSigner::Gateway, None) => bail!(
-            "this home's member entry declares it gateway-signed (signer = gateway): config \
-             field `attestor_key_file` must name the attestor key to sign with"
-        ),
-    }
+    }))
 }

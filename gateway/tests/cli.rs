@@ -365,21 +365,7 @@ fn check_holds_the_config_to_who_signs_as_genesis_declares_it() {
     let d = dir.path();
     let config = check_home(d, "");
     // The same home, declared device-signed: its battery holds the key.
-    let member = format!(
-        "home-0,{},{},9000,4000,device",
-        d.join("home.key.pub").display(),
-        d.join("battery.key.pub").display()
-    );
-    let genesis = d.join("genesis.json");
-    std::fs::remove_file(&genesis).unwrap();
-    let (ok, _, err) = gridlet(&[
-        "genesis",
-        "--member",
-        &member,
-        "--out",
-        genesis.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    common::home_genesis(d, ",9000,4000,device");
     let (ok, out) = check(&config);
     assert!(!ok);
     assert!(

@@ -28,6 +28,8 @@ const RECEIPT_SLACK_WH: u64 = 5;
 #[derive(Debug, Clone)]
 pub struct SigningDevice {
     key: SecretKey,
+    /// The key's public half as the block serves it (computed once, not per read).
+    key_words: Vec<u16>,
     chain_id: Hash32,
     home: MemberKey,
     /// Trades begun: whether a charge, and the counter (mWh) at the begin.
@@ -49,6 +51,7 @@ impl SigningDevice {
     pub fn new(key: SecretKey, chain_id: Hash32, home: MemberKey) -> SigningDevice {
         SigningDevice {
             key,
+            key_words: encode_key(&MemberKey::from_secret(&key).0),
             chain_id,
             home,
             trades: BTreeMap::new(),
@@ -74,7 +77,7 @@ impl SigningDevice {
             }
         };
         put(0, &MAGIC);
-        put(KEY_AT, &encode_key(&MemberKey::from_secret(&self.key).0));
+        put(KEY_AT, &self.key_words);
         put(REQUEST_AT, &self.request);
         put(RESPONSE_AT, &self.response.encode());
         w

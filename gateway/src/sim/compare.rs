@@ -72,7 +72,7 @@ fn price_spread(prices: &Value) -> Value {
 /// One row per market from its `report.json`, and the Markdown table.
 pub fn compare(runs: &[(&str, Value)]) -> (Value, String) {
     let mut rows = Vec::new();
-    let first = runs.first().map(|(_, s)| s.clone()).unwrap_or_default();
+    let first = runs.first().map_or(&Value::Null, |(_, s)| s);
     let grid0 = &first["grid"];
     let reference = &first["reference_day"];
     let no_trading_export = u(&grid0["community_export_without_trading_wh"]);
@@ -126,7 +126,8 @@ pub fn compare(runs: &[(&str, Value)]) -> (Value, String) {
         "markets": rows,
         "goals": goals,
     });
-    (value.clone(), markdown(&value))
+    let table = markdown(&value);
+    (value, table)
 }
 
 fn cell(v: &Value) -> String {

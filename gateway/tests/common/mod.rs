@@ -128,12 +128,19 @@ pub fn home_files(dir: &std::path::Path) {
             run(Command::new(BIN).args(["keygen", "--out", dir.join(k).to_str().unwrap()]));
         assert!(ok, "{err}");
     }
+    home_genesis(dir, "");
+}
+
+/// `dir/genesis.json` with one member, home-0, of the keys in `dir`; `equipment` is the
+/// member spec's tail (`""`: the defaults, or e.g. `",9000,4000,device"`).
+pub fn home_genesis(dir: &std::path::Path, equipment: &str) {
     let member = format!(
-        "home-0,{},{}",
+        "home-0,{},{}{equipment}",
         dir.join("home.key.pub").display(),
         dir.join("battery.key.pub").display()
     );
     let genesis = dir.join("genesis.json");
+    let _ = std::fs::remove_file(&genesis);
     let (ok, _, err) = run(Command::new(BIN).args([
         "genesis",
         "--member",
