@@ -165,3 +165,16 @@ fn reopening_refinalizes_as_it_replays_and_counts_a_bad_certificate() {
     assert_eq!(pc.chain().finalized().1, 4);
     assert_eq!(pc.chain().head_height(), 5);
 }
+
+#[test]
+fn a_store_held_open_is_refused_as_in_use_and_free_once_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = SledStore::open(dir.path()).unwrap();
+    match SledStore::open(dir.path()) {
+        Err(StoreError::InUse { path }) => assert!(path.ends_with("blocks.sled"), "{path}"),
+        other => panic!("a store held open must be refused as in use, got {other:?}"),
+    }
+    drop(held);
+    // The lock sled releases lazily after the drop is waited for, not reported.
+    SledStore::open(dir.path()).unwrap();
+}

@@ -111,8 +111,22 @@ pub struct SledStore {
 const META_CHAIN_ID: &[u8] = b"chain_id";
 
 impl SledStore {
-    /// Opens or creates the store under `dir`.
+    /// Opens or creates the store under `dir`. A lock still held is waited for, briefly: sled
+    /// 0.34 releases its file lock from a background flusher thread some moments after the
+    /// last handle drops (spacejam/sled#1234), so a store reopened in the same process can find
+    /// its own lock. Another process holding the store is still refused, after that wait.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        use backon::{BlockingRetryable, ConstantBuilder};
+        let lock_wait = ConstantBuilder::default()
+            .with_delay(std::time::Duration::from_millis(50))
+            .with_max_times(40);
+        (|| SledStore::open_once(dir))
+            .retry(lock_wait)
+            .when(|e| matches!(e, StoreError::InUse { .. }))
+            .call()
+    }
+
+    fn open_once(dir: &Path) -> Result<SledStore, StoreError> {
         let path = dir.join("blocks.sled");
         let db = sled::open(&path).map_err(|e| match e {
             // sled's file lock (reported as an `Other` I/O error with this text): another
