@@ -16,6 +16,7 @@ use gridlet_ledger::Hash32;
 use crate::clock::Clock;
 use crate::devices::{fresh, MeterFeed};
 use crate::journal::ReleaseJournal;
+use gridlet_core::day_plan::PlanStep;
 use gridlet_core::net_power::{NetPowerMessage, NetPowers};
 use gridlet_core::release::{Action, Metered, PlanFollower, ReleaseOrder, Releaser, Sample};
 
@@ -135,12 +136,12 @@ pub struct BatteryStorage {
     net_powers: NetPowers,
 }
 
-/// Follow the day-ahead plan: hold this battery power (W, positive = discharge) until told
-/// otherwise; `None` hands the battery back to its own control. A trade's release takes
-/// precedence; stale meter data allows charging only.
+/// Follow this interval of the day-ahead plan (hold the scheduled exchange, or the planned
+/// battery power: [`PlanFollower`]) until told otherwise; `None` hands the battery back to its
+/// own control. A trade's release takes precedence; stale meter data allows charging only.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct FollowPlan(pub Option<i32>);
+pub struct FollowPlan(pub Option<PlanStep>);
 
 impl Handler<FollowPlan> for BatteryStorage {
     type Result = ();
@@ -319,7 +320,9 @@ impl BatteryStorage {
             };
             let mut actions = act.releaser.on_sample(sample, act.clock.now_ms());
             if !act.releaser.busy() {
-                actions.extend(act.plan_actions(meter_fresh));
+                // The plan holds the home's exchange only when both powers are known.
+                let metered = sample.metered.filter(|_| bat.power_w.valid().is_some());
+                actions.extend(act.plan_actions(metered.as_ref(), meter_fresh));
             }
             let safe = act.releaser.in_safe_state();
             metrics::gauge!(crate::metrics::BATTERY_SAFE_STATE).set(if safe { 1.0 } else { 0.0 });
@@ -331,8 +334,13 @@ impl BatteryStorage {
     }
 
     /// The set-point the day-ahead plan wants now, when it is due to be written.
-    fn plan_actions(&mut self, meter_fresh: bool) -> Vec<Action> {
-        let (actions, written) = self.plan.step(meter_fresh, self.clock.wall_ms());
+    fn plan_actions(&mut self, metered: Option<&Metered>, meter_fresh: bool) -> Vec<Action> {
+        let (actions, written) = self.plan.step(
+            metered,
+            meter_fresh,
+            self.clock.now_ms(),
+            self.clock.wall_ms(),
+        );
         if let Some(w) = written {
             if let Ok(mut s) = self.status.lock() {
                 s.plan_w = Some(w);

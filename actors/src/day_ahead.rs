@@ -99,8 +99,10 @@ pub struct DayAheadStatus {
     pub planned_days: Vec<u64>,
     /// Days whose planning failed.
     pub failed_days: Vec<u64>,
-    /// The battery set-point the plan asks for now, W.
+    /// The battery power the plan asks for now, W (positive = discharge).
     pub setpoint_w: Option<i32>,
+    /// The home's exchange scheduled now, which the battery holds, W (positive = import).
+    pub scheduled_net_w: Option<i32>,
     /// Signed interval readings made.
     pub readings: u64,
 }
@@ -279,7 +281,22 @@ impl DayAheadActor {
             .zip(&plan.charge_kw)
             .map(|(d, c)| ((d - c) * 1000.0).round() as i32)
             .collect();
-        self.book.plans.insert(day, DayPlan { battery_w });
+        // The exchange the community agreed: the battery holds it against forecast errors.
+        let net_w = plan
+            .net_kw
+            .iter()
+            .map(|x| (x * 1000.0).round() as i32)
+            .collect();
+        let f = &self.cfg.forecast;
+        let limit_w = (f.charge_kw.max(f.discharge_kw) * 1000.0).round() as i32;
+        self.book.plans.insert(
+            day,
+            DayPlan {
+                battery_w,
+                net_w,
+                limit_w,
+            },
+        );
         if let Err(e) = self.save() {
             tracing::error!(%e, "day-ahead plan not stored; not following it");
             self.book.plans.remove(&day);
@@ -368,7 +385,10 @@ impl DayAheadActor {
                     self.ledger.do_send(SignAndSubmit(payload));
                 }
                 DayEffect::Follow(want) => {
-                    metrics::gauge!(m::DAYAHEAD_SETPOINT).set(f64::from(want.unwrap_or(0)));
+                    metrics::gauge!(m::DAYAHEAD_SETPOINT)
+                        .set(f64::from(want.map_or(0, |w| w.battery_w)));
+                    metrics::gauge!(m::DAYAHEAD_SCHEDULED_NET)
+                        .set(f64::from(want.and_then(|w| w.net_w).unwrap_or(0)));
                     if let Some(b) = &self.battery {
                         b.do_send(FollowPlan(want));
                     }
@@ -414,7 +434,8 @@ impl DayAheadActor {
             s.iteration = self.session.as_ref().map_or(0, Session::round);
             s.planned_days = self.book.plans.keys().copied().collect();
             s.failed_days = self.policy.failed_days().collect();
-            s.setpoint_w = self.policy.followed();
+            s.setpoint_w = self.policy.followed().map(|w| w.battery_w);
+            s.scheduled_net_w = self.policy.followed().and_then(|w| w.net_w);
         }
     }
 

@@ -111,6 +111,9 @@ pub const DAYAHEAD_PROPOSALS_REJECTED: &str = "gridlet_dayahead_proposals_reject
 pub const DAYAHEAD_READINGS: &str = "gridlet_dayahead_readings_total";
 /// The battery set-point the day's plan asks for now, W (positive = discharge).
 pub const DAYAHEAD_SETPOINT: &str = "gridlet_dayahead_setpoint_watts";
+/// The home's exchange the day's plan schedules now, which the battery holds, W (positive =
+/// import).
+pub const DAYAHEAD_SCHEDULED_NET: &str = "gridlet_dayahead_scheduled_net_watts";
 
 /// The kind label of a bus message.
 pub fn bus_kind(m: &BusMessage) -> &'static str {
@@ -191,6 +194,10 @@ pub fn describe() {
     describe_gauge!(
         DAYAHEAD_SETPOINT,
         "Battery set-point the day-ahead plan asks for now, W (positive = discharge)."
+    );
+    describe_gauge!(
+        DAYAHEAD_SCHEDULED_NET,
+        "Grid exchange the day-ahead plan schedules now, held by the battery, W (positive = import)."
     );
     describe_counter!(
         DEVICE_POLLS,

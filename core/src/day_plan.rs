@@ -29,11 +29,42 @@ pub struct ChainDay {
     pub billed: bool,
 }
 
-/// This home's plan of a day: battery set-points per interval, W (positive = discharge).
+/// This home's plan of a day: per interval, the battery power and the exchange with the grid
+/// it was planned for, W.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DayPlan {
-    /// Set-point per interval.
+    /// Battery set-point per interval (positive = discharge).
     pub battery_w: Vec<i32>,
+    /// The home's scheduled exchange per interval (positive = import): what the community
+    /// agreed and bills deviations from. Empty in a plan stored before it was kept: then the
+    /// battery power is followed as planned.
+    #[serde(default)]
+    pub net_w: Vec<i32>,
+    /// The battery's power limit the plan was made with, W (both directions).
+    #[serde(default)]
+    pub limit_w: i32,
+}
+
+impl DayPlan {
+    /// What to follow in interval `index`.
+    pub fn step(&self, index: usize) -> Option<PlanStep> {
+        Some(PlanStep {
+            battery_w: *self.battery_w.get(index)?,
+            net_w: self.net_w.get(index).copied().filter(|_| self.limit_w > 0),
+            limit_w: self.limit_w,
+        })
+    }
+}
+
+/// One interval of the plan, as the battery follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanStep {
+    /// The planned battery power, W (positive = discharge).
+    pub battery_w: i32,
+    /// The scheduled exchange to hold, W (positive = import); `None`: follow `battery_w`.
+    pub net_w: Option<i32>,
+    /// The battery's power limit, W.
+    pub limit_w: i32,
 }
 
 /// One stored interval reading (net Wh, the meter's signature as hex, so the actor's file is
@@ -75,8 +106,8 @@ pub enum DayEffect {
     DropSession,
     /// Submit this transaction (a commitment again, or the day's readings).
     Submit(TxPayload),
-    /// The battery should follow this set-point (none: back to its own control).
-    Follow(Option<i32>),
+    /// The battery should follow this interval of the plan (none: back to its own control).
+    Follow(Option<PlanStep>),
     /// The day's readings have a gap: it cannot be billed from this home (said once).
     ReadingsIncomplete {
         /// The day.
@@ -102,7 +133,7 @@ pub struct DayPolicy {
     readings_sent: BTreeMap<u64, u64>,
     /// Days whose readings were found incomplete (warned once).
     incomplete: BTreeSet<u64>,
-    followed: Option<i32>,
+    followed: Option<PlanStep>,
 }
 
 impl DayPolicy {
@@ -130,8 +161,8 @@ impl DayPolicy {
         self.failed.iter().copied()
     }
 
-    /// The set-point followed now.
-    pub fn followed(&self) -> Option<i32> {
+    /// The plan's interval followed now.
+    pub fn followed(&self) -> Option<PlanStep> {
         self.followed
     }
 
@@ -179,9 +210,7 @@ impl DayPolicy {
             .and_then(|i| usize::try_from(i).ok())
             .unwrap_or(usize::MAX);
         let want = if view.chain.contains_key(&today) {
-            view.plans
-                .get(&today)
-                .and_then(|p| p.battery_w.get(index).copied())
+            view.plans.get(&today).and_then(|p| p.step(index))
         } else {
             None
         };
@@ -286,6 +315,8 @@ mod tests {
             1,
             DayPlan {
                 battery_w: vec![500; 96],
+                net_w: (0..96).map(|t| 100 + t).collect(),
+                limit_w: 3_000,
             },
         );
         assert!(
@@ -302,7 +333,12 @@ mod tests {
         chain.insert(2, ChainDay::default());
         assert_eq!(
             p.tick(now, 40, view(&chain, &plans, &readings, false)),
-            vec![DayEffect::Follow(Some(500))]
+            vec![DayEffect::Follow(Some(PlanStep {
+                battery_w: 500,
+                net_w: Some(101),
+                limit_w: 3_000
+            }))],
+            "the second interval's battery power and scheduled exchange"
         );
         assert!(
             p.tick(now, 50, view(&chain, &plans, &readings, false))
@@ -319,6 +355,8 @@ mod tests {
             0,
             DayPlan {
                 battery_w: vec![0; 96],
+                net_w: Vec::new(),
+                limit_w: 0,
             },
         );
         let payload = TxPayload::MeterReadings {
@@ -401,5 +439,19 @@ mod tests {
                 view(&chain, &plans, &readings, true)
             )
             .is_empty());
+    }
+
+    #[test]
+    fn a_plan_stored_before_the_exchange_was_kept_is_followed_by_battery_power() {
+        let old: DayPlan = serde_json::from_str(r#"{"battery_w":[700,-300]}"#).unwrap();
+        assert_eq!(
+            old.step(1),
+            Some(PlanStep {
+                battery_w: -300,
+                net_w: None,
+                limit_w: 0
+            })
+        );
+        assert_eq!(old.step(2), None, "past the plan's intervals");
     }
 }

@@ -25,6 +25,8 @@ use std::collections::VecDeque;
 
 use gridlet_ledger::{DeliveryMode, Hash32, MemberKey};
 
+use crate::day_plan::PlanStep;
+
 /// A release order from the ledger (the trade is final).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseOrder {
@@ -412,38 +414,81 @@ impl Releaser {
 /// (model 124 `InOutWRte_RvrtTms`, which the battery driver sets to 60 s).
 pub const PLAN_REFRESH_MS: u64 = 10_000;
 
-/// Follows the day-ahead plan's battery set-point: says when to write it (changed, or held for
-/// [`PLAN_REFRESH_MS`]) and when to hand the battery back. Without fresh meter data only
-/// charging is allowed (the battery must not feed a grid nobody measures).
+/// Follows the day-ahead plan: says which battery power to write (changed, or held for
+/// [`PLAN_REFRESH_MS`]) and when to hand the battery back.
+///
+/// With fresh meter data and a scheduled exchange, the battery **holds the home's exchange**
+/// where the community scheduled it — its power is the home's own need (`grid + battery`)
+/// less the scheduled import — so a forecast error (a cloud, a kettle) is taken by the
+/// battery, not by the grid: the deviation the billing charges at the grid tariff. Without a
+/// scheduled exchange (a plan stored before it was kept) the planned battery power is written
+/// as it is. Without fresh meter data only charging is allowed (the battery must not feed a
+/// grid nobody measures).
 #[derive(Debug, Clone, Default)]
 pub struct PlanFollower {
-    want_w: Option<i32>,
-    /// The set-point last written and when, ms.
-    sent: Option<(i32, u64)>,
+    want: Option<PlanStep>,
+    sent: Option<Written>,
+}
+
+/// The set-point last written: its power, at which wall ms (for the refresh) and community ms
+/// (a meter reading older than that shows the home before the battery followed it).
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    power_w: i32,
+    wall_ms: u64,
+    now_ms: u64,
 }
 
 impl PlanFollower {
-    /// The plan now asks for `want_w` (none: no plan, the battery's own control).
-    pub fn follow(&mut self, want_w: Option<i32>) {
-        self.want_w = want_w;
+    /// The plan now asks for `want` (none: no plan, the battery's own control).
+    pub fn follow(&mut self, want: Option<PlanStep>) {
+        self.want = want;
     }
 
-    /// What to command at `now_ms`, while no release runs; `Some(w)` is the set-point written.
-    pub fn step(&mut self, meter_fresh: bool, now_ms: u64) -> (Vec<Action>, Option<i32>) {
-        let Some(plan) = self.want_w else {
+    /// What to command, while no release runs; `Some(w)` is the set-point written. `metered`
+    /// is the home's grid and battery power (`None` when either is unknown); `now_ms` is
+    /// community time (the meter's clock), `wall_ms` the refresh's.
+    pub fn step(
+        &mut self,
+        metered: Option<&Metered>,
+        meter_fresh: bool,
+        now_ms: u64,
+        wall_ms: u64,
+    ) -> (Vec<Action>, Option<i32>) {
+        let Some(plan) = self.want else {
             return match self.sent.take() {
                 Some(_) => (vec![Action::Idle], None),
                 None => (Vec::new(), None),
             };
         };
-        let want = if meter_fresh { plan } else { plan.min(0) };
-        let due = self
-            .sent
-            .is_none_or(|(sent, at)| sent != want || now_ms.saturating_sub(at) >= PLAN_REFRESH_MS);
+        let want = match (meter_fresh, plan.net_w, metered, self.sent) {
+            (false, _, _, _) => plan.battery_w.min(0),
+            // The meter has not seen the last set-point yet: keep it.
+            (true, Some(_), Some(m), Some(sent)) if m.grid_read_ms <= sent.now_ms => sent.power_w,
+            (true, Some(net_w), Some(m), _) => {
+                let limit = i64::from(plan.limit_w.max(0));
+                let hold = m
+                    .grid_w
+                    .saturating_add(m.battery_w)
+                    .saturating_sub(i64::from(net_w))
+                    .clamp(limit.saturating_neg(), limit);
+                i32::try_from(hold).unwrap_or(0)
+            }
+            (true, _, _, _) => plan.battery_w,
+        };
+        let due = self.sent.is_none_or(|sent| {
+            i64::from(want).abs_diff(i64::from(sent.power_w)) >= DEADBAND_W
+                || (want == 0) != (sent.power_w == 0)
+                || wall_ms.saturating_sub(sent.wall_ms) >= PLAN_REFRESH_MS
+        });
         if !due {
             return (Vec::new(), None);
         }
-        self.sent = Some((want, now_ms));
+        self.sent = Some(Written {
+            power_w: want,
+            wall_ms,
+            now_ms,
+        });
         (vec![Action::SetPower { power_w: want }], Some(want))
     }
 }
@@ -452,46 +497,100 @@ impl PlanFollower {
 mod plan_tests {
     use super::*;
 
+    fn planned(battery_w: i32) -> Option<PlanStep> {
+        Some(PlanStep {
+            battery_w,
+            net_w: None,
+            limit_w: 0,
+        })
+    }
+
     #[test]
     fn a_set_point_is_written_on_change_and_refreshed_and_charging_only_without_meter_data() {
         let mut f = PlanFollower::default();
         assert_eq!(
-            f.step(true, 0),
+            f.step(None, true, 0, 0),
             (vec![], None),
             "no plan, nothing to hand back"
         );
-        f.follow(Some(800));
+        f.follow(planned(800));
         assert_eq!(
-            f.step(true, 0),
+            f.step(None, true, 0, 0),
             (vec![Action::SetPower { power_w: 800 }], Some(800))
         );
-        assert_eq!(f.step(true, PLAN_REFRESH_MS - 1), (vec![], None));
+        assert_eq!(f.step(None, true, 0, PLAN_REFRESH_MS - 1), (vec![], None));
         assert_eq!(
-            f.step(true, PLAN_REFRESH_MS),
+            f.step(None, true, 0, PLAN_REFRESH_MS),
             (vec![Action::SetPower { power_w: 800 }], Some(800)),
             "refreshed inside the revert timeout"
         );
         assert_eq!(
-            f.step(false, PLAN_REFRESH_MS + 1),
+            f.step(None, false, 0, PLAN_REFRESH_MS + 1),
             (vec![Action::SetPower { power_w: 0 }], Some(0)),
             "stale meter: no discharge"
         );
-        f.follow(Some(-500));
+        f.follow(planned(-500));
         assert_eq!(
-            f.step(false, PLAN_REFRESH_MS + 2).1,
+            f.step(None, false, 0, PLAN_REFRESH_MS + 2).1,
             Some(-500),
             "charging is allowed"
         );
         f.follow(None);
         assert_eq!(
-            f.step(true, PLAN_REFRESH_MS + 3),
+            f.step(None, true, 0, PLAN_REFRESH_MS + 3),
             (vec![Action::Idle], None)
         );
         assert_eq!(
-            f.step(true, PLAN_REFRESH_MS + 4),
+            f.step(None, true, 0, PLAN_REFRESH_MS + 4),
             (vec![], None),
             "handed back once"
         );
+    }
+
+    #[test]
+    fn the_battery_holds_the_scheduled_exchange_when_the_home_differs_from_its_forecast() {
+        let mut f = PlanFollower::default();
+        // Planned: discharge 500 W so that the home imports 200 W.
+        f.follow(Some(PlanStep {
+            battery_w: 500,
+            net_w: Some(200),
+            limit_w: 3_000,
+        }));
+        let home = |grid_w: i64, battery_w: i64, grid_read_ms: u64| Metered {
+            grid_w,
+            battery_w,
+            peer_w: None,
+            grid_read_ms,
+        };
+        // A cloud: the home needs 1 500 W, not 700 W; with the battery idle it imports 1 500 W.
+        let m = home(1_500, 0, 10);
+        assert_eq!(
+            f.step(Some(&m), true, 10, 0).1,
+            Some(1_300),
+            "the battery covers all but the scheduled 200 W"
+        );
+        // The meter has not seen the new set-point yet: kept.
+        let m = home(1_500, 0, 10);
+        assert_eq!(f.step(Some(&m), true, 20, 1).1, None);
+        // Now it has: 200 W import with 1 300 W from the battery — nothing to change.
+        let m = home(205, 1_300, 30);
+        assert_eq!(
+            f.step(Some(&m), true, 40, 2).1,
+            None,
+            "within the dead band"
+        );
+        // The need exceeds the battery's limit: it gives its limit.
+        let m = home(4_000, 1_300, 50);
+        assert_eq!(f.step(Some(&m), true, 60, 3).1, Some(3_000));
+        // More sun than forecast: the surplus goes into the battery, the import stays.
+        let m = home(-1_000, 3_000, 70);
+        assert_eq!(f.step(Some(&m), true, 80, 4).1, Some(1_800));
+        let m = home(-2_500, 0, 90);
+        assert_eq!(f.step(Some(&m), true, 100, 5).1, Some(-2_700), "charging");
+        // Without battery data, the planned power; a stale meter, charging only.
+        assert_eq!(f.step(None, true, 110, 6).1, Some(500));
+        let m = home(1_500, 0, 120);
+        assert_eq!(f.step(Some(&m), false, 130, 7).1, Some(0));
     }
 }
 

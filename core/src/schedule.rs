@@ -181,7 +181,8 @@ pub(crate) const VARS_PER_INTERVAL: usize = 5;
 pub(crate) struct HomeRules {
     /// PV may be used below its forecast (a planner may curtail; a physical home does not).
     pub(crate) curtail: bool,
-    /// The day must end with at least the charge it started with.
+    /// The day must leave the battery no emptier than the home's own control would
+    /// ([`own_control_end_kwh`]).
     pub(crate) keep_charge: bool,
 }
 
@@ -245,11 +246,38 @@ pub(crate) fn home_rows_with(
         le(var(4, t), -1.0, -h.soc_min_kwh);
     }
     if rules.keep_charge {
-        // The day ends with at least the charge it started with.
         let r = rows.le_b.len();
         rows.le.push(r, var(4, t_len - 1), -1.0);
-        rows.le_b.push(-h.soc0_kwh.max(h.soc_min_kwh));
+        rows.le_b
+            .push(-own_control_end_kwh(h, dt).max(h.soc_min_kwh));
     }
+}
+
+/// What the battery would hold at the end of the forecast day under the home's own control
+/// (self-consumption: it covers the home's deficit and stores its surplus, within its limits).
+/// The plan must leave at least this much: the community may share what the homes have, never
+/// borrow from tomorrow. (Holding the starting charge instead made the plan import in the
+/// evening what the home's own battery would have given.)
+pub fn own_control_end_kwh(h: &HomeData, dt: f64) -> f64 {
+    let mut stored = h.soc0_kwh;
+    for (pv, load) in h.pv_kw.iter().zip(&h.load_kw) {
+        let need = load - pv.max(0.0);
+        let power = if need > 0.0 {
+            -need
+                .min(h.discharge_kw)
+                .min((stored - h.soc_min_kwh).max(0.0) * h.efficiency / dt)
+        } else {
+            (-need)
+                .min(h.charge_kw)
+                .min((h.capacity_kwh - stored).max(0.0) / (h.efficiency * dt))
+        };
+        stored += if power >= 0.0 {
+            power * h.efficiency * dt
+        } else {
+            power * dt / h.efficiency
+        };
+    }
+    stored
 }
 
 pub(crate) fn solve(
@@ -655,5 +683,64 @@ mod tests {
             "gap {gap}: admm {cost}, central {central_cost}"
         );
         assert!(feeder_violation(&c, &r.plans) < 0.05, "{r:?}");
+    }
+
+    /// A home with no PV that starts half full: its own control empties the battery into its
+    /// load (2 kWh of a 4 kWh need), so holding the starting charge would import 2 kWh more.
+    fn evening_home() -> (HomeData, Community) {
+        let t = 8;
+        let home = HomeData {
+            pv_kw: vec![0.0; t],
+            load_kw: vec![2.0; t],
+            capacity_kwh: 4.0,
+            charge_kw: 3.0,
+            discharge_kw: 3.0,
+            efficiency: 1.0,
+            soc0_kwh: 2.0,
+            soc_min_kwh: 0.0,
+        };
+        let c = Community {
+            dt_h: 0.25,
+            import_price: vec![0.3; t],
+            export_price: vec![0.08; t],
+            feeder_kw: 10.0,
+            wear: 0.001,
+        };
+        (home, c)
+    }
+
+    #[test]
+    fn own_control_covers_the_deficit_then_stores_the_surplus_within_the_limits() {
+        let (mut home, _) = evening_home();
+        assert!((own_control_end_kwh(&home, 0.25) - 0.0).abs() < 1e-9);
+        // 4 kW of PV surplus for 2 h into a battery that takes 3 kW: 2 kWh room fills.
+        home.pv_kw = vec![6.0; 8];
+        assert!((own_control_end_kwh(&home, 0.25) - 4.0).abs() < 1e-9);
+        // A reserve is kept: 0.5 kWh of 2 kWh is not given out.
+        home.pv_kw = vec![0.0; 8];
+        home.soc_min_kwh = 0.5;
+        assert!((own_control_end_kwh(&home, 0.25) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_plan_may_use_what_the_home_would_have_used_and_keeps_what_it_would_have_kept() {
+        let (home, c) = evening_home();
+        let plan = central(std::slice::from_ref(&home), &c).unwrap();
+        let import: f64 = plan[0].net_kw.iter().map(|x| x.max(0.0) * 0.25).sum();
+        assert!(
+            (import - 2.0).abs() < 0.01,
+            "the plan imports only the 2 kWh its battery cannot give: {import}"
+        );
+        let mut sunny = home.clone();
+        sunny.pv_kw = vec![6.0; 8];
+        let plan = central(std::slice::from_ref(&sunny), &c).unwrap();
+        let end = sunny.soc0_kwh
+            + plan[0]
+                .charge_kw
+                .iter()
+                .zip(&plan[0].discharge_kw)
+                .map(|(ch, d)| (ch - d) * 0.25)
+                .sum::<f64>();
+        assert!(end > 4.0 - 0.01, "ends as full as its own control: {end}");
     }
 }

@@ -335,6 +335,19 @@ fn a_community_plans_its_day_ahead_follows_it_and_is_billed() {
     assert_eq!(day0["billed"], true, "{api:#}");
     assert_eq!(day0["bill"], bills["home-0"], "{api:#}");
     assert_eq!(day0["scheduled_wh"].as_array().unwrap().len(), 96);
+    // Sharing batteries by the schedule draws no more from the main grid, and feeds no more
+    // into it, than the same homes without trading (the plan keeps what the homes' own control
+    // would have kept; the batteries hold the scheduled exchange).
+    let grid = &summary["grid"];
+    let figure = |k: &str| grid[k].as_u64().unwrap();
+    assert!(
+        figure("community_import_wh") <= figure("community_import_without_trading_wh"),
+        "{grid:#}"
+    );
+    assert!(
+        figure("community_export_wh") <= figure("community_export_without_trading_wh"),
+        "{grid:#}"
+    );
     // The community account holds the bills plus the fees of the day-ahead transactions
     // (at least one commitment and three readings, 100 µcredits each).
     let fees = s["community_account"].as_i64().unwrap() - s["bills_total"].as_i64().unwrap();
@@ -345,10 +358,10 @@ fn a_community_plans_its_day_ahead_follows_it_and_is_billed() {
         let home = report.join(format!("homes/{i}"));
         let book: serde_json::Value =
             serde_json::from_slice(&std::fs::read(home.join("dayahead.json")).unwrap()).unwrap();
-        assert_eq!(
-            book["plans"]["0"]["battery_w"].as_array().unwrap().len(),
-            96
-        );
+        let plan = &book["plans"]["0"];
+        assert_eq!(plan["battery_w"].as_array().unwrap().len(), 96);
+        assert_eq!(plan["net_w"].as_array().unwrap().len(), 96, "{plan}");
+        assert!(plan["limit_w"].as_i64().unwrap() > 0, "{plan}");
         assert_eq!(book["readings"]["0"].as_array().unwrap().len(), 96);
         let log = std::fs::read_to_string(home.join("gateway.log")).unwrap();
         assert!(log.contains("day-ahead schedule agreed"), "home {i}");

@@ -69,7 +69,8 @@ pub fn forecast(profile: &HomeProfile) -> serde_json::Value {
         "discharge_kw": f64::from(profile.battery_w) / 1000.0,
         "efficiency": 1.0,
         "soc0_kwh": soc0,
-        "soc_min_kwh": (capacity * 0.1).min(soc0),
+        // The simulated battery runs down to empty, as its twin without trading does.
+        "soc_min_kwh": 0.0,
     })
 }
 

@@ -197,7 +197,8 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
     } else {
         0
     };
-    let end_ms = start_ms + (o.hours * 3_600_000.0) as u64 + billing_ms;
+    let day_end_ms = start_ms + (o.hours * 3_600_000.0) as u64;
+    let end_ms = day_end_ms + billing_ms;
     // Ten node ticks per slot of wall time: enough for the fallback delay (a quarter slot),
     // cheap enough for a hundred gateways on two cores.
     let tick_ms = (o.slot_ms as f64 / o.speedup / 10.0).clamp(10.0, 100.0) as u64;
@@ -410,14 +411,21 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
         }
         let now = clock.now_ms().min(end_ms);
         let dt = now.saturating_sub(last_ms);
+        // The community's exchange and load count over the simulated hours only, not the
+        // billing tail after them (the no-trading twin and the reference day cover those hours).
+        let dt_counted = now.min(day_end_ms).saturating_sub(last_ms.min(day_end_ms));
         last_ms = now;
         let flows: Vec<Flows> = sims.iter_mut().map(|h| h.step(dt)).collect();
         let community_w: i64 = flows.iter().map(|f| f.grid_w).sum();
         let load_w: i64 = flows.iter().map(|f| f.load_w.max(0)).sum();
-        load_wms = load_wms.saturating_add(u64::try_from(load_w).unwrap_or(0).saturating_mul(dt));
+        load_wms = load_wms.saturating_add(
+            u64::try_from(load_w)
+                .unwrap_or(0)
+                .saturating_mul(dt_counted),
+        );
         let shadow_w: i64 = sims.iter().map(|h| h.shadow_grid_w()).sum();
-        community.add(community_w, dt);
-        community_shadow.add(shadow_w, dt);
+        community.add(community_w, dt_counted);
+        community_shadow.add(shadow_w, dt_counted);
         if now >= next_sample {
             samples.push(ChartSample {
                 hour: now as f64 / 3_600_000.0,
