@@ -434,8 +434,9 @@ impl DayAheadActor {
             s.iteration = self.session.as_ref().map_or(0, Session::round);
             s.planned_days = self.book.plans.keys().copied().collect();
             s.failed_days = self.policy.failed_days().collect();
-            s.setpoint_w = self.policy.followed().map(|w| w.battery_w);
-            s.scheduled_net_w = self.policy.followed().and_then(|w| w.net_w);
+            let followed = self.policy.followed();
+            s.setpoint_w = followed.map(|w| w.battery_w);
+            s.scheduled_net_w = followed.and_then(|w| w.net_w);
         }
     }
 

@@ -262,7 +262,8 @@ pub fn own_control_end_kwh(h: &HomeData, dt: f64) -> f64 {
     let mut stored = h.soc0_kwh;
     for (pv, load) in h.pv_kw.iter().zip(&h.load_kw) {
         let need = load - pv.max(0.0);
-        let power = if need > 0.0 {
+        // Into the battery (negative: out of it), kW.
+        let charge_kw = if need > 0.0 {
             -need
                 .min(h.discharge_kw)
                 .min((stored - h.soc_min_kwh).max(0.0) * h.efficiency / dt)
@@ -271,10 +272,10 @@ pub fn own_control_end_kwh(h: &HomeData, dt: f64) -> f64 {
                 .min(h.charge_kw)
                 .min((h.capacity_kwh - stored).max(0.0) / (h.efficiency * dt))
         };
-        stored += if power >= 0.0 {
-            power * h.efficiency * dt
+        stored += if charge_kw >= 0.0 {
+            charge_kw * h.efficiency * dt
         } else {
-            power * dt / h.efficiency
+            charge_kw * dt / h.efficiency
         };
     }
     stored
