@@ -43,6 +43,9 @@ pub struct HomeLink {
     pub data_dir: PathBuf,
     /// Blocks per auction round (0: no auctions).
     pub auction_round_blocks: u64,
+    /// The home's forecast: with it, offers keep back what the home will need itself
+    /// ([`gridlet_core::spare`]); without it, the strategy's reserve alone.
+    pub forecast: Option<gridlet_core::schedule::HomeData>,
 }
 
 /// Why a bid was not placed.
@@ -222,7 +225,7 @@ impl MarketActor {
         }
     }
 
-    fn readings(home: &HomeLink) -> HomeReadings {
+    fn readings(home: &HomeLink, now_ms: u64) -> HomeReadings {
         let grid_w = home
             .meter
             .as_ref()
@@ -233,11 +236,17 @@ impl MarketActor {
             .map(|b| *b.borrow())
             .unwrap_or_default();
         let (battery_wh, soc_pct, battery_w) = (b.available_wh, b.soc_pct, b.power_w);
+        let spare_wh = home.forecast.as_ref().map(|f| {
+            battery_wh.map_or(0.0, |stored| {
+                gridlet_core::spare::spare_wh(f, now_ms, stored)
+            })
+        });
         HomeReadings {
             grid_w,
             battery_wh,
             soc_pct,
             battery_w,
+            spare_wh,
         }
     }
 
@@ -317,7 +326,7 @@ impl MarketActor {
             &home.strategy,
             &self.me,
             self.clock.now_ms(),
-            &Self::readings(&home),
+            &Self::readings(&home, self.clock.now_ms()),
             &ChainView {
                 height: state.height,
                 market: state.market(),
@@ -639,7 +648,7 @@ impl Handler<Offer> for MarketActor {
         let Some(home) = &self.home else {
             return refuse("no battery readings: this gateway cannot tell what it can sell".into());
         };
-        let readings = Self::readings(home);
+        let readings = Self::readings(home, self.clock.now_ms());
         let reserve_pct = home.strategy.reserve_soc_pct;
         self.count(|s| s.offers += 1);
         let (ledger, me, chain_id, attestor) = (
@@ -686,6 +695,7 @@ impl Handler<Offer> for MarketActor {
                 reserve_pct,
                 readings.battery_wh,
                 readings.soc_pct,
+                readings.spare_wh,
                 state.market(),
                 &me,
             )
@@ -698,11 +708,16 @@ impl Handler<Offer> for MarketActor {
             if msg.energy_wh > sellable.sellable {
                 return Err(SubmitError::Refused(format!(
                     "offer of {} Wh is more than the battery can sell now: {} Wh ({} Wh stored, \
-                     {} Wh kept as the {reserve_pct} % reserve, {} Wh already promised)",
+                     {} Wh kept as {}, {} Wh already promised)",
                     msg.energy_wh.get(),
                     sellable.sellable.get(),
                     sellable.stored.get(),
                     sellable.reserve.get(),
+                    if sellable.by_forecast {
+                        format!("the home's own need by its forecast (at least the {reserve_pct} % reserve)")
+                    } else {
+                        format!("the {reserve_pct} % reserve")
+                    },
                     sellable.promised.get(),
                 )));
             }

@@ -193,6 +193,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
             max_age: Duration::from_secs(5),
             data_dir: data_a_path,
             auction_round_blocks: 0,
+            forecast: None,
         };
         MarketActor::new(
             me_a,

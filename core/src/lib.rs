@@ -20,6 +20,7 @@
 //! - [`bids`]: this home's sealed auction bids (commit, reveal).
 //! - [`readings`]: signed interval meter readings for billing.
 //! - [`reference_day`]: the best possible day with perfect foresight (the markets' yardstick).
+//! - [`spare`]: what the battery can give without the home importing more, by its forecast.
 //! - [`schedule`]: day-ahead schedule: local QP step, ADMM aggregator, centralized optimum.
 //! - [`dispatch_session`]: one home's part of the day-ahead ADMM over the bus.
 //! - [`day_plan`]: which day to plan, when to (re)submit commitments and readings, which
@@ -52,6 +53,7 @@ pub mod readings;
 pub mod reference_day;
 pub mod release;
 pub mod schedule;
+pub mod spare;
 pub mod strategy;
 pub mod tx_status;
 pub mod wire;

@@ -259,26 +259,12 @@ pub(crate) fn home_rows_with(
 /// borrow from tomorrow. (Holding the starting charge instead made the plan import in the
 /// evening what the home's own battery would have given.)
 pub fn own_control_end_kwh(h: &HomeData, dt: f64) -> f64 {
-    let mut stored = h.soc0_kwh;
-    for (pv, load) in h.pv_kw.iter().zip(&h.load_kw) {
-        let need = load - pv.max(0.0);
-        // Into the battery (negative: out of it), kW.
-        let charge_kw = if need > 0.0 {
-            -need
-                .min(h.discharge_kw)
-                .min((stored - h.soc_min_kwh).max(0.0) * h.efficiency / dt)
-        } else {
-            (-need)
-                .min(h.charge_kw)
-                .min((h.capacity_kwh - stored).max(0.0) / (h.efficiency * dt))
-        };
-        stored += if charge_kw >= 0.0 {
-            charge_kw * h.efficiency * dt
-        } else {
-            charge_kw * dt / h.efficiency
-        };
-    }
-    stored
+    h.pv_kw
+        .iter()
+        .zip(&h.load_kw)
+        .fold(h.soc0_kwh, |stored, (pv, load)| {
+            crate::spare::own_control_step(h, stored, *pv, *load, dt).0
+        })
 }
 
 pub(crate) fn solve(

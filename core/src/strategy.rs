@@ -160,6 +160,10 @@ pub struct HomeReadings {
     pub soc_pct: Option<f64>,
     /// Battery power, W (positive = discharge: covering the home's own deficit).
     pub battery_w: Option<f64>,
+    /// What the battery can give without the home importing more over the next day, by its
+    /// forecast ([`crate::spare::spare_wh`]), Wh; `None` without a forecast (the reserve alone
+    /// decides).
+    pub spare_wh: Option<f64>,
 }
 
 /// What the strategy wants done.
@@ -269,13 +273,15 @@ pub fn promised_wh(market: &MarketState, me: &MemberKey) -> WattHours {
     WattHours::new(open.saturating_add(trading).saturating_add(pooled))
 }
 
-/// What this home's battery can sell now: what it stores above the reserve, minus what is
-/// already promised. `None` without a valid battery reading. Offers, the strategy's and the
-/// API's alike, draw only on this, so the gateway never attests energy it does not hold.
+/// What this home's battery can sell now: what it stores above the reserve — and, with a
+/// forecast, no more than is spare by it (`spare_wh`) — minus what is already promised. `None`
+/// without a valid battery reading. Offers, the strategy's and the API's alike, draw only on
+/// this, so the gateway never attests energy it does not hold.
 pub fn sellable_now(
     reserve_soc_pct: u8,
     stored_wh: Option<f64>,
     soc_pct: Option<f64>,
+    spare_wh: Option<f64>,
     market: &MarketState,
     me: &MemberKey,
 ) -> Option<Sellable> {
@@ -285,11 +291,18 @@ pub fn sellable_now(
     }
     let capacity = stored / (soc / 100.0);
     let reserve = capacity * f64::from(reserve_soc_pct) / 100.0;
-    let above_reserve = WattHours::new((stored - reserve).max(0.0) as u64);
+    // The forecast keeps what the home will need itself; a missing or broken figure keeps all.
+    let kept = match spare_wh {
+        Some(spare) if spare.is_finite() => reserve.max(stored - spare.max(0.0)),
+        Some(_) => stored,
+        None => reserve,
+    };
+    let above_reserve = WattHours::new((stored - kept).max(0.0) as u64);
     let promised = promised_wh(market, me);
     Some(Sellable {
         stored: WattHours::new(stored as u64),
-        reserve: WattHours::new(reserve as u64),
+        reserve: WattHours::new(kept.min(stored) as u64),
+        by_forecast: spare_wh.is_some(),
         promised,
         sellable: above_reserve.saturating_sub(promised),
     })
@@ -308,8 +321,11 @@ pub fn surplus_now(grid_w: Option<f64>) -> Option<WattHours> {
 pub struct Sellable {
     /// Stored in the battery.
     pub stored: WattHours,
-    /// Kept back (the reserve).
+    /// Kept back: the reserve, or with a forecast what the home will need itself if that is
+    /// more.
     pub reserve: WattHours,
+    /// Whether the forecast decided what is kept (beside the reserve).
+    pub by_forecast: bool,
     /// Already offered, pooled or sold and not delivered.
     pub promised: WattHours,
     /// What can be offered now.
@@ -415,7 +431,14 @@ pub fn decide(
             .values()
             .any(|c| c.seller == *me && c.status == ContractStatus::Open);
         let attested_this_interval = market.attestations.contains_key(&(*me, interval));
-        let sellable = sellable_now(cfg.reserve_soc_pct, Some(stored), Some(soc), market, me);
+        let sellable = sellable_now(
+            cfg.reserve_soc_pct,
+            Some(stored),
+            Some(soc),
+            readings.spare_wh,
+            market,
+            me,
+        );
         // A full battery exporting PV surplus: offer the surplus into a neighbour's battery
         // (an hour of what it exports now) rather than let the main grid take it.
         let surplus_wh = surplus_now(Some(grid_w)).unwrap_or(WattHours::ZERO);
@@ -560,6 +583,7 @@ mod tests {
             battery_wh: Some(8_000.0),
             soc_pct: Some(80.0),
             battery_w: Some(0.0),
+            spare_wh: None,
         }
     }
 
@@ -602,6 +626,44 @@ mod tests {
             capped[..],
             [Decision::Offer { energy_wh, .. }] if energy_wh == WattHours::new(2_000)
         ));
+    }
+
+    #[test]
+    fn with_a_forecast_it_offers_what_is_spare_and_never_below_the_reserve() {
+        let cfg = StrategyConfig {
+            max_offer_wh: WattHours::new(10_000),
+            reserve_soc_pct: 10,
+            ..StrategyConfig::default()
+        };
+        let offered = |spare_wh: Option<f64>| {
+            let r = HomeReadings {
+                spare_wh,
+                ..full_battery()
+            };
+            match decide_plain(&cfg, &key(0), 0, 10, &r, &MarketState::default(), 0)[..] {
+                [Decision::Offer { energy_wh, .. }] => Some(energy_wh.get()),
+                _ => None,
+            }
+        };
+        // 8000 Wh stored; the reserve keeps 1000 Wh.
+        assert_eq!(offered(None), Some(7_000));
+        // The home needs 5500 Wh itself by its forecast: 2500 Wh are offered.
+        assert_eq!(offered(Some(2_500.0)), Some(2_500));
+        // More spare than the reserve allows: the reserve holds.
+        assert_eq!(offered(Some(9_000.0)), Some(7_000));
+        // Less than the smallest offer, or a figure that makes no sense: nothing.
+        assert_eq!(offered(Some(150.0)), None);
+        assert_eq!(offered(Some(f64::NAN)), None);
+        let s = sellable_now(
+            10,
+            Some(8_000.0),
+            Some(80.0),
+            Some(2_500.0),
+            &MarketState::default(),
+            &key(0),
+        )
+        .unwrap();
+        assert_eq!((s.reserve.get(), s.by_forecast), (5_500, true));
     }
 
     #[test]
@@ -714,6 +776,7 @@ mod tests {
             battery_wh: None,
             soc_pct: Some(80.0),
             battery_w: None,
+            spare_wh: None,
         };
         assert!(decide_plain(&cfg, &key(0), 0, 1, &r, &MarketState::default(), 0).is_empty());
     }
@@ -736,6 +799,7 @@ mod tests {
             battery_wh: Some(500.0),
             soc_pct: Some(5.0),
             battery_w: Some(0.0),
+            spare_wh: None,
         };
         let d = decide_plain(&cfg, &me, 0, 10, &low, &m, 1_000_000);
         assert_eq!(
@@ -781,6 +845,7 @@ mod tests {
             battery_wh: Some(9_700.0),
             soc_pct: Some(97.0),
             battery_w: Some(0.0),
+            spare_wh: None,
         };
         let d = decide_plain(&cfg, &key(0), 0, 10, &full, &MarketState::default(), 0);
         assert_eq!(
@@ -806,6 +871,7 @@ mod tests {
             battery_wh: Some(4_000.0),
             soc_pct: Some(40.0),
             battery_w: Some(-300.0),
+            spare_wh: None,
         };
         let me = key(1);
         assert_eq!(
@@ -846,6 +912,7 @@ mod tests {
             battery_wh: Some(500.0),
             soc_pct: Some(5.0),
             battery_w: Some(0.0),
+            spare_wh: None,
         };
         assert_eq!(
             decide_plain(&cfg, &me, 0, 10, &low, &m, 1_000_000),
@@ -926,6 +993,7 @@ mod tests {
             battery_wh: Some(500.0),
             soc_pct: Some(5.0),
             battery_w: Some(0.0),
+            spare_wh: None,
         };
         assert_eq!(
             decide(&cfg, &me, 0, &low, &view(32, false)),

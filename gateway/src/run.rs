@@ -195,6 +195,7 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
             max_age: cfg.meter_max_age,
             data_dir: cfg.data_dir.clone(),
             auction_round_blocks: genesis.market.auction_round_blocks,
+            forecast: cfg.forecast.clone(),
         };
         let buying = gridlet_actors::net_power::BuyingUntil::default();
         if let Some(m) = &meter_feed {

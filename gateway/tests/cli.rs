@@ -405,6 +405,28 @@ fn check_passes_a_sound_home_and_names_what_is_wrong_in_a_broken_one() {
         "{out}"
     );
 
+    // A forecast file that is missing, or whose values do not fit: refused, naming the field
+    // and what is wrong.
+    let (ok, out) = check(&check_home(d, "forecast = \"nowhere.json\""));
+    assert!(!ok);
+    assert!(
+        out.contains("config field `forecast`") && out.contains("nowhere.json"),
+        "{out}"
+    );
+    std::fs::write(
+        d.join("forecast.json"),
+        r#"{"pv_kw": [0.0, 1.0], "load_kw": [0.5], "capacity_kwh": 10.0, "charge_kw": 3.0,
+            "discharge_kw": 3.0, "efficiency": 1.0, "soc0_kwh": 5.0, "soc_min_kwh": 0.0}"#,
+    )
+    .unwrap();
+    let (ok, out) = check(&check_home(d, "forecast = \"forecast.json\""));
+    assert!(!ok);
+    assert!(
+        out.contains("config field `forecast`")
+            && out.contains("one non-negative value per interval"),
+        "{out}"
+    );
+
     // A device that does not answer (a loopback port nobody listens on).
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -17,7 +17,8 @@ pub struct DayObservations {
     pub grid_wms: Vec<i64>,
     /// The same for the shadow homes (self-consumption only).
     pub self_consumption_wms: Vec<i64>,
-    /// Energy stored in all batteries at midnight, Wh: actual, shadow.
+    /// Energy stored in all batteries at the end of the simulated hours (midnight for a
+    /// day), Wh: actual, shadow.
     pub stored_at_midnight: Option<(u64, i64)>,
     /// Home 0's `/api/schedule` at the end.
     pub home_0_api: Option<serde_json::Value>,
@@ -352,6 +353,10 @@ pub fn community_report(
             "self_sufficiency_pct": self_sufficiency_pct(exchange.load_wms, energy.0.import_mwh),
             "self_sufficiency_without_trading_pct": self_sufficiency_pct(exchange.load_wms, energy.1.import_mwh),
             "battery_discharged_wh": battery_discharged_wh,
+            // A market may use what the batteries hold: what is left at the end, beside the
+            // twins without trading.
+            "stored_wh_at_end": exchange.stored_at_midnight.map(|s| s.0),
+            "stored_wh_at_end_without_trading": exchange.stored_at_midnight.map(|s| s.1),
             "meter_send_errors": facts.meter_errors,
         },
         "reference_day": crate::reference::summary(sims, energy.0, energy.1, facts.start_hour, facts.hours),

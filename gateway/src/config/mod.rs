@@ -33,16 +33,21 @@ pub struct ScheduleSetup {
     pub deadline_ms: u64,
 }
 
-fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
-    let path = base.join(&raw.forecast);
+/// Reads and checks a home's forecast file (`field` names the setting in errors).
+fn load_forecast(
+    file: &Path,
+    base: &Path,
+    name: &'static str,
+) -> Result<gridlet_core::schedule::HomeData> {
+    let path = base.join(file);
     let text = std::fs::read_to_string(&path)
-        .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
-    let f: gridlet_core::schedule::HomeData = serde_json::from_str(&text)
-        .map_err(|e| field("schedule.forecast", format!("{}: {e}", path.display())))?;
+        .map_err(|e| field(name, format!("{}: {e}", path.display())))?;
+    let f: gridlet_core::schedule::HomeData =
+        serde_json::from_str(&text).map_err(|e| field(name, format!("{}: {e}", path.display())))?;
     let finite = |v: &[f64]| v.iter().all(|x| x.is_finite() && *x >= 0.0);
     if f.pv_kw.len() != f.load_kw.len() || !finite(&f.pv_kw) || !finite(&f.load_kw) {
         return Err(field(
-            "schedule.forecast",
+            name,
             "pv_kw and load_kw must have one non-negative value per interval each",
         ));
     }
@@ -55,16 +60,18 @@ fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
     ];
     if !(finite(&scalars) && f.efficiency > 0.0 && f.efficiency <= 1.0) {
         return Err(field(
-            "schedule.forecast",
+            name,
             "battery values must be non-negative and the efficiency within (0, 1]",
         ));
     }
     if f.soc_min_kwh > f.soc0_kwh || f.soc0_kwh > f.capacity_kwh {
-        return Err(field(
-            "schedule.forecast",
-            "need soc_min_kwh ≤ soc0_kwh ≤ capacity_kwh",
-        ));
+        return Err(field(name, "need soc_min_kwh ≤ soc0_kwh ≤ capacity_kwh"));
     }
+    Ok(f)
+}
+
+fn schedule_setup(raw: &RawSchedule, base: &Path) -> Result<ScheduleSetup> {
+    let f = load_forecast(&raw.forecast, base, "schedule.forecast")?;
     if !(raw.lead_hours.is_finite() && (0.0..=24.0).contains(&raw.lead_hours)) {
         return Err(field("schedule.lead_hours", "must be within 0–24"));
     }
@@ -127,6 +134,8 @@ pub struct GatewayConfig {
     pub meter_max_age: Duration,
     /// Strategy.
     pub strategy: StrategyConfig,
+    /// The home's forecast, by which offers keep back what the home will need itself.
+    pub forecast: Option<gridlet_core::schedule::HomeData>,
     /// The community clock.
     pub clock: Clock,
     /// No blocks after this community time.
@@ -401,6 +410,11 @@ impl GatewayConfig {
             meter,
             meter_max_age: Duration::from_millis(meter_max_age),
             strategy: raw.strategy,
+            forecast: raw
+                .forecast
+                .as_deref()
+                .map(|f| load_forecast(f, base, "forecast"))
+                .transpose()?,
             clock,
             end_ms: raw.clock.and_then(|c| c.end_ms),
             home_assistant,

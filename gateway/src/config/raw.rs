@@ -35,6 +35,10 @@ pub struct RawConfig {
     /// When to offer and buy on its own.
     #[serde(default)]
     pub strategy: StrategyConfig,
+    /// This home's forecast file (the `[schedule]` section's format, relative to the config
+    /// file's directory): with it, offers keep back what the home will need itself before its
+    /// PV refills the battery, not only the strategy's fixed reserve.
+    pub forecast: Option<PathBuf>,
     /// HTTP API.
     #[serde(default)]
     pub api: RawApi,

@@ -95,6 +95,7 @@ pub fn compare(runs: &[(&str, Value)]) -> (Value, String) {
             "wh_delivered": u(&m["wh_delivered_on_chain"]),
             "prices": price_spread(&m["trade_prices"]),
             "abs_metered_minus_scheduled_wh": deviation,
+            "stored_at_end_wh": g["stored_wh_at_end"],
         }));
     }
     let goal = |mode: &str| if mode == "schedule" { 95.0 } else { 80.0 };
@@ -118,10 +119,12 @@ pub fn compare(runs: &[(&str, Value)]) -> (Value, String) {
             "import_wh": u(&grid0["community_import_without_trading_wh"]),
             "export_wh": no_trading_export,
             "self_sufficiency_pct": grid0["self_sufficiency_without_trading_pct"],
+            "stored_at_end_wh": grid0["stored_wh_at_end_without_trading"],
         },
         "reference_day": {
             "import_wh": reference["import_wh"],
             "export_wh": reference["export_wh"],
+            "stored_at_end_wh": reference["stored_at_end_wh"],
         },
         "markets": rows,
         "goals": goals,
@@ -142,14 +145,16 @@ fn markdown(v: &Value) -> String {
     let mut t = String::from(
         "| | import Wh | export Wh | self-sufficiency % | of the possible import reduction % \
          | export vs no trading Wh | trades (per hour) | Wh delivered | prices µcr/kWh (spread %) \
-         | Σ|metered − scheduled| Wh |\n|---|---|---|---|---|---|---|---|---|---|\n",
+         | Σ|metered − scheduled| Wh | stored at the end Wh |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let nt = &v["no_trading"];
     t += &format!(
-        "| no trading | {} | {} | {} | 0 | 0 | – | – | – | – |\n",
+        "| no trading | {} | {} | {} | 0 | 0 | – | – | – | – | {} |\n",
         cell(&nt["import_wh"]),
         cell(&nt["export_wh"]),
         cell(&nt["self_sufficiency_pct"]),
+        cell(&nt["stored_at_end_wh"]),
     );
     for r in v["markets"].as_array().into_iter().flatten() {
         let prices = match &r["prices"] {
@@ -162,7 +167,7 @@ fn markdown(v: &Value) -> String {
             ),
         };
         t += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |\n",
             cell(&r["mode"]),
             cell(&r["import_wh"]),
             cell(&r["export_wh"]),
@@ -174,13 +179,15 @@ fn markdown(v: &Value) -> String {
             cell(&r["wh_delivered"]),
             prices,
             cell(&r["abs_metered_minus_scheduled_wh"]),
+            cell(&r["stored_at_end_wh"]),
         );
     }
     let rf = &v["reference_day"];
     t += &format!(
-        "| reference day (perfect foresight) | {} | {} | – | 100 | – | – | – | – | – |\n",
+        "| reference day (perfect foresight) | {} | {} | – | 100 | – | – | – | – | – | {} |\n",
         cell(&rf["import_wh"]),
         cell(&rf["export_wh"]),
+        cell(&rf["stored_at_end_wh"]),
     );
     t
 }
@@ -199,13 +206,15 @@ mod tests {
                     "community_import_without_trading_wh": 4_000,
                     "community_export_without_trading_wh": 10_000,
                     "self_sufficiency_pct": 80.0, "self_sufficiency_without_trading_pct": 60.0,
+                    "stored_wh_at_end": 5_000 + import, "stored_wh_at_end_without_trading": 6_000,
                 },
                 "market": {
                     "trades": 12, "wh_delivered_on_chain": 9_000,
                     "trade_prices": [{"hour": 1.0, "price": 100}, {"hour": 2.0, "price": 300}],
                 },
                 "reference_day": {"import_wh": 1_000, "export_wh": 7_000,
-                                  "import_reduction_achieved_pct": achieved},
+                                  "import_reduction_achieved_pct": achieved,
+                                  "stored_at_end_wh": 6_500},
                 "schedule": if mode == "schedule" {
                     json!({"abs_deviation_wh": {"home-0": 50, "home-1": 25}})
                 } else { Value::Null },
@@ -236,6 +245,13 @@ mod tests {
         assert_eq!(v["goals"][1]["exports_no_more_than_no_trading"], false);
         assert!(table.contains("| live | 1600 | 9000 | 80.0 | 80.0 | -1000 | 12 (0.5) |"));
         assert!(table.contains("| reference day (perfect foresight) | 1000 | 7000 |"));
+        // What each market left in the batteries, beside no trading and the reference day.
+        assert_eq!(live["stored_at_end_wh"], 6_600);
+        assert!(
+            table.contains("| no trading | 4000 | 10000 | 60.0 | 0 | 0 | – | – | – | – | 6000 |")
+        );
+        assert!(table.contains("| – | 6600 |\n"), "{table}");
+        assert!(table.contains("| – | 6500 |\n"), "{table}");
         assert_eq!(table.lines().count(), 6, "{table}");
     }
 }

@@ -55,6 +55,9 @@ pub(super) fn gateway_config(
 data_dir = "."
 key_file = "home.key"
 genesis = "../../genesis.json"
+# Offers keep back what the home will need itself by its forecast; the reserve below it is
+# the household's backup.
+forecast = "forecast.json"
 {attestor}
 
 [node]
@@ -85,14 +88,14 @@ safe_after_ms = 2000
 
 [strategy]
 period_ms = 900000
-reserve_soc_pct = 40
+reserve_soc_pct = 0
 min_offer_wh = 300
 max_offer_wh = 2000
 offer_price = 180000
 offer_blocks = 30
 max_buy_price = 250000
 buy_below_soc_pct = 50
-buy_above_import_w = 300
+buy_above_import_w = 150
 max_buy_wh = 2000
 auctions = {auctions}
 enabled = {trading}

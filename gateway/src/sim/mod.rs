@@ -223,12 +223,12 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             ));
         }
         chain_cmd::install_genesis(&dir, &genesis)?;
-        if o.schedule {
-            std::fs::write(
-                dir.join("forecast.json"),
-                serde_json::to_string_pretty(&forecast(&profile))?,
-            )?;
-        }
+        // Every home has its forecast: the strategy keeps back what the home will need by it,
+        // the day-ahead schedule plans with it.
+        std::fs::write(
+            dir.join("forecast.json"),
+            serde_json::to_string_pretty(&forecast(&profile))?,
+        )?;
         let setup = HomeSetup {
             dir: dir.clone(),
             // Chosen by the OS when the gateway binds; read back from `api.addr`.
@@ -435,7 +435,7 @@ async fn run_async(o: &SimOptions, homes_dir: &Path) -> Result<serde_json::Value
             });
             next_sample = next_sample.saturating_add(sample_every);
         }
-        if o.schedule && now >= start_ms + DAY_MS && stored_at_midnight.is_none() {
+        if now >= day_end_ms && stored_at_midnight.is_none() {
             stored_at_midnight = Some((
                 sims.iter().map(SimHome::stored_wh).sum::<u64>(),
                 sims.iter().map(SimHome::shadow_stored_wh).sum::<i64>(),
