@@ -320,6 +320,24 @@ async fn apply_effect(e: Effect, bus: &BusHandle, status: &Arc<Mutex<LedgerStatu
             }
         }
         Effect::Submitted { id } => tracing::debug!(%id, "transaction submitted"),
+        Effect::SignerState {
+            what,
+            signing,
+            reason,
+        } => {
+            if signing {
+                tracing::warn!(what, %reason, "signer record recovered");
+            } else {
+                tracing::error!(what, %reason, "signer record lost: holding signatures");
+            }
+            if what == "votes" {
+                metrics::gauge!(crate::metrics::SIGNER_HELD, "what" => what).set(if signing {
+                    0.0
+                } else {
+                    1.0
+                });
+            }
+        }
         Effect::Duplicate => {
             metrics::counter!(crate::metrics::BUS_DUPLICATES).increment(1);
             if let Ok(mut s) = status.lock() {

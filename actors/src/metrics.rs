@@ -53,6 +53,8 @@ pub const LEDGER_PRODUCED: &str = "gridlet_ledger_blocks_produced_total";
 pub const LEDGER_RECEIVED: &str = "gridlet_ledger_blocks_received_total";
 /// Blocks, transactions and messages refused, by what and reason class.
 pub const LEDGER_REJECTED: &str = "gridlet_ledger_rejected_total";
+/// 1 while this node does not vote because its record of what it signed was lost (by what).
+pub const SIGNER_HELD: &str = "gridlet_signer_held";
 /// Transactions waiting.
 pub const LEDGER_MEMPOOL: &str = "gridlet_ledger_mempool_transactions";
 /// Time to validate and commit a received block.
@@ -138,6 +140,7 @@ pub fn unix_now() -> f64 {
 /// Registers the counters of events that may not have happened yet at 0, so that a dashboard
 /// or an alert on them has a series from the start (`rate()` of an absent series is no data).
 pub fn register_zeros() {
+    metrics::gauge!(SIGNER_HELD, "what" => "votes").set(0.0);
     for what in ["block", "tx"] {
         metrics::counter!(LEDGER_REJECTED, "what" => what, "reason" => "none").absolute(0);
     }
@@ -252,6 +255,10 @@ pub fn describe() {
     describe_gauge!(LEDGER_SLOT, "Current slot on the community clock.");
     describe_counter!(LEDGER_PRODUCED, "Blocks this node produced.");
     describe_counter!(LEDGER_RECEIVED, "Blocks received from peers and committed.");
+    describe_gauge!(
+        SIGNER_HELD,
+        "1 while this node holds back its signatures (what: votes) because its record of what it signed was missing or damaged."
+    );
     describe_counter!(
         LEDGER_REJECTED,
         "Blocks and transactions refused, by what (block, tx) and reason (the error kind)."

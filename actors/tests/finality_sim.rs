@@ -183,8 +183,8 @@ fn a_restarted_home_resumes_from_its_stored_certificate() {
         },
         keys[3],
         chain,
-        SignerGuard::open(dir.path()).unwrap(),
-        VoteGuard::open(dir.path()).unwrap(),
+        SignerGuard::open(dir.path(), 0).unwrap(),
+        VoteGuard::open(dir.path(), 0).unwrap(),
     );
     assert_eq!(node.checkpoint().0, cert.checkpoint + 1);
 }
@@ -250,4 +250,60 @@ fn twenty_double_votes_become_twenty_evidence_records_and_nothing_conflicts() {
         assert!(!ranked.contains(&offender), "the offender still produces");
     }
     assert!(net.conflicting_final_blocks().is_empty());
+}
+
+/// The checkpoint home `i` is voting in now (the one after its last certificate).
+fn voting_in(net: &LockstepNet, i: usize) -> u64 {
+    net.nodes[i].checkpoint().0
+}
+
+#[test]
+fn a_home_that_lost_its_vote_record_votes_again_only_after_a_checkpoint_decided_without_it() {
+    let (genesis, keys) = community(5);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 8_000);
+    let in_progress = voting_in(&net, 2);
+    let before = net.own_votes[2].len();
+    assert!(before > 0, "home 2 voted before");
+    net.restart(2, &["votes.state", "signer.state"]).unwrap();
+    run(&mut net, 20_000);
+    let notices: Vec<_> = net
+        .signer_notices
+        .iter()
+        .filter(|n| n.0 == 2)
+        .map(|n| (n.1, n.2))
+        .collect();
+    assert_eq!(
+        notices,
+        vec![("blocks", true), ("votes", false), ("votes", true)],
+        "{:?}",
+        net.signer_notices
+    );
+    // What it signed after the restart: nothing in the checkpoint it may have voted in.
+    let after: Vec<(u64, u32)> = net.own_votes[2][before..].to_vec();
+    assert!(!after.is_empty(), "home 2 votes again");
+    assert!(
+        after.iter().all(|(c, _)| *c > in_progress),
+        "votes after the restart {after:?}, checkpoint in progress then {in_progress}"
+    );
+    let finals = net.final_heights();
+    assert!(
+        finals.iter().all(|f| max(&finals) - f <= 1),
+        "one final chain: {finals:?}"
+    );
+    assert!(
+        net.refusals.iter().all(|r| !r.2.contains("not signing")),
+        "held votes are not refusals: {:?}",
+        net.refusals
+    );
+}
+
+#[test]
+fn a_restart_with_its_records_intact_votes_at_once() {
+    let (genesis, keys) = community(5);
+    let mut net = LockstepNet::new(&genesis, &keys).unwrap();
+    run(&mut net, 8_000);
+    net.restart(2, &[]).unwrap();
+    run(&mut net, 5_000);
+    assert!(net.signer_notices.is_empty(), "{:?}", net.signer_notices);
 }

@@ -94,8 +94,8 @@ fn start_home(genesis: &Genesis, key: secp256k1::SecretKey, i: usize, port: u16)
         },
         key,
         chain,
-        SignerGuard::open(dir.path()).unwrap(),
-        VoteGuard::open(dir.path()).unwrap(),
+        SignerGuard::open(dir.path(), 0).unwrap(),
+        VoteGuard::open(dir.path(), 0).unwrap(),
     );
     let cell = Mutex::new(Some(node));
     let worker = SyncArbiter::start(1, move || {

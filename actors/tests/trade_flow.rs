@@ -93,8 +93,9 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     let mut ledgers = Vec::new();
     for i in 0..2 {
         let (chain, _) = open_sled(dirs[i].path(), genesis.clone(), u64::MAX).unwrap();
-        let guard = SignerGuard::open(dirs[i].path()).unwrap();
-        let votes = gridlet_ledger::store::VoteGuard::open(dirs[i].path()).unwrap();
+        let height = chain.chain().head_height();
+        let guard = SignerGuard::open(dirs[i].path(), height).unwrap();
+        let votes = gridlet_ledger::store::VoteGuard::open(dirs[i].path(), height).unwrap();
         let node = Node::new(
             NodeConfig {
                 name: format!("home-{i}"),

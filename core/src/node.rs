@@ -91,6 +91,15 @@ pub enum Effect {
         /// Its id.
         id: Hash32,
     },
+    /// The node's record of what it signed was gone or damaged: what it does about it.
+    SignerState {
+        /// `blocks` or `votes`.
+        what: &'static str,
+        /// Whether it signs again.
+        signing: bool,
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 /// Settings of a node.
@@ -142,6 +151,9 @@ pub struct Node<S: BlockStore> {
     reported: HashSet<(MemberKey, u64, u32, u8)>,
     /// What became of the transactions seen here.
     txs: crate::tx_status::TxTracker,
+    /// While the vote record is lost: since when (the node's start, community ms). It votes
+    /// again only after a checkpoint certified without it on a block made after that.
+    votes_held_since: Option<u64>,
 }
 
 /// Votes remembered to catch double votes, at most.
@@ -288,6 +300,7 @@ impl<S: BlockStore> Node<S> {
             seen_votes: std::collections::BTreeMap::new(),
             reported: HashSet::new(),
             txs: crate::tx_status::TxTracker::default(),
+            votes_held_since: None,
             me,
             cfg,
             key,
@@ -373,6 +386,7 @@ impl<S: BlockStore> Node<S> {
                 self.now_ms = self.now_ms.max(now_ms);
                 if !self.started {
                     self.started = true;
+                    self.hold_lost_signers(&mut out)?;
                     // Only a node with a chain to catch up on waits; a fresh community starts at once.
                     if self.chain.chain().head_height() > 0 {
                         let slot = self.chain.chain().genesis().slot_ms;
@@ -915,6 +929,9 @@ impl<S: BlockStore> Node<S> {
                     hex: gridlet_ledger::codec::to_hex(&m.encode()),
                 })),
                 Out::Decided(cert) => self.apply_certificate(cert, out)?,
+                // Held votes were announced once (Effect::SignerState), not refused input.
+                Out::Refused { reason, .. }
+                    if self.votes_held_since.is_some() && reason.contains("not signing:") => {}
                 Out::Refused { class, reason } => out.push(Effect::Rejected {
                     what: "consensus",
                     class: class.into(),
@@ -948,6 +965,7 @@ impl<S: BlockStore> Node<S> {
             return Ok(());
         }
         let checkpoint = cert.checkpoint;
+        let certified_slot = chain.block(&cert.block.hash).map(|b| b.header.slot);
         let finalized = match self.chain.finalize(cert) {
             Ok(f) => f,
             Err(StoreError::Block(e)) => {
@@ -978,6 +996,7 @@ impl<S: BlockStore> Node<S> {
             self.pending_certificate = None;
         }
         let next = checkpoint.saturating_add(1);
+        self.maybe_resume_votes(certified_slot, next, out)?;
         // Only forward: restarting the checkpoint in progress would throw its votes away.
         if next > self.finality.checkpoint() {
             let (voters, keys) = voters_for(&self.chain, next);
@@ -992,6 +1011,59 @@ impl<S: BlockStore> Node<S> {
             );
             self.finality_outs(outs, out)?;
         }
+        Ok(())
+    }
+
+    /// At the start: a lost block record resumes past the current slot (no block can have
+    /// been signed for a slot that had not begun); a lost vote record holds every vote until
+    /// [`Self::maybe_resume_votes`].
+    fn hold_lost_signers(&mut self, out: &mut Vec<Effect>) -> Result<(), StoreError> {
+        if let Some(loss) = self.guard.loss() {
+            let reason = format!("signer.state {loss}");
+            let slot = self.chain.chain().genesis().slot_at(self.now_ms);
+            self.guard.resume_after(slot)?;
+            out.push(Effect::SignerState {
+                what: "blocks",
+                signing: true,
+                reason: format!("{reason}: signing blocks again after slot {slot}"),
+            });
+        }
+        if let Some(loss) = self.signer.guard.loss() {
+            self.votes_held_since = Some(self.now_ms);
+            out.push(Effect::SignerState {
+                what: "votes",
+                signing: false,
+                reason: format!(
+                    "votes.state {loss}: not voting until a checkpoint is certified without \
+                     this node on a block made after it started"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resumes voting at `next` once the block just certified (made in `certified_slot`) was
+    /// made after the node started: its checkpoint was decided without this key, so this key
+    /// cannot have voted in `next` before it lost its record.
+    fn maybe_resume_votes(
+        &mut self,
+        certified_slot: Option<u64>,
+        next: u64,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), StoreError> {
+        let (Some(since), Some(slot)) = (self.votes_held_since, certified_slot) else {
+            return Ok(());
+        };
+        if self.chain.chain().genesis().slot_start_ms(slot) < since {
+            return Ok(());
+        }
+        self.signer.guard.resume_at(next)?;
+        self.votes_held_since = None;
+        out.push(Effect::SignerState {
+            what: "votes",
+            signing: true,
+            reason: format!("votes.state recovered: voting again from checkpoint {next}"),
+        });
         Ok(())
     }
 

@@ -316,7 +316,8 @@ pub fn sign_votes(data: &Path, key_file: &Path, count: u64, salt: u64) -> Result
     let sk = keys::load_secret(key_file)?;
     let me = MemberKey::from_secret(&sk);
     let chain_id = genesis.hash();
-    let mut guard = gridlet_ledger::store::VoteGuard::open(data)?;
+    // Votes only, no chain here: a missing record is a fresh start (the crash tests' case).
+    let mut guard = gridlet_ledger::store::VoteGuard::open(data, 0)?;
     let first = guard.checkpoint().max(1);
     let stdout = std::io::stdout();
     for checkpoint in first..first + count {
@@ -372,8 +373,8 @@ pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) ->
     if others.is_empty() && txs_per_block > 0 {
         bail!("transfers need a second member in the genesis");
     }
-    let mut guard = SignerGuard::open(data)?;
     let (mut pc, report) = open_sled(data, genesis.clone(), u64::MAX)?;
+    let mut guard = SignerGuard::open(data, pc.chain().head_height())?;
     if let Some((from, count, reason)) = &report.dropped {
         tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify");
     }

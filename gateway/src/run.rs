@@ -70,8 +70,9 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
     }
     let signer = choose_signer(&cfg, &me, chain.chain().head_state().membership(), attestor)?;
     let final_at_start = chain.chain().finalized();
-    let guard = SignerGuard::open(&cfg.data_dir)?;
-    let votes = VoteGuard::open(&cfg.data_dir)?;
+    let height = chain.chain().head_height();
+    let guard = SignerGuard::open(&cfg.data_dir, height)?;
+    let votes = VoteGuard::open(&cfg.data_dir, height)?;
     let node = Node::new(
         NodeConfig {
             name: name.clone(),

@@ -142,7 +142,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             attestor: deterministic_key(o.seed ^ 0xE55, i as u64),
             member: MemberKey::from_secret(k),
             chain,
-            guard: SignerGuard::open(&dir)?,
+            guard: SignerGuard::open(&dir, 0)?,
             pending: 0,
             nameplate_w: 0,
             load_w: 0,

@@ -3,9 +3,10 @@
 //! Used by tests and by `gridlet bench trades`.
 
 use gridlet_core::node::{BusMessage, Effect, Input, Node, NodeConfig};
+use gridlet_ledger::finality::ConsensusMessage;
 use gridlet_ledger::market::MarketEvent;
-use gridlet_ledger::store::{MemStore, PersistentChain, SignerGuard, VoteGuard};
-use gridlet_ledger::Genesis;
+use gridlet_ledger::store::{BlockStore, MemStore, PersistentChain, SignerGuard, VoteGuard};
+use gridlet_ledger::{Genesis, StoreError};
 use secp256k1::SecretKey;
 
 /// The simulated community.
@@ -32,6 +33,13 @@ pub struct LockstepNet {
     pub events: Vec<(u64, MarketEvent)>,
     /// Transactions each node published (hex), in order, by node.
     pub published_txs: Vec<Vec<String>>,
+    /// The (checkpoint, round) of every vote and proposal each node published under its own
+    /// key, by node.
+    pub own_votes: Vec<Vec<(u64, u32)>>,
+    /// What each node said about a lost signer record: (node, what, signing again, reason).
+    pub signer_notices: Vec<(usize, &'static str, bool, String)>,
+    genesis: Genesis,
+    keys: Vec<SecretKey>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -44,15 +52,9 @@ impl LockstepNet {
             let dir = tempfile::tempdir()?;
             let (chain, _) = PersistentChain::open(MemStore::default(), genesis.clone(), u64::MAX)
                 .map_err(std::io::Error::other)?;
-            let guard = SignerGuard::open(dir.path()).map_err(std::io::Error::other)?;
-            let votes = VoteGuard::open(dir.path()).map_err(std::io::Error::other)?;
-            let cfg = NodeConfig {
-                name: format!("node-{i}"),
-                max_mempool: 100_000,
-                sync_batch: 50,
-                last_slot: u64::MAX,
-            };
-            nodes.push(Node::new(cfg, *k, chain, guard, votes));
+            let guard = SignerGuard::open(dir.path(), 0).map_err(std::io::Error::other)?;
+            let votes = VoteGuard::open(dir.path(), 0).map_err(std::io::Error::other)?;
+            nodes.push(Node::new(node_config(i), *k, chain, guard, votes));
             dirs.push(dir);
         }
         let n = nodes.len();
@@ -69,8 +71,40 @@ impl LockstepNet {
             refusals: Vec::new(),
             events: Vec::new(),
             published_txs: vec![Vec::new(); n],
+            own_votes: vec![Vec::new(); n],
+            signer_notices: Vec::new(),
+            genesis: genesis.clone(),
+            keys: keys.to_vec(),
             _dirs: dirs,
         })
+    }
+
+    /// Restarts node `i` from a copy of its stored chain (blocks and last certificate), after
+    /// deleting the named files of its data directory (`signer.state`, `votes.state`): a
+    /// process restart, or one after that record was lost.
+    pub fn restart(&mut self, i: usize, forget: &[&str]) -> Result<(), StoreError> {
+        let old = self.nodes[i].chain();
+        let mut store = MemStore::default();
+        store.set_chain_id(self.genesis.hash())?;
+        for h in 1..=old.chain().head_height() {
+            if let Some(b) = old.block_at(h)? {
+                store.put(h, &b.encode())?;
+            }
+        }
+        if let Some(c) = old.last_certificate() {
+            store.put_certificate(c.block.height, &c.encode())?;
+        }
+        let dir = self._dirs[i].path().to_path_buf();
+        for name in forget {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let (chain, _) = PersistentChain::open(store, self.genesis.clone(), u64::MAX)?;
+        let height = chain.chain().head_height();
+        let guard = SignerGuard::open(&dir, height)?;
+        let votes = VoteGuard::open(&dir, height)?;
+        self.nodes[i] = Node::new(node_config(i), self.keys[i], chain, guard, votes);
+        self.inbox[i].clear();
+        Ok(())
     }
 
     /// Hands an input to node `i` and delivers what it publishes.
@@ -86,6 +120,9 @@ impl LockstepNet {
                 Effect::Publish(m) => {
                     if let BusMessage::Tx { hex } = &m {
                         self.published_txs[from].push(hex.clone());
+                    }
+                    if let BusMessage::Consensus { hex } = &m {
+                        self.record_own_votes(from, hex);
                     }
                     for to in 0..self.nodes.len() {
                         if to == from
@@ -117,9 +154,38 @@ impl LockstepNet {
                     self.rejected += 1;
                     self.refusals.push((what.to_string(), class, reason));
                 }
+                Effect::SignerState {
+                    what,
+                    signing,
+                    reason,
+                } => self.signer_notices.push((from, what, signing, reason)),
                 Effect::Duplicate | Effect::Submitted { .. } | Effect::Committed { .. } => {}
             }
         }
+    }
+
+    fn record_own_votes(&mut self, from: usize, hex: &str) {
+        let me = self.nodes[from].member();
+        let Some(msg) =
+            gridlet_ledger::codec::from_hex(hex).and_then(|b| ConsensusMessage::decode(&b).ok())
+        else {
+            return;
+        };
+        let mine: Vec<(u64, u32)> = match msg {
+            ConsensusMessage::Vote(v) if v.vote.voter == me => {
+                vec![(v.vote.checkpoint, v.vote.round)]
+            }
+            ConsensusMessage::Proposal(p) if p.proposal.proposer == me => {
+                vec![(p.proposal.checkpoint, p.proposal.round)]
+            }
+            ConsensusMessage::Votes(vs) => vs
+                .iter()
+                .filter(|v| v.vote.voter == me)
+                .map(|v| (v.vote.checkpoint, v.vote.round))
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.own_votes[from].extend(mine);
     }
 
     /// Advances `step_ms`: every online node ticks and reads what arrived in the last step.
@@ -177,5 +243,14 @@ impl LockstepNet {
                 )
             })
             .collect()
+    }
+}
+
+fn node_config(i: usize) -> NodeConfig {
+    NodeConfig {
+        name: format!("node-{i}"),
+        max_mempool: 100_000,
+        sync_batch: 50,
+        last_slot: u64::MAX,
     }
 }

@@ -662,6 +662,35 @@ pub enum StoreError {
         /// The checkpoint of the guard's records.
         current: u64,
     },
+    /// The record of what this node signed is gone or damaged: signing waits until the node
+    /// has moved past everything it may have signed before (docs/protocol.md §10).
+    #[error(
+        "not signing: {path} {loss}; waiting to move past what this key may have signed before"
+    )]
+    SignerStateLost {
+        /// The guard's file.
+        path: String,
+        /// What happened to it.
+        loss: GuardLoss,
+    },
+}
+
+/// What happened to a signer guard's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardLoss {
+    /// Not there, though the node has a chain (or the other guard's file is there).
+    Missing,
+    /// There, but not a valid record.
+    Damaged,
+}
+
+impl std::fmt::Display for GuardLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GuardLoss::Missing => "is missing",
+            GuardLoss::Damaged => "is damaged",
+        })
+    }
 }
 
 impl From<sled::Error> for StoreError {

@@ -54,7 +54,7 @@ pub mod units;
 pub use block::{Block, BlockHeader};
 pub use chain::{Chain, Inserted};
 pub use crypto::{Hash32, MemberKey, Signature};
-pub use error::{BlockError, DecodeError, GenesisError, StoreError, TxError};
+pub use error::{BlockError, DecodeError, GenesisError, GuardLoss, StoreError, TxError};
 pub use genesis::Genesis;
 pub use state::LedgerState;
 pub use tx::{DeliveryMode, SignedTransaction, Transaction, TxPayload};

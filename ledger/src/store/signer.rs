@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::crypto::Hash32;
-use crate::error::StoreError;
+use crate::error::{GuardLoss, StoreError};
 
 const FILE_NAME: &str = "signer.state";
 const MAGIC: &[u8; 8] = b"GRLSIGN1";
@@ -47,23 +47,56 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 pub struct SignerGuard {
     path: PathBuf,
     last: Option<(u64, Hash32)>,
+    /// Set when the record is gone or damaged: nothing is signed until [`Self::resume_after`].
+    loss: Option<GuardLoss>,
 }
 
 impl SignerGuard {
-    /// Opens (or starts) the guard in `dir`. A corrupt file is an error, never "no record":
-    /// treating it as empty could let the node sign a slot twice.
-    pub fn open(dir: &Path) -> Result<SignerGuard, StoreError> {
+    /// Opens (or starts) the guard in `dir` for a node whose opened chain is `chain_height`
+    /// high. A missing file is a fresh start only for a node with no chain yet; a missing file
+    /// beside a chain, or a damaged one, is never read as "never signed" (that could sign a
+    /// slot twice): the guard refuses to sign until [`Self::resume_after`].
+    pub fn open(dir: &Path, chain_height: u64) -> Result<SignerGuard, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let path = dir.join(FILE_NAME);
-        let last = match fs::read(&path) {
-            Ok(bytes) => Some(Self::decode(&bytes).ok_or_else(|| StoreError::Corrupt {
-                height: 0,
-                reason: format!("{} is not a valid signer record", path.display()),
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let (last, loss) = match fs::read(&path) {
+            Ok(bytes) => match Self::decode(&bytes) {
+                Some(last) => (Some(last), None),
+                None => (None, Some(GuardLoss::Damaged)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (None, (chain_height > 0).then_some(GuardLoss::Missing))
+            }
             Err(e) => return Err(io_error(&path, e)),
         };
-        Ok(SignerGuard { path, last })
+        Ok(SignerGuard { path, last, loss })
+    }
+
+    /// What happened to the record, while signing waits for [`Self::resume_after`].
+    pub fn loss(&self) -> Option<&GuardLoss> {
+        self.loss.as_ref()
+    }
+
+    /// Ends a loss: records `slot` as signed, so only later slots can be. Safe with the
+    /// current slot of the community clock, as no block can have been signed for a slot
+    /// that had not begun.
+    pub fn resume_after(&mut self, slot: u64) -> Result<(), StoreError> {
+        let floor = self.last.map_or(slot, |(s, _)| s.max(slot));
+        self.write(floor, Hash32([0; 32]))?;
+        self.loss = None;
+        Ok(())
+    }
+
+    fn write(&mut self, slot: u64, block_hash: Hash32) -> Result<(), StoreError> {
+        let mut record = Vec::with_capacity(RECORD_LEN);
+        record.extend_from_slice(MAGIC);
+        record.extend_from_slice(&slot.to_be_bytes());
+        record.extend_from_slice(&block_hash.0);
+        let check = Hash32::sha256(&record);
+        record.extend_from_slice(&check.0);
+        write_durably(&self.path, &record)?;
+        self.last = Some((slot, block_hash));
+        Ok(())
     }
 
     fn decode(bytes: &[u8]) -> Option<(u64, Hash32)> {
@@ -88,6 +121,12 @@ impl SignerGuard {
     /// Records that the node signs `block_hash` for `slot`, durably, before the signature may
     /// be used. Refuses an earlier slot, or the same slot with a different block.
     pub fn authorize(&mut self, slot: u64, block_hash: Hash32) -> Result<(), StoreError> {
+        if let Some(loss) = &self.loss {
+            return Err(StoreError::SignerStateLost {
+                path: self.path.display().to_string(),
+                loss: loss.clone(),
+            });
+        }
         if let Some((last_slot, last_hash)) = self.last {
             if slot < last_slot || (slot == last_slot && block_hash != last_hash) {
                 return Err(StoreError::SlotAlreadySigned {
@@ -99,15 +138,7 @@ impl SignerGuard {
                 return Ok(());
             }
         }
-        let mut record = Vec::with_capacity(RECORD_LEN);
-        record.extend_from_slice(MAGIC);
-        record.extend_from_slice(&slot.to_be_bytes());
-        record.extend_from_slice(&block_hash.0);
-        let check = Hash32::sha256(&record);
-        record.extend_from_slice(&check.0);
-        write_durably(&self.path, &record)?;
-        self.last = Some((slot, block_hash));
-        Ok(())
+        self.write(slot, block_hash)
     }
 }
 
@@ -120,10 +151,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Hash32::sha256(b"a");
         let b = Hash32::sha256(b"b");
-        let mut g = SignerGuard::open(dir.path()).unwrap();
+        let mut g = SignerGuard::open(dir.path(), 0).unwrap();
         g.authorize(5, a).unwrap();
         drop(g);
-        let mut g = SignerGuard::open(dir.path()).unwrap();
+        let mut g = SignerGuard::open(dir.path(), 9).unwrap();
         assert_eq!(g.last_signed(), Some((5, a)));
         g.authorize(5, a).unwrap();
         assert!(matches!(
@@ -135,17 +166,39 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_record_is_an_error() {
+    fn a_damaged_record_signs_nothing_until_resumed_past_the_current_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let mut g = SignerGuard::open(dir.path()).unwrap();
-        g.authorize(1, Hash32::sha256(b"a")).unwrap();
+        let mut g = SignerGuard::open(dir.path(), 0).unwrap();
+        g.authorize(7, Hash32::sha256(b"a")).unwrap();
         let path = dir.path().join(FILE_NAME);
         let mut bytes = fs::read(&path).unwrap();
         bytes[10] ^= 1;
         fs::write(&path, bytes).unwrap();
+        let mut g = SignerGuard::open(dir.path(), 3).unwrap();
+        assert_eq!(g.loss(), Some(&GuardLoss::Damaged));
+        let refused = g.authorize(9, Hash32::sha256(b"b")).unwrap_err();
+        assert!(
+            refused.to_string().contains("signer.state is damaged"),
+            "{refused}"
+        );
+        g.resume_after(9).unwrap();
+        assert!(
+            g.authorize(9, Hash32::sha256(b"b")).is_err(),
+            "the resume slot is taken"
+        );
+        g.authorize(10, Hash32::sha256(b"b")).unwrap();
+        assert_eq!(SignerGuard::open(dir.path(), 3).unwrap().loss(), None);
+    }
+
+    #[test]
+    fn a_missing_record_is_fresh_only_without_a_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(SignerGuard::open(dir.path(), 0).unwrap().loss(), None);
+        let mut g = SignerGuard::open(dir.path(), 40).unwrap();
+        assert_eq!(g.loss(), Some(&GuardLoss::Missing));
         assert!(matches!(
-            SignerGuard::open(dir.path()),
-            Err(StoreError::Corrupt { .. })
+            g.authorize(50, Hash32::sha256(b"a")),
+            Err(StoreError::SignerStateLost { .. })
         ));
     }
 }

@@ -13,7 +13,7 @@ use secp256k1::SecretKey;
 
 use crate::codec::{Reader, Writer};
 use crate::crypto::{Hash32, Signature};
-use crate::error::StoreError;
+use crate::error::{GuardLoss, StoreError};
 use crate::finality::{ConsensusMessage, Proposal, SignedProposal, SignedVote, Vote, VoteStep};
 
 const FILE_NAME: &str = "votes.state";
@@ -39,6 +39,8 @@ pub struct VoteGuard {
     path: PathBuf,
     checkpoint: u64,
     records: Vec<Record>,
+    /// Set when the record is gone or damaged: nothing is signed until [`Self::resume_at`].
+    loss: Option<GuardLoss>,
 }
 
 fn corrupt(path: &Path) -> StoreError {
@@ -49,26 +51,36 @@ fn corrupt(path: &Path) -> StoreError {
 }
 
 impl VoteGuard {
-    /// Opens (or starts) the guard in `dir`. A corrupt file is an error, never "no record".
-    pub fn open(dir: &Path) -> Result<VoteGuard, StoreError> {
+    /// Opens (or starts) the guard in `dir` for a node whose opened chain is `chain_height`
+    /// high. As for the block signer guard, a missing file is a fresh start only without a
+    /// chain; a missing file beside a chain, or a damaged one, signs nothing until
+    /// [`Self::resume_at`].
+    pub fn open(dir: &Path, chain_height: u64) -> Result<VoteGuard, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::Io {
             path: dir.display().to_string(),
             source: e,
         })?;
         let path = dir.join(FILE_NAME);
         match fs::read(&path) {
-            Ok(bytes) => {
-                let (checkpoint, records) = decode(&bytes).ok_or_else(|| corrupt(&path))?;
-                Ok(VoteGuard {
+            Ok(bytes) => Ok(match decode(&bytes) {
+                Some((checkpoint, records)) => VoteGuard {
                     path,
                     checkpoint,
                     records,
-                })
-            }
+                    loss: None,
+                },
+                None => VoteGuard {
+                    path,
+                    checkpoint: 0,
+                    records: Vec::new(),
+                    loss: Some(GuardLoss::Damaged),
+                },
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VoteGuard {
                 path,
                 checkpoint: 0,
                 records: Vec::new(),
+                loss: (chain_height > 0).then_some(GuardLoss::Missing),
             }),
             Err(e) => Err(StoreError::Io {
                 path: path.display().to_string(),
@@ -80,6 +92,23 @@ impl VoteGuard {
     /// The checkpoint the records are for (0: none yet).
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
+    }
+
+    /// What happened to the record, while signing waits for [`Self::resume_at`].
+    pub fn loss(&self) -> Option<&GuardLoss> {
+        self.loss.as_ref()
+    }
+
+    /// Ends a loss: signs from `checkpoint` on, never below it. Safe only with a checkpoint
+    /// this key cannot have signed in (the node's rule: the one after a checkpoint certified
+    /// without it, on a block made after it restarted — docs/protocol.md §10).
+    pub fn resume_at(&mut self, checkpoint: u64) -> Result<(), StoreError> {
+        let checkpoint = checkpoint.max(self.checkpoint);
+        write_records(&self.path, checkpoint, &[])?;
+        self.checkpoint = checkpoint;
+        self.records = Vec::new();
+        self.loss = None;
+        Ok(())
     }
 
     /// Signs `vote`, or returns the vote signed before for its (checkpoint, round, step).
@@ -128,6 +157,12 @@ impl VoteGuard {
         step: Step,
         make: impl FnOnce() -> ConsensusMessage,
     ) -> Result<ConsensusMessage, StoreError> {
+        if let Some(loss) = &self.loss {
+            return Err(StoreError::SignerStateLost {
+                path: self.path.display().to_string(),
+                loss: loss.clone(),
+            });
+        }
         if checkpoint < self.checkpoint {
             return Err(StoreError::CheckpointPassed {
                 checkpoint,
@@ -231,11 +266,11 @@ mod tests {
         let chain = Hash32::sha256(b"chain");
         let (a, key) = vote(3, 0, b"a");
         let (b, _) = vote(3, 0, b"b");
-        let first = VoteGuard::open(dir.path())
+        let first = VoteGuard::open(dir.path(), 0)
             .unwrap()
             .sign_vote(&chain, a, &key)
             .unwrap();
-        let mut g = VoteGuard::open(dir.path()).unwrap();
+        let mut g = VoteGuard::open(dir.path(), 0).unwrap();
         let again = g.sign_vote(&chain, b, &key).unwrap();
         assert_eq!(again, first, "the guard re-issues the vote signed before");
         // Another round is another step; an older checkpoint is refused.
@@ -252,7 +287,7 @@ mod tests {
     fn ten_concurrent_requests_for_one_step_yield_one_signature() {
         let dir = tempfile::tempdir().unwrap();
         let chain = Hash32::sha256(b"chain");
-        let guard = Arc::new(Mutex::new(VoteGuard::open(dir.path()).unwrap()));
+        let guard = Arc::new(Mutex::new(VoteGuard::open(dir.path(), 0).unwrap()));
         let handles: Vec<_> = (0..10u8)
             .map(|i| {
                 let guard = guard.clone();
@@ -269,11 +304,11 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_record_is_an_error() {
+    fn a_damaged_record_signs_nothing_until_resumed_at_a_later_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let chain = Hash32::sha256(b"chain");
         let (a, key) = vote(3, 0, b"a");
-        VoteGuard::open(dir.path())
+        VoteGuard::open(dir.path(), 0)
             .unwrap()
             .sign_vote(&chain, a, &key)
             .unwrap();
@@ -281,9 +316,34 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[12] ^= 1;
         fs::write(&path, bytes).unwrap();
+        let mut g = VoteGuard::open(dir.path(), 0).unwrap();
+        assert_eq!(g.loss(), Some(&GuardLoss::Damaged));
+        let (b, _) = vote(3, 0, b"b");
+        let refused = g.sign_vote(&chain, b, &key).unwrap_err();
+        assert!(
+            refused.to_string().contains("votes.state is damaged"),
+            "{refused}"
+        );
+        // Resumed at a later checkpoint: the old one stays refused, the new one signs.
+        g.resume_at(5).unwrap();
         assert!(matches!(
-            VoteGuard::open(dir.path()),
-            Err(StoreError::Corrupt { .. })
+            g.sign_vote(&chain, b, &key),
+            Err(StoreError::CheckpointPassed { .. })
+        ));
+        let (c, _) = vote(5, 0, b"c");
+        g.sign_vote(&chain, c, &key).unwrap();
+        assert_eq!(VoteGuard::open(dir.path(), 9).unwrap().checkpoint(), 5);
+    }
+
+    #[test]
+    fn a_missing_record_beside_a_chain_signs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, key) = vote(1, 0, b"a");
+        let mut g = VoteGuard::open(dir.path(), 12).unwrap();
+        assert_eq!(g.loss(), Some(&GuardLoss::Missing));
+        assert!(matches!(
+            g.sign_vote(&Hash32::sha256(b"chain"), a, &key),
+            Err(StoreError::SignerStateLost { .. })
         ));
     }
 }
