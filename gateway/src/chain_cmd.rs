@@ -183,6 +183,8 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     }
     let mut chain = Chain::new(genesis)?;
     chain.set_verify_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let file = data.join("blocks.sled");
+    let file = file.display();
     let tip = store.tip_height()?;
     let mut txs = 0u64;
     let mut producers = Vec::new();
@@ -190,17 +192,21 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     for height in 1..=tip {
         let bytes = store
             .get(height)?
-            .with_context(|| format!("block {height} is missing (tip {tip})"))?;
-        let block = Block::decode(&bytes).with_context(|| format!("block {height} is corrupt"))?;
+            .with_context(|| format!("block {height} is missing from {file} (tip {tip})"))?;
+        let block = Block::decode(&bytes)
+            .with_context(|| format!("block {height} in {file} is corrupt"))?;
         if block.header.height != height {
-            bail!("record {height} holds block {}", block.header.height);
+            bail!(
+                "record {height} in {file} holds block {}",
+                block.header.height
+            );
         }
         txs += block.transactions.len() as u64;
         producers.push(block.header.producer);
         slots.push(block.header.slot);
         chain
             .insert(block, Checks::FULL)
-            .with_context(|| format!("block {height} does not verify"))?;
+            .with_context(|| format!("block {height} in {file} does not verify"))?;
     }
     // Every stored certificate must prove its block, in checkpoint order, by the members of the
     // previous final block's state (protocol.md §9); each one finalizes the chain below it.
@@ -227,6 +233,25 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
             .with_context(|| format!("block {} cannot be finalized", cert.block.height))?;
         certificates += 1;
         last = Some(cert);
+    }
+    // What this node acknowledged as final must still be here: sled's flush is not an fsync,
+    // and its recovery drops what it did not write without a word.
+    let mark = data.join("final.mark");
+    let marked = store.marked_final().with_context(|| {
+        format!(
+            "cannot tell which blocks were acknowledged as final ({})",
+            mark.display()
+        )
+    })?;
+    let final_height = chain.finalized().1;
+    if let Some(m) = marked.filter(|m| *m > final_height) {
+        bail!(
+            "{file} lost final blocks: {} acknowledged blocks up to {m} as final, the store \
+             proves only {final_height} (its tip is {tip}); blocks {}..={m} are gone (a power \
+             cut before they were written, or damage). Start the gateway: peers give them back",
+            mark.display(),
+            final_height.saturating_add(1)
+        );
     }
     Ok(Verified {
         chain,

@@ -58,6 +58,16 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
     if let Some((from, count, reason)) = &report.dropped {
         tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify; peers will resend them");
     }
+    if let Some((acknowledged, kept)) = report.lost_final {
+        tracing::error!(
+            acknowledged,
+            kept,
+            "the block store lost final blocks it had acknowledged (power cut or damage); peers will resend them"
+        );
+    }
+    if let Some(reason) = &report.mark_unreadable {
+        tracing::warn!(%reason, "cannot tell whether the block store lost final blocks");
+    }
     tracing::info!(height = chain.chain().head_height(), %name, "chain opened");
     if !chain.chain().head_state().membership().contains(&me) {
         // A joining home syncs and follows the chain; it produces and votes once a member

@@ -643,6 +643,17 @@ pub enum StoreError {
         /// The store's directory.
         path: String,
     },
+    /// The store's files cannot be read as a sled 0.34 store.
+    #[error(
+        "{path} is damaged or not this version's block store (sled says: {reason}); move it \
+         aside and start the gateway: it resyncs the chain from peers"
+    )]
+    Unreadable {
+        /// The store's directory.
+        path: String,
+        /// What sled said.
+        reason: String,
+    },
     /// A block could not be attached.
     #[error(transparent)]
     Block(#[from] BlockError),

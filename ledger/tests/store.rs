@@ -178,3 +178,64 @@ fn a_store_held_open_is_refused_as_in_use_and_free_once_closed() {
     // The lock sled releases lazily after the drop is waited for, not reported.
     SledStore::open(dir.path()).unwrap();
 }
+
+#[test]
+fn a_store_that_lost_acknowledged_final_blocks_says_so_on_open() {
+    let c = Community::new(4, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        for slot in 1..=6 {
+            let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
+            pc.commit(b.clone(), Checks::FULL).unwrap();
+            pc.finalize(c.certify(slot, &b, 3)).unwrap();
+        }
+        assert_eq!(pc.store().marked_final().unwrap(), Some(6));
+    }
+    let (_, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(report.lost_final, None);
+    // What a power cut does to sled: the newest writes never reached the disk.
+    {
+        let mut store = SledStore::open(dir.path()).unwrap();
+        store.truncate_above(3).unwrap();
+        store.flush().unwrap();
+    }
+    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(report.lost_final, Some((6, 3)));
+    assert_eq!(pc.chain().finalized().1, 3);
+    drop(pc);
+    // A damaged mark is reported, not fatal.
+    std::fs::write(dir.path().join("final.mark"), b"garbage").unwrap();
+    let (_, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert!(
+        report
+            .mark_unreadable
+            .as_deref()
+            .is_some_and(|r| r.contains("final.mark")),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_damaged_sled_conf_names_the_store_and_what_to_do() {
+    let c = Community::new(3, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        fill(&c, &mut pc, 3);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let conf = dir.path().join("blocks.sled").join("conf");
+    let mut bytes = std::fs::read(&conf).unwrap();
+    for b in bytes.iter_mut().take(8) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&conf, bytes).unwrap();
+    let err = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unreadable { .. }), "{err:?}");
+    assert!(
+        text.contains("blocks.sled") && text.contains("resyncs the chain from peers"),
+        "{text}"
+    );
+}

@@ -46,6 +46,12 @@ pub trait BlockStore {
     fn certificates(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// The certificate of the highest final block, if any.
     fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records durably, after a flush, that blocks up to `height` are final here (what this
+    /// node acknowledged to its household): the mark that shows later whether the backend
+    /// lost acknowledged blocks. A backend with nothing to lose keeps it in memory.
+    fn mark_final(&mut self, height: u64) -> Result<(), StoreError>;
+    /// The last height [`Self::mark_final`] recorded (`None` before the first).
+    fn marked_final(&self) -> Result<Option<u64>, StoreError>;
 }
 
 /// A store in memory, for tests and benchmarks.
@@ -54,6 +60,7 @@ pub struct MemStore {
     chain_id: Option<Hash32>,
     blocks: BTreeMap<u64, Vec<u8>>,
     certificates: BTreeMap<u64, Vec<u8>>,
+    final_mark: Option<u64>,
 }
 
 impl BlockStore for MemStore {
@@ -98,6 +105,13 @@ impl BlockStore for MemStore {
     fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.certificates.values().next_back().cloned())
     }
+    fn mark_final(&mut self, height: u64) -> Result<(), StoreError> {
+        self.final_mark = Some(height);
+        Ok(())
+    }
+    fn marked_final(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.final_mark)
+    }
 }
 
 /// Blocks in a sled database (`DIR/blocks.sled`).
@@ -106,7 +120,12 @@ pub struct SledStore {
     db: sled::Db,
     blocks: sled::Tree,
     certificates: sled::Tree,
+    /// `DIR/final.mark`: the final height acknowledged, fsync'd outside sled (whose flush is
+    /// not an fsync), so a store that lost final blocks is found out.
+    mark_path: std::path::PathBuf,
 }
+
+const MARK_MAGIC: &[u8; 8] = b"GRLFIN01";
 
 const META_CHAIN_ID: &[u8] = b"chain_id";
 
@@ -136,6 +155,16 @@ impl SledStore {
                     path: path.display().to_string(),
                 }
             }
+            // A damaged `conf` reads as "sled version earlier than 0.29", a damaged log as
+            // corruption: name the store and what to do, not only sled's words.
+            sled::Error::Unsupported(reason) => StoreError::Unreadable {
+                path: path.display().to_string(),
+                reason,
+            },
+            sled::Error::Corruption { .. } => StoreError::Unreadable {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            },
             other => other.into(),
         })?;
         let blocks = db.open_tree("blocks")?;
@@ -144,6 +173,7 @@ impl SledStore {
             db,
             blocks,
             certificates,
+            mark_path: dir.join("final.mark"),
         })
     }
 }
@@ -225,6 +255,38 @@ impl BlockStore for SledStore {
     fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.certificates.last()?.map(|(_, v)| v.to_vec()))
     }
+    fn mark_final(&mut self, height: u64) -> Result<(), StoreError> {
+        let mut record = MARK_MAGIC.to_vec();
+        record.extend_from_slice(&height.to_be_bytes());
+        let check = Hash32::sha256(&record);
+        record.extend_from_slice(&check.0);
+        signer::write_durably(&self.mark_path, &record)
+    }
+    fn marked_final(&self) -> Result<Option<u64>, StoreError> {
+        let bytes = match std::fs::read(&self.mark_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: self.mark_path.display().to_string(),
+                    source: e,
+                })
+            }
+        };
+        let damaged = || StoreError::Corrupt {
+            height: 0,
+            reason: format!("{} is not a valid final mark", self.mark_path.display()),
+        };
+        let (body, check) = bytes.split_at_checked(16).ok_or_else(damaged)?;
+        if body.get(..8) != Some(&MARK_MAGIC[..]) || Hash32::sha256(body).0 != check {
+            return Err(damaged());
+        }
+        let height: [u8; 8] = body
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(damaged)?;
+        Ok(Some(u64::from_be_bytes(height)))
+    }
 }
 
 /// What opening a store found.
@@ -234,6 +296,12 @@ pub struct OpenReport {
     pub loaded: u64,
     /// Stored blocks dropped because they did not verify (`from_height`, count, reason).
     pub dropped: Option<(u64, u64, String)>,
+    /// The store came back with fewer final blocks than this node acknowledged
+    /// (`acknowledged final height`, `final height loaded`): it lost them (a power cut before
+    /// the backend wrote them, or damage). Peers give them back; the loss is reported.
+    pub lost_final: Option<(u64, u64)>,
+    /// The final mark could not be read (why); nothing can be said about lost final blocks.
+    pub mark_unreadable: Option<String>,
     /// Stored certificates that did not verify (their blocks stay non-final).
     pub bad_certificates: u64,
 }
@@ -275,6 +343,11 @@ impl<S: BlockStore> PersistentChain<S> {
                 store.flush()?;
             }
         }
+        // Read before anything here writes a new mark.
+        let (marked, mark_unreadable) = match store.marked_final() {
+            Ok(m) => (m, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         let tip = store.tip_height()?;
         let sig_from = tip.saturating_sub(signature_depth);
         let mut canonical = vec![id];
@@ -334,6 +407,9 @@ impl<S: BlockStore> PersistentChain<S> {
             )?),
             _ => None,
         };
+        let lost_final = marked
+            .filter(|m| *m > final_height)
+            .map(|m| (m, final_height));
         let pc = PersistentChain {
             chain,
             store,
@@ -346,6 +422,8 @@ impl<S: BlockStore> PersistentChain<S> {
                 loaded,
                 dropped,
                 bad_certificates,
+                lost_final,
+                mark_unreadable,
             },
         ))
     }
@@ -432,6 +510,7 @@ impl<S: BlockStore> PersistentChain<S> {
         self.store
             .put_certificate(cert.block.height, &cert.encode())?;
         self.store.flush()?;
+        self.store.mark_final(cert.block.height)?;
         self.last_certificate = Some(cert);
         Ok(finalized)
     }
