@@ -186,13 +186,15 @@ impl SunSpecDevice {
                     Some(v) => match v.as_f64() {
                         None => Reading::NotImplemented,
                         Some(raw) => {
-                            let checked = check(&self.settings.limits, raw).and_then(|x| {
-                                if monotonic {
-                                    self.counters.entry(key).or_default().check(x)
-                                } else {
-                                    Ok(x)
-                                }
-                            });
+                            let checked = crate::quality::check_finite(raw)
+                                .and_then(|x| check(&self.settings.limits, x))
+                                .and_then(|x| {
+                                    if monotonic {
+                                        self.counters.entry(key).or_default().check(x)
+                                    } else {
+                                        Ok(x)
+                                    }
+                                });
                             match checked {
                                 Ok(value) => {
                                     self.last.insert(key, (value, now));

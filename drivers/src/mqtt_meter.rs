@@ -121,6 +121,16 @@ pub fn decode(format: PayloadFormat, payload: &[u8]) -> Result<MeterUpdate, Payl
             u
         }
     };
+    // A sum of channels or a kWh → Wh conversion can leave f64's range.
+    for (value, field) in [
+        (update.power_w, "power"),
+        (update.import_wh, "import"),
+        (update.export_wh, "export"),
+    ] {
+        if value.is_some_and(|x| !x.is_finite()) {
+            return Err(PayloadError::BadNumber { field });
+        }
+    }
     if update == MeterUpdate::default() {
         return Err(PayloadError::NoFields {
             format: match format {
@@ -278,6 +288,20 @@ mod tests {
         let u = decode(PayloadFormat::Shelly, p).unwrap();
         assert_eq!(u.import_wh, Some(5000.5));
         assert_eq!(u.export_wh, Some(120.0));
+    }
+
+    #[test]
+    fn numbers_beyond_f64_after_summing_or_converting_are_refused() {
+        let p = br#"{"ENERGY":{"Total":1.0,"Power":[1e308,1e308]}}"#;
+        assert!(matches!(
+            decode(PayloadFormat::Tasmota, p),
+            Err(PayloadError::BadNumber { field: "power" })
+        ));
+        let p = br#"{"ENERGY":{"Total":1e306,"Power":5}}"#;
+        assert!(matches!(
+            decode(PayloadFormat::Tasmota, p),
+            Err(PayloadError::BadNumber { field: "import" })
+        ));
     }
 
     #[test]

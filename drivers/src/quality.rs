@@ -78,6 +78,12 @@ pub enum ImplausibleError {
         /// The device's nameplate.
         nameplate_w: f64,
     },
+    /// Not a finite number (an infinite float register, or a scale factor beyond f64).
+    #[error("{value} is not a finite number")]
+    NotFinite {
+        /// The value read.
+        value: f64,
+    },
     /// An energy counter that went back.
     #[error("energy counter went back from {last} to {value}")]
     CounterWentBack {
@@ -93,6 +99,16 @@ pub enum ImplausibleError {
 pub struct Limits {
     /// Nameplate power, W: |power| above 1.2 × this is implausible.
     pub nameplate_w: Option<f64>,
+}
+
+/// A reading must be a finite number before any other check: an infinite power would pass a
+/// missing nameplate, and an infinite counter would block every later value as going back.
+pub fn check_finite(value: f64) -> Result<f64, ImplausibleError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ImplausibleError::NotFinite { value })
+    }
 }
 
 impl Limits {

@@ -136,6 +136,17 @@ async fn implausible_values_are_refused_not_passed_on() {
         met.read_meter(&mut link).await.import_wh,
         Reading::Implausible { .. }
     ));
+    // A scale factor beyond f64 on a meter without a nameplate: infinite power, refused (it
+    // passed as valid before: no nameplate, no limit).
+    {
+        let mut d = sim.devices.lock().unwrap();
+        let m = d.get_mut(&3).unwrap();
+        m.image.set(203, "W_SF", Value::Int(400)).unwrap();
+    }
+    match met.read_meter(&mut link).await.power_w {
+        Reading::Implausible { reason } => assert!(reason.contains("not a finite"), "{reason}"),
+        other => panic!("infinite power admitted: {other:?}"),
+    }
 }
 
 #[tokio::test]
