@@ -219,6 +219,22 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["auctions", "market"])]
         compare: bool,
     },
+    /// The device and input rows of the fault matrix against the Modbus simulators, one JSON
+    /// line each: D1 exceptions, D2 late replies, D3 corrupted frames, D4 device restarts,
+    /// V1 implausible readings (what passed as valid from a broken or implausible answer).
+    DeviceFaults {
+        /// Scale of the counts: 1 runs D1 1 000 exceptions, D2 10 000 requests, D3 10 000
+        /// corrupted frames, V1 1 000 implausible readings.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// D4: seconds the device is away, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,60,600")]
+        outages_s: Vec<f64>,
+        /// D4: how long a value stays usable without a fresh reading (the gateway's default
+        /// is five polls).
+        #[arg(long, default_value_t = 5_000)]
+        stale_after_ms: u64,
+    },
     /// The consensus fault suite: a simulated community of real gateways, each behind its own
     /// TCP relay, with partitions (2 | 3, 1 | 4), disconnects, SIGSTOP and SIGKILL while trades
     /// flow; prints one JSON line (conflicting final blocks, splits after heals, releases of

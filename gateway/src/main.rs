@@ -212,6 +212,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
         }
+        Command::DeviceFaults {
+            scale,
+            outages_s,
+            stale_after_ms,
+        } => device_cmd::runtime()?.block_on(device_faults(scale, &outages_s, stale_after_ms))?,
         Command::Faults {
             homes,
             cycles,
@@ -398,5 +403,34 @@ fn init_logs(level: Option<&str>) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    Ok(())
+}
+
+/// `gridlet device-faults`: the rows of `gridlet_hil::device_rows`, one JSON line each.
+async fn device_faults(scale: f64, outages_s: &[f64], stale_after_ms: u64) -> Result<()> {
+    use gridlet_hil::device_rows as rows;
+    anyhow::ensure!(
+        scale.is_finite() && scale > 0.0,
+        "--scale must be a positive number, not {scale}"
+    );
+    let n = |full: f64| (full * scale).ceil().max(1.0) as u64;
+    let print = |v: serde_json::Value| println!("{v}");
+    print(rows::d1_exceptions(n(1_000.0)).await?);
+    print(rows::d2_late_replies(n(10_000.0)).await?);
+    print(rows::d3_corrupted_frames(n(10_000.0)).await?);
+    for s in outages_s {
+        anyhow::ensure!(
+            s.is_finite() && *s >= 0.0,
+            "--outages-s takes seconds, not {s}"
+        );
+        print(
+            rows::d4_device_restart(
+                std::time::Duration::from_secs_f64(*s),
+                std::time::Duration::from_millis(stale_after_ms),
+            )
+            .await?,
+        );
+    }
+    print(rows::v1_implausible(n(1_000.0)).await?);
     Ok(())
 }

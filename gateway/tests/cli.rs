@@ -506,3 +506,29 @@ fn check_passes_a_sound_home_and_names_what_is_wrong_in_a_broken_one() {
         "{out}"
     );
 }
+
+#[test]
+fn device_faults_prints_one_line_per_row_and_admits_nothing_broken() {
+    let (ok, out, err) = gridlet(&[
+        "device-faults",
+        "--scale",
+        "0.02",
+        "--outages-s",
+        "0.5",
+        "--stale-after-ms",
+        "200",
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["row"].as_str().unwrap()).collect();
+    assert_eq!(names, ["D1", "D2", "D3", "D4", "V1"], "{out}");
+    assert_eq!(rows[0]["wrong_or_admitted_from_exception"], 0, "{out}");
+    assert_eq!(rows[1]["misattributed"], 0, "{out}");
+    assert_eq!(rows[2]["accepted_with_wrong_words"], 0, "{out}");
+    assert_eq!(rows[4]["admitted"], 0, "{out}");
+    let (ok, _, err) = gridlet(&["device-faults", "--scale=-1"]);
+    assert!(!ok && err.contains("--scale"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! exactly what the drivers parse — and the interop tests check both against foreign peers.
 
 pub mod community;
+pub mod device_rows;
 pub mod devices;
 pub mod dsmr_sim;
 pub mod faults;
