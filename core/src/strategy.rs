@@ -684,6 +684,7 @@ mod tests {
                 remaining_wh: WattHours::new(1_200),
             },
         );
+        market.homes.entry(me).or_default().attested_wh = 1_200;
         assert_eq!(
             offer_headroom(&market, &me, WattHours::new(1_500)),
             WattHours::new(1_500)

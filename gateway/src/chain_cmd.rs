@@ -170,6 +170,8 @@ pub(crate) struct Verified {
     pub slots: Vec<u64>,
     /// Certificates checked.
     pub certificates: u64,
+    /// Trades retired from the state on the way (protocol.md §12.9), in retirement order.
+    pub retired: Vec<(gridlet_ledger::Hash32, gridlet_ledger::market::book::Trade)>,
 }
 
 /// Re-verifies a stored chain from genesis without changing it.
@@ -189,6 +191,7 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     let mut txs = 0u64;
     let mut producers = Vec::new();
     let mut slots = Vec::new();
+    let mut retired = Vec::new();
     for height in 1..=tip {
         let bytes = store
             .get(height)?
@@ -204,9 +207,14 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
         txs += block.transactions.len() as u64;
         producers.push(block.header.producer);
         slots.push(block.header.slot);
-        chain
+        let inserted = chain
             .insert(block, Checks::FULL)
             .with_context(|| format!("block {height} in {file} does not verify"))?;
+        for e in inserted.events {
+            if let gridlet_ledger::market::MarketEvent::Retired { trades, .. } = e {
+                retired.extend(trades);
+            }
+        }
     }
     // Every stored certificate must prove its block, in checkpoint order, by the members of the
     // previous final block's state (protocol.md §9); each one finalizes the chain below it.
@@ -259,6 +267,7 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
         producers,
         slots,
         certificates,
+        retired,
     })
 }
 
@@ -450,16 +459,19 @@ pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) ->
     Ok(())
 }
 
-/// The market's trades after the stored chain, with provenance: one JSON value per trade.
+/// The market's trades after the stored chain, with provenance: one JSON value per trade,
+/// those retired from the state (`"retired": true`) first, gathered as the replay passed them.
 pub fn trades(data: &Path) -> Result<Vec<serde_json::Value>> {
-    let Verified { chain, .. } = load_verified(data)?;
+    let Verified { chain, retired, .. } = load_verified(data)?;
     let market = chain.head_state().market();
-    Ok(market
-        .trades
-        .iter()
-        .map(|(id, t)| {
+    let old = retired.iter().map(|(id, t)| (id, t, true));
+    let live = market.trades.iter().map(|(id, t)| (id, t, false));
+    Ok(old
+        .chain(live)
+        .map(|(id, t, retired)| {
             json!({
                 "trade": id.to_hex(),
+                "retired": retired,
                 "source": t.source,
                 "seller": t.seller.to_hex(),
                 "energy_wh": t.energy_wh,

@@ -295,6 +295,10 @@ pub enum Command {
         /// Market mode: `live` (attest, sell, buy, release, deliver) or `none` (transfers only).
         #[arg(long, value_enum, default_value = "live")]
         market: ChainMarket,
+        /// Blocks what is over stays in the consensus state (genesis `market.retention_blocks`;
+        /// 0 keeps everything).
+        #[arg(long, default_value_t = gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS)]
+        retention_blocks: u64,
     },
     /// SunSpec tools.
     Sunspec {

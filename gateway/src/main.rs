@@ -270,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             txs_per_slot,
             silent_percent,
             market,
+            retention_blocks,
         } => {
             let summary = sim_chain::run(&sim_chain::SimOptions {
                 homes,
@@ -280,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
                 txs_per_slot,
                 silent_percent,
                 market: market == ChainMarket::Live,
+                retention_blocks,
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }

@@ -46,6 +46,8 @@ pub struct SimOptions {
     pub silent_percent: u64,
     /// Whether homes trade energy (false: credit transfers only).
     pub market: bool,
+    /// The genesis retention window, blocks (0: nothing is retired).
+    pub retention_blocks: u64,
 }
 
 /// splitmix64: the scenario's reproducible randomness.
@@ -121,12 +123,13 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             balance: MicroCredits::new(100_000_000),
         })
         .collect();
-    let genesis = Genesis::with_defaults(
+    let mut genesis = Genesis::with_defaults(
         &format!("gridlet-sim-{}", o.seed),
         0,
         members.clone(),
         o.rule,
     );
+    genesis.market.retention_blocks = o.retention_blocks;
     let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance.get())).sum();
 
     let mut homes = Vec::with_capacity(o.homes);
@@ -162,6 +165,9 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     let mut releases: Vec<gridlet_ledger::Hash32> = Vec::new();
     let mut deliveries = 0u64;
     let mut settled = 0u64;
+    let mut retired: std::collections::BTreeMap<gridlet_ledger::Hash32, bool> =
+        std::collections::BTreeMap::new();
+    let mut commit_ms: Vec<f64> = Vec::new();
     let mut produced_by: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_rank: BTreeMap<u32, u64> = BTreeMap::new();
     let mut committed_txs = 0u64;
@@ -326,7 +332,8 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             .produce(&homes[p].key, slot, &mempool)?;
         let block = out.block;
         homes[p].guard.authorize(slot, block.hash())?;
-        for h in homes.iter_mut() {
+        for (n, h) in homes.iter_mut().enumerate() {
+            let started = std::time::Instant::now();
             h.chain
                 .commit(
                     block.clone(),
@@ -336,6 +343,9 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                     },
                 )
                 .with_context(|| format!("{} rejected block {}", h.name, block.header.height))?;
+            if n == 0 {
+                commit_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
         }
         // A perfect bus: every home precommits the new block in round 0 of its checkpoint, and
         // each home finalizes it with the certificate (what the Tendermint rounds produce).
@@ -368,6 +378,9 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
                     }
                 }
                 MarketEvent::Settled { .. } => settled += 1,
+                MarketEvent::Retired { trades, .. } => {
+                    retired.extend(trades.into_iter().map(|(id, t)| (id, t.released)));
+                }
                 _ => {}
             }
         }
@@ -408,9 +421,14 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
     let mut unique = releases.clone();
     unique.sort();
     unique.dedup();
+    // Retired trades count as they left the state.
     let releases_match_trades = unique.len() == releases.len()
-        && releases.iter().all(|t| market.trades.contains_key(t))
-        && market.trades.values().filter(|t| t.released).count() == releases.len();
+        && releases
+            .iter()
+            .all(|t| market.trades.contains_key(t) || retired.contains_key(t))
+        && market.trades.values().filter(|t| t.released).count()
+            + retired.values().filter(|r| **r).count()
+            == releases.len();
     let energy_traced = homes.iter().all(|h| market.provenance_holds(&h.member));
     let (wh_traded, wh_delivered, credits_to_sellers) = market.totals();
     let summary = json!({
@@ -430,6 +448,8 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             "attested_wh": homes.iter().map(|h| market.attested_wh(&h.member).get()).sum::<u64>(),
             "contracts": market.contracts.len(),
             "trades": market.trades.len(),
+            "trades_retired": retired.len(),
+            "attestation_records": market.attestations.len(),
             "wh_traded": wh_traded,
             "releases": releases.len(),
             "deliveries_reported": deliveries,
@@ -445,6 +465,11 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             "every_release_matches_one_trade": releases_match_trades,
             "delivered_energy_traces_to_attested_generation": energy_traced,
         },
+        // What one block costs home 0 (validation, state hash, store) as the chain grows:
+        // the median of each tenth of the run, ms.
+        "retention_blocks": o.retention_blocks,
+        "commit_ms_median_by_tenth": medians_by_tenth(&commit_ms),
+        "resident_kb": resident_kb(),
         "data_dirs": homes_dir.display().to_string(),
     });
     std::fs::write(
@@ -462,4 +487,29 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         "delivered energy does not trace back to attested generation"
     );
     Ok(summary)
+}
+
+/// The median of each tenth of `v`, rounded to µs.
+fn medians_by_tenth(v: &[f64]) -> Vec<f64> {
+    let n = v.len().div_ceil(10).max(1);
+    v.chunks(n)
+        .map(|c| {
+            let mut c = c.to_vec();
+            c.sort_by(f64::total_cmp);
+            let m = c.get(c.len() / 2).copied().unwrap_or(0.0);
+            (m * 1000.0).round() / 1000.0
+        })
+        .collect()
+}
+
+/// This process's resident memory (Linux `VmRSS`), KiB; 0 where it cannot be read.
+fn resident_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -186,6 +186,17 @@ pub enum TxError {
         /// The interval.
         interval: u64,
     },
+    /// The interval is older than intervals of this home already retired from the state
+    /// (protocol.md §12.9): it could be a second claim for energy retired with them.
+    #[error("{home} cannot attest interval {interval}: its intervals below {from} are retired")]
+    IntervalRetired {
+        /// The home.
+        home: MemberKey,
+        /// The interval.
+        interval: u64,
+        /// The first interval it can still attest.
+        from: u64,
+    },
     /// The attestation would leave the home with more energy attested and not yet delivered
     /// than its equipment in genesis can hold and make in an hour.
     #[error(
@@ -405,6 +416,15 @@ pub enum TxError {
         day: u64,
         /// Which figure.
         field: &'static str,
+    },
+    /// The day is older than days already retired from the state (§12.9): a second schedule
+    /// for it could bill it twice.
+    #[error("day {day} is retired: schedules start from day {from}")]
+    DayRetired {
+        /// The day.
+        day: u64,
+        /// The first day a schedule can still be committed for.
+        from: u64,
     },
     /// No schedule was committed for the day.
     #[error("day {day} has no schedule")]

@@ -16,6 +16,7 @@ use crate::error::GenesisError;
 use crate::selection::SelectionRule;
 
 const GENESIS_TAG: &[u8] = b"gridlet/genesis/v1";
+const GENESIS_TAG_V2: &[u8] = b"gridlet/genesis/v2";
 
 /// One home of the community.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +147,16 @@ pub struct MarketParams {
     pub auction_round_blocks: u64,
     /// How auction fills are priced.
     pub pricing: crate::market::Pricing,
+    /// Blocks what is over stays in the consensus state before it is retired (settled trades
+    /// after their deadline, expired or sold contracts with their trade, used-up attestations,
+    /// billed days; protocol.md §12.9). 0 keeps everything: a community made before retention
+    /// (its genesis hash is unchanged).
+    #[serde(default)]
+    pub retention_blocks: u64,
 }
+
+/// What `gridlet genesis` and the simulators give a new community: a day of one-second slots.
+pub const DEFAULT_RETENTION_BLOCKS: u64 = 86_400;
 
 impl Default for MarketParams {
     fn default() -> Self {
@@ -155,6 +165,7 @@ impl Default for MarketParams {
             delivery_power_w: default_delivery_power_w(),
             auction_round_blocks: 20,
             pricing: crate::market::Pricing::PayAsBid,
+            retention_blocks: 0,
         }
     }
 }
@@ -507,12 +518,21 @@ impl Genesis {
             m.equipment.encode_into(&mut w);
             w.u64(m.balance.get());
         }
+        // Retention came later: a genesis without it keeps its v1 encoding and hash.
+        if self.market.retention_blocks > 0 {
+            w.u64(self.market.retention_blocks);
+        }
         w.finish()
     }
 
     /// The chain id every transaction and block is bound to.
     pub fn hash(&self) -> Hash32 {
-        Hash32::tagged(GENESIS_TAG, &[&self.encode()])
+        let tag = if self.market.retention_blocks > 0 {
+            GENESIS_TAG_V2
+        } else {
+            GENESIS_TAG
+        };
+        Hash32::tagged(tag, &[&self.encode()])
     }
 
     /// Parsed attestor (battery) keys by member.
@@ -584,7 +604,10 @@ impl Genesis {
                 fallback_ranks: 3,
                 fallback_delay_ms: 300,
             },
-            market: MarketParams::default(),
+            market: MarketParams {
+                retention_blocks: DEFAULT_RETENTION_BLOCKS,
+                ..MarketParams::default()
+            },
             schedule: None,
             members,
         }

@@ -1022,3 +1022,127 @@ fn sealed_bid_auction_clears_like_the_cli_and_unrevealed_bids_get_nothing() {
     assert_eq!(market.sellable_wh(&m.c.member(1)).get(), 500);
     assert_eq!(m.total(), 6 * 1_000_000);
 }
+
+#[test]
+fn what_is_over_is_retired_after_the_window_and_the_rules_keep_their_totals() {
+    let mut c = Community::new(3, SelectionRule::Paper);
+    c.genesis.market.retention_blocks = 5;
+    c.genesis.market.delivery_blocks = 2;
+    c.genesis.market.delivery_power_w = 1_000_000;
+    let mut m = Market::with_community(c);
+    // Two intervals attested; the first sold and delivered in full, the second one left.
+    let a1 = m.attestation(0, 7, 1_000);
+    let a2 = m.attestation(0, 8, 500);
+    let t1 = m.tx(0, TxPayload::Attest(a1));
+    let t2 = m.tx(0, TxPayload::Attest(a2));
+    assert!(m.block(&[t1, t2]).is_empty());
+    let sale = m.tx(
+        0,
+        TxPayload::Sale {
+            mode: gridlet_ledger::DeliveryMode::Discharge,
+            energy_wh: WattHours::new(1_000),
+            price: Price::new(200_000),
+            expiry_height: 50,
+            attestation: None,
+        },
+    );
+    let contract = sale.id();
+    assert!(m.block(&[sale]).is_empty());
+    let purchase = m.tx(
+        1,
+        TxPayload::Purchase {
+            contract,
+            payment: MicroCredits::new(200_000),
+        },
+    );
+    let trade = purchase.id();
+    assert!(m.block(&[purchase]).is_empty());
+    let deliver = m.tx(
+        0,
+        TxPayload::Deliver {
+            trade,
+            delivered_wh: WattHours::new(1_000),
+            receipt: m.receipt(0, &trade, 1_000),
+        },
+    );
+    assert!(m.block(&[deliver]).is_empty());
+    let deadline = m.chain.head_state().market().trades[&trade].deadline_height;
+    let settled_at = m.chain.head_state().height;
+    // Within the window everything is still there.
+    while m.chain.head_state().height + 1 < deadline + 5 {
+        m.block(&[]);
+        assert!(m.chain.head_state().market().trades.contains_key(&trade));
+    }
+    m.block(&[]);
+    let market = m.chain.head_state().market();
+    assert!(
+        !market.trades.contains_key(&trade),
+        "retired at deadline + 5"
+    );
+    assert!(
+        !market.contracts.contains_key(&contract),
+        "its contract with it"
+    );
+    // The used-up interval 7 goes, the newest (8, unused) stays.
+    assert!(!market.attestations.contains_key(&(m.c.member(0), 7)));
+    assert!(market.attestations.contains_key(&(m.c.member(0), 8)));
+    // The totals still count the retired trade, and the rules use them.
+    assert_eq!(market.totals(), (1_000, 1_000, 200_000));
+    assert_eq!(market.attested_wh(&m.c.member(0)).get(), 1_500);
+    assert_eq!(market.outstanding_wh(&m.c.member(0)).get(), 500);
+    // Over the blocks: the interval as soon as nothing could give energy back to it (its
+    // trade settled), the trade and its contract after the window.
+    let mut retired = (Vec::new(), 0, 0);
+    for e in &m.events {
+        if let MarketEvent::Retired {
+            trades,
+            contracts,
+            attestations,
+            ..
+        } = e
+        {
+            retired.0.extend(trades.clone());
+            retired.1 += contracts;
+            retired.2 += attestations;
+        }
+    }
+    assert_eq!(retired.0.len(), 1);
+    assert_eq!(retired.0[0].0, trade);
+    assert!(retired.0[0].1.settled);
+    assert_eq!((retired.1, retired.2), (1, 1));
+    assert!(settled_at < deadline);
+    // A second claim for the retired interval is refused by name.
+    let again = m.attestation(0, 7, 1_000);
+    let again = m.tx(0, TxPayload::Attest(again));
+    let refused = m.block(&[again]);
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [(
+                _,
+                TxError::IntervalRetired {
+                    interval: 7,
+                    from: 8,
+                    ..
+                }
+            )]
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(m.total(), 3 * 1_000_000);
+}
+
+#[test]
+fn without_a_retention_window_nothing_is_retired() {
+    let mut c = Community::new(2, SelectionRule::Paper);
+    c.genesis.market.retention_blocks = 0;
+    let mut m = Market::with_community(c);
+    let a = m.attestation(0, 3, 100);
+    let t = m.tx(0, TxPayload::Attest(a));
+    assert!(m.block(&[t]).is_empty());
+    m.empty_blocks(20);
+    assert!(m
+        .events
+        .iter()
+        .all(|e| !matches!(e, MarketEvent::Retired { .. })));
+}

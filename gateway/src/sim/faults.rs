@@ -639,6 +639,7 @@ mod tests {
                 txs_per_slot: 2,
                 silent_percent: 0,
                 market: false,
+                retention_blocks: gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS,
             })
             .unwrap();
             setups.push(super::super::home_config::HomeSetup {

@@ -97,6 +97,10 @@ def genesis_hash(g):
     for m in g["members"]:
         out += var(m["name"].encode()) + bytes.fromhex(m["key"]) + bytes.fromhex(m["attestor"]) \
             + equipment(m) + u64(m["balance"])
+    # Retention (§12.9) came later: a genesis without it keeps the v1 encoding and tag.
+    retention = g.get("market", {}).get("retention_blocks", 0)
+    if retention > 0:
+        return H(b"gridlet/genesis/v2", out + u64(retention))
     return H(b"gridlet/genesis/v1", out)
 
 
@@ -244,8 +248,8 @@ def main():
         for (h, p, tw) in recent:
             enc += u64(h) + p + u32(len(tw)) + b"".join(k + u64(wh) for k, wh in tw)
         # Market (transfers only here): escrow 0, no attestations, contracts, trades, rounds,
-        # scheduled days.
-        enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0)
+        # scheduled days, home totals, the first day a schedule can be committed for.
+        enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0) + u64(0)
         # No double votes recorded, nobody excluded from the ranking.
         enc += u32(0) + u32(0)
         # Membership (§7.1): genesis's members, since height 0; no open proposals.

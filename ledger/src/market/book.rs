@@ -18,6 +18,22 @@ pub struct AttestationRecord {
     pub remaining_wh: WattHours,
 }
 
+/// A home's market over the whole chain, as running totals: what the rules and the reports
+/// need of the records that retention removes (protocol.md §12.9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HomeTotals {
+    /// Energy it attested, Wh.
+    pub attested_wh: u64,
+    /// Energy of its trades as seller, Wh.
+    pub sold_wh: u64,
+    /// Energy reported delivered for its trades as seller, Wh.
+    pub delivered_wh: u64,
+    /// Paid to it as seller, µcredits.
+    pub paid_out: u64,
+    /// The first interval it may still attest: its intervals below were retired (0: none).
+    pub attest_from: u64,
+}
+
 /// Where (part of) a contract's or trade's energy comes from: an attested interval of the
 /// seller's own generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -207,6 +223,18 @@ pub enum MarketEvent {
     },
     /// A member joined or left, from the next block on.
     MembershipChanged(crate::membership::MembershipChanged),
+    /// What is over left the consensus state (protocol.md §12.9): the trades in full, for an
+    /// archive outside the state (`gridlet chain trades`), and how much of the rest.
+    Retired {
+        /// The retired trades, by id.
+        trades: Vec<(Hash32, Trade)>,
+        /// Contracts retired.
+        contracts: u64,
+        /// Attestation records retired.
+        attestations: u64,
+        /// Billed days retired.
+        days: Vec<u64>,
+    },
 }
 
 /// The market state.
@@ -224,6 +252,10 @@ pub struct MarketState {
     pub escrow: MicroCredits,
     /// Day-ahead schedules by day.
     pub days: BTreeMap<u64, DayRecord>,
+    /// Running totals of each home that took part (attested, sold or delivered).
+    pub homes: BTreeMap<MemberKey, HomeTotals>,
+    /// The first day a schedule can be committed for: the days below were retired.
+    pub days_from: u64,
 }
 
 /// A committed day-ahead schedule and its billing.
@@ -245,6 +277,8 @@ pub struct DayRecord {
     pub metered_wh: BTreeMap<MemberKey, Vec<i64>>,
     /// Once every home's readings are in: what each paid (negative: received), µcredits.
     pub bills: Option<BTreeMap<MemberKey, i64>>,
+    /// The height of the block that billed it (retention counts from there).
+    pub billed_height: u64,
 }
 
 fn len(w: &mut Writer, n: usize) {
@@ -306,13 +340,9 @@ impl MarketState {
         WattHours::new(total)
     }
 
-    /// Total attested energy of a home.
+    /// Total attested energy of a home, over the whole chain.
     pub fn attested_wh(&self, home: &MemberKey) -> WattHours {
-        let total = self
-            .attestations
-            .range((*home, 0)..=(*home, u64::MAX))
-            .fold(0u64, |acc, (_, r)| acc.saturating_add(r.energy_wh.get()));
-        WattHours::new(total)
+        WattHours::new(self.homes.get(home).map_or(0, |t| t.attested_wh))
     }
 
     /// Energy a home attested and has not delivered: sellable, offered, pooled or sold and not
@@ -331,30 +361,28 @@ impl MarketState {
             })
     }
 
-    /// The market's totals over all trades (for reports): Wh traded, Wh delivered, paid out
-    /// to sellers (saturating: figures, not state).
+    /// The market's totals over all trades, retired ones included (for reports): Wh traded,
+    /// Wh delivered, paid out to sellers (saturating: figures, not state).
     pub fn totals(&self) -> (u64, u64, u64) {
-        self.trades
+        self.homes
             .values()
             .fold((0u64, 0u64, 0u64), |(t, d, p), x| {
                 (
-                    t.saturating_add(x.energy_wh.get()),
-                    d.saturating_add(x.delivered_wh.map_or(0, WattHours::get)),
-                    p.saturating_add(x.paid_out.get()),
+                    t.saturating_add(x.sold_wh),
+                    d.saturating_add(x.delivered_wh),
+                    p.saturating_add(x.paid_out),
                 )
             })
     }
 
-    /// Total delivered energy of a home (as seller).
+    /// Total delivered energy of a home (as seller), over the whole chain.
     pub fn delivered_wh(&self, home: &MemberKey) -> WattHours {
-        let total = self
-            .trades
-            .values()
-            .filter(|t| t.seller == *home)
-            .fold(0u64, |acc, t| {
-                acc.saturating_add(t.delivered_wh.map_or(0, WattHours::get))
-            });
-        WattHours::new(total)
+        WattHours::new(self.homes.get(home).map_or(0, |t| t.delivered_wh))
+    }
+
+    /// A home's running totals, to update.
+    pub(crate) fn totals_of(&mut self, home: MemberKey) -> &mut HomeTotals {
+        self.homes.entry(home).or_default()
     }
 
     /// Appends the canonical encoding (see `docs/protocol.md` §7).
@@ -482,8 +510,19 @@ impl MarketState {
                     for (k, x) in bills {
                         w.fixed(&k.0).i64(*x);
                     }
+                    w.u64(d.billed_height);
                 }
             }
         }
+        len(w, self.homes.len());
+        for (k, t) in &self.homes {
+            w.fixed(&k.0)
+                .u64(t.attested_wh)
+                .u64(t.sold_wh)
+                .u64(t.delivered_wh)
+                .u64(t.paid_out)
+                .u64(t.attest_from);
+        }
+        w.u64(self.days_from);
     }
 }

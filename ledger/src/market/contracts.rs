@@ -77,6 +77,14 @@ impl LedgerState {
                 interval: a.interval,
             });
         }
+        let from = self.market.homes.get(home).map_or(0, |t| t.attest_from);
+        if a.interval < from {
+            return Err(TxError::IntervalRetired {
+                home: *home,
+                interval: a.interval,
+                from,
+            });
+        }
         let bound = self
             .membership()
             .equipment(home)
@@ -98,6 +106,8 @@ impl LedgerState {
     }
 
     pub(super) fn record_attestation(&mut self, home: MemberKey, a: &Attestation) {
+        let totals = self.market.totals_of(home);
+        totals.attested_wh = totals.attested_wh.saturating_add(a.energy_wh.get());
         self.market.attestations.insert(
             (home, a.interval),
             AttestationRecord {
@@ -357,6 +367,8 @@ impl LedgerState {
                 if let Some(c) = self.market.contracts.get_mut(contract) {
                     c.status = ContractStatus::Sold { trade: stx.id() };
                 }
+                let totals = self.market.totals_of(trade.seller);
+                totals.sold_wh = totals.sold_wh.saturating_add(trade.energy_wh.get());
                 self.market.trades.insert(stx.id(), trade);
                 Ok(())
             }
@@ -419,6 +431,9 @@ impl LedgerState {
                     t.delivered_wh = Some(*delivered_wh);
                     t.paid_out = pay;
                 }
+                let totals = self.market.totals_of(seller);
+                totals.delivered_wh = totals.delivered_wh.saturating_add(delivered_wh.get());
+                totals.paid_out = totals.paid_out.saturating_add(pay.get());
                 if full {
                     let event = self.settle(*trade)?;
                     self.pending_events.push(event);

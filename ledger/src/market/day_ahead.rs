@@ -73,6 +73,12 @@ impl LedgerState {
         if self.market.days.contains_key(&day) {
             return Err(TxError::ScheduleExists { day });
         }
+        if day < self.market.days_from {
+            return Err(TxError::DayRetired {
+                day,
+                from: self.market.days_from,
+            });
+        }
         let intervals = usize::try_from(p.intervals).unwrap_or(0);
         let bad = |round: usize, reason: String| TxError::BadProposal { day, round, reason };
         let mut rounds: Vec<Vec<(MemberKey, ProposalMw)>> = Vec::with_capacity(commit.rounds.len());
@@ -146,6 +152,7 @@ impl LedgerState {
                 dual_w: replayed.dual_w,
                 metered_wh: BTreeMap::new(),
                 bills: None,
+                billed_height: 0,
             },
         );
         Ok(MarketEvent::ScheduleCommitted { day })
@@ -252,6 +259,7 @@ impl LedgerState {
         if let Some(r) = self.market.days.get_mut(&day) {
             r.metered_wh.insert(home, metered);
             r.bills = Some(bills.clone());
+            r.billed_height = self.height.saturating_add(1);
         }
         Ok(Some(MarketEvent::DayBilled {
             day,

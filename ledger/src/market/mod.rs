@@ -14,6 +14,7 @@ pub mod clearing;
 pub mod contracts;
 pub mod day_ahead;
 pub mod dispatch;
+mod retention;
 mod settlement;
 
 pub use book::{DayRecord, MarketEvent, MarketState};

@@ -120,6 +120,8 @@ impl LedgerState {
             }
             self.give_back(s.seller, &s.allocation, s.energy_wh.saturating_sub(sold));
             if !sold.is_zero() {
+                let totals = self.market.totals_of(s.seller);
+                totals.sold_wh = totals.sold_wh.saturating_add(sold.get());
                 self.market.trades.insert(
                     auction_trade_id(&rules.chain_id, round, &s.seller),
                     Trade {
@@ -205,6 +207,9 @@ impl LedgerState {
                 c.status = ContractStatus::Expired;
             }
             events.push(MarketEvent::ContractExpired { contract: id });
+        }
+        if let Some(e) = self.retire(rules, height) {
+            events.push(e);
         }
         events
     }
