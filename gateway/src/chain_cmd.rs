@@ -136,6 +136,8 @@ pub struct GenesisOptions {
     pub delivery_power_w: u64,
     /// Auction round length, blocks.
     pub auction_round_blocks: u64,
+    /// Retention window, blocks.
+    pub retention_blocks: u64,
     /// Grid tariff, µcredits/kWh.
     pub grid_tariff: u64,
     /// Floor price, µcredits/kWh.
@@ -151,6 +153,7 @@ pub fn build_genesis(o: GenesisOptions) -> Result<Genesis> {
     g.selection.fallback_ranks = o.fallback_ranks;
     g.market.delivery_blocks = o.delivery_blocks;
     g.market.delivery_power_w = o.delivery_power_w;
+    g.market.retention_blocks = o.retention_blocks;
     g.market.auction_round_blocks = o.auction_round_blocks;
     g.grid_tariff = gridlet_ledger::Price::new(o.grid_tariff);
     g.floor_price = gridlet_ledger::Price::new(o.floor_price);

@@ -149,6 +149,10 @@ pub enum Command {
         /// Length of an auction round, blocks (0: no auctions).
         #[arg(long, default_value_t = 20)]
         auction_round_blocks: u64,
+        /// Blocks what is over (settled trades, expired contracts, billed days) stays in the
+        /// consensus state before it is retired (0: keep everything; docs/protocol.md §12.9).
+        #[arg(long, default_value_t = gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS)]
+        retention_blocks: u64,
         /// Main-grid tariff, micro-credits per kWh (the highest price an offer may ask).
         #[arg(long, default_value_t = 300_000)]
         grid_tariff: u64,
@@ -299,6 +303,14 @@ pub enum Command {
         /// 0 keeps everything).
         #[arg(long, default_value_t = gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS)]
         retention_blocks: u64,
+        /// Keep the homes' blocks in memory, not in sled: no disk and no fsync, for long
+        /// measurement runs of the ledger alone (the data dirs then hold no chain).
+        #[arg(long)]
+        memory_store: bool,
+        /// Blocks in a simulated day (86 400: the scenario's day of one-second slots): the
+        /// report gives the median per-block commit time of each whole day.
+        #[arg(long)]
+        day_blocks: Option<u64>,
     },
     /// SunSpec tools.
     Sunspec {

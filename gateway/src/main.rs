@@ -80,6 +80,7 @@ fn run(cli: Cli) -> Result<()> {
             delivery_blocks,
             delivery_power_w,
             auction_round_blocks,
+            retention_blocks,
             grid_tariff,
             floor_price,
             out,
@@ -108,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
                 delivery_blocks,
                 delivery_power_w,
                 auction_round_blocks,
+                retention_blocks,
                 grid_tariff,
                 floor_price,
             })?;
@@ -271,6 +273,8 @@ fn run(cli: Cli) -> Result<()> {
             silent_percent,
             market,
             retention_blocks,
+            memory_store,
+            day_blocks,
         } => {
             let summary = sim_chain::run(&sim_chain::SimOptions {
                 homes,
@@ -282,6 +286,8 @@ fn run(cli: Cli) -> Result<()> {
                 silent_percent,
                 market: market == ChainMarket::Live,
                 retention_blocks,
+                memory_store,
+                day_blocks,
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }

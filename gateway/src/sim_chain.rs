@@ -18,7 +18,7 @@ use gridlet_ledger::market::book::ContractStatus;
 use gridlet_ledger::market::clearing::payment;
 use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{open_sled, PersistentChain, SignerGuard, SledStore};
+use gridlet_ledger::store::{BlockStore, MemStore, PersistentChain, SignerGuard, SledStore};
 use gridlet_ledger::tx::Attestation;
 use gridlet_ledger::{Genesis, MemberKey, SignedTransaction, Transaction, TxPayload};
 use secp256k1::SecretKey;
@@ -48,6 +48,11 @@ pub struct SimOptions {
     pub market: bool,
     /// The genesis retention window, blocks (0: nothing is retired).
     pub retention_blocks: u64,
+    /// Blocks in a simulated day, for per-day figures (none: no per-day figures).
+    pub day_blocks: Option<u64>,
+    /// Keep each home's blocks in memory instead of sled (no disk, no fsync: measures the
+    /// ledger alone over long runs; the data dirs then hold no chain).
+    pub memory_store: bool,
 }
 
 /// splitmix64: the scenario's reproducible randomness.
@@ -71,8 +76,9 @@ struct Home {
     key: SecretKey,
     attestor: SecretKey,
     member: MemberKey,
-    chain: PersistentChain<SledStore>,
-    guard: SignerGuard,
+    chain: PersistentChain<Box<dyn BlockStore>>,
+    /// `None` with the memory store: a measurement run signs without the guard's fsync.
+    guard: Option<SignerGuard>,
     /// Nonces used by transactions built in the current slot.
     pending: u64,
     nameplate_w: u32,
@@ -137,15 +143,25 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         let dir = homes_dir.join(i.to_string());
         chain_cmd::install_genesis(&dir, &genesis)?;
         keys::write_new(&dir.join("home.key"), k)?;
-        let (chain, _) = open_sled(&dir, genesis.clone(), u64::MAX)
+        let store: Box<dyn BlockStore> = if o.memory_store {
+            Box::new(MemStore::default())
+        } else {
+            Box::new(SledStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?)
+        };
+        let (chain, _) = PersistentChain::open(store, genesis.clone(), u64::MAX)
             .with_context(|| format!("opening {}", dir.display()))?;
+        let guard = if o.memory_store {
+            None
+        } else {
+            Some(SignerGuard::open(&dir, 0)?)
+        };
         homes.push(Home {
             name: format!("home-{i}"),
             key: *k,
             attestor: deterministic_key(o.seed ^ 0xE55, i as u64),
             member: MemberKey::from_secret(k),
             chain,
-            guard: SignerGuard::open(&dir, 0)?,
+            guard,
             pending: 0,
             nameplate_w: 0,
             load_w: 0,
@@ -331,7 +347,9 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
             .chain()
             .produce(&homes[p].key, slot, &mempool)?;
         let block = out.block;
-        homes[p].guard.authorize(slot, block.hash())?;
+        if let Some(g) = homes[p].guard.as_mut() {
+            g.authorize(slot, block.hash())?;
+        }
         for (n, h) in homes.iter_mut().enumerate() {
             let started = std::time::Instant::now();
             h.chain
@@ -469,7 +487,11 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         // the median of each tenth of the run, ms.
         "retention_blocks": o.retention_blocks,
         "commit_ms_median_by_tenth": medians_by_tenth(&commit_ms),
+        // The same for each day of `--day-blocks` blocks (the scenario's PV and load follow a
+        // day of 86 400 one-second slots: only whole days compare).
+        "commit_ms_median_by_day": o.day_blocks.map(|d| medians_by_day(&commit_ms, d)),
         "resident_kb": resident_kb(),
+        "memory_store": o.memory_store,
         "data_dirs": homes_dir.display().to_string(),
     });
     std::fs::write(
@@ -487,6 +509,19 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         "delivered energy does not trace back to attested generation"
     );
     Ok(summary)
+}
+
+/// The median of each whole day (`day` blocks) of `v`, rounded to µs.
+fn medians_by_day(v: &[f64], day: u64) -> Vec<f64> {
+    let day = usize::try_from(day.max(1)).unwrap_or(usize::MAX);
+    v.chunks_exact(day)
+        .map(|c| {
+            let mut c = c.to_vec();
+            c.sort_by(f64::total_cmp);
+            let m = c.get(c.len() / 2).copied().unwrap_or(0.0);
+            (m * 1000.0).round() / 1000.0
+        })
+        .collect()
 }
 
 /// The median of each tenth of `v`, rounded to µs.

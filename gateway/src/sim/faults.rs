@@ -640,6 +640,8 @@ mod tests {
                 silent_percent: 0,
                 market: false,
                 retention_blocks: gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS,
+                memory_store: false,
+                day_blocks: None,
             })
             .unwrap();
             setups.push(super::super::home_config::HomeSetup {

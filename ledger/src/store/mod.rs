@@ -54,6 +54,46 @@ pub trait BlockStore {
     fn marked_final(&self) -> Result<Option<u64>, StoreError>;
 }
 
+/// A boxed store is a store: a tool can pick its backend at run time.
+impl<T: BlockStore + ?Sized> BlockStore for Box<T> {
+    fn chain_id(&self) -> Result<Option<Hash32>, StoreError> {
+        (**self).chain_id()
+    }
+    fn set_chain_id(&mut self, id: Hash32) -> Result<(), StoreError> {
+        (**self).set_chain_id(id)
+    }
+    fn tip_height(&self) -> Result<u64, StoreError> {
+        (**self).tip_height()
+    }
+    fn get(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(height)
+    }
+    fn put(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        (**self).put(height, bytes)
+    }
+    fn truncate_above(&mut self, height: u64) -> Result<(), StoreError> {
+        (**self).truncate_above(height)
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn put_certificate(&mut self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        (**self).put_certificate(height, bytes)
+    }
+    fn certificates(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        (**self).certificates(from, to)
+    }
+    fn last_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).last_certificate()
+    }
+    fn mark_final(&mut self, height: u64) -> Result<(), StoreError> {
+        (**self).mark_final(height)
+    }
+    fn marked_final(&self) -> Result<Option<u64>, StoreError> {
+        (**self).marked_final()
+    }
+}
+
 /// A store in memory, for tests and benchmarks.
 #[derive(Debug, Default)]
 pub struct MemStore {
