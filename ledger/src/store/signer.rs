@@ -53,9 +53,10 @@ pub struct SignerGuard {
 
 impl SignerGuard {
     /// Opens (or starts) the guard in `dir` for a node whose opened chain is `chain_height`
-    /// high. A missing file is a fresh start only for a node with no chain yet; a missing file
-    /// beside a chain, or a damaged one, is never read as "never signed" (that could sign a
-    /// slot twice): the guard refuses to sign until [`Self::resume_after`].
+    /// high. A missing file is a fresh start only for a node with no chain yet, and the start
+    /// writes the file at once, so that from then on its absence means it was lost; a missing
+    /// file beside a chain, or a damaged one, is never read as "never signed" (that could sign
+    /// a slot twice): the guard refuses to sign until [`Self::resume_after`].
     pub fn open(dir: &Path, chain_height: u64) -> Result<SignerGuard, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let path = dir.join(FILE_NAME);
@@ -69,7 +70,12 @@ impl SignerGuard {
             }
             Err(e) => return Err(io_error(&path, e)),
         };
-        Ok(SignerGuard { path, last, loss })
+        let fresh = last.is_none() && loss.is_none();
+        let mut guard = SignerGuard { path, last, loss };
+        if fresh {
+            guard.write(0, Hash32([0; 32]))?;
+        }
+        Ok(guard)
     }
 
     /// What happened to the record, while signing waits for [`Self::resume_after`].
@@ -194,6 +200,9 @@ mod tests {
     fn a_missing_record_is_fresh_only_without_a_chain() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(SignerGuard::open(dir.path(), 0).unwrap().loss(), None);
+        // The fresh start wrote its record: a node that never signed keeps it across restarts.
+        assert_eq!(SignerGuard::open(dir.path(), 40).unwrap().loss(), None);
+        fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
         let mut g = SignerGuard::open(dir.path(), 40).unwrap();
         assert_eq!(g.loss(), Some(&GuardLoss::Missing));
         assert!(matches!(

@@ -53,8 +53,8 @@ fn corrupt(path: &Path) -> StoreError {
 impl VoteGuard {
     /// Opens (or starts) the guard in `dir` for a node whose opened chain is `chain_height`
     /// high. As for the block signer guard, a missing file is a fresh start only without a
-    /// chain; a missing file beside a chain, or a damaged one, signs nothing until
-    /// [`Self::resume_at`].
+    /// chain (and the start writes it); a missing file beside a chain, or a damaged one, signs
+    /// nothing until [`Self::resume_at`].
     pub fn open(dir: &Path, chain_height: u64) -> Result<VoteGuard, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::Io {
             path: dir.display().to_string(),
@@ -76,12 +76,20 @@ impl VoteGuard {
                     loss: Some(GuardLoss::Damaged),
                 },
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VoteGuard {
-                path,
-                checkpoint: 0,
-                records: Vec::new(),
-                loss: (chain_height > 0).then_some(GuardLoss::Missing),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let loss = (chain_height > 0).then_some(GuardLoss::Missing);
+                // A fresh start writes the (empty) record at once: from then on, its absence
+                // means it was lost.
+                if loss.is_none() {
+                    write_records(&path, 0, &[])?;
+                }
+                Ok(VoteGuard {
+                    path,
+                    checkpoint: 0,
+                    records: Vec::new(),
+                    loss,
+                })
+            }
             Err(e) => Err(StoreError::Io {
                 path: path.display().to_string(),
                 source: e,
