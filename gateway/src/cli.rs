@@ -307,8 +307,9 @@ pub enum Command {
         /// measurement runs of the ledger alone (the data dirs then hold no chain).
         #[arg(long)]
         memory_store: bool,
-        /// Blocks in a simulated day (86 400: the scenario's day of one-second slots): the
-        /// report gives the median per-block commit time of each whole day.
+        /// Blocks in a simulated day (86 400: one-second slots; 1 440: one-minute slots): the
+        /// scenario's sun and hourly attestations repeat each day, and the report gives the
+        /// median per-block commit time of each whole day. Without it the run is one day.
         #[arg(long)]
         day_blocks: Option<u64>,
     },

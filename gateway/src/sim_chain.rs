@@ -48,7 +48,8 @@ pub struct SimOptions {
     pub market: bool,
     /// The genesis retention window, blocks (0: nothing is retired).
     pub retention_blocks: u64,
-    /// Blocks in a simulated day, for per-day figures (none: no per-day figures).
+    /// Blocks in a simulated day: the scenario's sun and hourly attestations repeat each day,
+    /// and the report gives per-day figures (none: the whole run is one day).
     pub day_blocks: Option<u64>,
     /// Keep each home's blocks in memory instead of sled (no disk, no fsync: measures the
     /// ledger alone over long runs; the data dirs then hold no chain).
@@ -174,8 +175,10 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         h.load_w = 300 + rng.below(1_200) as u32;
     }
     let chain_id = genesis.hash();
-    let slots_per_hour = (o.slots / 24).max(1);
-    let ms_per_slot = 86_400_000 / o.slots.max(1);
+    // The scenario's day: `--day-blocks` slots, or the whole run as one day.
+    let day = o.day_blocks.unwrap_or(o.slots).max(1);
+    let slots_per_hour = (day / 24).max(1);
+    let ms_per_slot = 86_400_000 / day;
     let mut mempool: Vec<SignedTransaction> = Vec::new();
     let mut to_deliver: Vec<(usize, gridlet_ledger::Hash32, u64)> = Vec::new();
     let mut releases: Vec<gridlet_ledger::Hash32> = Vec::new();

@@ -532,3 +532,39 @@ fn device_faults_prints_one_line_per_row_and_admits_nothing_broken() {
     let (ok, _, err) = gridlet(&["device-faults", "--scale=-1"]);
     assert!(!ok && err.contains("--scale"), "{err}");
 }
+
+#[test]
+fn with_day_blocks_the_sun_rises_every_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let attested = |slots: &str, name: &str| -> (u64, usize) {
+        let report = dir.path().join(name);
+        let (ok, out, err) = gridlet(&[
+            "sim-chain",
+            "--homes",
+            "3",
+            "--slots",
+            slots,
+            "--day-blocks",
+            "240",
+            "--memory-store",
+            "--report",
+            report.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let days = summary["commit_ms_median_by_day"].as_array().unwrap().len();
+        (summary["market"]["attested_wh"].as_u64().unwrap(), days)
+    };
+    let (one_day, days) = attested("240", "one");
+    assert_eq!(days, 1);
+    assert!(one_day > 0);
+    // Two days of 240 blocks: two days of sun (before, the run was one day, whatever its
+    // length, and attested what one day does).
+    let (two_days, days) = attested("480", "two");
+    assert_eq!(days, 2);
+    let ratio = two_days as f64 / one_day as f64;
+    assert!(
+        (1.8..=2.2).contains(&ratio),
+        "{two_days} Wh over two days, {one_day} over one"
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlet");
-const CYCLES: usize = 60;
+const CYCLES: usize = 100; // row S1 of the fault matrix
 
 fn gridlet(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
