@@ -1,6 +1,6 @@
 //! The ledger actor: a thin shell around the community [`Node`] state machine.
 //!
-//! The node does blocking work (sled flushes, the signer guard's fsync, verifying big blocks),
+//! The node does blocking work (store commits, the signer guard's fsync, verifying big blocks),
 //! so it lives in a [`SyncArbiter`] thread ([`NodeWorker`]); the [`LedgerActor`] on the async
 //! arbiter feeds it clock ticks and bus messages, publishes what it returns, and acknowledges a
 //! bus message only after the node processed it.
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use gridlet_ledger::store::{BlockStore, SledStore};
+use gridlet_ledger::store::{BlockStore, RedbStore};
 use gridlet_ledger::Hash32;
 
 use crate::bus::{BusEvent, BusHandle};
@@ -154,7 +154,7 @@ pub struct ChainEvents {
 
 /// The ledger actor.
 pub struct LedgerActor {
-    worker: Addr<NodeWorker<SledStore>>,
+    worker: Addr<NodeWorker<RedbStore>>,
     bus: BusHandle,
     clock: Clock,
     tick: Duration,
@@ -175,7 +175,7 @@ pub struct LedgerActor {
 impl LedgerActor {
     /// A ledger actor over a node worker and a bus.
     pub fn new(
-        worker: Addr<NodeWorker<SledStore>>,
+        worker: Addr<NodeWorker<RedbStore>>,
         bus: BusHandle,
         clock: Clock,
         tick: Duration,
@@ -226,7 +226,10 @@ impl LedgerActor {
                             dispatch(e, &bus, &status, &subscribers).await;
                         }
                     }
-                    Ok(Err(e)) => tracing::error!(%e, "ledger node failed: storage error"),
+                    Ok(Err(e)) => {
+                        metrics::counter!(crate::metrics::LEDGER_STORE_ERRORS).increment(1);
+                        tracing::error!(%e, "ledger node failed: storage error")
+                    }
                     Err(e) => tracing::error!(%e, "ledger node unreachable"),
                 }
                 // Acknowledge only now: the node has processed (and persisted) the message.
@@ -471,6 +474,7 @@ impl Handler<SignAndSubmit> for LedgerActor {
             let effects = match fut.await {
                 Ok(Ok(effects)) => effects,
                 Ok(Err(e)) => {
+                    metrics::counter!(crate::metrics::LEDGER_STORE_ERRORS).increment(1);
                     tracing::error!(%e, "ledger node failed: storage error");
                     return Err(SubmitError::Unavailable);
                 }

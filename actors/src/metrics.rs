@@ -53,6 +53,9 @@ pub const LEDGER_PRODUCED: &str = "gridlet_ledger_blocks_produced_total";
 pub const LEDGER_RECEIVED: &str = "gridlet_ledger_blocks_received_total";
 /// Blocks, transactions and messages refused, by what and reason class.
 pub const LEDGER_REJECTED: &str = "gridlet_ledger_rejected_total";
+/// Failed block-store operations (a full disk, I/O errors, a damaged store): nothing they
+/// carried was acknowledged.
+pub const LEDGER_STORE_ERRORS: &str = "gridlet_ledger_store_errors_total";
 /// 1 while this node does not vote because its record of what it signed was lost (by what).
 pub const SIGNER_HELD: &str = "gridlet_signer_held";
 /// Transactions waiting.
@@ -147,6 +150,7 @@ pub fn register_zeros() {
     for c in [
         LEDGER_PRODUCED,
         LEDGER_RECEIVED,
+        LEDGER_STORE_ERRORS,
         BUS_CONNECTS,
         BUS_MALFORMED,
         BUS_DUPLICATES,
@@ -262,6 +266,10 @@ pub fn describe() {
     describe_counter!(
         LEDGER_REJECTED,
         "Blocks and transactions refused, by what (block, tx) and reason (the error kind)."
+    );
+    describe_counter!(
+        LEDGER_STORE_ERRORS,
+        "Block-store operations that failed (full disk, I/O error, damaged store); nothing they carried was acknowledged."
     );
     describe_gauge!(LEDGER_MEMPOOL, "Transactions waiting in the mempool.");
     describe_histogram!(

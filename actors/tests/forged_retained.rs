@@ -13,7 +13,7 @@ use gridlet_drivers::backoff::BackoffPolicy;
 use gridlet_ledger::crypto::{deterministic_key, Signature};
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{open_sled, SignerGuard, VoteGuard};
+use gridlet_ledger::store::{open_store, SignerGuard, VoteGuard};
 use gridlet_ledger::{Block, BlockHeader, Genesis, Hash32, MemberKey, MicroCredits};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -84,7 +84,7 @@ struct Home {
 
 fn start_home(genesis: &Genesis, key: secp256k1::SecretKey, i: usize, port: u16) -> Home {
     let dir = tempfile::tempdir().unwrap();
-    let (chain, _) = open_sled(dir.path(), genesis.clone(), u64::MAX).unwrap();
+    let (chain, _) = open_store(dir.path(), genesis.clone(), u64::MAX).unwrap();
     let node = Node::new(
         NodeConfig {
             name: format!("home-{i}"),

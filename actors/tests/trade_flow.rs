@@ -27,7 +27,7 @@ use gridlet_ledger::crypto::deterministic_key;
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::market::book::ContractStatus;
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{open_sled, SignerGuard};
+use gridlet_ledger::store::{open_store, SignerGuard};
 use gridlet_ledger::{Genesis, LedgerState, MemberKey};
 
 fn now_ms() -> u64 {
@@ -92,7 +92,7 @@ async fn an_offer_bought_by_a_neighbour_is_released_exactly_and_paid() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut ledgers = Vec::new();
     for i in 0..2 {
-        let (chain, _) = open_sled(dirs[i].path(), genesis.clone(), u64::MAX).unwrap();
+        let (chain, _) = open_store(dirs[i].path(), genesis.clone(), u64::MAX).unwrap();
         let height = chain.chain().head_height();
         let guard = SignerGuard::open(dirs[i].path(), height).unwrap();
         let votes = gridlet_ledger::store::VoteGuard::open(dirs[i].path(), height).unwrap();

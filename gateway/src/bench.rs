@@ -11,7 +11,7 @@ use gridlet_ledger::crypto::{deterministic_key, Hash32, Signature};
 use gridlet_ledger::genesis::Member;
 use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::state::Rules;
-use gridlet_ledger::store::{PersistentChain, SledStore};
+use gridlet_ledger::store::{PersistentChain, RedbStore};
 use gridlet_ledger::{Block, Chain, Genesis, LedgerState, MemberKey, Transaction, TxPayload};
 use secp256k1::SecretKey;
 use serde_json::json;
@@ -188,7 +188,7 @@ pub fn ledger(seconds: f64) -> Result<serde_json::Value> {
     let ratio_1core = median(ratio1);
     let ratio_2core = median(ratio2);
 
-    // Commit: full validation (2 threads), sled put and flush, per block of 1 000 transfers.
+    // Commit: full validation (2 threads), redb put and durable commit, per block of 1 000 transfers.
     let min = Duration::from_secs_f64(seconds);
     let dir = std::env::temp_dir().join(format!("gridlet-bench-{}", std::process::id()));
     let genesis_chain_blocks: Vec<Block> = f.blocks.iter().map(|(_, _, b)| b.clone()).collect();
@@ -197,7 +197,7 @@ pub fn ledger(seconds: f64) -> Result<serde_json::Value> {
     let start = Instant::now();
     while start.elapsed() < min || rounds == 0 {
         let _ = std::fs::remove_dir_all(&dir);
-        let (mut pc, _) = PersistentChain::open(SledStore::open(&dir)?, genesis.clone(), u64::MAX)?;
+        let (mut pc, _) = PersistentChain::open(RedbStore::open(&dir)?, genesis.clone(), u64::MAX)?;
         pc.chain_mut().set_verify_threads(2);
         for b in &genesis_chain_blocks {
             pc.commit(b.clone(), Checks::FULL)?;

@@ -1,6 +1,6 @@
 //! `gridlet genesis`, `gridlet chain verify|export|produce`: the ledger from the command line.
 //!
-//! A data directory holds `genesis.json` (the community file), `blocks.sled` (the chain) and
+//! A data directory holds `genesis.json` (the community file), `blocks.redb` (the chain) and
 //! `signer.state` (the last slot this node signed, fsync'd).
 
 use gridlet_ledger::MicroCredits;
@@ -13,7 +13,7 @@ use gridlet_ledger::chain::Checks;
 use gridlet_ledger::codec::to_hex;
 use gridlet_ledger::genesis::{AttestorSigner, Equipment, Member};
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{open_sled, BlockStore, SignerGuard, SledStore};
+use gridlet_ledger::store::{open_store, BlockStore, RedbStore, SignerGuard};
 use gridlet_ledger::{Block, Chain, Genesis, MemberKey, Transaction, TxPayload};
 use serde_json::json;
 
@@ -180,7 +180,7 @@ pub(crate) struct Verified {
 /// Re-verifies a stored chain from genesis without changing it.
 pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     let genesis = load_genesis(&genesis_path(data))?;
-    let store = SledStore::open(data).context("cannot open the block store")?;
+    let store = RedbStore::open(data).context("cannot open the block store")?;
     if let Some(found) = store.chain_id()? {
         if found != genesis.hash() {
             bail!("store holds chain {found}, genesis says {}", genesis.hash());
@@ -188,7 +188,7 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
     }
     let mut chain = Chain::new(genesis)?;
     chain.set_verify_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let file = data.join("blocks.sled");
+    let file = data.join("blocks.redb");
     let file = file.display();
     let tip = store.tip_height()?;
     let mut txs = 0u64;
@@ -245,8 +245,8 @@ pub(crate) fn load_verified(data: &Path) -> Result<Verified> {
         certificates += 1;
         last = Some(cert);
     }
-    // What this node acknowledged as final must still be here: sled's flush is not an fsync,
-    // and its recovery drops what it did not write without a word.
+    // What this node acknowledged as final must still be here: a store restored from an old
+    // copy, damaged, or (before 0.2, sled) flushed without an fsync can hold less.
     let mark = data.join("final.mark");
     let marked = store.marked_final().with_context(|| {
         format!(
@@ -329,7 +329,7 @@ pub fn block_json(block: &Block, certificate: Option<&[u8]>) -> serde_json::Valu
 
 /// Prints the stored chain as JSON lines.
 pub fn export(data: &Path, out: &mut impl Write) -> Result<u64> {
-    let store = SledStore::open(data).context("cannot open the block store")?;
+    let store = RedbStore::open(data).context("cannot open the block store")?;
     let tip = store.tip_height()?;
     let certificates: std::collections::BTreeMap<u64, Vec<u8>> =
         store.certificates(1, tip)?.into_iter().collect();
@@ -410,7 +410,7 @@ pub fn produce(data: &Path, key_file: &Path, blocks: u64, txs_per_block: u64) ->
     if others.is_empty() && txs_per_block > 0 {
         bail!("transfers need a second member in the genesis");
     }
-    let (mut pc, report) = open_sled(data, genesis.clone(), u64::MAX)?;
+    let (mut pc, report) = open_store(data, genesis.clone(), u64::MAX)?;
     let mut guard = SignerGuard::open(data, pc.chain().head_height())?;
     if let Some((from, count, reason)) = &report.dropped {
         tracing::warn!(from, count, %reason, "dropped stored blocks that did not verify");

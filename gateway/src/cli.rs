@@ -303,7 +303,7 @@ pub enum Command {
         /// 0 keeps everything).
         #[arg(long, default_value_t = gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS)]
         retention_blocks: u64,
-        /// Keep the homes' blocks in memory, not in sled: no disk and no fsync, for long
+        /// Keep the homes' blocks in memory, not in redb: no disk and no fsync, for long
         /// measurement runs of the ledger alone (the data dirs then hold no chain).
         #[arg(long)]
         memory_store: bool,

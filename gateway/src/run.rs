@@ -18,7 +18,7 @@ use gridlet_actors::market_actor::HomeLink;
 use gridlet_actors::market_actor::MarketActor;
 use gridlet_core::node::{Node, NodeConfig};
 use gridlet_drivers::backoff::BackoffPolicy;
-use gridlet_ledger::store::{open_sled, SignerGuard, VoteGuard};
+use gridlet_ledger::store::{open_store, SignerGuard, VoteGuard};
 use gridlet_ledger::MemberKey;
 
 use crate::{chain_cmd, keys};
@@ -47,8 +47,14 @@ pub fn run(cfg: GatewayConfig) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("home-{}", me.short()));
-    let (chain, report) = open_sled(&cfg.data_dir, genesis.clone(), 1_000)
+    let (chain, report) = open_store(&cfg.data_dir, genesis.clone(), 1_000)
         .with_context(|| format!("cannot open the chain in {}", cfg.data_dir.display()))?;
+    if let Some(blocks) = chain.store().migrated() {
+        tracing::info!(
+            blocks,
+            "moved the chain from blocks.sled to blocks.redb (the old store is kept as blocks.sled.migrated)"
+        );
+    }
     if report.bad_certificates > 0 {
         tracing::warn!(
             count = report.bad_certificates,

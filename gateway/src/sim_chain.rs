@@ -18,7 +18,7 @@ use gridlet_ledger::market::book::ContractStatus;
 use gridlet_ledger::market::clearing::payment;
 use gridlet_ledger::market::{attestation_digest, receipt_digest, MarketEvent};
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{BlockStore, MemStore, PersistentChain, SignerGuard, SledStore};
+use gridlet_ledger::store::{BlockStore, MemStore, PersistentChain, RedbStore, SignerGuard};
 use gridlet_ledger::tx::Attestation;
 use gridlet_ledger::{Genesis, MemberKey, SignedTransaction, Transaction, TxPayload};
 use secp256k1::SecretKey;
@@ -51,7 +51,7 @@ pub struct SimOptions {
     /// Blocks in a simulated day: the scenario's sun and hourly attestations repeat each day,
     /// and the report gives per-day figures (none: the whole run is one day).
     pub day_blocks: Option<u64>,
-    /// Keep each home's blocks in memory instead of sled (no disk, no fsync: measures the
+    /// Keep each home's blocks in memory instead of redb (no disk, no fsync: measures the
     /// ledger alone over long runs; the data dirs then hold no chain).
     pub memory_store: bool,
 }
@@ -147,7 +147,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         let store: Box<dyn BlockStore> = if o.memory_store {
             Box::new(MemStore::default())
         } else {
-            Box::new(SledStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?)
+            Box::new(RedbStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?)
         };
         let (chain, _) = PersistentChain::open(store, genesis.clone(), u64::MAX)
             .with_context(|| format!("opening {}", dir.display()))?;

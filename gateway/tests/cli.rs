@@ -243,9 +243,9 @@ fn sim_homes_agree_and_verify_detects_tampering() {
         assert!(err.is_empty(), "{err}");
     }
     // A data dir in use (here this test holds the store open, as a running gateway would):
-    // verify and export say so and what to do, not sled's raw lock error.
+    // verify and export say so and what to do, not the store's raw lock error.
     {
-        let _held = gridlet_ledger::store::SledStore::open(&data).unwrap();
+        let _held = gridlet_ledger::store::RedbStore::open(&data).unwrap();
         for what in ["verify", "export"] {
             let (ok, _, err) = gridlet(&["chain", what, "--data", data.to_str().unwrap()]);
             assert!(!ok);
@@ -265,9 +265,9 @@ fn sim_homes_agree_and_verify_detects_tampering() {
 
     // Tamper with one stored block: verify names it and fails; nothing panics.
     {
-        use gridlet_ledger::store::{BlockStore, SledStore};
+        use gridlet_ledger::store::{BlockStore, RedbStore};
         let data = report.join("homes/1");
-        let mut store = SledStore::open(&data).unwrap();
+        let mut store = RedbStore::open(&data).unwrap();
         let mut bytes = store.get(20).unwrap().unwrap();
         let i = bytes.len() - 70;
         bytes[i] ^= 0x01;
@@ -280,12 +280,12 @@ fn sim_homes_agree_and_verify_detects_tampering() {
     assert!(err.contains("block 20"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    // Blocks lost as a power cut loses them (sled never wrote them, and says nothing): the
-    // final mark, fsync'd outside sled, makes verify fail and say which.
+    // Blocks lost as a power cut loses them (the store never wrote them): the
+    // final mark, fsync'd beside the store, makes verify fail and say which.
     {
-        use gridlet_ledger::store::{BlockStore, SledStore};
+        use gridlet_ledger::store::{BlockStore, RedbStore};
         let data = report.join("homes/2");
-        let mut store = SledStore::open(&data).unwrap();
+        let mut store = RedbStore::open(&data).unwrap();
         store.truncate_above(30).unwrap();
         store.flush().unwrap();
     }

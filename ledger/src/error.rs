@@ -663,15 +663,15 @@ pub enum StoreError {
         /// The store's directory.
         path: String,
     },
-    /// The store's files cannot be read as a sled 0.34 store.
+    /// The store's files cannot be read as a block store of this version.
     #[error(
-        "{path} is damaged or not this version's block store (sled says: {reason}); move it \
+        "{path} is damaged or not this version's block store ({reason}); move it \
          aside and start the gateway: it resyncs the chain from peers"
     )]
     Unreadable {
         /// The store's directory.
         path: String,
-        /// What sled said.
+        /// What the store library said.
         reason: String,
     },
     /// A block could not be attached.

@@ -5,10 +5,12 @@ mod common;
 use common::Community;
 use gridlet_ledger::chain::Checks;
 use gridlet_ledger::selection::SelectionRule;
-use gridlet_ledger::store::{open_sled, BlockStore, MemStore, PersistentChain, SledStore};
+use gridlet_ledger::store::{
+    open_sled, open_store, BlockStore, MemStore, PersistentChain, RedbStore,
+};
 use gridlet_ledger::{Genesis, StoreError};
 
-fn fill(c: &Community, pc: &mut PersistentChain<SledStore>, blocks: u64) {
+fn fill<S: BlockStore>(c: &Community, pc: &mut PersistentChain<S>, blocks: u64) {
     for nonce in 0..blocks {
         let slot = pc.chain().head_state().slot + 1;
         let tx = c.transfer(0, 1, 10, nonce);
@@ -22,12 +24,12 @@ fn a_reopened_store_has_the_same_head_and_state() {
     let c = Community::new(3, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
     let (head, state) = {
-        let (mut pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        let (mut pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
         assert_eq!(report.loaded, 0);
         fill(&c, &mut pc, 12);
         (pc.chain().head_hash(), pc.chain().head_state().hash())
     };
-    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.loaded, 12);
     assert_eq!(report.dropped, None);
     assert_eq!(pc.chain().head_hash(), head);
@@ -39,18 +41,18 @@ fn a_corrupt_block_truncates_the_chain_and_names_the_height() {
     let c = Community::new(3, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        let (mut pc, _) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
         fill(&c, &mut pc, 10);
     }
     {
-        let mut store = SledStore::open(dir.path()).unwrap();
+        let mut store = RedbStore::open(dir.path()).unwrap();
         let mut bytes = store.get(7).unwrap().unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         store.put(7, &bytes).unwrap();
         store.flush().unwrap();
     }
-    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     let (from, count, _reason) = report.dropped.expect("corruption reported");
     assert_eq!((from, count), (7, 4));
     assert_eq!(report.loaded, 6);
@@ -77,10 +79,10 @@ fn a_reorg_rewrites_the_non_final_blocks_on_disk() {
 fn a_store_of_another_chain_is_refused() {
     let c = Community::new(3, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
-    drop(open_sled(dir.path(), c.genesis.clone(), 0).unwrap());
+    drop(open_store(dir.path(), c.genesis.clone(), 0).unwrap());
     let mut other: Genesis = c.genesis.clone();
     other.chain_id = "another".into();
-    let reopened = open_sled(dir.path(), other, 0);
+    let reopened = open_store(dir.path(), other, 0);
     assert!(
         matches!(reopened, Err(StoreError::WrongChain { .. })),
         "{:?}",
@@ -95,7 +97,7 @@ fn a_certificate_for_another_branch_rewrites_every_block_from_the_fork() {
     // Every b block must then replace what is on disk, and survive a reopen.
     let c = Community::new(4, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
-    let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (mut pc, _) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     for slot in 1..=3 {
         let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
         pc.commit(b, Checks::FULL).unwrap();
@@ -127,7 +129,7 @@ fn a_certificate_for_another_branch_rewrites_every_block_from_the_fork() {
     assert_eq!(pc.block_at(3).unwrap(), None, "a's block 3 is gone");
     // Reopened, the store verifies from genesis and the certificate finalizes again.
     drop(pc);
-    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.dropped, None);
     assert_eq!(pc.chain().head_hash(), branch[1].hash());
     assert_eq!(pc.chain().finalized().1, 2);
@@ -139,7 +141,7 @@ fn reopening_refinalizes_as_it_replays_and_counts_a_bad_certificate() {
     let c = Community::new(4, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        let (mut pc, _) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
         for slot in 1..=5 {
             let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
             pc.commit(b.clone(), Checks::FULL).unwrap();
@@ -147,19 +149,19 @@ fn reopening_refinalizes_as_it_replays_and_counts_a_bad_certificate() {
         }
         assert_eq!(pc.chain().finalized().1, 5);
     }
-    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.bad_certificates, 0);
     assert_eq!(pc.chain().finalized().1, 5);
     assert_eq!(pc.last_certificate().map(|c| c.checkpoint), Some(5));
     drop(pc);
     // The newest certificate damaged on disk: block 5 stays non-final, and it is reported.
     {
-        use gridlet_ledger::store::{BlockStore, SledStore};
-        let mut store = SledStore::open(dir.path()).unwrap();
+        use gridlet_ledger::store::{BlockStore, RedbStore};
+        let mut store = RedbStore::open(dir.path()).unwrap();
         store.put_certificate(5, b"\x01garbage").unwrap();
         store.flush().unwrap();
     }
-    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.bad_certificates, 1);
     assert_eq!(report.dropped, None);
     assert_eq!(pc.chain().finalized().1, 4);
@@ -169,14 +171,51 @@ fn reopening_refinalizes_as_it_replays_and_counts_a_bad_certificate() {
 #[test]
 fn a_store_held_open_is_refused_as_in_use_and_free_once_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let held = SledStore::open(dir.path()).unwrap();
-    match SledStore::open(dir.path()) {
-        Err(StoreError::InUse { path }) => assert!(path.ends_with("blocks.sled"), "{path}"),
+    let held = RedbStore::open(dir.path()).unwrap();
+    match RedbStore::open(dir.path()) {
+        Err(StoreError::InUse { path }) => assert!(path.ends_with("blocks.redb"), "{path}"),
         other => panic!("a store held open must be refused as in use, got {other:?}"),
     }
     drop(held);
-    // The lock sled releases lazily after the drop is waited for, not reported.
-    SledStore::open(dir.path()).unwrap();
+    RedbStore::open(dir.path()).unwrap();
+}
+
+#[test]
+fn a_sled_store_is_migrated_once_with_its_certificates_and_kept_aside() {
+    let c = Community::new(4, SelectionRule::Paper);
+    let dir = tempfile::tempdir().unwrap();
+    let (head, state) = {
+        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        for slot in 1..=6 {
+            let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
+            pc.commit(b.clone(), Checks::FULL).unwrap();
+            if slot % 3 == 0 {
+                pc.finalize(c.certify(slot, &b, 3)).unwrap();
+            }
+        }
+        (pc.chain().head_hash(), pc.chain().head_state().hash())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // An interrupted earlier attempt left a partial file: it is discarded.
+    std::fs::write(dir.path().join("blocks.redb.partial"), b"half a store").unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(pc.store().migrated(), Some(6));
+    assert_eq!((report.loaded, report.dropped.clone()), (6, None));
+    assert_eq!(report.lost_final, None);
+    assert_eq!(pc.chain().head_hash(), head);
+    assert_eq!(pc.chain().head_state().hash(), state);
+    assert_eq!(pc.chain().finalized().1, 6);
+    assert!(dir.path().join("blocks.sled.migrated").exists());
+    assert!(!dir.path().join("blocks.sled").exists());
+    assert!(!dir.path().join("blocks.redb.partial").exists());
+    drop(pc);
+    let (pc, _) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    assert_eq!(
+        pc.store().migrated(),
+        None,
+        "a second open migrates nothing"
+    );
+    assert_eq!(pc.chain().head_hash(), head);
 }
 
 #[test]
@@ -184,7 +223,7 @@ fn a_store_that_lost_acknowledged_final_blocks_says_so_on_open() {
     let c = Community::new(4, SelectionRule::Paper);
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut pc, _) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+        let (mut pc, _) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
         for slot in 1..=6 {
             let b = c.produce_ranked(pc.chain(), slot, 1, &[]);
             pc.commit(b.clone(), Checks::FULL).unwrap();
@@ -192,21 +231,21 @@ fn a_store_that_lost_acknowledged_final_blocks_says_so_on_open() {
         }
         assert_eq!(pc.store().marked_final().unwrap(), Some(6));
     }
-    let (_, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (_, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.lost_final, None);
-    // What a power cut does to sled: the newest writes never reached the disk.
+    // A store that came back shorter (restored from an old copy, or damaged).
     {
-        let mut store = SledStore::open(dir.path()).unwrap();
+        let mut store = RedbStore::open(dir.path()).unwrap();
         store.truncate_above(3).unwrap();
         store.flush().unwrap();
     }
-    let (pc, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (pc, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert_eq!(report.lost_final, Some((6, 3)));
     assert_eq!(pc.chain().finalized().1, 3);
     drop(pc);
     // A damaged mark is reported, not fatal.
     std::fs::write(dir.path().join("final.mark"), b"garbage").unwrap();
-    let (_, report) = open_sled(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
+    let (_, report) = open_store(dir.path(), c.genesis.clone(), u64::MAX).unwrap();
     assert!(
         report
             .mark_unreadable

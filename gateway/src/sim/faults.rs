@@ -512,12 +512,12 @@ pub(super) struct EndCheck {
 /// Compares the stopped homes' stores (every final block, height by height) and checks each
 /// battery release against the final chain of every home.
 pub(super) fn end_check(setups: &[super::home_config::HomeSetup]) -> anyhow::Result<EndCheck> {
-    use gridlet_ledger::store::{BlockStore, SledStore};
+    use gridlet_ledger::store::{BlockStore, RedbStore};
     let mut finals = Vec::new();
     let mut hashes: Vec<Vec<gridlet_ledger::Hash32>> = Vec::new();
     let mut certs: Vec<Vec<(u64, gridlet_ledger::finality::Certificate)>> = Vec::new();
     for s in setups {
-        let store = SledStore::open(&s.dir)?;
+        let store = RedbStore::open(&s.dir)?;
         certs.push(
             store
                 .certificates(1, u64::MAX)?
