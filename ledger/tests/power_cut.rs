@@ -22,21 +22,12 @@ use gridlet_ledger::selection::SelectionRule;
 use gridlet_ledger::store::power_cut::PowerCutDisk;
 use gridlet_ledger::store::{MemStore, OpenReport, PersistentChain, RedbStore};
 use gridlet_ledger::{Block, StoreError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-/// splitmix64: the suite's randomness, from a seed, so every run cuts at the same places.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// The suite's randomness, seeded, so every run cuts at the same places.
+fn seeded(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
 }
 
 fn count(var: &str, default: u64) -> u64 {
@@ -184,32 +175,33 @@ fn fresh_disk() -> PowerCutDisk {
     PowerCutDisk::new(disk.visible_image())
 }
 
-fn clean_syncs(w: &Workload) -> u64 {
+/// The disk after the whole workload ran on it without a fault.
+fn clean_run(w: &Workload) -> PowerCutDisk {
     let dir = tempfile::tempdir().unwrap();
     let disk = fresh_disk();
     let ran = run(w, &disk, dir.path(), 0);
     assert!(ran.error.is_none(), "{:?}", ran.error);
     assert_eq!(ran.acked, w.steps.len());
-    disk.syncs()
+    disk
 }
 
 #[test]
 fn s3_power_cuts_lose_nothing_acknowledged_and_show_no_partial_block() {
     let w = workload();
-    let syncs = clean_syncs(&w);
+    let syncs = clean_run(&w).syncs();
     let cuts = count("GRIDLET_POWER_CUTS", 200);
-    let mut rng = Rng(3);
+    let mut rng = seeded(3);
     let (mut unrecoverable, mut lost, mut partial, mut in_flight_kept) = (0, 0, 0, 0);
     for cut in 0..cuts {
         let dir = tempfile::tempdir().unwrap();
         let disk = fresh_disk();
-        disk.cut_at_sync(1 + rng.below(syncs));
+        disk.cut_at_sync(1 + rng.random_range(0..syncs));
         let Ran { acked, error, .. } = run(&w, &disk, dir.path(), 0);
         assert!(disk.is_off(), "cut {cut}: the power never went ({error:?})");
         // Even cuts drop every unsynced write; odd ones keep a random half of them.
         let torn = cut % 2 == 1;
-        let mut keep = Rng(rng.next());
-        let image = disk.image_after_cut(|_| torn && keep.below(2) == 0);
+        let mut keep = seeded(rng.random());
+        let image = disk.image_after_cut(|_| torn && keep.random_bool(0.5));
         match reopen(&w, image, dir.path()) {
             Err(e) => {
                 eprintln!("cut {cut} (after {acked} steps): does not open: {e}");
@@ -256,13 +248,10 @@ fn s3_power_cuts_lose_nothing_acknowledged_and_show_no_partial_block() {
 #[test]
 fn s5_random_damage_is_never_served_and_never_panics() {
     let w = workload();
-    let dir = tempfile::tempdir().unwrap();
-    let disk = fresh_disk();
-    assert!(run(&w, &disk, dir.path(), 0).error.is_none());
-    let clean = disk.visible_image();
+    let clean = clean_run(&w).visible_image();
     let full = w.after.last().unwrap();
     let trials = count("GRIDLET_CORRUPTIONS", 1_000);
-    let mut rng = Rng(5);
+    let mut rng = seeded(5);
     let (mut panics, mut served_damaged, mut refused, mut truncated, mut intact) = (0, 0, 0, 0, 0);
     let mut contained_panics = 0;
     for trial in 0..trials {
@@ -271,25 +260,25 @@ fn s5_random_damage_is_never_served_and_never_panics() {
         match trial % 4 {
             // A few flipped bits.
             0 => {
-                for _ in 0..=rng.below(4) {
-                    let at = rng.below(len) as usize;
-                    image[at] ^= 1 << rng.below(8);
+                for _ in 0..=rng.random_range(0..4) {
+                    let at = rng.random_range(0..len) as usize;
+                    image[at] ^= 1 << rng.random_range(0..8);
                 }
             }
             // A zeroed 4 KiB page.
             1 => {
-                let page = rng.below(len / 4096) as usize * 4096;
+                let page = rng.random_range(0..len / 4096) as usize * 4096;
                 let end = (page + 4096).min(image.len());
                 image[page..end].fill(0);
             }
             // A torn tail.
-            2 => image.truncate(rng.below(len) as usize),
+            2 => image.truncate(rng.random_range(0..len) as usize),
             // A sector of garbage.
             _ => {
-                let sector = rng.below(len / 512) as usize * 512;
+                let sector = rng.random_range(0..len / 512) as usize * 512;
                 let end = (sector + 512).min(image.len());
                 for b in image[sector..end].iter_mut() {
-                    *b = rng.next() as u8;
+                    *b = rng.random();
                 }
             }
         }
@@ -331,22 +320,19 @@ fn s5_random_damage_is_never_served_and_never_panics() {
 #[test]
 fn s6_a_full_disk_stops_acknowledging_and_recovers_once_space_is_free() {
     let w = workload();
-    let dir = tempfile::tempdir().unwrap();
-    let disk = fresh_disk();
-    assert!(run(&w, &disk, dir.path(), 0).error.is_none());
-    let full_len = disk.visible_image().len() as u64;
+    let full_len = clean_run(&w).visible_image().len() as u64;
     let trials = count("GRIDLET_DISK_FULLS", 50);
-    let mut rng = Rng(7);
-    let (mut acked_after_failure, mut not_recovered, mut never_full) = (0, 0, 0);
+    let mut rng = seeded(7);
+    let (mut acked_after_failure, mut not_recovered) = (0, 0);
     let mut recovery_us = Vec::new();
     for trial in 0..trials {
         let dir = tempfile::tempdir().unwrap();
         let disk = fresh_disk();
-        disk.set_capacity(Some(rng.below(full_len)));
+        disk.set_capacity(Some(rng.random_range(0..full_len)));
         let ran = run(&w, &disk, dir.path(), 0);
+        // Smaller than what the workload needs, so some write must fail.
         let (acked, Some(err)) = (ran.acked, ran.error) else {
-            never_full += 1;
-            continue;
+            panic!("trial {trial}: a disk smaller than the workload needs never filled");
         };
         acked_after_failure += ran.acked_after_error;
         // Space is freed; the gateway restarts on the same disk (no power cut).
@@ -373,7 +359,7 @@ fn s6_a_full_disk_stops_acknowledging_and_recovers_once_space_is_free() {
     recovery_us.sort_unstable();
     let median = recovery_us.get(recovery_us.len() / 2).copied().unwrap_or(0);
     println!(
-        "S6 redb: {trials} full disks at random sizes ({never_full} large enough): \
+        "S6 redb: {trials} full disks, each smaller than the workload needs: \
          {acked_after_failure} steps acknowledged after a failed write, {not_recovered} not \
          recovered once space was free; reopen and finish, median {median} µs"
     );

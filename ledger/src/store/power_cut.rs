@@ -1,4 +1,5 @@
-//! A simulated disk for the storage fault suite (docs/reliability rows S3, S5, S6): a redb
+//! A simulated disk for the storage fault suite (`ledger/tests/power_cut.rs`, rows S3, S5 and
+//! S6 of the fault matrix): a redb
 //! storage backend in memory that keeps what was synced apart from what was only written, so
 //! a power cut can drop every unsynced write (or keep a chosen part of them, as a disk that
 //! wrote some sectors before the power went does), and that can run out of space.
@@ -90,11 +91,6 @@ impl PowerCutDisk {
             }
         }
         image
-    }
-
-    /// How many operations were written and not synced when the power went.
-    pub fn unsynced(&self) -> usize {
-        self.lock().pending.len()
     }
 }
 

@@ -94,7 +94,12 @@ impl RedbStore {
             failed: AtomicBool::new(false),
         };
         // Creates the tables, so that reads never meet a table that does not exist.
-        store.write(|_| Ok(()))?;
+        store.write(|txn| {
+            txn.open_table(BLOCKS)?;
+            txn.open_table(CERTIFICATES)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
         store.flush()?;
         Ok(store)
     }
@@ -134,11 +139,6 @@ impl RedbStore {
             let mut txn = self.db()?.begin_write().map_err(|e| self.err(e))?;
             txn.set_durability(Durability::None)
                 .map_err(|e| self.err(e))?;
-            {
-                txn.open_table(BLOCKS).map_err(|e| self.err(e))?;
-                txn.open_table(CERTIFICATES).map_err(|e| self.err(e))?;
-                txn.open_table(META).map_err(|e| self.err(e))?;
-            }
             change(&txn).map_err(|e| self.err(e))?;
             txn.commit().map_err(|e| self.err(e))
         })
@@ -195,7 +195,7 @@ impl Drop for RedbStore {
 }
 
 /// redb 4.1 panics on some damaged files (an assertion on a file shorter than its header
-/// says, `unreachable!` on a garbled B-tree page: 380 of 1 000 corruptions in
+/// says, `unreachable!` on a garbled B-tree page: 381 of 1 000 corruptions in
 /// `ledger/tests/power_cut.rs`). A gateway must say the store is damaged and resync, not crash:
 /// the panic becomes [`StoreError::Unreadable`] naming the file.
 fn contained<T>(path: &str, op: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -327,14 +327,14 @@ impl BlockStore for RedbStore {
 fn create_new(dir: &Path, path: &Path) -> Result<Option<u64>, StoreError> {
     let partial = dir.join("blocks.redb.partial");
     let name = partial.display().to_string();
-    let io = |source| StoreError::Io {
-        path: name.clone(),
-        source,
+    let io = |at: &Path| {
+        let path = at.display().to_string();
+        move |source| StoreError::Io { path, source }
     };
     match std::fs::remove_file(&partial) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+        Err(e) => return Err(io(&partial)(e)),
     }
     let sled_dir = dir.join("blocks.sled");
     let sled = if sled_dir.exists() {
@@ -374,12 +374,12 @@ fn create_new(dir: &Path, path: &Path) -> Result<Option<u64>, StoreError> {
     txn.commit().map_err(|e| fail(e.into()))?;
     drop(db);
     drop(sled);
-    std::fs::rename(&partial, path).map_err(io)?;
+    std::fs::rename(&partial, path).map_err(io(path))?;
     if migrated.is_some() {
-        std::fs::rename(&sled_dir, dir.join("blocks.sled.migrated")).map_err(io)?;
+        std::fs::rename(&sled_dir, dir.join("blocks.sled.migrated")).map_err(io(&sled_dir))?;
     }
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io)?;
+        .map_err(io(dir))?;
     Ok(migrated)
 }
