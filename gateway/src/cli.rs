@@ -307,6 +307,11 @@ pub enum Command {
         /// measurement runs of the ledger alone (the data dirs then hold no chain).
         #[arg(long)]
         memory_store: bool,
+        /// How the state hash commits to the state (genesis `state_commitment`;
+        /// docs/protocol.md §7.2): `trie` (what `gridlet genesis` writes) or `flat` (a
+        /// community made before it).
+        #[arg(long, value_enum, default_value = "trie")]
+        state_commitment: CommitmentArg,
         /// Blocks in a simulated day (86 400: one-second slots; 1 440: one-minute slots): the
         /// scenario's sun and hourly attestations repeat each day, and the report gives the
         /// median per-block commit time of each whole day. Without it the run is one day.
@@ -343,6 +348,21 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CommitmentArg {
+    Flat,
+    Trie,
+}
+
+impl From<CommitmentArg> for gridlet_ledger::genesis::StateCommitment {
+    fn from(c: CommitmentArg) -> Self {
+        match c {
+            CommitmentArg::Flat => gridlet_ledger::genesis::StateCommitment::Flat,
+            CommitmentArg::Trie => gridlet_ledger::genesis::StateCommitment::Trie,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -275,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             retention_blocks,
             memory_store,
             day_blocks,
+            state_commitment,
         } => {
             let summary = sim_chain::run(&sim_chain::SimOptions {
                 homes,
@@ -288,6 +289,7 @@ fn run(cli: Cli) -> Result<()> {
                 retention_blocks,
                 memory_store,
                 day_blocks,
+                state_commitment: state_commitment.into(),
             })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }

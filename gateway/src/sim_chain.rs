@@ -54,6 +54,8 @@ pub struct SimOptions {
     /// Keep each home's blocks in memory instead of redb (no disk, no fsync: measures the
     /// ledger alone over long runs; the data dirs then hold no chain).
     pub memory_store: bool,
+    /// The genesis `state_commitment`.
+    pub state_commitment: gridlet_ledger::genesis::StateCommitment,
 }
 
 /// splitmix64: the scenario's reproducible randomness.
@@ -137,6 +139,7 @@ pub fn run(o: &SimOptions) -> Result<serde_json::Value> {
         o.rule,
     );
     genesis.market.retention_blocks = o.retention_blocks;
+    genesis.state_commitment = o.state_commitment;
     let initial_credits: u128 = members.iter().map(|m| u128::from(m.balance.get())).sum();
 
     let mut homes = Vec::with_capacity(o.homes);

@@ -10,7 +10,16 @@ use std::process::Command;
 use common::{python, run, BIN};
 
 #[test]
-fn python_reimplementation_agrees_and_rejects_tampering() {
+fn python_reimplementation_agrees_and_rejects_tampering_with_the_trie_commitment() {
+    agrees_and_rejects_tampering("trie");
+}
+
+#[test]
+fn python_reimplementation_agrees_and_rejects_tampering_with_the_flat_commitment() {
+    agrees_and_rejects_tampering("flat");
+}
+
+fn agrees_and_rejects_tampering(commitment: &str) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r");
     let (ok, _, err) = run(Command::new(BIN).args([
@@ -25,6 +34,8 @@ fn python_reimplementation_agrees_and_rejects_tampering() {
         "none",
         "--txs-per-slot",
         "8",
+        "--state-commitment",
+        commitment,
         "--report",
         report.to_str().unwrap(),
     ]));

@@ -17,6 +17,19 @@ use crate::selection::SelectionRule;
 
 const GENESIS_TAG: &[u8] = b"gridlet/genesis/v1";
 const GENESIS_TAG_V2: &[u8] = b"gridlet/genesis/v2";
+const GENESIS_TAG_V3: &[u8] = b"gridlet/genesis/v3";
+
+/// How the state hash commits to the state (protocol.md §7, §7.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateCommitment {
+    /// The whole state encoded and hashed every block: a genesis made before the trie.
+    #[default]
+    Flat,
+    /// The large parts (selection window, attestations, contracts, trades) by their Merkle trie
+    /// roots, so a block costs what it changed.
+    Trie,
+}
 
 /// One home of the community.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,6 +305,9 @@ pub struct Genesis {
     pub schedule: Option<ScheduleParams>,
     /// The members, in the order given.
     pub members: Vec<Member>,
+    /// How the state hash commits to the state; absent (a genesis made before it): `flat`.
+    #[serde(default)]
+    pub state_commitment: StateCommitment,
 }
 
 impl Genesis {
@@ -518,19 +534,26 @@ impl Genesis {
             m.equipment.encode_into(&mut w);
             w.u64(m.balance.get());
         }
-        // Retention came later: a genesis without it keeps its v1 encoding and hash.
-        if self.market.retention_blocks > 0 {
-            w.u64(self.market.retention_blocks);
+        // Retention and the trie came later: a genesis without them keeps its v1/v2 encoding
+        // and hash.
+        match self.state_commitment {
+            StateCommitment::Trie => {
+                w.u64(self.market.retention_blocks).u8(1);
+            }
+            StateCommitment::Flat if self.market.retention_blocks > 0 => {
+                w.u64(self.market.retention_blocks);
+            }
+            StateCommitment::Flat => {}
         }
         w.finish()
     }
 
     /// The chain id every transaction and block is bound to.
     pub fn hash(&self) -> Hash32 {
-        let tag = if self.market.retention_blocks > 0 {
-            GENESIS_TAG_V2
-        } else {
-            GENESIS_TAG
+        let tag = match self.state_commitment {
+            StateCommitment::Trie => GENESIS_TAG_V3,
+            StateCommitment::Flat if self.market.retention_blocks > 0 => GENESIS_TAG_V2,
+            StateCommitment::Flat => GENESIS_TAG,
         };
         Hash32::tagged(tag, &[&self.encode()])
     }
@@ -610,6 +633,7 @@ impl Genesis {
             },
             schedule: None,
             members,
+            state_commitment: StateCommitment::Trie,
         }
     }
 }
@@ -637,6 +661,28 @@ mod tests {
         let mut other = g.clone();
         other.tx_fee = MicroCredits::new(other.tx_fee.get() + 1);
         assert_ne!(other.hash(), g.hash());
+    }
+
+    #[test]
+    fn a_genesis_without_the_commitment_field_is_flat_and_keeps_its_chain_id() {
+        let g = Genesis::with_defaults("test", 0, vec![member(0), member(1)], SelectionRule::Paper);
+        assert_eq!(g.state_commitment, StateCommitment::Trie);
+        let mut json: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("state_commitment");
+        let old = Genesis::from_json(&json.to_string()).unwrap();
+        assert_eq!(old.state_commitment, StateCommitment::Flat);
+        // Its id is the v2 one (retention set), computed as before the field existed.
+        let mut encoding = old.encode();
+        assert_eq!(old.hash(), Hash32::tagged(GENESIS_TAG_V2, &[&encoding]));
+        // The trie genesis appends its byte (and names another chain).
+        encoding.push(1);
+        assert_eq!(g.hash(), Hash32::tagged(GENESIS_TAG_V3, &[&encoding]));
+        assert_ne!(g.hash(), old.hash());
+        json["state_commitment"] = "merkle".into();
+        assert!(matches!(
+            Genesis::from_json(&json.to_string()),
+            Err(GenesisError::Parse(_))
+        ));
     }
 
     #[test]

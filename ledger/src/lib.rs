@@ -9,6 +9,7 @@
 //! - [`codec`]: the canonical binary encoding (big-endian, length-prefixed, no alternatives).
 //! - [`crypto`]: hashes with domain tags, member keys, low-S ECDSA signatures.
 //! - [`tx`]: signed transactions and their kinds.
+//! - [`trie`], [`committed_map`]: the state's incremental commitment (Merkle trie roots).
 //! - [`merkle`]: RFC 6962 Merkle tree with leaf/node domain separation and inclusion proofs.
 //! - [`genesis`]: the community file every transaction and block is bound to.
 //! - [`market`]: auction clearing and energy contracts.
@@ -37,6 +38,7 @@
 pub mod block;
 pub mod chain;
 pub mod codec;
+pub mod committed_map;
 pub mod crypto;
 pub mod error;
 pub mod finality;
@@ -48,6 +50,7 @@ pub mod selection;
 mod sigcheck;
 pub mod state;
 pub mod store;
+pub mod trie;
 pub mod tx;
 pub mod units;
 

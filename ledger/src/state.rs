@@ -6,22 +6,24 @@
 //! parallel before its transactions are applied in order.
 
 use crate::units::{MicroCredits, Price};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use secp256k1::PublicKey;
 use serde::Serialize;
 
 use crate::codec::Writer;
+use crate::committed_map::{CommittedMap, EntryValue};
 use crate::crypto::{Hash32, MemberKey};
 use crate::error::{GenesisError, TxError};
-use crate::genesis::{Genesis, SelectionParams};
+use crate::genesis::{Genesis, SelectionParams, StateCommitment};
 use crate::market::{MarketEvent, MarketState};
 use crate::membership::Membership;
 use crate::selection::Candidate;
 use crate::tx::{SignedTransaction, TxPayload};
 
 const STATE_TAG: &[u8] = b"gridlet/state/v1";
+const STATE_TAG_V2: &[u8] = b"gridlet/state/v2";
 
 /// The rules fixed by genesis. Who is a member is state ([`LedgerState::membership`]).
 #[derive(Debug, Clone)]
@@ -138,7 +140,9 @@ pub struct LedgerState {
     pub(crate) accounts: BTreeMap<MemberKey, Account>,
     pub(crate) community_balance: i64,
     last_produced: BTreeMap<MemberKey, u64>,
-    recent: VecDeque<BlockSummary>,
+    /// The selection window's block summaries by height (oldest first).
+    #[serde(serialize_with = "summaries")]
+    recent: CommittedMap<u64, BlockSummary>,
     pub(crate) market: MarketState,
     /// Double votes already punished: (offender, checkpoint, round, step).
     offences: BTreeSet<(MemberKey, u64, u32, u8)>,
@@ -152,6 +156,27 @@ pub struct LedgerState {
     /// Market events raised by transactions of the block being applied; not part of the state.
     #[serde(skip)]
     pub(crate) pending_events: Vec<MarketEvent>,
+    /// How [`LedgerState::hash`] commits to this state (the genesis decides); not part of it.
+    #[serde(skip)]
+    commitment: StateCommitment,
+}
+
+fn summaries<S: serde::Serializer>(
+    recent: &CommittedMap<u64, BlockSummary>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(recent.values())
+}
+
+impl EntryValue for BlockSummary {
+    // The height is the entry's key.
+    fn encode_value(&self, w: &mut Writer) {
+        w.fixed(&self.producer.0);
+        w.u32(u32::try_from(self.traded_wh.len()).unwrap_or(u32::MAX));
+        for (k, wh) in &self.traded_wh {
+            w.fixed(&k.0).u64(*wh);
+        }
+    }
 }
 
 impl LedgerState {
@@ -175,13 +200,14 @@ impl LedgerState {
                 .collect(),
             community_balance: 0,
             last_produced: BTreeMap::new(),
-            recent: VecDeque::new(),
+            recent: CommittedMap::default(),
             market: MarketState::default(),
             offences: BTreeSet::new(),
             excluded: BTreeMap::new(),
             membership: Membership::genesis(genesis),
             pending_traded: Vec::new(),
             pending_events: Vec::new(),
+            commitment: genesis.state_commitment,
         }
     }
 
@@ -202,7 +228,7 @@ impl LedgerState {
 
     /// The most recent blocks' summaries (producer, energy traded), oldest first.
     pub fn recent_blocks(&self) -> impl Iterator<Item = &BlockSummary> {
-        self.recent.iter()
+        self.recent.values()
     }
 
     /// The market state (attestations, contracts, trades, rounds, escrow).
@@ -412,14 +438,17 @@ impl LedgerState {
         self.excluded
             .retain(|_, until| *until > height.saturating_add(1));
         self.last_produced.insert(producer, height);
-        self.recent.push_back(BlockSummary {
+        self.recent.insert(
             height,
-            producer,
-            traded_wh,
-        });
+            BlockSummary {
+                height,
+                producer,
+                traded_wh,
+            },
+        );
         let window = usize::try_from(rules.selection.window_blocks).unwrap_or(usize::MAX);
         while self.recent.len() > window {
-            self.recent.pop_front();
+            self.recent.pop_first();
         }
         events
     }
@@ -427,7 +456,7 @@ impl LedgerState {
     /// Energy delivered to or by `member` in the selection window, Wh (what `E` counts).
     pub fn traded_in_window(&self, member: &MemberKey) -> u64 {
         self.recent
-            .iter()
+            .values()
             .flat_map(|s| s.traded_wh.iter())
             .filter(|(k, _)| k == member)
             .fold(0u64, |acc, (_, wh)| acc.saturating_add(*wh))
@@ -442,7 +471,7 @@ impl LedgerState {
         let next = self.height.saturating_add(1);
         let mut traded: BTreeMap<MemberKey, u64> = BTreeMap::new();
         let mut produced: BTreeMap<MemberKey, u64> = BTreeMap::new();
-        for summary in &self.recent {
+        for summary in self.recent.values() {
             let p = produced.entry(summary.producer).or_insert(0);
             *p = p.saturating_add(1);
             for (member, wh) in &summary.traded_wh {
@@ -534,15 +563,13 @@ impl LedgerState {
         for (k, h) in &self.last_produced {
             w.fixed(&k.0).u64(*h);
         }
-        w.u32(u32::try_from(self.recent.len()).unwrap_or(u32::MAX));
-        for s in &self.recent {
-            w.u64(s.height).fixed(&s.producer.0);
-            w.u32(u32::try_from(s.traded_wh.len()).unwrap_or(u32::MAX));
-            for (k, wh) in &s.traded_wh {
-                w.fixed(&k.0).u64(*wh);
+        match self.commitment {
+            StateCommitment::Flat => self.recent.encode_flat(&mut w),
+            StateCommitment::Trie => {
+                w.fixed(&self.recent.root().0);
             }
         }
-        self.market.encode_into(&mut w);
+        self.market.encode_into(&mut w, self.commitment);
         w.u32(u32::try_from(self.offences.len()).unwrap_or(u32::MAX));
         for (k, checkpoint, round, step) in &self.offences {
             w.fixed(&k.0).u64(*checkpoint).u32(*round).u8(*step);
@@ -557,6 +584,10 @@ impl LedgerState {
 
     /// The state hash a block header commits to.
     pub fn hash(&self) -> Hash32 {
-        Hash32::tagged(STATE_TAG, &[&self.encode()])
+        let tag = match self.commitment {
+            StateCommitment::Flat => STATE_TAG,
+            StateCommitment::Trie => STATE_TAG_V2,
+        };
+        Hash32::tagged(tag, &[&self.encode()])
     }
 }

@@ -642,6 +642,7 @@ mod tests {
                 retention_blocks: gridlet_ledger::genesis::DEFAULT_RETENTION_BLOCKS,
                 memory_store: false,
                 day_blocks: None,
+                state_commitment: gridlet_ledger::genesis::StateCommitment::Trie,
             })
             .unwrap();
             setups.push(super::super::home_config::HomeSetup {

@@ -71,6 +71,31 @@ def verify_certificate(raw, chain_id, members, q, height, bhash, last_checkpoint
     return checkpoint
 
 
+def trie_commitment(g):
+    return {"flat": False, "trie": True}[g.get("state_commitment", "flat")]
+
+
+def trie_root(entries):
+    """§7.2: entries are (key, value) byte strings with unique keys."""
+    leaves = sorted((H(b"gridlet/trie/path", k), H(b"gridlet/trie/leaf", k, v)) for k, v in entries)
+
+    def node(s, d):
+        if not s:
+            return bytes(32)
+        if len(s) == 1:
+            return s[0][1]
+        zero = [e for e in s if not (e[0][d // 8] >> (7 - d % 8)) & 1]
+        one = [e for e in s if (e[0][d // 8] >> (7 - d % 8)) & 1]
+        return H(b"gridlet/trie/node", node(zero, d + 1), node(one, d + 1))
+    return node(leaves, 0)
+
+
+def flat_or_root(trie, entries):
+    if trie:
+        return trie_root(entries)
+    return u32(len(entries)) + b"".join(k + v for k, v in entries)
+
+
 def genesis_hash(g):
     s = g["selection"]
     rule = {"paper": 0, "proportional": 1}[s["rule"]]
@@ -99,6 +124,8 @@ def genesis_hash(g):
             + equipment(m) + u64(m["balance"])
     # Retention (§12.9) came later: a genesis without it keeps the v1 encoding and tag.
     retention = g.get("market", {}).get("retention_blocks", 0)
+    if trie_commitment(g):
+        return H(b"gridlet/genesis/v3", out + u64(retention) + u8(1))
     if retention > 0:
         return H(b"gridlet/genesis/v2", out + u64(retention))
     return H(b"gridlet/genesis/v1", out)
@@ -244,12 +271,12 @@ def main():
         enc += u32(len(last_produced))
         for k in sorted(last_produced):
             enc += k + u64(last_produced[k])
-        enc += u32(len(recent))
-        for (h, p, tw) in recent:
-            enc += u64(h) + p + u32(len(tw)) + b"".join(k + u64(wh) for k, wh in tw)
-        # Market (transfers only here): escrow 0, no attestations, contracts, trades, rounds,
-        # scheduled days, home totals, the first day a schedule can be committed for.
-        enc += u64(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0) + u32(0) + u64(0)
+        trie = trie_commitment(genesis)
+        enc += flat_or_root(trie, [(u64(h), p + u32(len(tw)) + b"".join(k + u64(wh) for k, wh in tw))
+                                   for (h, p, tw) in recent])
+        # Market (transfers only here): escrow 0, no attestations, contracts or trades, then
+        # rounds, scheduled days, home totals, the first day a schedule can be committed for.
+        enc += u64(0) + flat_or_root(trie, []) * 3 + u32(0) + u32(0) + u32(0) + u64(0)
         # No double votes recorded, nobody excluded from the ranking.
         enc += u32(0) + u32(0)
         # Membership (§7.1): genesis's members, since height 0; no open proposals.
@@ -258,7 +285,7 @@ def main():
             name, attestor, eq = roster[k]
             enc += k + var(name) + attestor + eq + u64(0)
         enc += u32(0)
-        state_hash = H(b"gridlet/state/v1", enc)
+        state_hash = H(b"gridlet/state/v2" if trie else b"gridlet/state/v1", enc)
         if state_hash != f_state:
             fail(f"block {f_height}: state hash")
         prev_hash = bhash

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::codec::Writer;
+use crate::committed_map::{CommittedMap, EntryValue};
 use crate::crypto::{Hash32, MemberKey};
+use crate::genesis::StateCommitment;
 
 /// A home's attested generation for one interval, and how much of it is still uncommitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -241,11 +243,11 @@ pub enum MarketEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MarketState {
     /// Attested generation by (home, interval).
-    pub attestations: BTreeMap<(MemberKey, u64), AttestationRecord>,
+    pub attestations: CommittedMap<(MemberKey, u64), AttestationRecord>,
     /// Sale contracts by id.
-    pub contracts: BTreeMap<Hash32, SaleContract>,
+    pub contracts: CommittedMap<Hash32, SaleContract>,
     /// Trades by id.
-    pub trades: BTreeMap<Hash32, Trade>,
+    pub trades: CommittedMap<Hash32, Trade>,
     /// Auction rounds not yet cleared.
     pub rounds: BTreeMap<u64, AuctionRound>,
     /// Held in escrow.
@@ -289,6 +291,71 @@ fn allocations(w: &mut Writer, a: &[Allocation]) {
     len(w, a.len());
     for x in a {
         w.u64(x.interval).u64(x.wh.get());
+    }
+}
+
+impl EntryValue for AttestationRecord {
+    fn encode_value(&self, w: &mut Writer) {
+        w.u64(self.energy_wh.get()).u64(self.remaining_wh.get());
+    }
+}
+
+impl EntryValue for SaleContract {
+    fn encode_value(&self, w: &mut Writer) {
+        w.fixed(&self.seller.0)
+            .u64(self.energy_wh.get())
+            .u64(self.price.get())
+            .u64(self.expiry_height)
+            .u8(match self.mode {
+                crate::tx::DeliveryMode::Discharge => 0,
+                crate::tx::DeliveryMode::Charge => 1,
+            });
+        allocations(w, &self.allocation);
+        match self.status {
+            ContractStatus::Open => {
+                w.u8(0);
+            }
+            ContractStatus::Sold { trade } => {
+                w.u8(1).fixed(&trade.0);
+            }
+            ContractStatus::Expired => {
+                w.u8(2);
+            }
+        }
+    }
+}
+
+impl EntryValue for Trade {
+    fn encode_value(&self, w: &mut Writer) {
+        match self.source {
+            TradeSource::Sale { contract } => {
+                w.u8(0).fixed(&contract.0);
+            }
+            TradeSource::Auction { round } => {
+                w.u8(1).u64(round);
+            }
+        }
+        w.fixed(&self.seller.0)
+            .u64(self.energy_wh.get())
+            .u64(self.payment.get());
+        len(w, self.payers.len());
+        for (k, v) in &self.payers {
+            w.fixed(&k.0).u64(v.get());
+        }
+        w.u64(self.traded_height)
+            .u64(self.release_height)
+            .u64(self.deadline_height);
+        allocations(w, &self.allocation);
+        w.u8(u8::from(self.released));
+        match self.delivered_wh {
+            None => {
+                w.u8(0);
+            }
+            Some(d) => {
+                w.u8(1).u64(d.get());
+            }
+        }
+        w.u64(self.paid_out.get()).u8(u8::from(self.settled));
     }
 }
 
@@ -385,72 +452,21 @@ impl MarketState {
         self.homes.entry(home).or_default()
     }
 
-    /// Appends the canonical encoding (see `docs/protocol.md` §7).
-    pub fn encode_into(&self, w: &mut Writer) {
+    /// Appends the canonical encoding (see `docs/protocol.md` §7): the attestation, contract
+    /// and trade lists in full, or only their trie roots (§7.2).
+    pub fn encode_into(&self, w: &mut Writer, commitment: StateCommitment) {
         w.u64(self.escrow.get());
-        len(w, self.attestations.len());
-        for ((home, interval), r) in &self.attestations {
-            w.fixed(&home.0)
-                .u64(*interval)
-                .u64(r.energy_wh.get())
-                .u64(r.remaining_wh.get());
-        }
-        len(w, self.contracts.len());
-        for (id, c) in &self.contracts {
-            w.fixed(&id.0)
-                .fixed(&c.seller.0)
-                .u64(c.energy_wh.get())
-                .u64(c.price.get())
-                .u64(c.expiry_height)
-                .u8(match c.mode {
-                    crate::tx::DeliveryMode::Discharge => 0,
-                    crate::tx::DeliveryMode::Charge => 1,
-                });
-            allocations(w, &c.allocation);
-            match c.status {
-                ContractStatus::Open => {
-                    w.u8(0);
-                }
-                ContractStatus::Sold { trade } => {
-                    w.u8(1).fixed(&trade.0);
-                }
-                ContractStatus::Expired => {
-                    w.u8(2);
-                }
+        match commitment {
+            StateCommitment::Flat => {
+                self.attestations.encode_flat(w);
+                self.contracts.encode_flat(w);
+                self.trades.encode_flat(w);
             }
-        }
-        len(w, self.trades.len());
-        for (id, t) in &self.trades {
-            w.fixed(&id.0);
-            match t.source {
-                TradeSource::Sale { contract } => {
-                    w.u8(0).fixed(&contract.0);
-                }
-                TradeSource::Auction { round } => {
-                    w.u8(1).u64(round);
-                }
+            StateCommitment::Trie => {
+                w.fixed(&self.attestations.root().0)
+                    .fixed(&self.contracts.root().0)
+                    .fixed(&self.trades.root().0);
             }
-            w.fixed(&t.seller.0)
-                .u64(t.energy_wh.get())
-                .u64(t.payment.get());
-            len(w, t.payers.len());
-            for (k, v) in &t.payers {
-                w.fixed(&k.0).u64(v.get());
-            }
-            w.u64(t.traded_height)
-                .u64(t.release_height)
-                .u64(t.deadline_height);
-            allocations(w, &t.allocation);
-            w.u8(u8::from(t.released));
-            match t.delivered_wh {
-                None => {
-                    w.u8(0);
-                }
-                Some(d) => {
-                    w.u8(1).u64(d.get());
-                }
-            }
-            w.u64(t.paid_out.get()).u8(u8::from(t.settled));
         }
         len(w, self.rounds.len());
         for (round, r) in &self.rounds {

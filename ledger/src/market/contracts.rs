@@ -146,21 +146,30 @@ impl LedgerState {
     /// Takes `wh` from the home's attested intervals, oldest first (checked beforehand).
     pub(super) fn allocate(&mut self, home: MemberKey, mut wh: WattHours) -> Vec<Allocation> {
         let mut out = Vec::new();
-        for ((_, interval), record) in self
+        let intervals: Vec<u64> = self
             .market
             .attestations
-            .range_mut((home, 0)..=(home, u64::MAX))
-        {
+            .range((home, 0)..=(home, u64::MAX))
+            .map(|((_, interval), _)| *interval)
+            .collect();
+        for interval in intervals {
             if wh.is_zero() {
                 break;
             }
-            let take = record.remaining_wh.min(wh);
-            if !take.is_zero() {
-                record.remaining_wh = record.remaining_wh.saturating_sub(take);
-                wh = wh.saturating_sub(take);
+            let taken = self
+                .market
+                .attestations
+                .update(&(home, interval), |record| {
+                    let take = record.remaining_wh.min(wh);
+                    record.remaining_wh = record.remaining_wh.saturating_sub(take);
+                    take
+                })
+                .unwrap_or(WattHours::ZERO);
+            if !taken.is_zero() {
+                wh = wh.saturating_sub(taken);
                 out.push(Allocation {
-                    interval: *interval,
-                    wh: take,
+                    interval,
+                    wh: taken,
                 });
             }
         }
@@ -179,13 +188,13 @@ impl LedgerState {
                 break;
             }
             let give = a.wh.min(wh);
-            if let Some(r) = self.market.attestations.get_mut(&(home, a.interval)) {
+            self.market.attestations.update(&(home, a.interval), |r| {
                 // Never more than was attested for the interval.
                 r.remaining_wh = r
                     .remaining_wh
                     .checked_add(give)
                     .map_or(r.energy_wh, |back| back.min(r.energy_wh));
-            }
+            });
             wh = wh.saturating_sub(give);
         }
     }
@@ -364,9 +373,9 @@ impl LedgerState {
                     settled: false,
                 };
                 self.escrow_from(me, *offered)?;
-                if let Some(c) = self.market.contracts.get_mut(contract) {
+                self.market.contracts.update(contract, |c| {
                     c.status = ContractStatus::Sold { trade: stx.id() };
-                }
+                });
                 let totals = self.market.totals_of(trade.seller);
                 totals.sold_wh = totals.sold_wh.saturating_add(trade.energy_wh.get());
                 self.market.trades.insert(stx.id(), trade);
@@ -427,10 +436,10 @@ impl LedgerState {
                 self.escrow_pay(seller, pay)?;
                 self.pending_traded.push((seller, delivered_wh.get()));
                 self.pending_traded.extend(buyers);
-                if let Some(t) = self.market.trades.get_mut(trade) {
+                self.market.trades.update(trade, |t| {
                     t.delivered_wh = Some(*delivered_wh);
                     t.paid_out = pay;
-                }
+                });
                 let totals = self.market.totals_of(seller);
                 totals.delivered_wh = totals.delivered_wh.saturating_add(delivered_wh.get());
                 totals.paid_out = totals.paid_out.saturating_add(pay.get());

@@ -36,9 +36,7 @@ impl LedgerState {
             &t.allocation,
             t.energy_wh.saturating_sub(delivered),
         );
-        if let Some(tr) = self.market.trades.get_mut(&id) {
-            tr.settled = true;
-        }
+        self.market.trades.update(&id, |tr| tr.settled = true);
         Ok(MarketEvent::Settled {
             trade: id,
             delivered_wh: delivered,
@@ -178,9 +176,7 @@ impl LedgerState {
                 energy_wh: t.energy_wh,
                 deadline_height: t.deadline_height,
             });
-            if let Some(t) = self.market.trades.get_mut(&id) {
-                t.released = true;
-            }
+            self.market.trades.update(&id, |t| t.released = true);
         }
         let to_settle: Vec<Hash32> = self
             .market
@@ -203,9 +199,9 @@ impl LedgerState {
             .collect();
         for (id, seller, allocation, wh) in expired {
             self.give_back(seller, &allocation, wh);
-            if let Some(c) = self.market.contracts.get_mut(&id) {
-                c.status = ContractStatus::Expired;
-            }
+            self.market
+                .contracts
+                .update(&id, |c| c.status = ContractStatus::Expired);
             events.push(MarketEvent::ContractExpired { contract: id });
         }
         if let Some(e) = self.retire(rules, height) {
