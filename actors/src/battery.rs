@@ -15,7 +15,7 @@ use gridlet_ledger::Hash32;
 
 use crate::clock::Clock;
 use crate::devices::{fresh, MeterFeed};
-use crate::journal::ReleaseJournal;
+use crate::journal::{ReleaseJournal, ReleaseState};
 use gridlet_core::day_plan::PlanStep;
 use gridlet_core::net_power::{NetPowerMessage, NetPowers};
 use gridlet_core::release::{Action, Metered, PlanFollower, ReleaseOrder, Releaser, Sample};
@@ -110,6 +110,43 @@ impl Io {
     }
 }
 
+/// Where delivery reports go, remembering which trades were reported since the start: a
+/// restarted gateway hands its battery the still-open release orders again, and a trade it
+/// finished but whose report a crash cut off is then reported once more, and only once.
+#[derive(Clone)]
+struct Reports {
+    to: Recipient<Delivered>,
+    sent: Arc<Mutex<std::collections::BTreeSet<Hash32>>>,
+}
+
+impl Reports {
+    fn send(&self, trade: Hash32, delivered_wh: u64) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.insert(trade);
+        }
+        self.to.do_send(Delivered {
+            trade,
+            delivered_wh,
+        });
+    }
+
+    /// Reports a trade finished before this start, unless it was reported since.
+    fn again(&self, trade: Hash32, delivered_wh: u64) -> bool {
+        let first = self
+            .sent
+            .lock()
+            .map(|mut s| s.insert(trade))
+            .unwrap_or(false);
+        if first {
+            self.to.do_send(Delivered {
+                trade,
+                delivered_wh,
+            });
+        }
+        first
+    }
+}
+
 /// The battery's link, shared with its signing block.
 pub(crate) type SharedIo = Arc<tokio::sync::Mutex<Io>>;
 
@@ -122,7 +159,7 @@ pub struct BatteryStorage {
     releaser: Releaser,
     clock: Clock,
     poll: Duration,
-    deliveries: Recipient<Delivered>,
+    deliveries: Reports,
     status: Arc<Mutex<BatteryStatus>>,
     polling: bool,
     meter: Option<MeterFeed>,
@@ -174,7 +211,10 @@ impl BatteryStorage {
             releaser: Releaser::new(settings.release_power_w),
             clock: settings.clock,
             poll: settings.poll,
-            deliveries,
+            deliveries: Reports {
+                to: deliveries,
+                sent: Arc::default(),
+            },
             status,
             polling: false,
             meter: None,
@@ -436,7 +476,7 @@ impl BatteryStorage {
                             }
                         }
                         Action::Report { trade, delivered_wh } => {
-                            deliveries.do_send(Delivered { trade, delivered_wh });
+                            deliveries.send(trade, delivered_wh);
                         }
                     }
                 }
@@ -475,7 +515,7 @@ impl Actor for BatteryStorage {
                             let _ = j.end(trade, delivered);
                         }
                         tracing::warn!(%trade, delivered, "release interrupted by a restart; closed, not repeated");
-                        deliveries.do_send(Delivered { trade, delivered_wh: delivered });
+                        deliveries.send(trade, delivered);
                     }
                     let _ = device.release_battery_control(link).await;
                 }
@@ -490,13 +530,25 @@ impl Handler<Release> for BatteryStorage {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
-        let known = self
-            .journal
-            .lock()
-            .map(|j| j.state(&msg.0.trade).is_some())
-            .unwrap_or(true);
-        if known {
-            tracing::info!(trade = %msg.0.trade, "release already journaled; not repeating");
+        let known = match self.journal.lock() {
+            Ok(j) => j.state(&msg.0.trade),
+            Err(_) => {
+                // Without the journal nothing may move: it could be a repeat.
+                tracing::error!(trade = %msg.0.trade, "release journal unusable: not releasing");
+                return;
+            }
+        };
+        if let Some(state) = known {
+            match state {
+                ReleaseState::Done { delivered_wh } => {
+                    if self.deliveries.again(msg.0.trade, delivered_wh) {
+                        tracing::warn!(trade = %msg.0.trade, delivered_wh, "release finished before a restart but not reported on chain: reporting it again");
+                    }
+                }
+                ReleaseState::InFlight { .. } => {
+                    tracing::info!(trade = %msg.0.trade, "release already journaled; not repeating");
+                }
+            }
             return;
         }
         self.releaser.order(msg.0);

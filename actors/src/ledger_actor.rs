@@ -115,6 +115,24 @@ impl Handler<GetState> for LedgerActor {
     }
 }
 
+/// The final height and the release orders still open in its state
+/// ([`gridlet_ledger::market::MarketState::open_releases`]).
+#[derive(Message)]
+#[rtype(result = "(u64, Vec<gridlet_ledger::market::MarketEvent>)")]
+pub struct GetOpenReleases;
+
+impl<S: BlockStore + Unpin + 'static> Handler<GetOpenReleases> for NodeWorker<S> {
+    type Result = MessageResult<GetOpenReleases>;
+
+    fn handle(&mut self, _: GetOpenReleases, _: &mut SyncContext<Self>) -> Self::Result {
+        let chain = self.node.chain().chain();
+        MessageResult((
+            chain.finalized().1,
+            chain.finalized_state().market().open_releases(),
+        ))
+    }
+}
+
 /// What became of a transaction (pending, included, final, refused, unknown).
 #[derive(Message)]
 #[rtype(result = "Option<gridlet_core::tx_status::TxStatus>")]
@@ -530,8 +548,31 @@ pub struct Subscribe(pub Recipient<ChainEvents>);
 impl Handler<Subscribe> for LedgerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+    /// The new subscriber also gets the release orders still open in the final state: after
+    /// a restart, the blocks that raised them are not replayed, and a trade whose release (or
+    /// its report) a crash cut off would otherwise be refunded with the energy moved or never
+    /// move at all.
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
+        let subscriber = msg.0.clone();
         self.subscribe(msg.0);
+        let open = self.worker.send(GetOpenReleases);
+        ctx.spawn(
+            async move {
+                match open.await {
+                    Ok((height, events)) if !events.is_empty() => {
+                        tracing::info!(
+                            height,
+                            open = events.len(),
+                            "release orders still open in the final state: handing them on"
+                        );
+                        subscriber.do_send(ChainEvents { height, events });
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(%e, "ledger node unreachable"),
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -136,7 +136,8 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
         (299_000..=301_000).contains(&released),
         "discharged {released} mWh for 300 Wh"
     );
-    // A restart (a new actor on the same journal) receives the same order again: nothing moves.
+    // The same order again: nothing moves, nothing is reported twice; nor after a restart (a new
+    // actor on the same journal).
     battery.send(Release(order.clone())).await.unwrap();
     drop(battery);
     let again = Arc::new(Mutex::new(Vec::new()));
@@ -144,10 +145,51 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
     battery.send(Release(order)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(discharged_mwh(&sim), released, "a trade was released twice");
-    assert!(again.lock().unwrap().is_empty());
+    // It is reported again, once (the gateway hands on only orders with no delivery on chain).
+    assert_eq!(*again.lock().unwrap(), vec![report]);
     assert_eq!(
         ReleaseJournal::open(dir.path()).unwrap().state(&trade),
         Some(ReleaseState::Done { delivered_wh: 300 })
+    );
+}
+
+#[actix_rt::test]
+async fn a_release_finished_before_a_crash_is_reported_again_once_and_not_repeated() {
+    let sim = battery_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A crash after the journal recorded the end, before the report reached the chain.
+    let trade = Hash32::sha256(b"trade-finished-unreported");
+    {
+        let mut j = ReleaseJournal::open(dir.path()).unwrap();
+        j.begin(trade, 250, 0, false, false).unwrap();
+        j.end(trade, 240).unwrap();
+    }
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let battery = battery_actor(&sim, dir.path(), delivered.clone()).await;
+    let order = ReleaseOrder {
+        trade,
+        energy_wh: 250,
+        deadline_ms: u64::MAX,
+        peers: Vec::new(),
+        share_ppm: 1_000_000,
+        mode: gridlet_ledger::DeliveryMode::Discharge,
+    };
+    // The restarted gateway hands the open order on (twice: it may come with a new block too).
+    battery.send(Release(order.clone())).await.unwrap();
+    battery.send(Release(order)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        *delivered.lock().unwrap(),
+        vec![Delivered {
+            trade,
+            delivered_wh: 240
+        }],
+        "reported once, with what the journal recorded"
+    );
+    assert_eq!(
+        discharged_mwh(&sim),
+        0,
+        "a finished release moved energy again"
     );
 }
 

@@ -193,6 +193,12 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
                 + 3_600,
         }
     );
+    // Until its delivery is reported, the order stays open in the state: a gateway restarted
+    // after that block rebuilds it from there, the same.
+    assert_eq!(
+        m.chain.head_state().market().open_releases(),
+        vec![release.clone()]
+    );
     let seller_before = m.balance(0);
     let deliver = m.tx(
         0,
@@ -203,6 +209,7 @@ fn sale_purchase_release_delivery_pays_the_seller_and_traces_provenance() {
         },
     );
     assert!(m.block(&[deliver]).is_empty());
+    assert!(m.chain.head_state().market().open_releases().is_empty());
     // Delivered between two homes: both sides count it for E.
     for home in [0, 1] {
         assert_eq!(

@@ -360,6 +360,31 @@ impl EntryValue for Trade {
 }
 
 impl MarketState {
+    /// The release order of trade `id`, as the block that released it raised it.
+    pub(crate) fn release_event(&self, id: Hash32, t: &Trade) -> MarketEvent {
+        MarketEvent::Release {
+            trade: id,
+            seller: t.seller,
+            buyers: t.payers.iter().map(|(k, _)| *k).collect(),
+            share_ppm: self.release_share_ppm(t),
+            mode: self.trade_mode(t),
+            energy_wh: t.energy_wh,
+            deadline_height: t.deadline_height,
+        }
+    }
+
+    /// The release orders still open: trades released but with no delivery reported and not
+    /// settled. A gateway that restarts hands them to its battery again (which repeats none
+    /// it journaled, and reports again one it finished), since the blocks that raised them
+    /// are not replayed.
+    pub fn open_releases(&self) -> Vec<MarketEvent> {
+        self.trades
+            .iter()
+            .filter(|(_, t)| t.released && t.delivered_wh.is_none() && !t.settled)
+            .map(|(id, t)| self.release_event(*id, t))
+            .collect()
+    }
+
     /// How a trade's energy reaches its buyer (auction trades discharge).
     pub fn trade_mode(&self, t: &Trade) -> crate::tx::DeliveryMode {
         match t.source {

@@ -167,15 +167,7 @@ impl LedgerState {
             let Some(t) = self.market.trades.get(&id) else {
                 continue;
             };
-            events.push(MarketEvent::Release {
-                trade: id,
-                seller: t.seller,
-                buyers: t.payers.iter().map(|(k, _)| *k).collect(),
-                share_ppm: self.market.release_share_ppm(t),
-                mode: self.market.trade_mode(t),
-                energy_wh: t.energy_wh,
-                deadline_height: t.deadline_height,
-            });
+            events.push(self.market.release_event(id, t));
             self.market.trades.update(&id, |t| t.released = true);
         }
         let to_settle: Vec<Hash32> = self
