@@ -239,6 +239,26 @@ pub enum Command {
         #[arg(long, default_value_t = 5_000)]
         stale_after_ms: u64,
     },
+    /// The battery path alone, for crash tests (row D6): discover the Modbus battery, run the
+    /// release orders through the journal in `--data`, print `reported TRADE WH` per delivery
+    /// report, exit when all are reported.
+    ReleaseOrders {
+        /// Data directory (the release journal).
+        #[arg(long)]
+        data: PathBuf,
+        /// Battery host.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Battery Modbus TCP port.
+        #[arg(long)]
+        port: u16,
+        /// Scenario clock speed-up (the battery's energy counters run on it).
+        #[arg(long, default_value_t = 1.0)]
+        speedup: f64,
+        /// Orders, `TRADE_HEX:WH`, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        orders: Vec<String>,
+    },
     /// The consensus fault suite: a simulated community of real gateways, each behind its own
     /// TCP relay, with partitions (2 | 3, 1 | 4), disconnects, SIGSTOP and SIGKILL while trades
     /// flow; prints one JSON line (conflicting final blocks, splits after heals, releases of

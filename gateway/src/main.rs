@@ -22,6 +22,7 @@ mod keys;
 mod member_cmd;
 mod notify;
 mod page;
+mod release_cmd;
 mod run;
 mod schedule_cmd;
 mod sim;
@@ -263,6 +264,19 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Schedule(args) => schedule_cmd::run(args)?,
+        Command::ReleaseOrders {
+            data,
+            host,
+            port,
+            speedup,
+            orders,
+        } => {
+            let orders = orders
+                .iter()
+                .map(|o| release_cmd::parse_order(o))
+                .collect::<Result<Vec<_>>>()?;
+            release_cmd::run(&data, &host, port, speedup, &orders)?
+        }
         Command::SimChain {
             homes,
             slots,
