@@ -120,10 +120,9 @@ struct Reports {
 }
 
 impl Reports {
+    /// Reports a delivery (and remembers it).
     fn send(&self, trade: Hash32, delivered_wh: u64) {
-        if let Ok(mut sent) = self.sent.lock() {
-            sent.insert(trade);
-        }
+        self.first(trade);
         self.to.do_send(Delivered {
             trade,
             delivered_wh,
@@ -132,11 +131,7 @@ impl Reports {
 
     /// Reports a trade finished before this start, unless it was reported since.
     fn again(&self, trade: Hash32, delivered_wh: u64) -> bool {
-        let first = self
-            .sent
-            .lock()
-            .map(|mut s| s.insert(trade))
-            .unwrap_or(false);
+        let first = self.first(trade);
         if first {
             self.to.do_send(Delivered {
                 trade,
@@ -144,6 +139,14 @@ impl Reports {
             });
         }
         first
+    }
+
+    /// Marks `trade` reported; whether it was not before.
+    fn first(&self, trade: Hash32) -> bool {
+        self.sent
+            .lock()
+            .map(|mut s| s.insert(trade))
+            .unwrap_or(false)
     }
 }
 

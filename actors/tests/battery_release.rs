@@ -77,6 +77,35 @@ async fn battery_with_meter(
     }
 }
 
+/// A discharge order with no deadline, the whole trade this home's (the tests' usual order).
+fn discharge(trade: Hash32, energy_wh: u64, peers: Vec<gridlet_ledger::MemberKey>) -> ReleaseOrder {
+    ReleaseOrder {
+        trade,
+        energy_wh,
+        deadline_ms: u64::MAX,
+        peers,
+        share_ppm: 1_000_000,
+        mode: gridlet_ledger::DeliveryMode::Discharge,
+    }
+}
+
+/// Sends the battery, every `every`, what `messages(at)` returns (homes' signed net power).
+fn spawn_net_power(
+    battery: &Addr<BatteryStorage>,
+    every: Duration,
+    messages: impl Fn(u64) -> Vec<NetPowerMessage> + 'static,
+) {
+    let battery = battery.clone();
+    actix::spawn(async move {
+        for at in 1u64.. {
+            for m in messages(at) {
+                battery.do_send(BuyerPower(m));
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
 fn battery_power_w(sim: &ModbusSim) -> i32 {
     match &sim.devices.lock().unwrap()[&1].model {
         DeviceModel::Battery(b) => b.power_w,
@@ -107,14 +136,7 @@ async fn a_trade_is_released_exactly_once_even_across_a_restart() {
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let battery = battery_actor(&sim, dir.path(), delivered.clone()).await;
     let trade = Hash32::sha256(b"trade-1");
-    let order = ReleaseOrder {
-        trade,
-        energy_wh: 300,
-        deadline_ms: u64::MAX,
-        peers: Vec::new(),
-        share_ppm: 1_000_000,
-        mode: gridlet_ledger::DeliveryMode::Discharge,
-    };
+    let order = discharge(trade, 300, Vec::new());
     battery.send(Release(order.clone())).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while delivered.lock().unwrap().is_empty() {
@@ -166,14 +188,7 @@ async fn a_release_finished_before_a_crash_is_reported_again_once_and_not_repeat
     }
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let battery = battery_actor(&sim, dir.path(), delivered.clone()).await;
-    let order = ReleaseOrder {
-        trade,
-        energy_wh: 250,
-        deadline_ms: u64::MAX,
-        peers: Vec::new(),
-        share_ppm: 1_000_000,
-        mode: gridlet_ledger::DeliveryMode::Discharge,
-    };
+    let order = discharge(trade, 250, Vec::new());
     // The restarted gateway hands the open order on (twice: it may come with a new block too).
     battery.send(Release(order.clone())).await.unwrap();
     battery.send(Release(order)).await.unwrap();
@@ -207,25 +222,13 @@ async fn battery_sim() -> ModbusSim {
     sim
 }
 
-/// Battery physics on the scenario clock, stepped every 5 ms by the time that really passed
-/// (on a loaded machine a 5 ms sleep takes longer; stepping a fixed 5 ms then let the battery
-/// fall behind the gateway's clock, by a fifth in CI).
+/// Battery physics on the scenario clock.
 fn spawn_physics(devices: gridlet_hil::modbus_sim::SharedDevices) {
-    actix::spawn(async move {
-        let mut last = std::time::Instant::now();
-        let mut carry_ms = 0.0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let now = std::time::Instant::now();
-            carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * SPEEDUP;
-            last = now;
-            let step = carry_ms.floor();
-            carry_ms -= step;
-            for d in devices.lock().unwrap().values_mut() {
-                d.step(step as u64);
-            }
-        }
-    });
+    actix::spawn(gridlet_hil::modbus_sim::run_physics(
+        devices,
+        SPEEDUP,
+        |_| {},
+    ));
 }
 
 /// The home's grid meter, computed from the simulated battery every 10 ms while `alive`:
@@ -287,31 +290,22 @@ async fn a_metered_release_covers_the_buyers_draw_only_and_stops_on_stale_meter_
     // The buyer imports 800 W and says so, signed, on the bus; another home claims 5 kW.
     let buyer = gridlet_ledger::crypto::deterministic_key(9, 1);
     let stranger = gridlet_ledger::crypto::deterministic_key(9, 2);
-    {
-        let battery = battery.clone();
-        actix::spawn(async move {
-            for at in 1u64.. {
-                let m = NetPowerMessage::sign(&chain_id(), &buyer, at, 800);
-                battery.do_send(BuyerPower(m));
-                let loud = NetPowerMessage::sign(&chain_id(), &stranger, at, 5_000);
-                battery.do_send(BuyerPower(loud));
-                let mut forged = NetPowerMessage::sign(&chain_id(), &buyer, at, 800);
-                forged.net_w = 5_000;
-                battery.do_send(BuyerPower(forged));
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-    }
+    spawn_net_power(&battery, Duration::from_millis(10), move |at| {
+        let mut forged = NetPowerMessage::sign(&chain_id(), &buyer, at, 800);
+        forged.net_w = 5_000;
+        vec![
+            NetPowerMessage::sign(&chain_id(), &buyer, at, 800),
+            NetPowerMessage::sign(&chain_id(), &stranger, at, 5_000),
+            forged,
+        ]
+    });
     let trade = Hash32::sha256(b"trade-metered");
     battery
-        .send(Release(ReleaseOrder {
+        .send(Release(discharge(
             trade,
-            energy_wh: 100,
-            deadline_ms: u64::MAX,
-            peers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
-            share_ppm: 1_000_000,
-            mode: gridlet_ledger::DeliveryMode::Discharge,
-        }))
+            100,
+            vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
+        )))
         .await
         .unwrap();
     // The battery covers the home's 500 W and the buyer's 800 W: 1 300 W, not the 2 kW limit.
@@ -373,14 +367,7 @@ async fn without_a_grid_meter_a_release_runs_at_the_limit_until_the_battery_drop
     let battery = battery_actor(&sim, dir.path(), delivered.clone()).await;
     let trade = Hash32::sha256(b"trade-unmetered");
     battery
-        .send(Release(ReleaseOrder {
-            trade,
-            energy_wh: 300,
-            deadline_ms: u64::MAX,
-            peers: Vec::new(),
-            share_ppm: 1_000_000,
-            mode: gridlet_ledger::DeliveryMode::Discharge,
-        }))
+        .send(Release(discharge(trade, 300, Vec::new())))
         .await
         .unwrap();
     // Without a grid meter the battery releases at its limit until it dropped by 300 Wh.
@@ -426,36 +413,22 @@ async fn a_charge_trade_fills_the_buyers_battery_by_what_the_seller_exports() {
     // claims a 5 kW export it is not party to.
     let seller = gridlet_ledger::crypto::deterministic_key(9, 3);
     let stranger = gridlet_ledger::crypto::deterministic_key(9, 4);
-    {
-        let battery = battery.clone();
-        actix::spawn(async move {
-            for at in 1u64.. {
-                battery.do_send(BuyerPower(NetPowerMessage::sign(
-                    &chain_id(),
-                    &seller,
-                    at,
-                    -1_200,
-                )));
-                battery.do_send(BuyerPower(NetPowerMessage::sign(
-                    &chain_id(),
-                    &stranger,
-                    at,
-                    -5_000,
-                )));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-    }
+    spawn_net_power(&battery, Duration::from_millis(20), move |at| {
+        vec![
+            NetPowerMessage::sign(&chain_id(), &seller, at, -1_200),
+            NetPowerMessage::sign(&chain_id(), &stranger, at, -5_000),
+        ]
+    });
     let charged_before = charged_mwh(&sim);
     let trade = Hash32::sha256(b"charge-1");
     battery
         .send(Release(ReleaseOrder {
-            trade,
-            energy_wh: 100,
-            deadline_ms: u64::MAX,
-            peers: vec![gridlet_ledger::MemberKey::from_secret(&seller)],
-            share_ppm: 1_000_000,
             mode: gridlet_ledger::DeliveryMode::Charge,
+            ..discharge(
+                trade,
+                100,
+                vec![gridlet_ledger::MemberKey::from_secret(&seller)],
+            )
         }))
         .await
         .unwrap();
@@ -538,31 +511,20 @@ async fn a_default_genesis_trade_of_1000_wh_is_delivered_in_full() {
     .await;
     // The buyer draws 2.2 kW, above the 2 kW release limit, for the whole window.
     let buyer = gridlet_ledger::crypto::deterministic_key(9, 6);
-    {
-        let battery = battery.clone();
-        actix::spawn(async move {
-            for at in 1u64.. {
-                battery.do_send(BuyerPower(NetPowerMessage::sign(
-                    &chain_id(),
-                    &buyer,
-                    at,
-                    2_200,
-                )));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-    }
+    spawn_net_power(&battery, Duration::from_millis(20), move |at| {
+        vec![NetPowerMessage::sign(&chain_id(), &buyer, at, 2_200)]
+    });
     let before = discharged_mwh(&sim);
     let trade = Hash32::sha256(b"default-1000");
     battery
         .send(Release(ReleaseOrder {
-            trade,
-            energy_wh: 1_000,
             // The scenario clock starts at 0 with the release.
             deadline_ms,
-            peers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
-            share_ppm: 1_000_000,
-            mode: gridlet_ledger::DeliveryMode::Discharge,
+            ..discharge(
+                trade,
+                1_000,
+                vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
+            )
         }))
         .await
         .unwrap();
@@ -595,32 +557,21 @@ async fn d5_a_silent_meter_puts_the_battery_in_its_safe_state_within_t_plus_delt
     let sim = battery_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let meter_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    // No PV, a 1.5 kW load: the battery covers it (no buyer on the bus: its own home's draw is
-    // what it may cover).
+    // No PV, a 1.5 kW home load, and a buyer importing 400 W on the bus.
     let feed = spawn_meter(&sim, 1_500, meter_alive.clone());
     let status = Arc::new(Mutex::new(BatteryStatus::default()));
     let battery =
         battery_with_meter(&sim, dir.path(), Arc::default(), Some(feed), status.clone()).await;
     let buyer = gridlet_ledger::crypto::deterministic_key(9, 1);
-    {
-        let battery = battery.clone();
-        actix::spawn(async move {
-            for at in 1u64.. {
-                let m = NetPowerMessage::sign(&chain_id(), &buyer, at, 400);
-                battery.do_send(BuyerPower(m));
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-    }
+    spawn_net_power(&battery, Duration::from_millis(10), move |at| {
+        vec![NetPowerMessage::sign(&chain_id(), &buyer, at, 400)]
+    });
     battery
-        .send(Release(ReleaseOrder {
-            trade: Hash32::sha256(b"trade-d5"),
-            energy_wh: 5_000,
-            deadline_ms: u64::MAX,
-            peers: vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
-            share_ppm: 1_000_000,
-            mode: gridlet_ledger::DeliveryMode::Discharge,
-        }))
+        .send(Release(discharge(
+            Hash32::sha256(b"trade-d5"),
+            5_000,
+            vec![gridlet_ledger::MemberKey::from_secret(&buyer)],
+        )))
         .await
         .unwrap();
     let mut times_ms = Vec::new();

@@ -48,25 +48,16 @@ impl Handler<Delivered> for Collector {
 /// Battery physics on the scenario clock; the home has no load, so everything the battery
 /// discharges leaves through the grid connection (what the device counts for a discharge).
 fn spawn_physics(devices: SharedDevices) {
-    actix::spawn(async move {
-        let mut last = std::time::Instant::now();
-        let mut carry_ms = 0.0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let now = std::time::Instant::now();
-            carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * SPEEDUP;
-            last = now;
-            let step = carry_ms.floor();
-            carry_ms -= step;
-            for d in devices.lock().unwrap().values_mut() {
-                d.step(step as u64);
-                if let (DeviceModel::Battery(b), Some(s)) = (&d.model, d.signer.as_mut()) {
-                    s.exported_mwh = b.discharged_mwh;
-                    s.grid_w = -i64::from(b.power_w.max(0));
-                }
+    actix::spawn(gridlet_hil::modbus_sim::run_physics(
+        devices,
+        SPEEDUP,
+        |d| {
+            if let (DeviceModel::Battery(b), Some(s)) = (&d.model, d.signer.as_mut()) {
+                s.exported_mwh = b.discharged_mwh;
+                s.grid_w = -i64::from(b.power_w.max(0));
             }
-        }
-    });
+        },
+    ));
 }
 
 async fn battery(sim: &ModbusSim, dir: &std::path::Path, chain_id: Hash32) -> BatteryStorage {

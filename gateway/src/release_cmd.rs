@@ -59,6 +59,8 @@ pub fn run(
     speedup: f64,
     orders: &[(Hash32, u64)],
 ) -> Result<()> {
+    // A `[battery]` section as a config file would give it: every other field keeps the
+    // config's default.
     let raw: crate::config::RawBattery = toml::from_str(&format!(
         "host = {host:?}\nport = {port}\npoll_ms = 20\nnameplate_w = 5000.0"
     ))?;

@@ -3,14 +3,16 @@
 //! (acknowledgements are read from the process's stdout, outside the killed process), and no
 //! slot was ever signed twice.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gridlet");
+use common::{spawn_reading_lines, BIN};
+
 const CYCLES: usize = 100; // row S1 of the fault matrix
 
 fn gridlet(args: &[&str]) -> std::process::Output {
@@ -75,28 +77,23 @@ fn sigkill_at_random_moments_loses_no_acknowledged_block() {
     };
     let mut early_kills = 0;
     for cycle in 0..CYCLES {
-        let mut child = Command::new(BIN)
-            .args([
-                "chain",
-                "produce",
-                "--data",
-                &data,
-                "--key",
-                key.to_str().unwrap(),
-                "--blocks",
-                "1000000",
-                "--txs-per-block",
-                "10",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
         let sink = acks.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let (mut child, reader) = spawn_reading_lines(
+            Command::new(BIN)
+                .args([
+                    "chain",
+                    "produce",
+                    "--data",
+                    &data,
+                    "--key",
+                    key.to_str().unwrap(),
+                    "--blocks",
+                    "1000000",
+                    "--txs-per-block",
+                    "10",
+                ])
+                .stderr(Stdio::null()),
+            move |line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
                 if let ["committed", h, hash, slot] = f.as_slice() {
                     sink.lock().unwrap().push(Ack {
@@ -105,8 +102,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_block() {
                         slot: slot.parse().unwrap(),
                     });
                 }
-            }
-        });
+            },
+        );
         // One cycle in ten dies during start-up (opening and re-verifying the store).
         let wait_ms = if cycle % 10 == 3 {
             early_kills += 1;
@@ -204,8 +201,10 @@ fn sigkill_between_signing_and_sending_never_yields_two_votes_for_one_step() {
         rng
     };
     for cycle in 0..100u64 {
-        let mut child = Command::new(BIN)
-            .args([
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let (mut child, reader) = spawn_reading_lines(
+            Command::new(BIN).args([
                 "chain",
                 "sign-votes",
                 "--data",
@@ -216,21 +215,9 @@ fn sigkill_between_signing_and_sending_never_yields_two_votes_for_one_step() {
                 "3",
                 "--salt",
                 &cycle.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let reader = {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(l);
-                }
-            })
-        };
+            ]),
+            move |l| sink.lock().unwrap().push(l),
+        );
         std::thread::sleep(Duration::from_millis(next() % 25));
         let _ = child.kill();
         let _ = child.wait();

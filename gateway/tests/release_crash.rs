@@ -5,8 +5,9 @@
 //! hands on the open releases of its final state. Every trade must be reported exactly once
 //! (0 duplicates, 0 missed), never above its energy, and journaled done exactly once.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use gridlet_hil::devices::DeviceModel;
 use gridlet_hil::{FaultPlan, ModbusSim, SimDevice};
 use gridlet_ledger::Hash32;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gridlet");
+use common::{spawn_reading_lines, BIN};
 const KILLS: usize = 100;
 const TRADES: u64 = 120;
 const TRADE_WH: u64 = 15;
@@ -47,35 +48,29 @@ fn start(
         .iter()
         .map(|(t, wh)| format!("{}:{wh}", t.to_hex()))
         .collect();
-    let mut child = Command::new(BIN)
-        .args([
-            "release-orders",
-            "--data",
-            data.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--speedup",
-            &SPEEDUP.to_string(),
-            "--orders",
-            &list.join(","),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
     let reports = reports.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+    spawn_reading_lines(
+        Command::new(BIN)
+            .args([
+                "release-orders",
+                "--data",
+                data.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+                "--speedup",
+                &SPEEDUP.to_string(),
+                "--orders",
+                &list.join(","),
+            ])
+            .stderr(Stdio::null()),
+        move |line| {
             let mut w = line.split_whitespace();
             if let (Some("reported"), Some(t), Some(wh)) = (w.next(), w.next(), w.next()) {
                 let trade = Hash32::from_hex(t).unwrap();
                 reports.lock().unwrap().push((trade, wh.parse().unwrap()));
             }
-        }
-    });
-    (child, reader)
+        },
+    )
 }
 
 #[test]
@@ -93,22 +88,11 @@ fn d6_sigkills_around_battery_commands_report_every_trade_exactly_once() {
         .unwrap()
     });
     // Battery physics on the same sped-up clock as the gateway's counters.
-    let devices = sim.devices.clone();
-    rt.spawn(async move {
-        let mut last = Instant::now();
-        let mut carry_ms = 0.0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let now = Instant::now();
-            carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * SPEEDUP;
-            last = now;
-            let step = carry_ms.floor();
-            carry_ms -= step;
-            for d in devices.lock().unwrap().values_mut() {
-                d.step(step as u64);
-            }
-        }
-    });
+    rt.spawn(gridlet_hil::modbus_sim::run_physics(
+        sim.devices.clone(),
+        SPEEDUP,
+        |_| {},
+    ));
     let port = sim.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let trades: Vec<(Hash32, u64)> = (0..TRADES)

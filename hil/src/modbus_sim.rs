@@ -227,6 +227,33 @@ impl ModbusSim {
     }
 }
 
+/// Device physics in real time on a sped-up scenario clock: every 5 ms, each device steps by
+/// the real time that passed × `speedup` (stepping a fixed 5 ms let the devices fall behind
+/// the gateway's clock on a loaded machine, where a 5 ms sleep takes longer), then `after`
+/// sees it. Runs until dropped; spawn it on the test's runtime.
+pub async fn run_physics(
+    devices: SharedDevices,
+    speedup: f64,
+    mut after: impl FnMut(&mut SimDevice),
+) {
+    let mut last = std::time::Instant::now();
+    let mut carry_ms = 0.0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = std::time::Instant::now();
+        carry_ms += now.duration_since(last).as_secs_f64() * 1000.0 * speedup;
+        last = now;
+        let step = carry_ms.floor();
+        carry_ms -= step;
+        if let Ok(mut d) = devices.lock() {
+            for dev in d.values_mut() {
+                dev.step(step as u64);
+                after(dev);
+            }
+        }
+    }
+}
+
 impl Drop for ModbusSim {
     fn drop(&mut self) {
         self.task.abort();

@@ -160,14 +160,16 @@ impl Trie {
 }
 
 /// The root of `entries` (path, leaf) computed from scratch, by the definition: the reference the
-/// incremental trie is tested against (and what an independent verifier implements).
-pub fn root_of(entries: &[(Hash32, Hash32)]) -> Hash32 {
+/// incremental trie is tested against (what `gateway/tests/py/verify_export.py` implements).
+#[cfg(test)]
+pub(crate) fn root_of(entries: &[(Hash32, Hash32)]) -> Hash32 {
     let mut sorted = entries.to_vec();
     sorted.sort();
     sorted.dedup_by(|a, b| a.0 == b.0);
     root_at(&sorted, 0)
 }
 
+#[cfg(test)]
 fn root_at(entries: &[(Hash32, Hash32)], depth: usize) -> Hash32 {
     match entries {
         [] => Hash32::ZERO,

@@ -84,6 +84,27 @@ pub fn spawn_until_line(cmd: &mut Command) -> (Guard, String) {
     (Guard(child), line)
 }
 
+/// Spawns a command (`RUST_LOG=warn`) and hands each stdout line to `on_line` on a thread as it
+/// comes, so a crash test keeps what a process printed before it was killed; join the thread
+/// after the kill.
+pub fn spawn_reading_lines(
+    cmd: &mut Command,
+    mut on_line: impl FnMut(String) + Send + 'static,
+) -> (Child, std::thread::JoinHandle<()>) {
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            on_line(line);
+        }
+    });
+    (child, reader)
+}
+
 /// Compares two JSON documents; numbers within a relative 1e-6. Returns the differing paths.
 pub fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
     use serde_json::Value as V;
